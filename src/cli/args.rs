@@ -1,0 +1,184 @@
+//! The command line (clap). Every subcommand's help explains what it does and how.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// triage: label customer messages with a sentence-embedding classifier, and keep
+/// the models honest.
+///
+/// First time: run `make setup` (fetches ONNX Runtime and all-MiniLM-L6-v2 into
+/// ~/.cache/triage), then `triage train --data reviews.jsonl`, then
+/// `triage classify "the soup was cold"`.
+///
+/// Configuration: built-in defaults, then --config FILE, then TRIAGE__SECTION__KEY
+/// environment variables (e.g. TRIAGE__TRAINING__ALPHA=0.5). config/default.toml
+/// documents every key.
+#[derive(Debug, Parser)]
+#[command(
+    name = "triage",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Configuration file (TOML) layered over the defaults.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "TRIAGE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr; overrides log.format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+
+    /// Log filter (e.g. debug, or triage=debug,info); overrides log.level.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on a labelled file and store it in the registry.
+    ///
+    /// Reads the file with the [data] and [labels] settings, checks the data
+    /// (duplicates, rows per class, class balance, lengths), embeds it (cached:
+    /// training the same file again does not re-embed), holds out a stratified
+    /// test split, fits a multinomial logistic regression and evaluates it.
+    /// A model that passes every gate (training.min_macro_f1,
+    /// training.min_macro_recall) becomes the champion.
+    ///
+    /// Exit status: 0 trained (and promoted unless --no-promote), 3 trained but
+    /// failed a gate (stored, not promoted), 1 any other error.
+    ///
+    /// Example: triage train --data ../shared/data/yelp/reviews-5k.jsonl
+    Train(TrainArgs),
+
+    /// Score a registered model on a labelled file: accuracy, macro-F1,
+    /// per-class precision / recall / F1 and the confusion matrix.
+    ///
+    /// Example: triage evaluate --data held-out.jsonl --model v2
+    Evaluate(EvaluateArgs),
+
+    /// Label texts with a registered model: each TEXT argument, or else one text
+    /// per line of standard input.
+    ///
+    /// Example: echo "my parcel never arrived" | triage classify --json
+    Classify(ClassifyArgs),
+
+    /// List, inspect, promote and roll back model versions.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+
+    /// Print the effective configuration (after file and environment) as TOML.
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Labelled file: Yelp reviews or JSON lines (.jsonl/.json) or CSV (.csv).
+    #[arg(long, short = 'd', value_name = "FILE")]
+    pub data: PathBuf,
+    /// Store the model without making it the champion, even if it passes the gates.
+    #[arg(long)]
+    pub no_promote: bool,
+    /// Print one JSON document (the outcome and the model card) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Labelled file, read with the same settings as for training.
+    #[arg(long, short = 'd', value_name = "FILE")]
+    pub data: PathBuf,
+    /// Version (v3, 3) or alias (champion, previous).
+    #[arg(long, short = 'm', default_value = "champion", value_name = "VERSION")]
+    pub model: String,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Texts to label. Without any, each line of standard input is one text.
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Version (v3, 3) or alias (champion, previous).
+    #[arg(long, short = 'm', default_value = "champion", value_name = "VERSION")]
+    pub model: String,
+    /// Texts embedded together when reading standard input.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch: usize,
+    /// One JSON object per text (label, confidence, probabilities, model_version).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// All versions with their held-out scores and aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The model card of a version or alias.
+    Show {
+        /// Version (v3, 3) or alias (champion, previous).
+        #[arg(default_value = "champion", value_name = "VERSION")]
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a version the champion; the current champion becomes `previous`.
+    Promote {
+        /// Version (v3, 3) or alias (previous).
+        #[arg(value_name = "VERSION")]
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the previous champion back.
+    Rollback {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // clap checks names, ids and defaults here instead of panicking at run time.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn models_show_defaults_to_the_champion() {
+        let cli = Cli::try_parse_from(["triage", "models", "show", "--json"]).unwrap();
+        match cli.command {
+            Command::Models(ModelsCommand::Show { model, json }) => {
+                assert_eq!(model, "champion");
+                assert!(json);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

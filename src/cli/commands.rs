@@ -1,0 +1,335 @@
+//! Subcommand handlers: call the library, print for people or for scripts (--json).
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::args::{ClassifyArgs, Command, EvaluateArgs, ModelsCommand, TrainArgs};
+use crate::config::Settings;
+use crate::embed::OnnxEmbedder;
+use crate::inference::Predictor;
+use crate::registry::{Aliases, ModelCard, Registry};
+use crate::training::{self, TrainOptions};
+
+/// Exit status of `train` when the model was stored but failed a gate.
+const EXIT_GATE_FAILED: u8 = 3;
+
+pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let registry = Registry::new(settings.registry_dir());
+    match command {
+        Command::Train(args) => train(settings, &registry, args),
+        Command::Evaluate(args) => evaluate(settings, &registry, args),
+        Command::Classify(args) => classify(settings, &registry, args),
+        Command::Models(cmd) => models(&registry, cmd),
+        Command::Config => {
+            print!("{}", toml_of(settings)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn toml_of(settings: &Settings) -> anyhow::Result<String> {
+    Ok(toml::to_string(settings)?)
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn load_embedder(settings: &Settings) -> anyhow::Result<OnnxEmbedder> {
+    Ok(OnnxEmbedder::load(settings)?)
+}
+
+fn train(settings: &Settings, registry: &Registry, args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut embedder = load_embedder(settings)?;
+    let options = TrainOptions {
+        data: args.data,
+        promote: !args.no_promote,
+    };
+    let outcome = training::train(settings, &mut embedder, registry, &options)?;
+    if args.json {
+        print_json(&outcome)?;
+    } else {
+        let card = &outcome.card;
+        let t = &card.timings;
+        println!(
+            "model {} trained on {} (sha256 {}): {} train / {} test rows, {} malformed rows skipped, {} duplicates removed",
+            outcome.version,
+            card.data.path,
+            &card.data.sha256[..12],
+            card.data.train_rows,
+            card.data.test_rows,
+            card.data.rows_malformed,
+            card.data.checks.duplicates_removed,
+        );
+        if t.embed_cached {
+            println!(
+                "embedding: from the feature cache   fit: {:.2} s",
+                t.fit_seconds
+            );
+        } else {
+            println!(
+                "embedding: {:.1} s ({:.1} texts/s)   fit: {:.2} s",
+                t.embed_seconds, t.embed_per_second, t.fit_seconds
+            );
+        }
+        println!(
+            "train split: accuracy {:.4}, macro-F1 {:.4}\n\nheld-out split:",
+            card.train_accuracy, card.train_macro_f1
+        );
+        print!("{}", card.metrics.render());
+        println!();
+        for g in &card.gates {
+            println!(
+                "gate {:<28} {:.4} >= {:.4}  {}",
+                g.gate,
+                g.value,
+                g.threshold,
+                if g.passed { "passed" } else { "FAILED" }
+            );
+        }
+        if outcome.promoted {
+            println!("\n{} is now the champion", outcome.version);
+        } else if outcome.gate_failures.is_empty() {
+            println!("\n{} stored, not promoted (--no-promote)", outcome.version);
+        }
+    }
+    if outcome.gate_failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: model {} failed a gate and was stored but not promoted:\n  - {}",
+            outcome.version,
+            outcome.gate_failures.join("\n  - ")
+        );
+        Ok(ExitCode::from(EXIT_GATE_FAILED))
+    }
+}
+
+fn evaluate(
+    settings: &Settings,
+    registry: &Registry,
+    args: EvaluateArgs,
+) -> anyhow::Result<ExitCode> {
+    // Resolve first: a missing model should not cost loading the embedder.
+    registry.resolve(&args.model)?;
+    let mut embedder = load_embedder(settings)?;
+    let outcome =
+        training::evaluate_file(settings, &mut embedder, registry, &args.data, &args.model)?;
+    if args.json {
+        print_json(&outcome)?;
+    } else {
+        println!(
+            "model {} on {}: {} rows ({} malformed skipped)\n",
+            outcome.version, outcome.data.path, outcome.metrics.rows, outcome.data.malformed
+        );
+        print!("{}", outcome.metrics.render());
+        if !outcome.unknown_labels.is_empty() {
+            println!(
+                "\nlabels unknown to the model (their rows count as misses): {}",
+                outcome.unknown_labels.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classify(
+    settings: &Settings,
+    registry: &Registry,
+    args: ClassifyArgs,
+) -> anyhow::Result<ExitCode> {
+    registry.resolve(&args.model)?;
+    let embedder = load_embedder(settings)?;
+    let mut predictor = Predictor::load(embedder, registry, &args.model)?;
+    let mut out = std::io::stdout().lock();
+    let mut emit = |texts: &[String]| -> anyhow::Result<()> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (text, labelled) in texts.iter().zip(predictor.classify(&refs)?) {
+            if args.json {
+                serde_json::to_writer(&mut out, &labelled)?;
+                writeln!(out)?;
+            } else {
+                let shown: String = text.chars().take(70).collect();
+                let ellipsis = if text.chars().count() > 70 { "..." } else { "" };
+                writeln!(
+                    out,
+                    "{:<10} {:.3}  {shown}{ellipsis}",
+                    labelled.label, labelled.confidence
+                )?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    if !args.texts.is_empty() {
+        emit(&args.texts)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stdin = std::io::stdin().lock();
+    let mut batch = Vec::with_capacity(args.batch);
+    let mut skipped = 0u64;
+    for line in stdin.lines() {
+        let line = line.context("reading standard input")?;
+        if line.trim().is_empty() {
+            skipped += 1;
+            continue;
+        }
+        batch.push(line);
+        if batch.len() >= args.batch.max(1) {
+            emit(&batch)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        emit(&batch)?;
+    }
+    if skipped > 0 {
+        tracing::warn!(lines = skipped, "Blank input lines skipped.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct ModelRow {
+    version: String,
+    created_at: String,
+    aliases: Vec<&'static str>,
+    labels: Vec<String>,
+    train_rows: u64,
+    test_rows: u64,
+    accuracy: f64,
+    macro_f1: f64,
+    passed_gates: bool,
+    data: String,
+}
+
+fn row(card: &ModelCard, aliases: &Aliases) -> ModelRow {
+    let mut tags = Vec::new();
+    if aliases.champion.as_deref() == Some(card.version.as_str()) {
+        tags.push("champion");
+    }
+    if aliases.previous.as_deref() == Some(card.version.as_str()) {
+        tags.push("previous");
+    }
+    ModelRow {
+        version: card.version.clone(),
+        created_at: card.created_at.clone(),
+        aliases: tags,
+        labels: card.labels.clone(),
+        train_rows: card.data.train_rows,
+        test_rows: card.data.test_rows,
+        accuracy: card.metrics.accuracy,
+        macro_f1: card.metrics.macro_f1,
+        passed_gates: card.passed_gates,
+        data: card.data.path.clone(),
+    }
+}
+
+fn models(registry: &Registry, cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ModelsCommand::List { json } => {
+            let aliases = registry.aliases()?;
+            let rows = registry
+                .versions()?
+                .iter()
+                .map(|v| registry.card(v).map(|c| row(&c, &aliases)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if json {
+                print_json(&serde_json::json!({ "aliases": aliases, "versions": rows }))?;
+            } else if rows.is_empty() {
+                println!(
+                    "no models in {}; train one with `triage train --data FILE`",
+                    registry.root().display()
+                );
+            } else {
+                println!(
+                    "{:<8} {:<21} {:>8} {:>8} {:>6} {:>6} {:<18} data",
+                    "version", "created", "macro-F1", "accuracy", "train", "test", "aliases"
+                );
+                for r in rows {
+                    let gates = if r.passed_gates {
+                        ""
+                    } else {
+                        " (failed gates)"
+                    };
+                    println!(
+                        "{:<8} {:<21} {:>8.4} {:>8.4} {:>6} {:>6} {:<18} {}{gates}",
+                        r.version,
+                        r.created_at,
+                        r.macro_f1,
+                        r.accuracy,
+                        r.train_rows,
+                        r.test_rows,
+                        r.aliases.join(","),
+                        r.data
+                    );
+                }
+            }
+        }
+        ModelsCommand::Show { model, json } => {
+            let card = registry.card(&model)?;
+            if json {
+                print_json(&card)?;
+            } else {
+                println!(
+                    "model {}  created {}  parent {}",
+                    card.version,
+                    card.created_at,
+                    card.parent_version.as_deref().unwrap_or("-")
+                );
+                println!(
+                    "embedding {} (sha256 {}), max_length {}, dimension {}, pooling {}",
+                    card.embedding.model_id,
+                    &card.embedding.model_sha256[..12.min(card.embedding.model_sha256.len())],
+                    card.embedding.max_length,
+                    card.embedding.dimension,
+                    card.embedding.pooling
+                );
+                println!(
+                    "data {} (sha256 {}): {} rows read, {} malformed, {} train, {} test",
+                    card.data.path,
+                    &card.data.sha256[..12.min(card.data.sha256.len())],
+                    card.data.rows_read,
+                    card.data.rows_malformed,
+                    card.data.train_rows,
+                    card.data.test_rows
+                );
+                let h = &card.hyperparameters;
+                println!(
+                    "alpha {}, max_iterations {}, test_fraction {}, seed {}\n",
+                    h.fit.alpha, h.fit.max_iterations, h.test_fraction, h.seed
+                );
+                print!("{}", card.metrics.render());
+                println!("\nfull card: `triage models show {} --json`", card.version);
+            }
+        }
+        ModelsCommand::Promote { model, json } => {
+            let aliases = registry.promote(&model, "promoted by hand")?;
+            report_aliases(&aliases, json)?;
+        }
+        ModelsCommand::Rollback { json } => {
+            let aliases = registry.rollback("rolled back by hand")?;
+            report_aliases(&aliases, json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_aliases(aliases: &Aliases, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(aliases)
+    } else {
+        println!(
+            "champion: {}   previous: {}",
+            aliases.champion.as_deref().unwrap_or("-"),
+            aliases.previous.as_deref().unwrap_or("-")
+        );
+        Ok(())
+    }
+}

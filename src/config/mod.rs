@@ -1,0 +1,305 @@
+//! Configuration: typed settings with defaults in code, layered as
+//! defaults -> `--config FILE` -> `TRIAGE__SECTION__KEY` environment variables,
+//! and validated as a whole at start-up.
+//!
+//! `config/default.toml` documents every key; a test checks that it matches the
+//! defaults here, so the documentation cannot drift from the code.
+
+mod load;
+mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, load, load_with_env};
+pub use validate::{Problem, ValidationError};
+
+/// Every setting triage reads. Sections mirror `config/default.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub log: LogSettings,
+    pub paths: PathSettings,
+    pub embedding: EmbeddingSettings,
+    pub data: DataSettings,
+    pub labels: LabelSettings,
+    pub training: TrainingSettings,
+}
+
+/// How triage logs (always to stderr).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `triage=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where triage keeps its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathSettings {
+    /// Cache for the runtime, the model files and the feature cache.
+    /// `~` is the home directory. `TRIAGE_CACHE_DIR` (the variable scripts/setup.sh
+    /// reads) overrides the default when this key is not set explicitly.
+    pub cache_dir: PathBuf,
+    /// The model registry: a directory of immutable model versions and aliases.
+    pub registry_dir: PathBuf,
+    /// Cached training embeddings. Empty: `<cache_dir>/features`.
+    pub feature_cache_dir: PathBuf,
+}
+
+impl Default for PathSettings {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("~/.cache/triage"),
+            registry_dir: PathBuf::from(".triage/registry"),
+            feature_cache_dir: PathBuf::new(),
+        }
+    }
+}
+
+/// The sentence-embedding model and how it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingSettings {
+    /// Identifier recorded in model cards; a model trained with another id is refused.
+    pub model_id: String,
+    /// Folder holding `model.onnx`, `tokenizer.json`, `config.json`,
+    /// `special_tokens_map.json` and `tokenizer_config.json`.
+    /// Empty: `<cache_dir>/models/all-MiniLM-L6-v2`.
+    pub model_dir: PathBuf,
+    /// ONNX Runtime shared library. Empty: `<cache_dir>/onnxruntime/1.31.1/libonnxruntime.so.1.31.1`.
+    pub onnx_runtime_path: PathBuf,
+    /// Tokens per text; longer texts are truncated. all-MiniLM-L6-v2 was trained on 256.
+    pub max_length: usize,
+    /// ONNX Runtime intra-op threads. 0: one per available core.
+    pub threads: usize,
+    /// Texts per ONNX Runtime call. Texts are grouped by length before batching.
+    pub batch_size: usize,
+    /// Pooling of token vectors into one sentence vector: `mean` (right for this model) or `cls`.
+    pub pooling: PoolingKind,
+}
+
+impl Default for EmbeddingSettings {
+    fn default() -> Self {
+        Self {
+            model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            model_dir: PathBuf::new(),
+            onnx_runtime_path: PathBuf::new(),
+            max_length: 256,
+            threads: 0,
+            batch_size: 32,
+            pooling: PoolingKind::Mean,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingKind {
+    Mean,
+    Cls,
+}
+
+/// How labelled files are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSettings {
+    /// `auto` (by extension: .csv is CSV, anything else JSON lines), `yelp`, `jsonl` or `csv`.
+    pub format: DataFormat,
+    /// Field (JSON) or column (CSV) holding the message text.
+    pub text_field: String,
+    /// Field or column holding the message id. Missing ids become `line-<N>`.
+    pub id_field: String,
+    /// CSV only: the field delimiter, one ASCII character.
+    pub csv_delimiter: String,
+    /// Rows longer than this many bytes are rejected as malformed.
+    pub max_text_bytes: usize,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            format: DataFormat::Auto,
+            text_field: "text".into(),
+            id_field: "review_id".into(),
+            csv_delimiter: ",".into(),
+            max_text_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Auto,
+    Yelp,
+    Jsonl,
+    Csv,
+}
+
+/// How a row's ground-truth label is found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelSettings {
+    /// `stars`: map the numeric `field` through `ranges`. `column`: the field's value is the label.
+    pub rule: LabelRuleKind,
+    /// Field or column that carries the stars or the label.
+    pub field: String,
+    /// For `rule = "stars"`: inclusive value ranges, one per label; they must not overlap.
+    pub ranges: Vec<LabelRange>,
+    /// For `rule = "column"`: the accepted labels. Empty accepts any value.
+    pub allowed: Vec<String>,
+}
+
+impl Default for LabelSettings {
+    fn default() -> Self {
+        let range = |label: &str, min: f64, max: f64| LabelRange {
+            label: label.into(),
+            min,
+            max,
+        };
+        Self {
+            rule: LabelRuleKind::Stars,
+            field: "stars".into(),
+            ranges: vec![
+                range("negative", 1.0, 2.0),
+                range("neutral", 3.0, 3.0),
+                range("positive", 4.0, 5.0),
+            ],
+            allowed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelRuleKind {
+    Stars,
+    Column,
+}
+
+/// One inclusive range of a numeric field mapped to a label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRange {
+    pub label: String,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The training pipeline: data checks, split, classifier, gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSettings {
+    /// Share of rows held out for evaluation, per class (stratified).
+    pub test_fraction: f64,
+    /// Seed for the split and the reference sample: same seed, same split.
+    pub seed: u64,
+    /// L2 regularisation strength of the logistic regression (like 1/C in scikit-learn).
+    pub alpha: f64,
+    /// L-BFGS iterations at most.
+    pub max_iterations: u64,
+    /// L-BFGS stops when the gradient norm falls below this.
+    pub gradient_tolerance: f64,
+    /// Data gate: every class needs at least this many rows.
+    pub min_rows_per_class: usize,
+    /// Data gate: largest class / smallest class may not exceed this.
+    pub max_class_ratio: f64,
+    /// Model gate: held-out macro-F1 at least this, or the model is not promoted.
+    pub min_macro_f1: f64,
+    /// Model gate: held-out macro-recall at least this, or the model is not promoted.
+    pub min_macro_recall: f64,
+    /// Held-out embeddings kept in the model's drift reference.
+    pub reference_sample_size: usize,
+    /// Cache embeddings of training files (keyed by file, reader settings, model, max length).
+    pub feature_cache: bool,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        Self {
+            test_fraction: 0.2,
+            seed: 42,
+            alpha: 0.1,
+            max_iterations: 300,
+            gradient_tolerance: 1e-4,
+            min_rows_per_class: 10,
+            max_class_ratio: 50.0,
+            min_macro_f1: 0.55,
+            min_macro_recall: 0.55,
+            reference_sample_size: 512,
+            feature_cache: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The cache directory with `~` expanded.
+    pub fn cache_dir(&self) -> PathBuf {
+        expand_home(&self.paths.cache_dir)
+    }
+
+    /// The registry directory with `~` expanded.
+    pub fn registry_dir(&self) -> PathBuf {
+        expand_home(&self.paths.registry_dir)
+    }
+
+    /// The embedding model folder, derived from the cache when not set.
+    pub fn model_dir(&self) -> PathBuf {
+        if self.embedding.model_dir.as_os_str().is_empty() {
+            self.cache_dir().join("models/all-MiniLM-L6-v2")
+        } else {
+            expand_home(&self.embedding.model_dir)
+        }
+    }
+
+    /// The ONNX Runtime library, derived from the cache when not set.
+    pub fn onnx_runtime_path(&self) -> PathBuf {
+        if self.embedding.onnx_runtime_path.as_os_str().is_empty() {
+            self.cache_dir()
+                .join("onnxruntime/1.31.1/libonnxruntime.so.1.31.1")
+        } else {
+            expand_home(&self.embedding.onnx_runtime_path)
+        }
+    }
+
+    /// Directory of cached training features.
+    pub fn feature_cache_dir(&self) -> PathBuf {
+        if self.paths.feature_cache_dir.as_os_str().is_empty() {
+            self.cache_dir().join("features")
+        } else {
+            expand_home(&self.paths.feature_cache_dir)
+        }
+    }
+}
+
+/// Expands a leading `~` to `$HOME`.
+pub fn expand_home(path: &std::path::Path) -> PathBuf {
+    let Ok(rest) = path.strip_prefix("~") else {
+        return path.to_path_buf();
+    };
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(rest),
+        None => path.to_path_buf(),
+    }
+}

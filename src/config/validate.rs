@@ -1,0 +1,312 @@
+//! Whole-configuration validation: every impossible value or combination is
+//! reported at once, each with the key and the fix.
+
+use std::fmt;
+
+use super::{LabelRuleKind, Settings};
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+/// All problems found in a configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ValidationError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {}; fix: {}", p.key, p.message, p.fix)?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker(Vec<Problem>);
+
+impl Checker {
+    fn check(&mut self, ok: bool, key: &'static str, message: impl FnOnce() -> String, fix: &str) {
+        if !ok {
+            self.0.push(Problem {
+                key,
+                message: message(),
+                fix: fix.to_string(),
+            });
+        }
+    }
+}
+
+impl Settings {
+    /// Checks every value and combination; returns all problems, not just the first.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut c = Checker(Vec::new());
+
+        let level = &self.log.level;
+        c.check(
+            tracing_subscriber::EnvFilter::try_new(level).is_ok(),
+            "log.level",
+            || format!("{level:?} is not a tracing filter"),
+            "use a level such as \"info\" or a filter such as \"triage=debug,info\"",
+        );
+
+        let e = &self.embedding;
+        c.check(
+            !e.model_id.trim().is_empty(),
+            "embedding.model_id",
+            || "is empty".into(),
+            "name the embedding model, e.g. \"sentence-transformers/all-MiniLM-L6-v2\"",
+        );
+        c.check(
+            (1..=512).contains(&e.max_length),
+            "embedding.max_length",
+            || format!("{} is outside 1..=512", e.max_length),
+            "use 256 (what all-MiniLM-L6-v2 was trained on) or 128 for speed",
+        );
+        c.check(
+            (1..=4096).contains(&e.batch_size),
+            "embedding.batch_size",
+            || format!("{} is outside 1..=4096", e.batch_size),
+            "use 32 to 64 on CPU",
+        );
+        c.check(
+            e.threads <= 256,
+            "embedding.threads",
+            || format!("{} threads is more than any machine here has", e.threads),
+            "use 0 for one thread per core",
+        );
+
+        let d = &self.data;
+        c.check(
+            !d.text_field.trim().is_empty(),
+            "data.text_field",
+            || "is empty".into(),
+            "name the field or column that holds the message text",
+        );
+        c.check(
+            d.csv_delimiter.len() == 1 && d.csv_delimiter.is_ascii(),
+            "data.csv_delimiter",
+            || format!("{:?} is not one ASCII character", d.csv_delimiter),
+            "use \",\", \";\" or \"\\t\"",
+        );
+        c.check(
+            d.max_text_bytes >= 1,
+            "data.max_text_bytes",
+            || "is 0, which rejects every row".into(),
+            "use a limit such as 65536",
+        );
+
+        let l = &self.labels;
+        c.check(
+            !l.field.trim().is_empty(),
+            "labels.field",
+            || "is empty".into(),
+            "name the field that carries the label or the stars",
+        );
+        match l.rule {
+            LabelRuleKind::Stars => self.check_ranges(&mut c),
+            LabelRuleKind::Column => {
+                let mut seen = std::collections::HashSet::new();
+                let dup = l.allowed.iter().find(|a| !seen.insert(a.as_str()));
+                c.check(
+                    dup.is_none(),
+                    "labels.allowed",
+                    || format!("label {:?} is listed twice", dup.unwrap_or(&String::new())),
+                    "list each label once",
+                );
+                c.check(
+                    l.allowed.is_empty() || l.allowed.len() >= 2,
+                    "labels.allowed",
+                    || "lists one label; a classifier needs at least two".into(),
+                    "list every label, or leave it empty to accept any",
+                );
+            }
+        }
+
+        let t = &self.training;
+        c.check(
+            t.test_fraction > 0.0 && t.test_fraction <= 0.5,
+            "training.test_fraction",
+            || format!("{} is outside (0, 0.5]", t.test_fraction),
+            "use 0.2 to hold out a fifth of each class",
+        );
+        c.check(
+            t.alpha.is_finite() && t.alpha >= 0.0,
+            "training.alpha",
+            || format!("{} is not a non-negative number", t.alpha),
+            "use a regularisation strength such as 0.1 or 1.0",
+        );
+        c.check(
+            t.max_iterations >= 1,
+            "training.max_iterations",
+            || "is 0".into(),
+            "use 100 to 1000",
+        );
+        c.check(
+            t.gradient_tolerance > 0.0 && t.gradient_tolerance.is_finite(),
+            "training.gradient_tolerance",
+            || format!("{} is not positive", t.gradient_tolerance),
+            "use 1e-4",
+        );
+        c.check(
+            t.min_rows_per_class >= 2,
+            "training.min_rows_per_class",
+            || {
+                format!(
+                    "{} cannot fill both a training and a test split",
+                    t.min_rows_per_class
+                )
+            },
+            "use at least 2 (10 or more is wiser)",
+        );
+        c.check(
+            t.max_class_ratio >= 1.0,
+            "training.max_class_ratio",
+            || {
+                format!(
+                    "{} is below 1, which no data set can meet",
+                    t.max_class_ratio
+                )
+            },
+            "use a ratio such as 50",
+        );
+        for (key, value) in [
+            ("training.min_macro_f1", t.min_macro_f1),
+            ("training.min_macro_recall", t.min_macro_recall),
+        ] {
+            c.check(
+                (0.0..=1.0).contains(&value),
+                key,
+                || format!("{value} is outside [0, 1]"),
+                "use a score between 0 and 1, e.g. 0.6",
+            );
+        }
+        c.check(
+            (1..=100_000).contains(&t.reference_sample_size),
+            "training.reference_sample_size",
+            || format!("{} is outside 1..=100000", t.reference_sample_size),
+            "use 512",
+        );
+
+        if c.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { problems: c.0 })
+        }
+    }
+
+    fn check_ranges(&self, c: &mut Checker) {
+        let ranges = &self.labels.ranges;
+        let fix =
+            "give each label one inclusive range, e.g. { label = \"negative\", min = 1, max = 2 }";
+        c.check(
+            ranges.len() >= 2,
+            "labels.ranges",
+            || {
+                format!(
+                    "has {} range(s); a classifier needs at least two labels",
+                    ranges.len()
+                )
+            },
+            fix,
+        );
+        for r in ranges {
+            c.check(
+                !r.label.trim().is_empty(),
+                "labels.ranges",
+                || "a range has an empty label".into(),
+                fix,
+            );
+            c.check(
+                r.min.is_finite() && r.max.is_finite() && r.min <= r.max,
+                "labels.ranges",
+                || format!("range for {:?} has min {} > max {}", r.label, r.min, r.max),
+                fix,
+            );
+        }
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                c.check(
+                    a.label != b.label,
+                    "labels.ranges",
+                    || format!("label {:?} has two ranges", a.label),
+                    fix,
+                );
+                c.check(
+                    a.max < b.min || b.max < a.min,
+                    "labels.ranges",
+                    || format!("ranges for {:?} and {:?} overlap", a.label, b.label),
+                    "make the ranges disjoint so every value has one label",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LabelRange;
+
+    fn keys(s: &Settings) -> Vec<&'static str> {
+        s.validate()
+            .err()
+            .map(|e| e.problems.iter().map(|p| p.key).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let mut s = Settings::default();
+        s.embedding.max_length = 0;
+        s.training.test_fraction = 1.5;
+        s.data.csv_delimiter = ";;".into();
+        let err = s.validate().unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(text.contains("embedding.max_length"));
+        assert!(text.contains("training.test_fraction"));
+        assert!(text.contains("data.csv_delimiter"));
+        assert!(text.contains("fix:"));
+    }
+
+    #[test]
+    fn overlapping_star_ranges_are_rejected() {
+        let mut s = Settings::default();
+        s.labels.ranges[1] = LabelRange {
+            label: "neutral".into(),
+            min: 2.0,
+            max: 3.0,
+        };
+        assert_eq!(keys(&s), vec!["labels.ranges"]);
+    }
+
+    #[test]
+    fn bad_log_filter_is_rejected() {
+        let mut s = Settings::default();
+        s.log.level = "triage=loud".into();
+        assert_eq!(keys(&s), vec!["log.level"]);
+    }
+
+    #[test]
+    fn gates_outside_unit_interval_are_rejected() {
+        let mut s = Settings::default();
+        s.training.min_macro_f1 = 1.2;
+        s.training.min_macro_recall = -0.1;
+        assert_eq!(
+            keys(&s),
+            vec!["training.min_macro_f1", "training.min_macro_recall"]
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Length-grouped batching: texts of similar length share a batch, so the padding
+//! ONNX Runtime computes on is small. Results are put back in input order.
+
+/// Splits `0..lengths.len()` into batches of at most `batch_size` indices, each batch
+/// holding texts of similar length (sorted ascending; ties keep input order).
+pub fn length_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Runs `embed_batch` over length-grouped batches and returns results in input order.
+pub fn embed_grouped<T, E>(
+    texts: &[&str],
+    batch_size: usize,
+    mut embed_batch: impl FnMut(&[&str]) -> Result<Vec<T>, E>,
+) -> Result<Vec<T>, E> {
+    let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
+    for batch in length_batches(&lengths, batch_size) {
+        let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+        let vectors = embed_batch(&inputs)?;
+        debug_assert_eq!(vectors.len(), batch.len());
+        for (i, v) in batch.into_iter().zip(vectors) {
+            out[i] = Some(v);
+        }
+    }
+    // Every index is in exactly one batch, so every slot is filled.
+    Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_index_once_and_batches_sorted_by_length() {
+        let lengths = [50, 3, 700, 3, 90, 12, 400];
+        let batches = length_batches(&lengths, 3);
+        assert_eq!(batches, vec![vec![1, 3, 5], vec![0, 4, 6], vec![2]]);
+        let mut all: Vec<usize> = batches.concat();
+        all.sort();
+        assert_eq!(all, (0..lengths.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn results_come_back_in_input_order() {
+        let texts = ["ccc", "a", "bb", "dddd", ""];
+        let mut calls = Vec::new();
+        let out: Vec<String> = embed_grouped(&texts, 2, |batch| {
+            calls.push(batch.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+            Ok::<_, ()>(batch.iter().map(|t| format!("<{t}>")).collect())
+        })
+        .unwrap();
+        assert_eq!(out, ["<ccc>", "<a>", "<bb>", "<dddd>", "<>"]);
+        assert_eq!(calls[0], ["", "a"]);
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        let out: Vec<u8> = embed_grouped(&[], 8, |_| Ok::<_, ()>(vec![])).unwrap();
+        assert!(out.is_empty());
+    }
+}

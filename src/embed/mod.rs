@@ -1,0 +1,98 @@
+//! Sentence embeddings: the [`Embedder`] trait, the ONNX (fastembed) implementation,
+//! and the length-grouped batching that keeps padding small.
+
+pub mod batching;
+mod onnx;
+mod runtime;
+
+use serde::{Deserialize, Serialize};
+
+pub use onnx::OnnxEmbedder;
+pub use runtime::RuntimeError;
+
+/// Identifies what produced an embedding; models trained on one are refused by another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingSpec {
+    pub model_id: String,
+    /// sha256 of the ONNX graph file.
+    pub model_sha256: String,
+    pub max_length: usize,
+    pub dimension: usize,
+    pub pooling: String,
+}
+
+impl EmbeddingSpec {
+    /// Why vectors from `self` cannot feed a model trained on `trained`, if they cannot.
+    pub fn incompatibility(&self, trained: &EmbeddingSpec) -> Option<String> {
+        if self.model_id != trained.model_id {
+            return Some(format!(
+                "embedding model {} differs from the model's {}",
+                self.model_id, trained.model_id
+            ));
+        }
+        if self.model_sha256 != trained.model_sha256 {
+            return Some(format!(
+                "embedding model checksum {} differs from the model's {}",
+                short(&self.model_sha256),
+                short(&trained.model_sha256)
+            ));
+        }
+        if self.max_length != trained.max_length {
+            return Some(format!(
+                "embedding.max_length {} differs from the model's {}",
+                self.max_length, trained.max_length
+            ));
+        }
+        if self.dimension != trained.dimension {
+            return Some(format!(
+                "embedding dimension {} differs from the model's {}",
+                self.dimension, trained.dimension
+            ));
+        }
+        if self.pooling != trained.pooling {
+            return Some(format!(
+                "pooling {} differs from the model's {}",
+                self.pooling, trained.pooling
+            ));
+        }
+        None
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// Why embedding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(
+        "embedding model file {path} is missing; run `make setup` (scripts/setup.sh) to fetch it, or point embedding.model_dir at a folder that has it"
+    )]
+    ModelFileMissing { path: std::path::PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot load the embedding model from {dir}: {reason}; the files may be corrupt, run `make setup` to fetch them again"
+    )]
+    Load {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("embedding failed: {0}")]
+    Inference(String),
+}
+
+/// Turns texts into fixed-size vectors. Takes `&mut self`: one owner, one worker.
+pub trait Embedder {
+    /// One vector per text, in input order.
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// What produced the vectors.
+    fn spec(&self) -> &EmbeddingSpec;
+}

@@ -1,0 +1,131 @@
+//! all-MiniLM-L6-v2 (or any BERT-like ONNX model) through fastembed's user-defined model.
+
+use std::path::{Path, PathBuf};
+
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+use sha2::{Digest, Sha256};
+
+use super::batching::embed_grouped;
+use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
+use crate::config::{PoolingKind, Settings};
+use crate::feature::readers::hex;
+
+/// Files a model folder must hold.
+pub const MODEL_FILES: [&str; 5] = [
+    "model.onnx",
+    "tokenizer.json",
+    "config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+];
+
+/// Embeds with ONNX Runtime; texts are grouped by length into `batch_size` batches.
+pub struct OnnxEmbedder {
+    model: TextEmbedding,
+    spec: EmbeddingSpec,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("spec", &self.spec)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl OnnxEmbedder {
+    /// Loads the runtime and the model named by `settings`. Every missing or unreadable
+    /// file is an error that names it and the fix; nothing here panics.
+    pub fn load(settings: &Settings) -> Result<Self, EmbedError> {
+        let e = &settings.embedding;
+        let dir = settings.model_dir();
+        // Check the model files before the runtime: both errors name their fix, and a
+        // missing model is the likelier one after a partial set-up.
+        let read = |name: &str| -> Result<Vec<u8>, EmbedError> {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(EmbedError::ModelFileMissing { path });
+            }
+            std::fs::read(&path).map_err(|source| EmbedError::Io { path, source })
+        };
+        let [onnx, tokenizer, config, special, tokenizer_config] = MODEL_FILES.map(read);
+        let onnx = onnx?;
+        let tokenizer_files = TokenizerFiles {
+            tokenizer_file: tokenizer?,
+            config_file: config?,
+            special_tokens_map_file: special?,
+            tokenizer_config_file: tokenizer_config?,
+        };
+        let environment = runtime::environment(&settings.onnx_runtime_path())?;
+        let model_sha256 = hex(&Sha256::digest(&onnx));
+
+        let pooling = match e.pooling {
+            PoolingKind::Mean => Pooling::Mean,
+            PoolingKind::Cls => Pooling::Cls,
+        };
+        let user_model =
+            UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(pooling);
+        let mut options = InitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_max_length(e.max_length);
+        if e.threads > 0 {
+            options = options.with_intra_threads(e.threads);
+        }
+        let load_err = |reason: String| EmbedError::Load {
+            dir: dir.clone(),
+            reason,
+        };
+        let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
+            .map_err(|err| load_err(err.to_string()))?;
+        // One probe tells the dimension and proves the model runs.
+        let probe = model
+            .embed(["dimension probe"], None)
+            .map_err(|err| load_err(err.to_string()))?;
+        let dimension = probe.first().map_or(0, Vec::len);
+        if dimension == 0 {
+            return Err(load_err("the model returned an empty vector".into()));
+        }
+        Ok(Self {
+            model,
+            spec: EmbeddingSpec {
+                model_id: e.model_id.clone(),
+                model_sha256,
+                max_length: e.max_length,
+                dimension,
+                pooling: format!("{:?}", e.pooling).to_lowercase(),
+            },
+            batch_size: e.batch_size,
+        })
+    }
+
+    /// Where `settings` expects the model files (for diagnostics).
+    pub fn model_paths(settings: &Settings) -> Vec<PathBuf> {
+        let dir = settings.model_dir();
+        MODEL_FILES.iter().map(|f| dir.join(f)).collect()
+    }
+
+    /// Whether every file the embedder needs exists (runtime and model).
+    pub fn assets_present(settings: &Settings) -> bool {
+        Path::new(&settings.onnx_runtime_path()).is_file()
+            && Self::model_paths(settings).iter().all(|p| p.is_file())
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let model = &mut self.model;
+        embed_grouped(texts, self.batch_size, |batch| {
+            model
+                .embed(batch, Some(batch.len()))
+                .map_err(|e| EmbedError::Inference(e.to_string()))
+        })
+    }
+
+    fn spec(&self) -> &EmbeddingSpec {
+        &self.spec
+    }
+}

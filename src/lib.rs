@@ -1,0 +1,18 @@
+//! triage: a streaming classifier for customer messages.
+//!
+//! The code follows the Feature / Training / Inference split:
+//! - [`feature`]: readers, label rules, the feature cache and the feature pipeline;
+//! - [`training`]: data checks, stratified split, metrics, gates, the training pipeline;
+//! - [`inference`]: classifying with a registered model;
+//!
+//! and the parts they share: [`config`], [`embed`] (the sentence embedder),
+//! [`classifier`] (logistic regression) and [`registry`] (model versions and aliases).
+
+pub mod classifier;
+pub mod cli;
+pub mod config;
+pub mod embed;
+pub mod feature;
+pub mod inference;
+pub mod registry;
+pub mod training;

@@ -1,0 +1,173 @@
+//! The drift reference: statistics of the held-out split, captured at training time,
+//! that the drift monitor compares live traffic against.
+
+use ndarray::ArrayView2;
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::Prediction;
+use crate::training::data_checks::Quantiles;
+
+/// Counts over fixed bin edges: bin `i` holds `edges[i] <= v < edges[i + 1]`; the last
+/// bin also holds values equal to the last edge and beyond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub edges: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn new(edges: Vec<f64>, values: impl IntoIterator<Item = f64>) -> Self {
+        let bins = edges.len().saturating_sub(1).max(1);
+        let mut counts = vec![0u64; bins];
+        for v in values {
+            let i = edges
+                .partition_point(|&e| e <= v)
+                .saturating_sub(1)
+                .min(bins - 1);
+            counts[i] += 1;
+        }
+        Self { edges, counts }
+    }
+
+    /// Shares per bin (sum 1; all zero when empty).
+    pub fn shares(&self) -> Vec<f64> {
+        let total: u64 = self.counts.iter().sum();
+        self.counts
+            .iter()
+            .map(|&c| {
+                if total == 0 {
+                    0.0
+                } else {
+                    c as f64 / total as f64
+                }
+            })
+            .collect()
+    }
+}
+
+/// Character-length bin edges for text-length drift.
+pub const TEXT_LENGTH_EDGES: [f64; 10] = [
+    0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReference {
+    /// Held-out rows the statistics come from.
+    pub rows: u64,
+    /// Share of predictions per label (indexed like the model's labels).
+    pub class_mix: Vec<f64>,
+    pub mean_confidence: f64,
+    /// Confidence of the predicted label, 20 bins over [0, 1].
+    pub confidence: Histogram,
+    /// Mean embedding of the held-out split.
+    pub embedding_mean: Vec<f32>,
+    /// Up to `training.reference_sample_size` held-out embeddings, seeded choice.
+    pub sample: Vec<Vec<f32>>,
+    /// Text length in characters.
+    pub text_length: Histogram,
+    pub text_length_quantiles: Quantiles,
+}
+
+impl DriftReference {
+    pub fn build(
+        predictions: &[Prediction],
+        labels: usize,
+        features: ArrayView2<'_, f32>,
+        texts: &[&str],
+        sample_size: usize,
+        seed: u64,
+    ) -> Self {
+        let n = predictions.len();
+        let mut mix = vec![0.0; labels];
+        for p in predictions {
+            mix[p.label] += 1.0;
+        }
+        if n > 0 {
+            mix.iter_mut().for_each(|m| *m /= n as f64);
+        }
+        let confidence_edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+        let confidences = predictions.iter().map(|p| p.confidence);
+        let mean_confidence = if n == 0 {
+            0.0
+        } else {
+            predictions.iter().map(|p| p.confidence).sum::<f64>() / n as f64
+        };
+        let embedding_mean = features
+            .mean_axis(ndarray::Axis(0))
+            .map(|m| m.to_vec())
+            .unwrap_or_default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut picked = sample(
+            &mut rng,
+            features.nrows(),
+            sample_size.min(features.nrows()),
+        )
+        .into_vec();
+        picked.sort_unstable();
+        let sample = picked.iter().map(|&i| features.row(i).to_vec()).collect();
+        let mut lengths: Vec<f64> = texts.iter().map(|t| t.chars().count() as f64).collect();
+        Self {
+            rows: n as u64,
+            class_mix: mix,
+            mean_confidence,
+            confidence: Histogram::new(confidence_edges, confidences),
+            embedding_mean,
+            sample,
+            text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths.iter().copied()),
+            text_length_quantiles: Quantiles::of(&mut lengths),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn histogram_bins_edges_and_overflow() {
+        let h = Histogram::new(vec![0.0, 1.0, 2.0], [0.0, 0.5, 1.0, 1.9, 2.0, 7.0]);
+        assert_eq!(h.counts, vec![2, 4]);
+        assert_eq!(h.shares(), vec![2.0 / 6.0, 4.0 / 6.0]);
+    }
+
+    #[test]
+    fn reference_statistics_from_predictions() {
+        let preds = vec![
+            Prediction {
+                label: 0,
+                confidence: 0.9,
+                probabilities: vec![0.9, 0.1],
+            },
+            Prediction {
+                label: 0,
+                confidence: 0.7,
+                probabilities: vec![0.7, 0.3],
+            },
+            Prediction {
+                label: 1,
+                confidence: 0.6,
+                probabilities: vec![0.4, 0.6],
+            },
+            Prediction {
+                label: 0,
+                confidence: 0.8,
+                probabilities: vec![0.8, 0.2],
+            },
+        ];
+        let features = Array2::from_shape_fn((4, 2), |(i, j)| (i * 2 + j) as f32);
+        let texts = ["a", "bb", "ccc", &"d".repeat(100)];
+        let r = DriftReference::build(&preds, 2, features.view(), &texts, 3, 42);
+        assert_eq!(r.class_mix, vec![0.75, 0.25]);
+        assert!((r.mean_confidence - 0.75).abs() < 1e-12);
+        assert_eq!(r.embedding_mean, vec![3.0, 4.0]);
+        assert_eq!(r.sample.len(), 3, "bounded by sample size");
+        assert_eq!(r.confidence.counts.iter().sum::<u64>(), 4);
+        assert_eq!(r.text_length.counts[0], 3);
+        assert_eq!(r.text_length.counts[2], 1);
+        assert_eq!(r.text_length_quantiles.max, 100.0);
+    }
+}

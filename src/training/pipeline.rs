@@ -1,0 +1,248 @@
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use ndarray::{Array2, Axis};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::data_checks;
+use super::gates;
+use super::metrics::{Evaluation, evaluate};
+use super::split::stratified_split;
+use crate::classifier::{Classifier, ClassifierError, FitParams};
+use crate::config::Settings;
+use crate::embed::{EmbedError, Embedder};
+use crate::feature::cache::FeatureCache;
+use crate::feature::readers::ReadSummary;
+use crate::feature::{FeatureError, embed_texts, read_labelled};
+use crate::registry::card::{DataCard, Hyperparameters, Timings};
+use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Feature(#[from] FeatureError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("data validation failed, nothing was trained:\n  - {}", .0.join("\n  - "))]
+    DataChecks(Vec<String>),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("model {version} cannot read these features: {reason}")]
+    Incompatible { version: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    /// Promote the new version to champion if it passes the gates.
+    pub promote: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub version: String,
+    pub promoted: bool,
+    /// Gates that failed, one line each (empty when all passed).
+    pub gate_failures: Vec<String>,
+    pub card: ModelCard,
+}
+
+/// Trains a model on a labelled file and stores it in the registry. A model that
+/// fails a gate is stored but not promoted; the outcome says which gate failed.
+pub fn train(
+    settings: &Settings,
+    embedder: &mut dyn Embedder,
+    registry: &Registry,
+    options: &TrainOptions,
+) -> Result<TrainOutcome, TrainError> {
+    let t = &settings.training;
+    let data = read_labelled(&options.data, settings)?;
+    let (examples, checks) = data_checks::check(
+        data.examples,
+        &data.labels,
+        t,
+        settings.embedding.max_length,
+    );
+    for w in &checks.warnings {
+        warn!(target: "triage::training", "{w}");
+    }
+    if !checks.failures.is_empty() {
+        return Err(TrainError::DataChecks(checks.failures));
+    }
+    let targets: Vec<usize> = examples.iter().map(|e| e.label).collect();
+    let split = stratified_split(&targets, t.test_fraction, t.seed);
+
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let cache = FeatureCache::new(settings.feature_cache_dir());
+    let key = FeatureCache::key(
+        &data.summary.sha256,
+        &format!(
+            "{}|{}",
+            data.reader_fingerprint,
+            serde_json::to_string(&settings.labels).unwrap_or_default()
+        ),
+        embedder.spec(),
+    );
+    let cache_arg = t.feature_cache.then_some((&cache, key.as_str()));
+    let (features, embed_stats) = embed_texts(embedder, &texts, cache_arg)?;
+
+    let params = FitParams {
+        alpha: t.alpha,
+        max_iterations: t.max_iterations,
+        gradient_tolerance: t.gradient_tolerance,
+    };
+    let x_train = features.select(Axis(0), &split.train);
+    let y_train: Vec<usize> = split.train.iter().map(|&i| targets[i]).collect();
+    let fit_started = Instant::now();
+    let classifier = Classifier::fit(x_train.view(), &y_train, data.labels.clone(), &params)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    info!(target: "triage::training", rows = split.train.len(), seconds = format!("{fit_seconds:.2}"), "Fitted.");
+
+    let train_eval = predict_and_score(&classifier, &x_train, &y_train)?.1;
+    let x_test = features.select(Axis(0), &split.test);
+    let y_test: Vec<usize> = split.test.iter().map(|&i| targets[i]).collect();
+    let (test_preds, metrics) = predict_and_score(&classifier, &x_test, &y_test)?;
+
+    let gate_results = gates::check(&metrics, t);
+    let gate_failures = gates::failures(&gate_results);
+    let test_texts: Vec<&str> = split.test.iter().map(|&i| texts[i]).collect();
+    let reference = DriftReference::build(
+        &test_preds,
+        data.labels.len(),
+        x_test.view(),
+        &test_texts,
+        t.reference_sample_size,
+        t.seed,
+    );
+    let parent_version = registry.aliases()?.champion;
+    let card = ModelCard {
+        version: String::new(),
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        parent_version,
+        triage_version: env!("CARGO_PKG_VERSION").into(),
+        labels: data.labels.clone(),
+        embedding: embedder.spec().clone(),
+        data: data_card(&data.summary, split.train.len(), split.test.len(), checks),
+        hyperparameters: Hyperparameters {
+            fit: params,
+            test_fraction: t.test_fraction,
+            seed: t.seed,
+        },
+        train_accuracy: train_eval.accuracy,
+        train_macro_f1: train_eval.macro_f1,
+        metrics,
+        gates: gate_results,
+        passed_gates: gate_failures.is_empty(),
+        timings: Timings {
+            embed_seconds: embed_stats.elapsed.as_secs_f64(),
+            embed_per_second: embed_stats.per_second(),
+            embed_cached: embed_stats.cached,
+            fit_seconds,
+        },
+    };
+    let version = registry.register(&classifier, card, &reference)?;
+    let card = registry.card(&version)?;
+    let promoted = gate_failures.is_empty() && options.promote;
+    if promoted {
+        registry.promote(&version, "trained and passed every gate")?;
+    } else if !gate_failures.is_empty() {
+        warn!(target: "triage::training", version, failures = ?gate_failures, "Model failed a gate: stored, not promoted.");
+    }
+    Ok(TrainOutcome {
+        version,
+        promoted,
+        gate_failures,
+        card,
+    })
+}
+
+fn predict_and_score(
+    classifier: &Classifier,
+    x: &Array2<f32>,
+    y: &[usize],
+) -> Result<(Vec<crate::classifier::Prediction>, Evaluation), ClassifierError> {
+    let preds = classifier.predict(x.view())?;
+    let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
+    let eval = evaluate(classifier.labels(), y, &predicted);
+    Ok((preds, eval))
+}
+
+fn data_card(
+    summary: &ReadSummary,
+    train_rows: usize,
+    test_rows: usize,
+    checks: data_checks::DataReport,
+) -> DataCard {
+    DataCard {
+        path: summary.path.clone(),
+        sha256: summary.sha256.clone(),
+        bytes: summary.bytes,
+        rows_read: summary.rows,
+        rows_malformed: summary.malformed,
+        malformed_by_reason: summary.malformed_by_reason.clone(),
+        train_rows: train_rows as u64,
+        test_rows: test_rows as u64,
+        checks,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateOutcome {
+    pub version: String,
+    pub data: ReadSummary,
+    /// Labels in the file that the model does not know (each row of them is a miss).
+    pub unknown_labels: Vec<String>,
+    pub metrics: Evaluation,
+    pub embed_seconds: f64,
+}
+
+/// Scores a registered model on any labelled file.
+pub fn evaluate_file(
+    settings: &Settings,
+    embedder: &mut dyn Embedder,
+    registry: &Registry,
+    data_path: &std::path::Path,
+    version: &str,
+) -> Result<EvaluateOutcome, TrainError> {
+    let model = registry.load(version)?;
+    if let Some(reason) = embedder.spec().incompatibility(&model.card.embedding) {
+        return Err(TrainError::Incompatible {
+            version: model.card.version,
+            reason,
+        });
+    }
+    let data = read_labelled(data_path, settings)?;
+    // Map the file's labels into the model's label set; unknown ones are appended so
+    // their rows count as misses instead of vanishing.
+    let mut labels = model.classifier.labels().to_vec();
+    let mut unknown_labels = Vec::new();
+    let truth: Vec<usize> = data
+        .examples
+        .iter()
+        .map(|e| {
+            let name = &data.labels[e.label];
+            labels.iter().position(|l| l == name).unwrap_or_else(|| {
+                labels.push(name.clone());
+                unknown_labels.push(name.clone());
+                labels.len() - 1
+            })
+        })
+        .collect();
+    if !unknown_labels.is_empty() {
+        warn!(target: "triage::training", labels = ?unknown_labels, "The file has labels the model does not know.");
+    }
+    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+    let (features, stats) = embed_texts(embedder, &texts, None)?;
+    let preds = model.classifier.predict(features.view())?;
+    let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
+    Ok(EvaluateOutcome {
+        version: model.card.version,
+        data: data.summary,
+        unknown_labels,
+        metrics: evaluate(&labels, &truth, &predicted),
+        embed_seconds: stats.elapsed.as_secs_f64(),
+    })
+}

@@ -1,0 +1,80 @@
+//! Helpers for black-box tests that drive the `triage` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of the shared data sets beside the repository.
+pub fn shared(rel: &str) -> PathBuf {
+    let path = repo().join("../shared/data").join(rel);
+    assert!(
+        path.is_file(),
+        "{} is missing: the tests need ../shared beside the repository",
+        path.display()
+    );
+    path
+}
+
+/// A fresh, empty directory under cargo's target tmp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `triage` with its registry and feature cache in `dir`, and no configuration
+/// leaking in from the environment the tests run in.
+pub fn triage(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triage"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TRIAGE__") || key == "TRIAGE_CONFIG" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("TRIAGE__PATHS__REGISTRY_DIR", dir.join("registry"))
+        .env("TRIAGE__PATHS__FEATURE_CACHE_DIR", dir.join("features"))
+        .env("TRIAGE__LOG__LEVEL", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs and returns the output; stdout and stderr as text.
+pub fn run(cmd: &mut Command) -> (Output, String, String) {
+    let out = cmd.output().expect("triage runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// Writes lines `range` of `src` (plus the first line when `keep_header`) to `dst`.
+pub fn slice_lines(src: &Path, dst: &Path, range: std::ops::Range<usize>, keep_header: bool) {
+    let text = std::fs::read_to_string(src).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    if keep_header {
+        out.push(lines[0]);
+    }
+    let start = range.start + usize::from(keep_header);
+    let end = (range.end + usize::from(keep_header)).min(lines.len());
+    out.extend_from_slice(&lines[start..end]);
+    std::fs::write(dst, out.join("\n") + "\n").unwrap();
+}
+
+pub fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+}

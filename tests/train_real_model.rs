@@ -1,0 +1,240 @@
+//! Training, evaluation, classification and the registry with the real
+//! all-MiniLM-L6-v2 model on subsets of the shared data. Needs `make setup`.
+//!
+//! One fixture trains once (300 reviews); the tests share it, so the suite embeds
+//! each text only a few times.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+
+struct Trained {
+    dir: PathBuf,
+    data: PathBuf,
+    stdout: String,
+}
+
+/// `triage` for the 300-review subset: 60 held-out rows are too few for the
+/// production gates (0.55), which the full 5,000 reviews clear (see README), so the
+/// gates are lowered here; the gate test raises them again.
+fn triage_small(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = triage(dir);
+    cmd.env("TRIAGE__TRAINING__MIN_MACRO_F1", "0.4")
+        .env("TRIAGE__TRAINING__MIN_MACRO_RECALL", "0.4");
+    cmd
+}
+
+fn trained() -> &'static Trained {
+    static FIXTURE: OnceLock<Trained> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = scratch("trained");
+        let data = dir.join("reviews-300.jsonl");
+        slice_lines(&shared("yelp/reviews-5k.jsonl"), &data, 0..300, false);
+        let (out, stdout, stderr) = run(triage_small(&dir).args(["train", "--data"]).arg(&data));
+        assert!(out.status.success(), "training failed:\n{stdout}\n{stderr}");
+        Trained { dir, data, stdout }
+    })
+}
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+#[test]
+fn training_prints_metrics_and_promotes_a_champion() {
+    let t = trained();
+    assert!(t.stdout.contains("model v1 trained"), "{}", t.stdout);
+    assert!(t.stdout.contains("macro-F1"));
+    assert!(
+        t.stdout
+            .contains("confusion (rows: truth, columns: predicted)")
+    );
+    assert!(t.stdout.contains("v1 is now the champion"));
+    let (_, stdout, _) = run(triage(&t.dir).args(["models", "show", "champion", "--json"]));
+    let card = json(&stdout);
+    assert_eq!(card["version"], "v1");
+    assert_eq!(
+        card["labels"],
+        serde_json::json!(["negative", "neutral", "positive"])
+    );
+    assert_eq!(card["embedding"]["dimension"], 384);
+    assert_eq!(card["embedding"]["max_length"], 256);
+    assert_eq!(
+        card["data"]["train_rows"].as_u64().unwrap() + card["data"]["test_rows"].as_u64().unwrap(),
+        300
+    );
+    assert_eq!(card["data"]["sha256"].as_str().unwrap().len(), 64);
+    // Better than chance on 60 held-out reviews: the model learned something.
+    let f1 = card["metrics"]["macro_f1"].as_f64().unwrap();
+    assert!(f1 > 0.45, "held-out macro-F1 {f1}");
+    let reference =
+        std::fs::read_to_string(t.dir.join("registry/versions/v1/reference.json")).unwrap();
+    let reference = json(&reference);
+    assert_eq!(reference["embedding_mean"].as_array().unwrap().len(), 384);
+    assert_eq!(
+        reference["sample"].as_array().unwrap().len(),
+        60,
+        "all 60 held-out rows, under the bound of 512"
+    );
+}
+
+#[test]
+fn retraining_the_same_file_uses_the_feature_cache() {
+    let t = trained();
+    let dir = scratch("retrain");
+    // Same feature cache as the fixture, own registry.
+    let (out, stdout, stderr) = run(triage_small(&dir)
+        .env("TRIAGE__PATHS__FEATURE_CACHE_DIR", t.dir.join("features"))
+        .args(["train", "--json", "--data"])
+        .arg(&t.data));
+    assert!(out.status.success(), "{stderr}");
+    let outcome = json(&stdout);
+    assert_eq!(outcome["card"]["timings"]["embed_cached"], true);
+    // Same data and seed: same split, same model quality.
+    let (_, first, _) = run(triage(&t.dir).args(["models", "show", "v1", "--json"]));
+    assert_eq!(outcome["card"]["metrics"], json(&first)["metrics"]);
+}
+
+#[test]
+fn evaluate_scores_the_champion_on_unseen_reviews() {
+    let t = trained();
+    let unseen = t.dir.join("reviews-unseen.jsonl");
+    slice_lines(&shared("yelp/reviews-5k.jsonl"), &unseen, 4000..4100, false);
+    let (out, stdout, stderr) = run(triage(&t.dir)
+        .args(["evaluate", "--json", "--data"])
+        .arg(&unseen));
+    assert!(out.status.success(), "{stderr}");
+    let e = json(&stdout);
+    assert_eq!(e["version"], "v1");
+    assert_eq!(e["metrics"]["rows"], 100);
+    for key in ["accuracy", "macro_f1", "macro_precision", "macro_recall"] {
+        let v = e["metrics"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert_eq!(e["metrics"]["per_class"].as_array().unwrap().len(), 3);
+    let confusion_total: u64 = e["metrics"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion_total, 100);
+}
+
+#[test]
+fn classify_labels_each_stdin_line_in_order() {
+    let t = trained();
+    let mut cmd = triage(&t.dir);
+    cmd.args(["classify", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "Absolutely wonderful food, friendly staff, we will be back!"
+        )
+        .unwrap();
+        writeln!(stdin).unwrap();
+        writeln!(
+            stdin,
+            "Terrible. Rude waiter, cold food, and they overcharged us."
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "blank line skipped");
+    assert_eq!(lines[0]["label"], "positive");
+    assert_eq!(lines[1]["label"], "negative");
+    assert_eq!(lines[0]["model_version"], "v1");
+    let sum: f64 = lines[0]["probabilities"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn failing_a_gate_stores_the_model_but_does_not_promote_it() {
+    let t = trained();
+    let dir = scratch("gate");
+    let (out, _, stderr) = run(triage_small(&dir)
+        .env("TRIAGE__PATHS__FEATURE_CACHE_DIR", t.dir.join("features"))
+        .env("TRIAGE__TRAINING__MIN_MACRO_F1", "0.99")
+        .args(["train", "--data"])
+        .arg(&t.data));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("training.min_macro_f1"), "{stderr}");
+    let (_, stdout, _) = run(triage(&dir).args(["models", "list", "--json"]));
+    let list = json(&stdout);
+    assert_eq!(list["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(list["versions"][0]["passed_gates"], false);
+    assert_eq!(list["aliases"]["champion"], Value::Null);
+}
+
+#[test]
+fn promote_and_rollback_through_the_cli() {
+    let t = trained();
+    let dir = scratch("aliases");
+    let cache = t.dir.join("features");
+    for _ in 0..2 {
+        let (out, _, stderr) = run(triage_small(&dir)
+            .env("TRIAGE__PATHS__FEATURE_CACHE_DIR", &cache)
+            .args(["train", "--no-promote", "--data"])
+            .arg(&t.data));
+        assert!(out.status.success(), "{stderr}");
+    }
+    run(triage(&dir).args(["models", "promote", "v1"]));
+    let (out, stdout, _) = run(triage(&dir).args(["models", "promote", "v2", "--json"]));
+    assert!(out.status.success());
+    let a = json(&stdout);
+    assert_eq!(
+        (a["champion"].as_str(), a["previous"].as_str()),
+        (Some("v2"), Some("v1"))
+    );
+    let (_, stdout, _) = run(triage(&dir).args(["models", "rollback", "--json"]));
+    assert_eq!(json(&stdout)["champion"], "v1");
+    let (_, stdout, _) = run(triage(&dir).args(["models", "list"]));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("v1") && l.contains("champion")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn support_intents_train_from_csv_with_configuration_only() {
+    let dir = scratch("support");
+    // Every 5th row: 40 questions per intent, 440 in all.
+    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
+    let mut lines = src.lines();
+    let mut subset = vec![lines.next().unwrap().to_string()];
+    subset.extend(lines.step_by(5).map(str::to_string));
+    let data = dir.join("support-440.csv");
+    std::fs::write(&data, subset.join("\n") + "\n").unwrap();
+    let (out, stdout, stderr) = run(triage(&dir)
+        .arg("--config")
+        .arg(repo().join("config/support.toml"))
+        .args(["train", "--json", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let card = &json(&stdout)["card"];
+    assert_eq!(card["labels"].as_array().unwrap().len(), 11);
+    let f1 = card["metrics"]["macro_f1"].as_f64().unwrap();
+    assert!(f1 >= 0.9, "support macro-F1 {f1}");
+}
