@@ -128,3 +128,47 @@ fn models_list_on_an_empty_registry_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("no previous champion"), "{stderr}");
 }
+
+#[test]
+fn inspect_reports_malformed_rows_and_labels_without_a_model() {
+    let dir = scratch("inspect");
+    let data = dir.join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            "{\"text\":\"great\",\"stars\":5}\n",
+            "{\"text\":\"meh\",\"stars\":3.0}\n",
+            "not json\n",
+            "{\"text\":\"odd\",\"stars\":3.5}\n",
+            "{\"text\":\"bad\",\"stars\":1}\n",
+            "{\"stars\":2}\n",
+        ),
+    )
+    .unwrap();
+    // A missing runtime proves inspect never loads the model.
+    let (out, stdout, stderr) = run(triage(&dir)
+        .env(
+            "TRIAGE__EMBEDDING__ONNX_RUNTIME_PATH",
+            dir.join("absent.so"),
+        )
+        .args(["inspect", "--json", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["read"]["rows"], 6);
+    assert_eq!(v["read"]["accepted"], 3);
+    assert_eq!(v["read"]["malformed_by_reason"]["not_json"], 1);
+    assert_eq!(v["read"]["malformed_by_reason"]["unknown_label"], 1);
+    assert_eq!(v["read"]["malformed_by_reason"]["missing_text"], 1);
+    let lines: Vec<u64> = v["read"]["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 4, 6]);
+    assert_eq!(
+        v["rows_per_label"],
+        serde_json::json!({"negative": 1, "neutral": 1, "positive": 1})
+    );
+}

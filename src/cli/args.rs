@@ -83,6 +83,13 @@ pub enum Command {
     #[command(subcommand)]
     Models(ModelsCommand),
 
+    /// Check a labelled file without embedding it: rows, malformed rows by reason
+    /// (with line numbers), and rows per label. Streams the file, so it works on
+    /// files of any size; run it before a long training run.
+    ///
+    /// Example: triage inspect --data yelp_academic_dataset_review.json
+    Inspect(InspectArgs),
+
     /// Print the effective configuration (after file and environment) as TOML.
     Config,
 }
@@ -96,6 +103,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_promote: bool,
     /// Print one JSON document (the outcome and the model card) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Labelled file, read with the [data] and [labels] settings.
+    #[arg(long, short = 'd', value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
 }

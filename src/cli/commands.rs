@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::args::{ClassifyArgs, Command, EvaluateArgs, ModelsCommand, TrainArgs};
+use super::args::{ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TrainArgs};
 use crate::config::Settings;
 use crate::embed::OnnxEmbedder;
 use crate::inference::Predictor;
@@ -23,6 +23,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => evaluate(settings, &registry, args),
         Command::Classify(args) => classify(settings, &registry, args),
         Command::Models(cmd) => models(&registry, cmd),
+        Command::Inspect(args) => inspect(settings, args),
         Command::Config => {
             print!("{}", toml_of(settings)?);
             Ok(ExitCode::SUCCESS)
@@ -109,6 +110,22 @@ fn train(settings: &Settings, registry: &Registry, args: TrainArgs) -> anyhow::R
         );
         Ok(ExitCode::from(EXIT_GATE_FAILED))
     }
+}
+
+fn inspect(settings: &Settings, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let mut per_label: std::collections::BTreeMap<String, u64> = Default::default();
+    let summary = crate::feature::scan_labelled(&args.data, settings, |_, label| {
+        *per_label.entry(label).or_default() += 1;
+    })?;
+    if args.json {
+        print_json(&serde_json::json!({ "read": summary, "rows_per_label": per_label }))?;
+    } else {
+        println!("{summary}\n\nrows per label:");
+        for (label, n) in &per_label {
+            println!("  {label:<20} {n:>10}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn evaluate(

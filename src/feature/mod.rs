@@ -6,7 +6,9 @@ pub mod labels;
 mod pipeline;
 pub mod readers;
 
-pub use pipeline::{EmbedStats, FeatureError, LabelledData, embed_texts, read_labelled};
+pub use pipeline::{
+    EmbedStats, FeatureError, LabelledData, embed_texts, read_labelled, scan_labelled,
+};
 
 /// A row with its text and a label index into the data set's label set.
 #[derive(Debug, Clone, PartialEq)]

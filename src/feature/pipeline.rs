@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::LabelledExample;
 use super::cache::FeatureCache;
 use super::labels::LabelRule;
-use super::readers::{ReadError, ReadSummary, ReaderSpec, RowError, read_file};
+use super::readers::{ReadError, ReadSummary, ReaderSpec, Record, RowError, read_file};
 use crate::config::Settings;
 use crate::embed::{EmbedError, Embedder};
 
@@ -38,13 +38,17 @@ pub struct LabelledData {
     pub reader_fingerprint: String,
 }
 
-/// Reads a labelled file with the configured reader and label rule. Rows without a
-/// label, or with one the rule cannot map, are malformed rows (counted, with lines).
-pub fn read_labelled(path: &Path, settings: &Settings) -> Result<LabelledData, FeatureError> {
+/// Streams a labelled file through the configured reader and label rule, calling
+/// `each` with every usable row and its label. Rows without a label, or with one the
+/// rule cannot map, are malformed rows (counted, with lines). Memory stays flat.
+pub fn scan_labelled(
+    path: &Path,
+    settings: &Settings,
+    mut each: impl FnMut(Record, String),
+) -> Result<ReadSummary, ReadError> {
     let rule = LabelRule::new(&settings.labels);
     let spec = ReaderSpec::new(&settings.data, Some(&settings.labels.field));
-    let mut raw: Vec<(String, String, String)> = Vec::new();
-    let summary = read_file(path, &spec, |record| {
+    read_file(path, &spec, |record| {
         let Some(value) = &record.label else {
             return Err(RowError::new(
                 record.line,
@@ -55,8 +59,18 @@ pub fn read_labelled(path: &Path, settings: &Settings) -> Result<LabelledData, F
         let label = rule
             .apply(value)
             .map_err(|why| RowError::new(record.line, "unknown_label", why))?;
-        raw.push((record.id, record.text, label));
+        each(record, label);
         Ok(())
+    })
+}
+
+/// Reads a labelled file into memory (see [`scan_labelled`]) with its label set.
+pub fn read_labelled(path: &Path, settings: &Settings) -> Result<LabelledData, FeatureError> {
+    let rule = LabelRule::new(&settings.labels);
+    let spec = ReaderSpec::new(&settings.data, Some(&settings.labels.field));
+    let mut raw: Vec<(String, String, String)> = Vec::new();
+    let summary = scan_labelled(path, settings, |record, label| {
+        raw.push((record.id, record.text, label));
     })?;
     info!(target: "triage::feature", "{summary}");
     if raw.is_empty() {
