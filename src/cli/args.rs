@@ -83,6 +83,23 @@ pub enum Command {
     #[command(subcommand)]
     Models(ModelsCommand),
 
+    /// Run the streaming service: read messages from Kafka in windows, label them
+    /// with the champion, write predictions, feature records and dead letters.
+    ///
+    /// Delivery is at least once: a window's offsets are committed only after the
+    /// broker acknowledged every record it produced. The champion is followed: a
+    /// newly promoted model is picked up between windows without a restart.
+    /// SIGINT/SIGTERM drain in-flight windows (stream.drain_timeout_ms), commit and
+    /// leave the group. HTTP on http.listen: /metrics, /healthz, /readyz,
+    /// POST /v1/classify.
+    ///
+    /// Example: scripts/broker.sh start && triage topics create && triage run
+    Run,
+
+    /// Kafka topics: create the input and output topics triage uses.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+
     /// Check a labelled file without embedding it: rows, malformed rows by reason
     /// (with line numbers), and rows per label. Streams the file, so it works on
     /// files of any size; run it before a long training run.
@@ -144,6 +161,20 @@ pub struct ClassifyArgs {
     /// One JSON object per text (label, confidence, probabilities, model_version).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create kafka.input_topics, predictions, DLQ and features topics (existing
+    /// topics are left as they are).
+    Create {
+        /// Partitions per topic: the most instances that can share the work.
+        #[arg(long, short = 'p', default_value_t = 4)]
+        partitions: i32,
+        /// Replication factor (1 for a single local broker).
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

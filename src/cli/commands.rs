@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::args::{ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TrainArgs};
+use super::args::{
+    ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TopicsCommand, TrainArgs,
+};
 use crate::config::Settings;
 use crate::embed::OnnxEmbedder;
 use crate::inference::Predictor;
@@ -24,6 +26,11 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Classify(args) => classify(settings, &registry, args),
         Command::Models(cmd) => models(&registry, cmd),
         Command::Inspect(args) => inspect(settings, args),
+        Command::Run => run_service(settings),
+        Command::Topics(TopicsCommand::Create {
+            partitions,
+            replication,
+        }) => create_topics(settings, partitions, replication),
         Command::Config => {
             print!("{}", toml_of(settings)?);
             Ok(ExitCode::SUCCESS)
@@ -110,6 +117,63 @@ fn train(settings: &Settings, registry: &Registry, args: TrainArgs) -> anyhow::R
         );
         Ok(ExitCode::from(EXIT_GATE_FAILED))
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("triage-io")
+        .build()?)
+}
+
+fn run_service(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    runtime()?.block_on(crate::inference::service::run(
+        settings.clone(),
+        metrics,
+        shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(error = %err, "Cannot watch SIGTERM; only SIGINT stops triage.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+    }
+}
+
+fn create_topics(
+    settings: &Settings,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<ExitCode> {
+    let k = &settings.kafka;
+    let mut names: Vec<String> = k.input_topics.clone();
+    names.extend([k.predictions_topic.clone(), k.dlq_topic.clone()]);
+    if !k.features_topic.is_empty() {
+        names.push(k.features_topic.clone());
+    }
+    let created = runtime()?.block_on(crate::kafka::create_topics(
+        k,
+        &names,
+        partitions,
+        replication,
+    ))?;
+    for (name, outcome) in created {
+        println!("{name:<30} {outcome}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(settings: &Settings, args: InspectArgs) -> anyhow::Result<ExitCode> {

@@ -25,6 +25,9 @@ pub struct Settings {
     pub data: DataSettings,
     pub labels: LabelSettings,
     pub training: TrainingSettings,
+    pub kafka: KafkaSettings,
+    pub stream: StreamSettings,
+    pub http: HttpSettings,
 }
 
 /// How triage logs (always to stderr).
@@ -249,6 +252,114 @@ impl Default for TrainingSettings {
             min_macro_recall: 0.55,
             reference_sample_size: 512,
             feature_cache: true,
+        }
+    }
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Consumer group: instances with the same group share the partitions.
+    pub group_id: String,
+    /// Topics to read messages from.
+    pub input_topics: Vec<String>,
+    /// One prediction per valid message.
+    pub predictions_topic: String,
+    /// Every message that cannot be processed, unchanged, with reason headers.
+    pub dlq_topic: String,
+    /// Feature records (id, timestamp, embedding, label) for the training pipeline.
+    /// Empty: feature records are not written.
+    pub features_topic: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (TLS/SASL need the `ssl`/`sasl` build features).
+    pub security_protocol: String,
+    /// For SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ...
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: String,
+    /// CA certificate file for TLS.
+    pub ssl_ca_location: String,
+    /// Where a new group starts reading: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// How often librdkafka reports statistics (consumer lag, broker state).
+    pub statistics_interval_ms: u64,
+    /// Escape hatch: any other librdkafka property, applied last. Keys owned by the
+    /// typed settings above (and the delivery guarantees) are refused.
+    pub librdkafka_options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "triage".into(),
+            input_topics: vec!["messages".into()],
+            predictions_topic: "predictions".into(),
+            dlq_topic: "messages.dlq".into(),
+            features_topic: "features".into(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ssl_ca_location: String::new(),
+            auto_offset_reset: "earliest".into(),
+            statistics_interval_ms: 1000,
+            librdkafka_options: Default::default(),
+        }
+    }
+}
+
+/// Micro-batching of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// A window closes at this many messages...
+    pub max_messages: usize,
+    /// ...or this long after its first message, whichever comes first.
+    pub max_wait_ms: u64,
+    /// Messages with a larger payload go to the dead-letter topic.
+    pub max_message_bytes: usize,
+    /// Windows queued for the embedding worker; when full, the consumer stops reading.
+    pub worker_queue: usize,
+    /// Windows between the worker and the broker's acknowledgement, at most.
+    pub max_in_flight_windows: usize,
+    /// On shutdown or rebalance, in-flight windows get this long to be acknowledged.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            max_messages: 64,
+            max_wait_ms: 500,
+            max_message_bytes: 64 * 1024,
+            worker_queue: 2,
+            max_in_flight_windows: 4,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The HTTP surface of `triage run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address for /metrics, /healthz, /readyz and POST /v1/classify. Empty: no server.
+    pub listen: String,
+    /// Requests with a larger body get 413.
+    pub max_request_bytes: usize,
+    /// Texts per /v1/classify request, at most.
+    pub max_texts_per_request: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            max_request_bytes: 256 * 1024,
+            max_texts_per_request: 256,
         }
     }
 }

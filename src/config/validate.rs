@@ -194,11 +194,120 @@ impl Settings {
             "use 512",
         );
 
+        self.check_streaming(&mut c);
+
         if c.0.is_empty() {
             Ok(())
         } else {
             Err(ValidationError { problems: c.0 })
         }
+    }
+
+    fn check_streaming(&self, c: &mut Checker) {
+        let k = &self.kafka;
+        c.check(
+            !k.brokers.trim().is_empty(),
+            "kafka.brokers",
+            || "is empty".into(),
+            "list bootstrap servers, e.g. \"127.0.0.1:9092\"",
+        );
+        c.check(
+            !k.group_id.trim().is_empty(),
+            "kafka.group_id",
+            || "is empty".into(),
+            "name the consumer group, e.g. \"triage\"",
+        );
+        c.check(
+            !k.input_topics.is_empty() && k.input_topics.iter().all(|t| !t.trim().is_empty()),
+            "kafka.input_topics",
+            || "lists no topic (or an empty name)".into(),
+            "list the topics to read, e.g. [\"messages\"]",
+        );
+        for (key, topic) in [
+            ("kafka.predictions_topic", &k.predictions_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            c.check(
+                !topic.trim().is_empty(),
+                key,
+                || "is empty".into(),
+                "name the topic",
+            );
+            c.check(
+                !k.input_topics.contains(topic),
+                key,
+                || format!("{topic:?} is also an input topic, which would loop"),
+                "use a topic that triage does not read",
+            );
+        }
+        c.check(
+            ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
+                .contains(&k.security_protocol.to_lowercase().as_str()),
+            "kafka.security_protocol",
+            || format!("{:?} is not a Kafka security protocol", k.security_protocol),
+            "use plaintext, ssl, sasl_plaintext or sasl_ssl",
+        );
+        c.check(
+            ["earliest", "latest"].contains(&k.auto_offset_reset.as_str()),
+            "kafka.auto_offset_reset",
+            || format!("{:?} is neither earliest nor latest", k.auto_offset_reset),
+            "use earliest (label the backlog) or latest (only new messages)",
+        );
+        let owned = crate::kafka::OWNED_KEYS;
+        let clash: Vec<&String> = k
+            .librdkafka_options
+            .keys()
+            .filter(|key| owned.contains(&key.as_str()))
+            .collect();
+        c.check(
+            clash.is_empty(),
+            "kafka.librdkafka_options",
+            || format!("sets {clash:?}, which triage owns"),
+            "use the typed kafka.* settings for these keys, or leave them to triage",
+        );
+        let st = &self.stream;
+        c.check(
+            (1..=10_000).contains(&st.max_messages),
+            "stream.max_messages",
+            || format!("{} is outside 1..=10000", st.max_messages),
+            "use 32 to 256",
+        );
+        c.check(
+            (1..=600_000).contains(&st.max_wait_ms),
+            "stream.max_wait_ms",
+            || format!("{} is outside 1..=600000", st.max_wait_ms),
+            "use a few hundred milliseconds",
+        );
+        c.check(
+            st.max_message_bytes >= 16,
+            "stream.max_message_bytes",
+            || format!("{} bytes cannot hold a message", st.max_message_bytes),
+            "use 65536",
+        );
+        c.check(
+            st.worker_queue >= 1 && st.max_in_flight_windows >= 1,
+            "stream.worker_queue",
+            || "stream.worker_queue and stream.max_in_flight_windows must be at least 1".into(),
+            "use 2 and 4",
+        );
+        c.check(
+            st.drain_timeout_ms >= 100,
+            "stream.drain_timeout_ms",
+            || format!("{} ms is too short to drain anything", st.drain_timeout_ms),
+            "use 10000",
+        );
+        c.check(
+            self.http.listen.is_empty() || self.http.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "http.listen",
+            || format!("{:?} is not an address", self.http.listen),
+            "use host:port such as \"127.0.0.1:9464\", or \"\" for no HTTP server",
+        );
+        c.check(
+            self.http.max_request_bytes >= 64 && self.http.max_texts_per_request >= 1,
+            "http.max_request_bytes",
+            || "http.max_request_bytes must be >= 64 and http.max_texts_per_request >= 1".into(),
+            "use 262144 and 256",
+        );
     }
 
     fn check_ranges(&self, c: &mut Checker) {
@@ -290,6 +399,34 @@ mod tests {
             max: 3.0,
         };
         assert_eq!(keys(&s), vec!["labels.ranges"]);
+    }
+
+    #[test]
+    fn librdkafka_option_owned_by_triage_is_refused() {
+        let mut s = Settings::default();
+        s.kafka
+            .librdkafka_options
+            .insert("enable.auto.offset.store".into(), "true".into());
+        s.kafka
+            .librdkafka_options
+            .insert("fetch.min.bytes".into(), "1".into());
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.to_string().contains("enable.auto.offset.store"));
+    }
+
+    #[test]
+    fn output_topic_that_is_also_an_input_is_refused() {
+        let mut s = Settings::default();
+        s.kafka.dlq_topic = "messages".into();
+        assert_eq!(keys(&s), vec!["kafka.dlq_topic"]);
+    }
+
+    #[test]
+    fn bad_http_address_is_refused() {
+        let mut s = Settings::default();
+        s.http.listen = "localhost".into();
+        assert_eq!(keys(&s), vec!["http.listen"]);
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! The inference pipeline. For now: classify texts with a registered model (the
-//! streaming service builds on the same [`Predictor`]).
+//! The inference pipeline: decode and validate messages, classify them with the
+//! champion on a dedicated worker, and (in [`service`]) run it all over Kafka.
+
+pub mod decode;
+pub mod service;
+pub mod window;
+pub mod worker;
 
 use std::collections::BTreeMap;
 
@@ -55,16 +60,48 @@ impl<E: Embedder> Predictor<E> {
         &self.model.card.version
     }
 
+    pub fn model(&self) -> &ModelVersion {
+        &self.model
+    }
+
+    pub fn embedder_spec(&self) -> &crate::embed::EmbeddingSpec {
+        self.embedder.spec()
+    }
+
+    /// Replaces the model if it is compatible with the embedder; otherwise keeps the
+    /// current one and says why.
+    pub fn swap(&mut self, model: ModelVersion) -> Result<(), InferenceError> {
+        if let Some(reason) = self.embedder.spec().incompatibility(&model.card.embedding) {
+            return Err(InferenceError::Incompatible {
+                version: model.card.version,
+                reason,
+            });
+        }
+        self.model = model;
+        Ok(())
+    }
+
     /// Labels every text, in input order.
     pub fn classify(&mut self, texts: &[&str]) -> Result<Vec<Labelled>, InferenceError> {
+        Ok(self.classify_with_embeddings(texts)?.labelled)
+    }
+
+    /// Labels every text and returns the embeddings too (for feature records and drift).
+    pub fn classify_with_embeddings(
+        &mut self,
+        texts: &[&str],
+    ) -> Result<Classified, InferenceError> {
+        let started = std::time::Instant::now();
         let vectors = self.embedder.embed(texts)?;
+        let embed = started.elapsed();
+        let started = std::time::Instant::now();
         let dim = self.embedder.spec().dimension;
-        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
         let x = ndarray::Array2::from_shape_vec((texts.len(), dim), flat).map_err(|e| {
             EmbedError::Inference(format!("embedder returned vectors of the wrong size: {e}"))
         })?;
         let labels = self.model.classifier.labels();
-        Ok(self
+        let labelled = self
             .model
             .classifier
             .predict(x.view())?
@@ -75,6 +112,31 @@ impl<E: Embedder> Predictor<E> {
                 probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
                 model_version: self.model.card.version.clone(),
             })
-            .collect())
+            .collect();
+        Ok(Classified {
+            labelled,
+            embeddings: vectors,
+            model_version: self.model.card.version.clone(),
+            times: StageTimes {
+                embed,
+                classify: started.elapsed(),
+            },
+        })
     }
+}
+
+/// Labels for a batch of texts, with their embeddings and the time each stage took.
+#[derive(Debug)]
+pub struct Classified {
+    pub labelled: Vec<Labelled>,
+    pub embeddings: Vec<Vec<f32>>,
+    pub model_version: String,
+    pub times: StageTimes,
+}
+
+/// Time spent per CPU stage of one batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub embed: std::time::Duration,
+    pub classify: std::time::Duration,
 }

@@ -62,14 +62,17 @@ pub(crate) fn parse_line(
             "line is JSON but not an object",
         ));
     };
-    record_from_object(line, &object, spec, yelp)
+    record_from_object(line, &object, spec, yelp, || format!("line-{line}"))
 }
 
+/// Validates an object's fields into a record; `fallback_id` names rows without an id.
+/// Also used by the streaming decoder, so files and topics accept the same messages.
 pub(crate) fn record_from_object(
     line: u64,
     object: &Map<String, Value>,
     spec: &ReaderSpec,
     yelp: bool,
+    fallback_id: impl FnOnce() -> String,
 ) -> Result<Record, RowError> {
     let text = match object.get(&spec.text_field) {
         Some(Value::String(s)) => s.clone(),
@@ -97,7 +100,7 @@ pub(crate) fn record_from_object(
     let id = match object.get(&spec.id_field) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-        None | Some(Value::Null) => format!("line-{line}"),
+        None | Some(Value::Null) => fallback_id(),
         Some(other) => {
             return Err(RowError::new(
                 line,

@@ -8,7 +8,7 @@
 //! the feature cache.
 
 mod csv;
-mod jsonl;
+pub(crate) mod jsonl;
 
 use std::collections::BTreeMap;
 use std::fmt;

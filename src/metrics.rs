@@ -1,0 +1,172 @@
+//! Prometheus metrics: one owned registry, handles kept in [`Metrics`]. Names follow
+//! `triage_<name>_<unit>[_total]`. Emitted per window, not per message.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric `triage run` exports. Cloning shares the same series.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Messages read from the input topics.
+    pub messages_in: IntCounterVec,
+    /// Predictions produced (acknowledged), by label and model version.
+    pub predictions: IntCounterVec,
+    /// Messages sent to the dead-letter topic, by reason.
+    pub dlq: IntCounterVec,
+    pub windows: IntCounter,
+    pub window_size: Histogram,
+    /// Seconds per stage: decode, embed, classify, produce.
+    pub stage_seconds: HistogramVec,
+    /// From the message's timestamp to the broker's acknowledgement of its prediction.
+    pub end_to_end_seconds: Histogram,
+    pub consumer_lag: IntGaugeVec,
+    /// 1 for the serving version.
+    pub model_info: IntGaugeVec,
+    /// Hot swaps by result: swapped, refused.
+    pub model_swaps: IntCounterVec,
+    pub produce_retries: IntCounter,
+    pub ready: IntGauge,
+    pub brokers_up: IntGauge,
+    pub assigned_partitions: IntGauge,
+    pub http_requests: IntCounterVec,
+}
+
+fn buckets_seconds() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definition is valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        Self {
+            messages_in: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_messages_in_total",
+                    "Messages read from the input topics."
+                ),
+                &["topic"]
+            )),
+            predictions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_predictions_total",
+                    "Predictions acknowledged by the broker."
+                ),
+                &["label", "model_version"]
+            )),
+            dlq: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_dlq_messages_total",
+                    "Messages sent to the dead-letter topic."
+                ),
+                &["reason"]
+            )),
+            windows: reg!(IntCounter::new(
+                "triage_windows_total",
+                "Windows processed."
+            )),
+            window_size: reg!(Histogram::with_opts(
+                HistogramOpts::new("triage_window_size_messages", "Messages per window.").buckets(
+                    vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0
+                    ]
+                )
+            )),
+            stage_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "triage_stage_duration_seconds",
+                    "Seconds per window and stage."
+                )
+                .buckets(buckets_seconds()),
+                &["stage"]
+            )),
+            end_to_end_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "triage_end_to_end_latency_seconds",
+                    "From the message timestamp to the acknowledgement of its prediction."
+                )
+                .buckets(buckets_seconds())
+            )),
+            consumer_lag: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "triage_consumer_lag_messages",
+                    "Messages behind the high watermark."
+                ),
+                &["topic", "partition"]
+            )),
+            model_info: reg!(IntGaugeVec::new(
+                Opts::new("triage_model_info", "1 for the model version being served."),
+                &["model_version", "embedding_model"]
+            )),
+            model_swaps: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_model_swaps_total",
+                    "Hot swaps of the champion model, by result."
+                ),
+                &["result"]
+            )),
+            produce_retries: reg!(IntCounter::new(
+                "triage_produce_retries_total",
+                "Records produced again after a delivery failure."
+            )),
+            ready: reg!(IntGauge::new("triage_ready", "1 when /readyz answers 200.")),
+            brokers_up: reg!(IntGauge::new("triage_brokers_up", "Brokers in state UP.")),
+            assigned_partitions: reg!(IntGauge::new(
+                "triage_assigned_partitions",
+                "Input partitions assigned to this instance."
+            )),
+            http_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_http_requests_total",
+                    "HTTP requests by path and status."
+                ),
+                &["path", "status"]
+            )),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        m.dlq.with_label_values(&["not_json"]).inc_by(2);
+        m.stage_seconds.with_label_values(&["embed"]).observe(0.2);
+        let text = m.render();
+        assert!(
+            text.contains("triage_dlq_messages_total{reason=\"not_json\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("triage_stage_duration_seconds_bucket{stage=\"embed\""));
+    }
+}
