@@ -8,6 +8,7 @@
 //! and the parts they share: [`config`], [`embed`] (the sentence embedder),
 //! [`classifier`] (logistic regression) and [`registry`] (model versions and aliases).
 
+pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod config;

@@ -96,6 +96,14 @@ pub enum Command {
     /// Example: scripts/broker.sh start && triage topics create && triage run
     Run,
 
+    /// Benchmark the streaming service through the configured broker: the
+    /// embedding-only bound, sustained throughput, latency at an offered rate
+    /// (default half the throughput), and peak RSS. Needs a running broker and a
+    /// champion; creates its own topics.
+    ///
+    /// Example: triage bench --data ../shared/data/yelp/reviews-5k.jsonl --rows 1000
+    Bench(BenchArgs),
+
     /// Kafka topics: create the input and output topics triage uses.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -120,6 +128,25 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_promote: bool,
     /// Print one JSON document (the outcome and the model card) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// File of messages (JSON lines or CSV, read with the [data] settings).
+    #[arg(long, short = 'd', value_name = "FILE")]
+    pub data: PathBuf,
+    /// Messages for the embedding bound and the throughput run.
+    #[arg(long, default_value_t = 1000)]
+    pub rows: usize,
+    /// Offered rate for the latency run, messages/s (default: half the throughput).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Messages in the latency run.
+    #[arg(long, default_value_t = 300)]
+    pub latency_rows: usize,
+    /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,7 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::args::{
-    ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TopicsCommand, TrainArgs,
+    BenchArgs, ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TopicsCommand,
+    TrainArgs,
 };
 use crate::config::Settings;
 use crate::embed::OnnxEmbedder;
@@ -27,6 +28,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Models(cmd) => models(&registry, cmd),
         Command::Inspect(args) => inspect(settings, args),
         Command::Run => run_service(settings),
+        Command::Bench(args) => bench(settings, args),
         Command::Topics(TopicsCommand::Create {
             partitions,
             replication,
@@ -120,10 +122,51 @@ fn train(settings: &Settings, registry: &Registry, args: TrainArgs) -> anyhow::R
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // More workers than cores: a rebalance callback may block one worker while it
+    // waits for in-flight windows, which other workers must finish.
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
         .enable_all()
         .thread_name("triage-io")
         .build()?)
+}
+
+fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let options = crate::bench::BenchOptions {
+        rows: args.rows,
+        rate: args.rate,
+        latency_rows: args.latency_rows,
+    };
+    let report = runtime()?.block_on(crate::bench::run(settings, &args.data, &options))?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let r = &report;
+        println!("rows                     {}", r.rows);
+        println!(
+            "window                   {} messages / {} ms",
+            r.window_max_messages, settings.stream.max_wait_ms
+        );
+        println!(
+            "embedding-only bound     {:.1} messages/s",
+            r.embed_only_per_second
+        );
+        println!(
+            "end-to-end throughput    {:.1} messages/s ({:.0}% of the bound)",
+            r.throughput_per_second,
+            r.throughput_vs_bound * 100.0
+        );
+        println!(
+            "latency at {:.1} msg/s    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages)",
+            r.offered_rate_per_second,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.latency_max_ms,
+            r.latency_rows
+        );
+        println!("peak RSS                 {:.0} MB", r.peak_rss_mb);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_service(settings: &Settings) -> anyhow::Result<ExitCode> {

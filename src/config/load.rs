@@ -61,6 +61,7 @@ pub fn load_with_env(
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("labels.allowed")
+            .with_list_parse_key("kafka.input_topics")
             .source(Some(triage_vars)),
     );
 

@@ -50,7 +50,7 @@ pub enum ServiceError {
 struct OutRecord {
     topic: String,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -331,7 +331,7 @@ async fn process_window(
             records.push(OutRecord {
                 topic: shared.predictions_topic.clone(),
                 key: key.clone(),
-                payload: prediction.to_string().into_bytes(),
+                payload: Some(prediction.to_string().into_bytes()),
                 headers: Vec::new(),
             });
             if !shared.features_topic.is_empty() {
@@ -346,7 +346,7 @@ async fn process_window(
                 records.push(OutRecord {
                     topic: shared.features_topic.clone(),
                     key,
-                    payload: feature.to_string().into_bytes(),
+                    payload: Some(feature.to_string().into_bytes()),
                     headers: Vec::new(),
                 });
             }
@@ -464,7 +464,7 @@ fn dead_letter(topic: &str, msg: &OwnedMessage, why: &Rejection) -> OutRecord {
     OutRecord {
         topic: topic.to_string(),
         key: msg.key().map(<[u8]>::to_vec),
-        payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        payload: msg.payload().map(<[u8]>::to_vec),
         headers,
     }
 }
@@ -481,9 +481,11 @@ async fn deliver(shared: &Shared, record: &OutRecord) {
                 value: Some(v),
             });
         }
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-            .payload(record.payload.as_slice())
-            .headers(headers);
+        let mut future_record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(headers);
+        if let Some(payload) = &record.payload {
+            future_record = future_record.payload(payload.as_slice());
+        }
         if let Some(key) = &record.key {
             future_record = future_record.key(key.as_slice());
         }

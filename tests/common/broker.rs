@@ -15,7 +15,11 @@ pub fn tansu_bin() -> PathBuf {
         .arg(super::repo().join("scripts/install-tansu.sh"))
         .output()
         .expect("scripts/install-tansu.sh runs");
-    assert!(out.status.success(), "installing tansu failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "installing tansu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -26,7 +30,11 @@ pub struct Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -48,10 +56,20 @@ impl Broker {
     /// Starts (again) on the same port and data.
     pub fn resume(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join(format!("tansu-{}.log", Instant::now().elapsed().as_nanos()))).unwrap();
+        let log = std::fs::File::create(
+            self.dir
+                .join(format!("tansu-{}.log", Instant::now().elapsed().as_nanos())),
+        )
+        .unwrap();
         let child = Command::new(tansu_bin())
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -60,7 +78,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -72,6 +72,9 @@ pub fn slice_lines(src: &Path, dst: &Path, range: std::ops::Range<usize>, keep_h
     std::fs::write(dst, out.join("\n") + "\n").unwrap();
 }
 
+pub mod broker;
+pub mod kafka;
+
 pub fn assert_no_panic(stderr: &str) {
     assert!(
         !stderr.contains("panicked"),

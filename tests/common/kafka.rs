@@ -1,0 +1,186 @@
+//! Kafka helpers for black-box tests: produce test messages, collect outputs, talk HTTP.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Unique names for one test's topics and group.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub input: String,
+    pub predictions: String,
+    pub dlq: String,
+    pub features: String,
+    pub group: String,
+}
+
+impl Names {
+    pub fn new(tag: &str) -> Self {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000;
+        let id = format!("{tag}-{}-{n}", std::process::id());
+        Self {
+            input: format!("in-{id}"),
+            predictions: format!("pred-{id}"),
+            dlq: format!("dlq-{id}"),
+            features: format!("feat-{id}"),
+            group: format!("group-{id}"),
+        }
+    }
+}
+
+/// A message to produce: optional key, optional payload.
+pub type Msg = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+pub fn produce(brokers: &str, topic: &str, messages: &[Msg]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (key, payload) in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(k) = key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = payload {
+            record = record.payload(p.as_slice());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// One output record.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.payload.as_deref().unwrap_or_default()).unwrap()
+    }
+}
+
+/// Reads `topics` from the beginning with a fresh group until `done` says so or
+/// `timeout` passes; returns everything read.
+pub struct Collector {
+    consumer: BaseConsumer,
+    pub records: Vec<Out>,
+}
+
+impl Collector {
+    pub fn new(brokers: &str, topics: &[&str]) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("collector-{}", Names::new("c").group))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(topics).unwrap();
+        Self {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    pub fn until(&mut self, timeout: Duration, done: impl Fn(&[Out]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if done(&self.records) {
+                return true;
+            }
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.records.push(Out {
+                    topic: m.topic().to_string(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+        done(&self.records)
+    }
+
+    pub fn on(&self, topic: &str) -> Vec<&Out> {
+        self.records.iter().filter(|r| r.topic == topic).collect()
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls `GET path` until `want(status, body)` or timeout.
+pub fn wait_http(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+    want: impl Fn(u16, &str) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some((status, body)) = http(addr, "GET", path, b"")
+            && want(status, &body)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}

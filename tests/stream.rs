@@ -1,0 +1,626 @@
+//! `triage run` against a real broker (tansu, started per test on its own port) with
+//! the real embedding model. Messages are customer-support questions (short, so the
+//! suite stays fast); every test uses its own topics and consumer group.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::broker::Broker;
+use common::kafka::{Collector, Msg, Names, http, produce, wait_http};
+use common::*;
+
+/// A registry with one support-intent champion (v1), trained once for the suite.
+fn trained_registry() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("stream-model");
+        let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
+        let mut lines = src.lines();
+        let mut subset = vec![lines.next().unwrap().to_string()];
+        subset.extend(lines.step_by(5).map(str::to_string));
+        let data = dir.join("support-440.csv");
+        std::fs::write(&data, subset.join("\n") + "\n").unwrap();
+        let (out, stdout, stderr) = run(triage(&dir)
+            .arg("--config")
+            .arg(repo().join("config/support.toml"))
+            .args(["train", "--data"])
+            .arg(&data));
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        dir
+    })
+}
+
+/// Support questions as messages: {"id", "question", "class_name"}.
+fn questions(range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(src.as_bytes());
+    reader
+        .records()
+        .skip(range.start)
+        .take(range.len())
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r.unwrap();
+            let id = format!("m-{}", range.start + i);
+            let payload = serde_json::json!({"id": id, "question": &r[1], "class_name": &r[0]});
+            (id, payload.to_string().into_bytes())
+        })
+        .collect()
+}
+
+fn keyed(messages: &[(String, Vec<u8>)]) -> Vec<Msg> {
+    messages
+        .iter()
+        .map(|(id, p)| (Some(id.clone().into_bytes()), Some(p.clone())))
+        .collect()
+}
+
+/// The stream tests run one at a time: each starts a broker and one or two services
+/// that load the model, which is all two cores can carry without timing out.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Setup {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    dir: PathBuf,
+    names: Names,
+    broker: Broker,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str, partitions: u32, extra_toml: &str) -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = scratch(tag);
+        let registry = dir.join("registry");
+        copy_dir(&trained_registry().join("registry"), &registry);
+        let broker = Broker::start(&dir);
+        let names = Names::new(tag);
+        let config = dir.join("triage.toml");
+        let support = std::fs::read_to_string(repo().join("config/support.toml")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                r#"{support}
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{input}"]
+predictions_topic = "{pred}"
+dlq_topic = "{dlq}"
+features_topic = "{feat}"
+
+[stream]
+max_wait_ms = 200
+max_message_bytes = 2000
+drain_timeout_ms = 5000
+{extra_toml}
+"#,
+                brokers = broker.address(),
+                group = names.group,
+                input = names.input,
+                pred = names.predictions,
+                dlq = names.dlq,
+                feat = names.features,
+            ),
+        )
+        .unwrap();
+        let setup = Self {
+            _serial: serial,
+            dir,
+            names,
+            broker,
+            config,
+        };
+        let (out, stdout, stderr) =
+            run(setup
+                .triage()
+                .args(["topics", "create", "--partitions", &partitions.to_string()]));
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        setup
+    }
+
+    fn triage(&self) -> Command {
+        let mut cmd = triage(&self.dir);
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// Starts `triage run` with its HTTP server on a free port.
+    fn start(&self, name: &str) -> Service {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = self
+            .triage()
+            .env("TRIAGE__HTTP__LISTEN", &addr)
+            .env("TRIAGE__LOG__LEVEL", "info")
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let service = Service {
+            child,
+            addr,
+            log: self.dir.join(format!("{name}.log")),
+        };
+        assert!(
+            wait_http(&service.addr, "/readyz", Duration::from_secs(60), |s, _| s
+                == 200),
+            "service did not become ready:\n{}",
+            service.log()
+        );
+        service
+    }
+
+    fn collector(&self) -> Collector {
+        Collector::new(
+            &self.broker.address(),
+            &[&self.names.predictions, &self.names.dlq],
+        )
+    }
+}
+
+struct Service {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit {status}:\n{}", self.log());
+        self.log()
+    }
+
+    fn kill(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    fn metric(&self, name_and_labels: &str) -> f64 {
+        let (_, body) = http(&self.addr, "GET", "/metrics", b"").unwrap();
+        body.lines()
+            .find(|l| l.starts_with(name_and_labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn ids(records: &[&common::kafka::Out]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
+    let s = Setup::new("exact", 2, "");
+    let valid = questions(0..300);
+    let mut messages = keyed(&valid);
+    let poison: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("not_json", Some(b"this is not json".to_vec())),
+        ("not_utf8", Some(b"\xff\xfe\xfd".to_vec())),
+        ("not_object", Some(b"[1, 2, 3]".to_vec())),
+        (
+            "missing_text",
+            Some(br#"{"id": "p-4", "body": "wrong field"}"#.to_vec()),
+        ),
+        (
+            "empty_text",
+            Some(br#"{"id": "p-5", "question": "   "}"#.to_vec()),
+        ),
+        (
+            "wrong_type",
+            Some(br#"{"id": "p-6", "question": 42}"#.to_vec()),
+        ),
+        (
+            "too_large",
+            Some(format!(r#"{{"id": "p-7", "question": "{}"}}"#, "x".repeat(3000)).into_bytes()),
+        ),
+        ("no_payload", None),
+    ];
+    for (i, (_, payload)) in poison.iter().enumerate() {
+        messages.insert(
+            i * 37,
+            (Some(format!("p-{i}").into_bytes()), payload.clone()),
+        );
+    }
+    produce(&s.broker.address(), &s.names.input, &messages);
+    let service = s.start("a");
+
+    let mut out = s.collector();
+    let total = messages.len();
+    let pred_topic = s.names.predictions.clone();
+    let dlq_topic = s.names.dlq.clone();
+    let complete = out.until(Duration::from_secs(120), |r| {
+        let p: HashSet<_> = r
+            .iter()
+            .filter(|o| o.topic == pred_topic)
+            .map(|o| o.json()["id"].to_string())
+            .collect();
+        let d = r.iter().filter(|o| o.topic == dlq_topic).count();
+        p.len() + d >= total
+    });
+    let log = service.stop();
+    assert!(complete, "not every message came out:\n{log}");
+
+    let predicted: HashSet<String> = ids(&out.on(&s.names.predictions)).into_iter().collect();
+    let expected: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        predicted, expected,
+        "predictions are exactly the valid messages"
+    );
+    let dead = out.on(&s.names.dlq);
+    let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.headers["triage.error.reason"].clone())
+            .or_default() += 1;
+        m
+    });
+    let want: BTreeMap<String, usize> = poison.iter().map(|(r, _)| (r.to_string(), 1)).collect();
+    assert_eq!(reasons, want);
+    for d in &dead {
+        assert_eq!(d.headers["triage.source.topic"], s.names.input);
+        assert!(d.headers.contains_key("triage.source.offset"));
+        assert!(d.headers.contains_key("triage.failed_at"));
+    }
+    let not_json = dead
+        .iter()
+        .find(|d| d.headers["triage.error.reason"] == "not_json")
+        .unwrap();
+    assert_eq!(
+        not_json.payload.as_deref(),
+        Some(&b"this is not json"[..]),
+        "payload unchanged"
+    );
+    let p = &out.on(&s.names.predictions)[0].json();
+    for key in [
+        "label",
+        "confidence",
+        "probabilities",
+        "model_version",
+        "window_id",
+        "timings_ms",
+    ] {
+        assert!(!p[key].is_null(), "prediction lacks {key}: {p}");
+    }
+}
+
+#[test]
+fn crash_between_produce_and_commit_loses_nothing() {
+    // Commits rarely, so a SIGKILL lands after predictions were produced but before
+    // their offsets were committed.
+    let s = Setup::new(
+        "crash",
+        2,
+        "[kafka.librdkafka_options]\n\"auto.commit.interval.ms\" = \"60000\"\n",
+    );
+    let messages = questions(0..400);
+    produce(&s.broker.address(), &s.names.input, &keyed(&messages));
+    let service = s.start("first");
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+    assert!(out.until(
+        Duration::from_secs(60),
+        |r| r.iter().filter(|o| o.topic == pred).count() >= 100
+    ));
+    service.kill();
+    // The dead member leaves the group when its session (10 s) expires; tansu does
+    // not rebalance a group while a dead member is still in it.
+    std::thread::sleep(Duration::from_secs(11));
+
+    let service = s.start("second");
+    let expected: HashSet<String> = messages.iter().map(|(id, _)| id.clone()).collect();
+    let complete = out.until(Duration::from_secs(120), |r| {
+        let got: HashSet<String> = r
+            .iter()
+            .filter(|o| o.topic == pred)
+            .map(|o| o.json()["id"].as_str().unwrap().to_string())
+            .collect();
+        expected.is_subset(&got)
+    });
+    let log = service.stop();
+    assert!(complete, "ids missing after restart:\n{log}");
+    let all = ids(&out.on(&s.names.predictions));
+    let duplicates = all.len() - expected.len();
+    eprintln!(
+        "crash test: {} predictions for {} ids, {duplicates} duplicates",
+        all.len(),
+        expected.len()
+    );
+    assert!(duplicates > 0, "the crash should have caused redelivery");
+}
+
+#[test]
+fn two_instances_share_partitions_and_one_takes_over() {
+    let s = Setup::new("pair", 4, "");
+    let a = s.start("a");
+    let b = s.start("b");
+    let assigned = |svc: &Service| svc.metric("triage_assigned_partitions") as u32;
+    assert!(
+        wait_http(
+            &a.addr,
+            "/readyz",
+            Duration::from_secs(30),
+            |_, _| assigned(&a) + assigned(&b) == 4 && assigned(&b) > 0 && assigned(&a) > 0
+        ),
+        "partitions not split: a={} b={}",
+        assigned(&a),
+        assigned(&b)
+    );
+    let first = questions(0..300);
+    produce(&s.broker.address(), &s.names.input, &keyed(&first));
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+    assert!(out.until(
+        Duration::from_secs(90),
+        |r| r.iter().filter(|o| o.topic == pred).count() >= 300
+    ));
+    let a_count = a.metric("triage_windows_total");
+    let b_count = b.metric("triage_windows_total");
+    assert!(
+        a_count > 0.0 && b_count > 0.0,
+        "both instances worked: a={a_count} b={b_count}"
+    );
+
+    b.stop();
+    assert!(
+        wait_http(
+            &a.addr,
+            "/readyz",
+            Duration::from_secs(30),
+            |_, _| assigned(&a) == 4
+        ),
+        "a did not take over all partitions"
+    );
+    let second = questions(300..500);
+    produce(&s.broker.address(), &s.names.input, &keyed(&second));
+    let expected: HashSet<String> = first
+        .iter()
+        .chain(&second)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let complete = out.until(Duration::from_secs(90), |r| {
+        let got: HashSet<String> = r
+            .iter()
+            .filter(|o| o.topic == pred)
+            .map(|o| o.json()["id"].as_str().unwrap().to_string())
+            .collect();
+        expected.is_subset(&got)
+    });
+    let log = a.stop();
+    assert!(complete, "ids missing after hand-over:\n{log}");
+}
+
+#[test]
+fn broker_outage_is_survived_and_shown_in_readiness() {
+    let mut s = Setup::new("outage", 2, "");
+    let service = s.start("a");
+    let before = questions(0..100);
+    produce(&s.broker.address(), &s.names.input, &keyed(&before));
+    let pred = s.names.predictions.clone();
+    {
+        let mut out = s.collector();
+        assert!(out.until(
+            Duration::from_secs(60),
+            |r| r.iter().filter(|o| o.topic == pred).count() >= 100
+        ));
+    }
+    s.broker.stop();
+    let started = std::time::Instant::now();
+    assert!(
+        wait_http(
+            &service.addr,
+            "/readyz",
+            Duration::from_secs(30),
+            |status, _| status == 503
+        ),
+        "readiness did not show the outage"
+    );
+    std::thread::sleep(
+        Duration::from_secs(10).saturating_sub(started.elapsed()) + Duration::from_secs(1),
+    );
+    s.broker.resume();
+    assert!(
+        wait_http(
+            &service.addr,
+            "/readyz",
+            Duration::from_secs(60),
+            |status, _| status == 200
+        ),
+        "service did not recover:\n{}",
+        service.log()
+    );
+    let after = questions(100..200);
+    produce(&s.broker.address(), &s.names.input, &keyed(&after));
+    let expected: HashSet<String> = before
+        .iter()
+        .chain(&after)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut out = s.collector();
+    let complete = out.until(Duration::from_secs(90), |r| {
+        let got: HashSet<String> = r
+            .iter()
+            .filter(|o| o.topic == pred)
+            .map(|o| o.json()["id"].as_str().unwrap().to_string())
+            .collect();
+        expected.is_subset(&got)
+    });
+    let log = service.stop();
+    assert!(complete, "ids missing after the outage:\n{log}");
+}
+
+#[test]
+fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
+    let s = Setup::new("swap", 1, "");
+    // v2: same data from the feature cache, stored without promotion.
+    let data = trained_registry().join("support-440.csv");
+    let (out, _, stderr) = run(s
+        .triage()
+        .env(
+            "TRIAGE__PATHS__FEATURE_CACHE_DIR",
+            trained_registry().join("features"),
+        )
+        .args(["train", "--no-promote", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stderr}");
+    let service = s.start("a");
+    let pred = s.names.predictions.clone();
+    let version_of =
+        |o: &common::kafka::Out| o.json()["model_version"].as_str().unwrap().to_string();
+
+    produce(
+        &s.broker.address(),
+        &s.names.input,
+        &keyed(&questions(0..20)),
+    );
+    let mut out = s.collector();
+    assert!(out.until(
+        Duration::from_secs(60),
+        |r| r.iter().filter(|o| o.topic == pred).count() >= 20
+    ));
+    assert!(out.on(&pred).iter().all(|o| version_of(o) == "v1"));
+
+    let (status, _, _) = run(s.triage().args(["models", "promote", "v2"]));
+    assert!(status.status.success());
+    produce(
+        &s.broker.address(),
+        &s.names.input,
+        &keyed(&questions(20..40)),
+    );
+    assert!(out.until(
+        Duration::from_secs(60),
+        |r| r.iter().filter(|o| o.topic == pred).count() >= 40
+    ));
+    let after: Vec<String> = out.on(&pred)[20..].iter().map(|o| version_of(o)).collect();
+    assert!(
+        after.iter().all(|v| v == "v2"),
+        "first window after promotion: {after:?}"
+    );
+    assert_eq!(
+        service.metric("triage_model_swaps_total{result=\"swapped\"}"),
+        1.0
+    );
+
+    // v3: a damaged copy of v2. Promoting it must not interrupt serving.
+    let versions = s.dir.join("registry/versions");
+    copy_dir(&versions.join("v2"), &versions.join("v3"));
+    std::fs::write(versions.join("v3/model.json"), b"{ not a model").unwrap();
+    let (status, _, _) = run(s.triage().args(["models", "promote", "v3"]));
+    assert!(status.status.success());
+    produce(
+        &s.broker.address(),
+        &s.names.input,
+        &keyed(&questions(40..60)),
+    );
+    assert!(out.until(
+        Duration::from_secs(60),
+        |r| r.iter().filter(|o| o.topic == pred).count() >= 60
+    ));
+    let last: Vec<String> = out.on(&pred)[40..].iter().map(|o| version_of(o)).collect();
+    assert!(
+        last.iter().all(|v| v == "v2"),
+        "the old model keeps serving: {last:?}"
+    );
+    assert_eq!(
+        service.metric("triage_model_swaps_total{result=\"refused\"}"),
+        1.0
+    );
+    let log = service.stop();
+    assert!(log.contains("New champion refused"), "{log}");
+}
+
+#[test]
+fn http_classify_and_metrics_answer_with_clear_errors() {
+    let s = Setup::new(
+        "http",
+        1,
+        "[http]\nmax_request_bytes = 1024\nmax_texts_per_request = 3\n",
+    );
+    let service = s.start("a");
+    let a = &service.addr;
+    let (status, body) = http(
+        a,
+        "POST",
+        "/v1/classify",
+        br#"{"text": "I want my money back for this order"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["model_version"], "v1");
+    assert_eq!(v["predictions"][0]["label"], "REFUND");
+
+    let (status, body) = http(a, "POST", "/v1/classify", b"{oops").unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("not JSON"), "{body}");
+    let (status, _) = http(
+        a,
+        "POST",
+        "/v1/classify",
+        br#"{"texts": ["a", "b", "c", "d"]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = http(a, "POST", "/v1/classify", br#"{"text": 5}"#).unwrap();
+    assert_eq!(status, 400);
+    let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(2000));
+    let (status, _) = http(a, "POST", "/v1/classify", big.as_bytes()).unwrap();
+    assert_eq!(status, 413);
+    assert_eq!(http(a, "GET", "/healthz", b"").unwrap().0, 200);
+    let (_, metrics) = http(a, "GET", "/metrics", b"").unwrap();
+    for name in [
+        "triage_windows_total 0",
+        "triage_model_info",
+        "triage_ready 1",
+        "triage_assigned_partitions 1",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    service.stop();
+}
