@@ -287,7 +287,7 @@ pub async fn run(
         }
         anyhow::Ok(())
     };
-    let reading = collect(&preds, n + 1, Duration::from_secs(3600));
+    let reading = collect(&preds, n, Duration::from_secs(3600));
     let (produced, arrivals) = tokio::join!(producing, reading);
     produced?;
     let arrivals = arrivals?;

@@ -96,8 +96,11 @@ pub struct EmbeddingSettings {
     pub max_length: usize,
     /// ONNX Runtime intra-op threads. 0: one per available core.
     pub threads: usize,
-    /// Texts per ONNX Runtime call. Texts are grouped by length before batching.
+    /// Texts per ONNX Runtime call, at most. Texts are grouped by length first.
     pub batch_size: usize,
+    /// Padded size budget per ONNX Runtime call: texts x longest text, in bytes.
+    /// Long texts go in small batches, short ones in large batches.
+    pub batch_chars: usize,
     /// Pooling of token vectors into one sentence vector: `mean` (right for this model) or `cls`.
     pub pooling: PoolingKind,
 }
@@ -111,6 +114,7 @@ impl Default for EmbeddingSettings {
             max_length: 256,
             threads: 0,
             batch_size: 32,
+            batch_chars: 2048,
             pooling: PoolingKind::Mean,
         }
     }

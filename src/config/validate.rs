@@ -76,6 +76,12 @@ impl Settings {
             "use 32 to 64 on CPU",
         );
         c.check(
+            e.batch_chars >= 1,
+            "embedding.batch_chars",
+            || "is 0".into(),
+            "use 2048",
+        );
+        c.check(
             e.threads <= 256,
             "embedding.threads",
             || format!("{} threads is more than any machine here has", e.threads),

@@ -26,6 +26,7 @@ pub struct OnnxEmbedder {
     model: TextEmbedding,
     spec: EmbeddingSpec,
     batch_size: usize,
+    batch_chars: usize,
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -99,6 +100,7 @@ impl OnnxEmbedder {
                 pooling: format!("{:?}", e.pooling).to_lowercase(),
             },
             batch_size: e.batch_size,
+            batch_chars: e.batch_chars,
         })
     }
 
@@ -118,7 +120,7 @@ impl OnnxEmbedder {
 impl Embedder for OnnxEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let model = &mut self.model;
-        embed_grouped(texts, self.batch_size, |batch| {
+        embed_grouped(texts, self.batch_size, self.batch_chars, |batch| {
             model
                 .embed(batch, Some(batch.len()))
                 .map_err(|e| EmbedError::Inference(e.to_string()))
