@@ -19,12 +19,7 @@ fn trained_registry() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch("stream-model");
-        let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
-        let mut lines = src.lines();
-        let mut subset = vec![lines.next().unwrap().to_string()];
-        subset.extend(lines.step_by(5).map(str::to_string));
-        let data = dir.join("support-440.csv");
-        std::fs::write(&data, subset.join("\n") + "\n").unwrap();
+        let data = support_subset(&dir);
         let (out, stdout, stderr) = run(triage(&dir)
             .arg("--config")
             .arg(repo().join("config/support.toml"))
@@ -344,10 +339,7 @@ fn crash_between_produce_and_commit_loses_nothing() {
     let service = s.start("first");
     let mut out = s.collector();
     let pred = s.names.predictions.clone();
-    assert!(out.until(
-        Duration::from_secs(60),
-        |r| r.iter().filter(|o| o.topic == pred).count() >= 100
-    ));
+    assert!(out.wait_count(&pred, 100, Duration::from_secs(60)));
     service.kill();
     // The dead member leaves the group when its session (10 s) expires; tansu does
     // not rebalance a group while a dead member is still in it.
@@ -355,14 +347,7 @@ fn crash_between_produce_and_commit_loses_nothing() {
 
     let service = s.start("second");
     let expected: HashSet<String> = messages.iter().map(|(id, _)| id.clone()).collect();
-    let complete = out.until(Duration::from_secs(120), |r| {
-        let got: HashSet<String> = r
-            .iter()
-            .filter(|o| o.topic == pred)
-            .map(|o| o.json()["id"].as_str().unwrap().to_string())
-            .collect();
-        expected.is_subset(&got)
-    });
+    let complete = out.wait_ids(&pred, &expected, Duration::from_secs(120));
     let log = service.stop();
     assert!(complete, "ids missing after restart:\n{log}");
     let all = ids(&out.on(&s.names.predictions));
@@ -396,10 +381,7 @@ fn two_instances_share_partitions_and_one_takes_over() {
     produce(&s.broker.address(), &s.names.input, &keyed(&first));
     let mut out = s.collector();
     let pred = s.names.predictions.clone();
-    assert!(out.until(
-        Duration::from_secs(90),
-        |r| r.iter().filter(|o| o.topic == pred).count() >= 300
-    ));
+    assert!(out.wait_count(&pred, 300, Duration::from_secs(90)));
     let a_count = a.metric("triage_windows_total");
     let b_count = b.metric("triage_windows_total");
     assert!(
@@ -424,14 +406,7 @@ fn two_instances_share_partitions_and_one_takes_over() {
         .chain(&second)
         .map(|(id, _)| id.clone())
         .collect();
-    let complete = out.until(Duration::from_secs(90), |r| {
-        let got: HashSet<String> = r
-            .iter()
-            .filter(|o| o.topic == pred)
-            .map(|o| o.json()["id"].as_str().unwrap().to_string())
-            .collect();
-        expected.is_subset(&got)
-    });
+    let complete = out.wait_ids(&pred, &expected, Duration::from_secs(90));
     let log = a.stop();
     assert!(complete, "ids missing after hand-over:\n{log}");
 }
@@ -445,10 +420,7 @@ fn broker_outage_is_survived_and_shown_in_readiness() {
     let pred = s.names.predictions.clone();
     {
         let mut out = s.collector();
-        assert!(out.until(
-            Duration::from_secs(60),
-            |r| r.iter().filter(|o| o.topic == pred).count() >= 100
-        ));
+        assert!(out.wait_count(&pred, 100, Duration::from_secs(60)));
     }
     s.broker.stop();
     let started = std::time::Instant::now();
@@ -483,14 +455,7 @@ fn broker_outage_is_survived_and_shown_in_readiness() {
         .map(|(id, _)| id.clone())
         .collect();
     let mut out = s.collector();
-    let complete = out.until(Duration::from_secs(90), |r| {
-        let got: HashSet<String> = r
-            .iter()
-            .filter(|o| o.topic == pred)
-            .map(|o| o.json()["id"].as_str().unwrap().to_string())
-            .collect();
-        expected.is_subset(&got)
-    });
+    let complete = out.wait_ids(&pred, &expected, Duration::from_secs(90));
     let log = service.stop();
     assert!(complete, "ids missing after the outage:\n{log}");
 }
@@ -520,10 +485,7 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
         &keyed(&questions(0..20)),
     );
     let mut out = s.collector();
-    assert!(out.until(
-        Duration::from_secs(60),
-        |r| r.iter().filter(|o| o.topic == pred).count() >= 20
-    ));
+    assert!(out.wait_count(&pred, 20, Duration::from_secs(60)));
     assert!(out.on(&pred).iter().all(|o| version_of(o) == "v1"));
 
     let (status, _, _) = run(s.triage().args(["models", "promote", "v2"]));
@@ -533,10 +495,7 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
         &s.names.input,
         &keyed(&questions(20..40)),
     );
-    assert!(out.until(
-        Duration::from_secs(60),
-        |r| r.iter().filter(|o| o.topic == pred).count() >= 40
-    ));
+    assert!(out.wait_count(&pred, 40, Duration::from_secs(60)));
     let after: Vec<String> = out.on(&pred)[20..].iter().map(|o| version_of(o)).collect();
     assert!(
         after.iter().all(|v| v == "v2"),
@@ -558,10 +517,7 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
         &s.names.input,
         &keyed(&questions(40..60)),
     );
-    assert!(out.until(
-        Duration::from_secs(60),
-        |r| r.iter().filter(|o| o.topic == pred).count() >= 60
-    ));
+    assert!(out.wait_count(&pred, 60, Duration::from_secs(60)));
     let last: Vec<String> = out.on(&pred)[40..].iter().map(|o| version_of(o)).collect();
     assert!(
         last.iter().all(|v| v == "v2"),
@@ -623,4 +579,38 @@ fn http_classify_and_metrics_answer_with_clear_errors() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     service.stop();
+}
+
+#[test]
+fn console_send_and_tail_round_trip_messages_in_the_configured_fields() {
+    let s = Setup::new("console", 1, "");
+    let data = support_subset(&s.dir);
+    let (out, stdout, stderr) = run(s
+        .triage()
+        .args(["topics", "send", "--rows", "5", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("sent 5 messages"), "{stdout}");
+    let (out, stdout, stderr) = run(s.triage().args([
+        "topics",
+        "tail",
+        "--topic",
+        &s.names.input,
+        "--count",
+        "5",
+        "--idle-s",
+        "20",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        assert!(
+            l["question"].is_string() && l["class_name"].is_string() && l["id"].is_string(),
+            "{l}"
+        );
+    }
 }

@@ -220,13 +220,7 @@ fn promote_and_rollback_through_the_cli() {
 #[test]
 fn support_intents_train_from_csv_with_configuration_only() {
     let dir = scratch("support");
-    // Every 5th row: 40 questions per intent, 440 in all.
-    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
-    let mut lines = src.lines();
-    let mut subset = vec![lines.next().unwrap().to_string()];
-    subset.extend(lines.step_by(5).map(str::to_string));
-    let data = dir.join("support-440.csv");
-    std::fs::write(&data, subset.join("\n") + "\n").unwrap();
+    let data = support_subset(&dir);
     let (out, stdout, stderr) = run(triage(&dir)
         .arg("--config")
         .arg(repo().join("config/support.toml"))

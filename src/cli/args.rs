@@ -192,6 +192,30 @@ pub struct ClassifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
+    /// Send rows of a data file to a topic as JSON messages (id, text and label
+    /// fields as configured), for demos and tests.
+    Send {
+        #[arg(long, short = 'd', value_name = "FILE")]
+        data: PathBuf,
+        /// Topic (default: the first of kafka.input_topics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Rows to send, at most.
+        #[arg(long, default_value_t = 100)]
+        rows: usize,
+    },
+    /// Print a topic's records from the beginning, one per line.
+    Tail {
+        /// Topic (default: kafka.predictions_topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Stop after this many records.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        count: usize,
+        /// Stop after this many seconds without a new record.
+        #[arg(long, default_value_t = 10)]
+        idle_s: u64,
+    },
     /// Create kafka.input_topics, predictions, DLQ and features topics (existing
     /// topics are left as they are).
     Create {

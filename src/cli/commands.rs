@@ -33,6 +33,29 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
             partitions,
             replication,
         }) => create_topics(settings, partitions, replication),
+        Command::Topics(TopicsCommand::Send { data, topic, rows }) => {
+            let topic = topic.unwrap_or_else(|| settings.kafka.input_topics[0].clone());
+            let sent = runtime()?.block_on(crate::kafka::console::send_file(
+                settings, &data, &topic, rows,
+            ))?;
+            println!("sent {sent} messages to {topic}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics(TopicsCommand::Tail {
+            topic,
+            count,
+            idle_s,
+        }) => {
+            let topic = topic.unwrap_or_else(|| settings.kafka.predictions_topic.clone());
+            runtime()?.block_on(crate::kafka::console::tail(
+                settings,
+                &topic,
+                count,
+                std::time::Duration::from_secs(idle_s),
+                |line| println!("{line}"),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config => {
             print!("{}", toml_of(settings)?);
             Ok(ExitCode::SUCCESS)

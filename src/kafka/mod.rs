@@ -1,6 +1,7 @@
 //! Kafka at the edge: client configuration from settings, the consumer context
 //! (rebalance hand-over, statistics), topic administration.
 
+pub mod console;
 mod context;
 
 use rdkafka::ClientConfig;

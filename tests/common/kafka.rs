@@ -1,7 +1,7 @@
 //! Kafka helpers for black-box tests: produce test messages, collect outputs, talk HTTP.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -140,9 +140,30 @@ impl Collector {
         done(&self.records)
     }
 
+    /// Waits until `topic` has at least `n` records.
+    pub fn wait_count(&mut self, topic: &str, n: usize, timeout: Duration) -> bool {
+        self.until(timeout, |r| {
+            r.iter().filter(|o| o.topic == topic).count() >= n
+        })
+    }
+
+    /// Waits until every id in `expected` has a record on `topic`.
+    pub fn wait_ids(&mut self, topic: &str, expected: &HashSet<String>, timeout: Duration) -> bool {
+        self.until(timeout, |r| expected.is_subset(&ids_of(r, topic)))
+    }
+
     pub fn on(&self, topic: &str) -> Vec<&Out> {
         self.records.iter().filter(|r| r.topic == topic).collect()
     }
+}
+
+/// Distinct `id` fields of the JSON records on `topic`.
+pub fn ids_of(records: &[Out], topic: &str) -> HashSet<String> {
+    records
+        .iter()
+        .filter(|o| o.topic == topic)
+        .filter_map(|o| o.json()["id"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// A minimal HTTP/1.1 request; returns status and body.

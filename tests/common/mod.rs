@@ -72,6 +72,18 @@ pub fn slice_lines(src: &Path, dst: &Path, range: std::ops::Range<usize>, keep_h
     std::fs::write(dst, out.join("\n") + "\n").unwrap();
 }
 
+/// Every 5th row of the shared support CSV (40 questions per intent, 440 in all),
+/// written to `dir/support-440.csv`.
+pub fn support_subset(dir: &Path) -> PathBuf {
+    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
+    let mut lines = src.lines();
+    let mut subset = vec![lines.next().unwrap().to_string()];
+    subset.extend(lines.step_by(5).map(str::to_string));
+    let data = dir.join("support-440.csv");
+    std::fs::write(&data, subset.join("\n") + "\n").unwrap();
+    data
+}
+
 pub mod broker;
 pub mod kafka;
 
