@@ -12,6 +12,7 @@ pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod embed;
 pub mod feature;
 pub mod http;

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub brokers_up: IntGauge,
     pub assigned_partitions: IntGauge,
     pub http_requests: IntCounterVec,
+    /// Drift statistics over the recent windows, by model version.
+    pub drift_value: prometheus::GaugeVec,
+    /// 1 when a detector fires, by detector and model version.
+    pub drift_detected: IntGaugeVec,
+    pub drift_class_share: prometheus::GaugeVec,
 }
 
 fn buckets_seconds() -> Vec<f64> {
@@ -135,7 +140,63 @@ impl Metrics {
                 ),
                 &["path", "status"]
             )),
+            drift_value: reg!(prometheus::GaugeVec::new(
+                Opts::new(
+                    "triage_drift_statistic",
+                    "Drift statistics over the recent windows (statistic: prediction_psi, mmd2, mmd_p_value, mean_confidence, low_confidence_share, text_length_psi, invalid_share, accuracy, macro_f1, messages)."
+                ),
+                &["statistic", "model_version"]
+            )),
+            drift_detected: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "triage_drift_detected",
+                    "1 when a drift detector fires over the recent windows."
+                ),
+                &["detector", "model_version"]
+            )),
+            drift_class_share: reg!(prometheus::GaugeVec::new(
+                Opts::new(
+                    "triage_drift_class_share",
+                    "Share of predictions per label over the recent windows."
+                ),
+                &["label", "model_version"]
+            )),
             registry,
+        }
+    }
+
+    /// Exports a drift report for `version` (labels name the classes).
+    pub fn record_drift(&self, version: &str, labels: &[String], r: &crate::drift::DriftReport) {
+        let mut values = vec![
+            ("messages", r.messages as f64),
+            ("prediction_psi", r.prediction_psi),
+            ("mmd2", r.mmd2),
+            ("mmd_p_value", r.mmd_p_value),
+            ("mean_confidence", r.mean_confidence),
+            ("low_confidence_share", r.low_confidence_share),
+            ("text_length_psi", r.text_length_psi),
+            ("invalid_share", r.invalid_share),
+        ];
+        if let (Some(a), Some(f)) = (r.accuracy, r.macro_f1) {
+            values.extend([("accuracy", a), ("macro_f1", f)]);
+        }
+        for (name, v) in values {
+            self.drift_value.with_label_values(&[name, version]).set(v);
+        }
+        for (name, fired) in [
+            ("prediction", r.prediction_drift),
+            ("embedding", r.embedding_drift),
+            ("confidence", r.confidence_drift),
+            ("text_length", r.text_length_drift),
+        ] {
+            self.drift_detected
+                .with_label_values(&[name, version])
+                .set(i64::from(fired));
+        }
+        for (label, share) in labels.iter().zip(&r.class_mix) {
+            self.drift_class_share
+                .with_label_values(&[label, version])
+                .set(*share);
         }
     }
 

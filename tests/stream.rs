@@ -281,6 +281,16 @@ fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
         let d = r.iter().filter(|o| o.topic == dlq_topic).count();
         p.len() + d >= total
     });
+    // Drift statistics are exported per window for the serving model.
+    let (_, metrics) = http(&service.addr, "GET", "/metrics", b"").unwrap();
+    for name in [
+        "triage_drift_statistic{",
+        "triage_drift_detected{",
+        "triage_drift_class_share{",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(service.metric("triage_dlq_messages_total{reason=\"not_json\"}") >= 1.0);
     let log = service.stop();
     assert!(complete, "not every message came out:\n{log}");
 

@@ -28,6 +28,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub stream: StreamSettings,
     pub http: HttpSettings,
+    pub drift: crate::drift::DriftSettings,
 }
 
 /// How triage logs (always to stderr).

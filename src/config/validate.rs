@@ -201,6 +201,22 @@ impl Settings {
         );
 
         self.check_streaming(&mut c);
+        let d = &self.drift;
+        c.check(
+            d.sliding_windows >= 1 && d.mmd_sample >= 2 && d.mmd_permutations >= 1,
+            "drift.sliding_windows",
+            || "drift.sliding_windows, drift.mmd_permutations must be >= 1 and drift.mmd_sample >= 2".into(),
+            "use 5, 100 and 200",
+        );
+        c.check(
+            (0.0..=1.0).contains(&d.mmd_p_value)
+                && (0.0..=1.0).contains(&d.class_share_min)
+                && (0.0..=1.0).contains(&d.class_share_max)
+                && d.class_share_min < d.class_share_max,
+            "drift.mmd_p_value",
+            || "drift.mmd_p_value and drift.class_share_min < drift.class_share_max must lie in [0, 1]".into(),
+            "use 0.01, 0.1 and 0.9",
+        );
 
         if c.0.is_empty() {
             Ok(())

@@ -86,6 +86,7 @@ pub async fn run(
         predictor,
         Some(follower),
         settings.stream.worker_queue,
+        settings.drift.clone(),
         metrics.clone(),
     )
     .map_err(|e| ServiceError::Setup(format!("cannot start the worker thread: {e}")))?;
@@ -298,7 +299,8 @@ async fn process_window(
     let decode_time = started.elapsed();
     stage("decode", decode_time);
 
-    let (classified, failed) = classify_all(&shared.worker, valid).await;
+    let invalid = rejected.len();
+    let (classified, failed) = classify_all(&shared.worker, valid, invalid).await;
     let mut records = Vec::with_capacity(classified.len() * 2 + rejected.len());
     let mut labels = Vec::with_capacity(classified.len());
     for (batch, rows) in &classified {
@@ -412,12 +414,17 @@ type Rows = Vec<(usize, Decoded)>;
 async fn classify_all(
     worker: &WorkerHandle,
     valid: Rows,
+    invalid: usize,
 ) -> (Vec<(Classified, Rows)>, Vec<(usize, Rejection)>) {
     if valid.is_empty() {
         return (Vec::new(), Vec::new());
     }
     let texts: Vec<String> = valid.iter().map(|(_, d)| d.text.clone()).collect();
-    match worker.classify(texts).await {
+    let observe = worker::Observe {
+        truth: valid.iter().map(|(_, d)| d.label.clone()).collect(),
+        invalid,
+    };
+    match worker.classify_window(texts, observe).await {
         Ok(c) => (vec![(c, valid)], Vec::new()),
         Err(err) => {
             warn!(error = %err, messages = valid.len(), "Window classification failed; retrying one message at a time.");

@@ -11,13 +11,23 @@ use tracing::{error, info, warn};
 
 pub use super::Classified;
 use super::{InferenceError, Predictor};
+use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 struct Job {
     texts: Vec<String>,
+    /// For stream windows: what the drift monitor needs beyond the texts.
+    observe: Option<Observe>,
     reply: oneshot::Sender<Result<Classified, String>>,
+}
+
+/// A stream window's ground truth (per text, when known) and dead-letter count.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    pub truth: Vec<Option<String>>,
+    pub invalid: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +47,30 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Classifies `texts`; waits while the queue is full (backpressure).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Classified, WorkerError> {
+        self.submit(texts, None).await
+    }
+
+    /// Classifies a stream window and feeds the drift monitor with it.
+    pub async fn classify_window(
+        &self,
+        texts: Vec<String>,
+        observe: Observe,
+    ) -> Result<Classified, WorkerError> {
+        self.submit(texts, Some(observe)).await
+    }
+
+    async fn submit(
+        &self,
+        texts: Vec<String>,
+        observe: Option<Observe>,
+    ) -> Result<Classified, WorkerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { texts, reply })
+            .send(Job {
+                texts,
+                observe,
+                reply,
+            })
             .await
             .map_err(|_| WorkerError::Stopped)?;
         rx.await
@@ -122,11 +153,52 @@ fn set_model_info<E: Embedder>(metrics: &Metrics, predictor: &Predictor<E>) {
         .set(1);
 }
 
+fn monitor_for<E: Embedder>(predictor: &Predictor<E>, drift: &DriftSettings) -> DriftMonitor {
+    let model = predictor.model();
+    DriftMonitor::new(
+        drift.clone(),
+        model.reference.clone(),
+        model.classifier.labels().len(),
+    )
+}
+
+/// Feeds one classified stream window to the monitor and exports the report.
+fn observe<E: Embedder>(
+    predictor: &Predictor<E>,
+    monitor: &mut DriftMonitor,
+    metrics: &Metrics,
+    texts: &[String],
+    classified: &Classified,
+    observed: Observe,
+) {
+    let labels = predictor.model().classifier.labels();
+    let index = |name: &str| labels.iter().position(|l| l == name);
+    let window = WindowObservation {
+        labels: classified
+            .labelled
+            .iter()
+            .map(|l| index(&l.label).unwrap_or(0))
+            .collect(),
+        confidences: classified.labelled.iter().map(|l| l.confidence).collect(),
+        embeddings: classified.embeddings.clone(),
+        text_lengths: texts.iter().map(|t| t.chars().count()).collect(),
+        truth: observed
+            .truth
+            .iter()
+            .map(|t| t.as_deref().and_then(index))
+            .collect(),
+        invalid: observed.invalid,
+    };
+    let report = monitor.observe(window);
+    metrics.record_drift(predictor.version(), labels, &report);
+}
+
 /// Starts the worker thread. `follower`, when given, is polled before every job.
 pub fn spawn<E: Embedder + Send + 'static>(
     mut predictor: Predictor<E>,
     mut follower: Option<ModelFollower>,
     queue: usize,
+    drift: DriftSettings,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, mut rx) = mpsc::channel::<Job>(queue.max(1));
@@ -134,14 +206,30 @@ pub fn spawn<E: Embedder + Send + 'static>(
     thread::Builder::new()
         .name("triage-worker".into())
         .spawn(move || {
+            let mut monitor = monitor_for(&predictor, &drift);
+            let mut monitored = predictor.version().to_string();
             while let Some(job) = rx.blocking_recv() {
                 if let Some(f) = follower.as_mut() {
                     f.poll(&mut predictor);
                 }
+                if predictor.version() != monitored {
+                    // A new model has a new reference: start the statistics afresh.
+                    monitor = monitor_for(&predictor, &drift);
+                    monitored = predictor.version().to_string();
+                }
                 let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-                let result = predictor
-                    .classify_with_embeddings(&refs)
-                    .map_err(|e| e.to_string());
+                let result = predictor.classify_with_embeddings(&refs);
+                if let (Ok(classified), Some(observed)) = (&result, job.observe) {
+                    observe(
+                        &predictor,
+                        &mut monitor,
+                        &metrics,
+                        &job.texts,
+                        classified,
+                        observed,
+                    );
+                }
+                let result = result.map_err(|e| e.to_string());
                 // The requester may have given up (shutdown); nothing to do then.
                 let _ = job.reply.send(result);
             }

@@ -1,0 +1,318 @@
+//! Drift monitoring: statistics of recent windows against the reference the model
+//! captured at training time. [`DriftMonitor`] keeps a sliding window of recent
+//! windows (so small windows are not noise) and reports every detector.
+
+pub mod stats;
+
+use std::collections::VecDeque;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::DriftReference;
+use crate::registry::reference::{Histogram, TEXT_LENGTH_EDGES};
+use crate::training::metrics::evaluate;
+
+/// Detector settings (`[drift]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftSettings {
+    /// Recent windows pooled for the statistics.
+    pub sliding_windows: usize,
+    /// Below this many pooled messages no detector fires.
+    pub min_messages: usize,
+    /// Prediction drift: PSI of the predicted class mix above this.
+    pub prediction_psi: f64,
+    /// The seed project's rule: a class under `class_share_min` or over `class_share_max`.
+    pub class_share_min: f64,
+    pub class_share_max: f64,
+    /// Embedding drift: MMD permutation-test p-value below this.
+    pub mmd_p_value: f64,
+    pub mmd_permutations: usize,
+    /// Rows per side in the MMD test (reference and current are subsampled to it).
+    pub mmd_sample: usize,
+    /// Confidence drift: mean confidence this far below the reference's.
+    pub confidence_drop: f64,
+    /// A prediction under this confidence counts as low-confidence.
+    pub low_confidence: f64,
+    /// Data quality: PSI of the text-length histogram above this.
+    pub text_length_psi: f64,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        Self {
+            sliding_windows: 5,
+            min_messages: 50,
+            prediction_psi: 0.25,
+            class_share_min: 0.1,
+            class_share_max: 0.9,
+            mmd_p_value: 0.01,
+            mmd_permutations: 100,
+            mmd_sample: 200,
+            confidence_drop: 0.1,
+            low_confidence: 0.5,
+            text_length_psi: 0.25,
+        }
+    }
+}
+
+/// What one window contributes.
+#[derive(Debug, Clone, Default)]
+pub struct WindowObservation {
+    pub labels: Vec<usize>,
+    pub confidences: Vec<f64>,
+    pub embeddings: Vec<Vec<f32>>,
+    pub text_lengths: Vec<usize>,
+    /// Ground truth per valid message, when it came with one.
+    pub truth: Vec<Option<usize>>,
+    /// Messages that went to the dead-letter topic.
+    pub invalid: usize,
+}
+
+/// Every statistic and detector over the pooled recent windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DriftReport {
+    pub messages: usize,
+    pub class_mix: Vec<f64>,
+    pub prediction_psi: f64,
+    pub class_share_rule: bool,
+    pub mmd2: f64,
+    pub mmd_p_value: f64,
+    pub mean_confidence: f64,
+    pub low_confidence_share: f64,
+    pub text_length_psi: f64,
+    pub invalid_share: f64,
+    /// When at least one message carried ground truth.
+    pub accuracy: Option<f64>,
+    pub macro_f1: Option<f64>,
+    pub prediction_drift: bool,
+    pub embedding_drift: bool,
+    pub confidence_drift: bool,
+    pub text_length_drift: bool,
+}
+
+/// Sliding-window drift monitor for one model version.
+pub struct DriftMonitor {
+    settings: DriftSettings,
+    reference: DriftReference,
+    classes: usize,
+    windows: VecDeque<WindowObservation>,
+    seed: u64,
+}
+
+impl DriftMonitor {
+    pub fn new(settings: DriftSettings, reference: DriftReference, classes: usize) -> Self {
+        Self {
+            settings,
+            reference,
+            classes,
+            windows: VecDeque::new(),
+            seed: 0,
+        }
+    }
+
+    /// Adds a window and reports on the pooled recent windows.
+    pub fn observe(&mut self, window: WindowObservation) -> DriftReport {
+        self.windows.push_back(window);
+        while self.windows.len() > self.settings.sliding_windows.max(1) {
+            self.windows.pop_front();
+        }
+        self.seed += 1;
+        self.report()
+    }
+
+    fn report(&self) -> DriftReport {
+        let s = &self.settings;
+        let labels: Vec<usize> = self
+            .windows
+            .iter()
+            .flat_map(|w| w.labels.iter().copied())
+            .collect();
+        let confidences: Vec<f64> = self
+            .windows
+            .iter()
+            .flat_map(|w| w.confidences.iter().copied())
+            .collect();
+        let lengths = self
+            .windows
+            .iter()
+            .flat_map(|w| w.text_lengths.iter().map(|&l| l as f64));
+        let invalid: usize = self.windows.iter().map(|w| w.invalid).sum();
+        let messages = labels.len();
+        let enough = messages >= s.min_messages;
+
+        let class_mix = stats::class_mix(&labels, self.classes);
+        let prediction_psi = stats::psi(&self.reference.class_mix, &class_mix);
+        let class_share_rule =
+            stats::class_share_rule(&class_mix, s.class_share_min, s.class_share_max);
+        let current_lengths = Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths);
+        let text_length_psi = stats::psi(
+            &self.reference.text_length.shares(),
+            &current_lengths.shares(),
+        );
+        let mean_confidence = stats::mean(&confidences);
+
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let pooled: Vec<&Vec<f32>> = self
+            .windows
+            .iter()
+            .flat_map(|w| w.embeddings.iter())
+            .collect();
+        let pick = |n: usize, k: usize, rng: &mut ChaCha8Rng| -> Vec<usize> {
+            sample(rng, n, k.min(n)).into_vec()
+        };
+        let current: Vec<Vec<f32>> = pick(pooled.len(), s.mmd_sample, &mut rng)
+            .into_iter()
+            .map(|i| pooled[i].clone())
+            .collect();
+        let reference: Vec<Vec<f32>> = pick(self.reference.sample.len(), s.mmd_sample, &mut rng)
+            .into_iter()
+            .map(|i| self.reference.sample[i].clone())
+            .collect();
+        let mmd = if enough {
+            stats::mmd_test(&reference, &current, s.mmd_permutations, self.seed)
+        } else {
+            None
+        };
+
+        let pairs: Vec<(usize, usize)> = self
+            .windows
+            .iter()
+            .flat_map(|w| {
+                w.truth
+                    .iter()
+                    .zip(&w.labels)
+                    .filter_map(|(t, &p)| t.map(|t| (t, p)))
+            })
+            .collect();
+        let (accuracy, macro_f1) = if pairs.is_empty() {
+            (None, None)
+        } else {
+            let names: Vec<String> = (0..self.classes).map(|i| i.to_string()).collect();
+            let (t, p): (Vec<usize>, Vec<usize>) = pairs.into_iter().unzip();
+            let e = evaluate(&names, &t, &p);
+            (Some(e.accuracy), Some(e.macro_f1))
+        };
+
+        DriftReport {
+            messages,
+            prediction_drift: enough && (prediction_psi > s.prediction_psi || class_share_rule),
+            embedding_drift: mmd.is_some_and(|m| m.p_value < s.mmd_p_value),
+            confidence_drift: enough
+                && self.reference.mean_confidence - mean_confidence > s.confidence_drop,
+            text_length_drift: enough && text_length_psi > s.text_length_psi,
+            class_mix,
+            prediction_psi,
+            class_share_rule,
+            mmd2: mmd.map_or(0.0, |m| m.mmd2),
+            mmd_p_value: mmd.map_or(1.0, |m| m.p_value),
+            mean_confidence,
+            low_confidence_share: stats::share_below(&confidences, s.low_confidence),
+            text_length_psi,
+            invalid_share: invalid as f64 / (messages + invalid).max(1) as f64,
+            accuracy,
+            macro_f1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::reference::Histogram;
+    use crate::training::data_checks::Quantiles;
+
+    fn reference() -> DriftReference {
+        let sample: Vec<Vec<f32>> = (0..60).map(|i| vec![(i % 7) as f32 * 0.01, 0.0]).collect();
+        DriftReference {
+            rows: 60,
+            class_mix: vec![0.2, 0.2, 0.6],
+            mean_confidence: 0.8,
+            confidence: Histogram::new(vec![0.0, 0.5, 1.0], [0.8]),
+            embedding_mean: vec![0.03, 0.0],
+            sample,
+            text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), std::iter::repeat_n(100.0, 60)),
+            text_length_quantiles: Quantiles::default(),
+        }
+    }
+
+    fn window(labels: Vec<usize>, shift: f32, confidence: f64, length: usize) -> WindowObservation {
+        let n = labels.len();
+        WindowObservation {
+            embeddings: (0..n)
+                .map(|i| vec![(i % 7) as f32 * 0.01 + shift, shift])
+                .collect(),
+            confidences: vec![confidence; n],
+            text_lengths: vec![length; n],
+            truth: labels.iter().map(|&l| Some(l)).collect(),
+            labels,
+            invalid: 0,
+        }
+    }
+
+    fn stationary_labels() -> Vec<usize> {
+        (0..20)
+            .map(|i| {
+                if i % 5 == 0 {
+                    0
+                } else if i % 5 == 1 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stationary_traffic_raises_nothing() {
+        let mut m = DriftMonitor::new(DriftSettings::default(), reference(), 3);
+        let mut r = DriftReport::default();
+        for _ in 0..5 {
+            r = m.observe(window(stationary_labels(), 0.0, 0.8, 100));
+        }
+        assert_eq!(r.messages, 100);
+        assert!(r.prediction_psi < 0.01, "{r:?}");
+        assert!(
+            !r.prediction_drift
+                && !r.embedding_drift
+                && !r.confidence_drift
+                && !r.text_length_drift,
+            "{r:?}"
+        );
+        assert_eq!(r.accuracy, Some(1.0));
+    }
+
+    #[test]
+    fn detectors_fire_on_their_own_shift() {
+        let mut m = DriftMonitor::new(DriftSettings::default(), reference(), 3);
+        let mut r = DriftReport::default();
+        for _ in 0..5 {
+            r = m.observe(window(vec![0; 20], 0.5, 0.55, 3000));
+        }
+        assert!(r.prediction_drift && r.class_share_rule, "{r:?}");
+        assert!(r.embedding_drift, "{r:?}");
+        assert!(r.confidence_drift, "{r:?}");
+        assert!(r.text_length_drift, "{r:?}");
+    }
+
+    #[test]
+    fn too_few_messages_fire_nothing_and_old_windows_slide_out() {
+        let settings = DriftSettings {
+            sliding_windows: 2,
+            ..DriftSettings::default()
+        };
+        let mut m = DriftMonitor::new(settings, reference(), 3);
+        let r = m.observe(window(vec![0; 10], 0.5, 0.1, 3000));
+        assert!(
+            !r.prediction_drift && !r.embedding_drift,
+            "under min_messages: {r:?}"
+        );
+        m.observe(window(stationary_labels(), 0.0, 0.8, 100));
+        let r = m.observe(window(stationary_labels(), 0.0, 0.8, 100));
+        assert_eq!(r.messages, 40, "only the last two windows are pooled");
+    }
+}
