@@ -146,8 +146,12 @@ impl DriftMonitor {
 
         let class_mix = stats::class_mix(&labels, self.classes);
         let prediction_psi = stats::psi(&self.reference.class_mix, &class_mix);
-        let class_share_rule =
-            stats::class_share_rule(&class_mix, s.class_share_min, s.class_share_max);
+        let class_share_rule = stats::class_share_rule(
+            &self.reference.class_mix,
+            &class_mix,
+            s.class_share_min,
+            s.class_share_max,
+        );
         let current_lengths = Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths);
         let text_length_psi = stats::psi(
             &self.reference.text_length.shares(),

@@ -34,10 +34,16 @@ pub fn class_mix(labels: &[usize], classes: usize) -> Vec<f64> {
     mix
 }
 
-/// The seed project's rule: some class is predicted for under `min` or over `max` of
-/// the messages.
-pub fn class_share_rule(mix: &[f64], min: f64, max: f64) -> bool {
-    mix.iter().any(|&s| s < min || s > max)
+/// The seed project's rule, made relative to the reference: some class crossed
+/// `min` or `max` — predicted for under `min` of the messages where the reference
+/// had it at `min` or more, or over `max` where the reference had it at `max` or
+/// less. (Taken literally, the rule fires forever on any label set of more than ten
+/// balanced classes, where every class is under 10%.)
+pub fn class_share_rule(reference: &[f64], mix: &[f64], min: f64, max: f64) -> bool {
+    reference
+        .iter()
+        .zip(mix)
+        .any(|(&r, &s)| (s < min && r >= min) || (s > max && r <= max))
 }
 
 fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
@@ -171,9 +177,19 @@ mod tests {
     fn class_mix_and_share_rule() {
         let mix = class_mix(&[0, 0, 0, 1], 3);
         assert_eq!(mix, vec![0.75, 0.25, 0.0]);
-        assert!(class_share_rule(&mix, 0.1, 0.9), "class 2 is under 10%");
-        assert!(!class_share_rule(&[0.3, 0.3, 0.4], 0.1, 0.9));
-        assert!(class_share_rule(&[0.95, 0.05], 0.01, 0.9));
+        let reference = [0.3, 0.3, 0.4];
+        assert!(
+            class_share_rule(&reference, &mix, 0.1, 0.9),
+            "class 2 fell under 10%"
+        );
+        assert!(!class_share_rule(&reference, &[0.3, 0.3, 0.4], 0.1, 0.9));
+        assert!(
+            class_share_rule(&[0.6, 0.4], &[0.95, 0.05], 0.01, 0.9),
+            "class 0 rose over 90%"
+        );
+        // Eleven balanced classes sit under 10% in the reference too: no alarm.
+        let eleven = vec![1.0 / 11.0; 11];
+        assert!(!class_share_rule(&eleven, &eleven, 0.1, 0.9));
     }
 
     fn gaussian(rng: &mut ChaCha8Rng, n: usize, dim: usize, shift: f32) -> Vec<Vec<f32>> {
