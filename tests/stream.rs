@@ -486,27 +486,27 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
     assert!(out.status.success(), "{stderr}");
     let service = s.start("a");
     let pred = s.names.predictions.clone();
-    let version_of =
-        |o: &common::kafka::Out| o.json()["model_version"].as_str().unwrap().to_string();
-
-    produce(
-        &s.broker.address(),
-        &s.names.input,
-        &keyed(&questions(0..20)),
-    );
     let mut out = s.collector();
-    assert!(out.wait_count(&pred, 20, Duration::from_secs(60)));
-    assert!(out.on(&pred).iter().all(|o| version_of(o) == "v1"));
+    // Sends questions[range] and returns the model version of each of their predictions.
+    let mut versions_for = |range: std::ops::Range<usize>| -> Vec<String> {
+        produce(
+            &s.broker.address(),
+            &s.names.input,
+            &keyed(&questions(range.clone())),
+        );
+        assert!(out.wait_count(&pred, range.end, Duration::from_secs(60)));
+        out.on(&pred)[range]
+            .iter()
+            .map(|o| o.json()["model_version"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let first = versions_for(0..20);
+    assert!(first.iter().all(|v| v == "v1"), "{first:?}");
 
     let (status, _, _) = run(s.triage().args(["models", "promote", "v2"]));
     assert!(status.status.success());
-    produce(
-        &s.broker.address(),
-        &s.names.input,
-        &keyed(&questions(20..40)),
-    );
-    assert!(out.wait_count(&pred, 40, Duration::from_secs(60)));
-    let after: Vec<String> = out.on(&pred)[20..].iter().map(|o| version_of(o)).collect();
+    let after = versions_for(20..40);
     assert!(
         after.iter().all(|v| v == "v2"),
         "first window after promotion: {after:?}"
@@ -522,13 +522,7 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
     std::fs::write(versions.join("v3/model.json"), b"{ not a model").unwrap();
     let (status, _, _) = run(s.triage().args(["models", "promote", "v3"]));
     assert!(status.status.success());
-    produce(
-        &s.broker.address(),
-        &s.names.input,
-        &keyed(&questions(40..60)),
-    );
-    assert!(out.wait_count(&pred, 60, Duration::from_secs(60)));
-    let last: Vec<String> = out.on(&pred)[40..].iter().map(|o| version_of(o)).collect();
+    let last = versions_for(40..60);
     assert!(
         last.iter().all(|v| v == "v2"),
         "the old model keeps serving: {last:?}"

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::Prediction;
+use crate::drift::stats;
 use crate::training::data_checks::Quantiles;
 
 /// Counts over fixed bin edges: bin `i` holds `edges[i] <= v < edges[i + 1]`; the last
@@ -80,21 +81,10 @@ impl DriftReference {
         sample_size: usize,
         seed: u64,
     ) -> Self {
-        let n = predictions.len();
-        let mut mix = vec![0.0; labels];
-        for p in predictions {
-            mix[p.label] += 1.0;
-        }
-        if n > 0 {
-            mix.iter_mut().for_each(|m| *m /= n as f64);
-        }
+        // The same statistics the drift monitor computes on live windows.
+        let predicted: Vec<usize> = predictions.iter().map(|p| p.label).collect();
+        let confidences: Vec<f64> = predictions.iter().map(|p| p.confidence).collect();
         let confidence_edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
-        let confidences = predictions.iter().map(|p| p.confidence);
-        let mean_confidence = if n == 0 {
-            0.0
-        } else {
-            predictions.iter().map(|p| p.confidence).sum::<f64>() / n as f64
-        };
         let embedding_mean = features
             .mean_axis(ndarray::Axis(0))
             .map(|m| m.to_vec())
@@ -110,9 +100,9 @@ impl DriftReference {
         let sample = picked.iter().map(|&i| features.row(i).to_vec()).collect();
         let mut lengths: Vec<f64> = texts.iter().map(|t| t.chars().count() as f64).collect();
         Self {
-            rows: n as u64,
-            class_mix: mix,
-            mean_confidence,
+            rows: predictions.len() as u64,
+            class_mix: stats::class_mix(&predicted, labels),
+            mean_confidence: stats::mean(&confidences),
             confidence: Histogram::new(confidence_edges, confidences),
             embedding_mean,
             sample,
