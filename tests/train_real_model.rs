@@ -232,3 +232,58 @@ fn support_intents_train_from_csv_with_configuration_only() {
     let f1 = card["metrics"]["macro_f1"].as_f64().unwrap();
     assert!(f1 >= 0.9, "support macro-F1 {f1}");
 }
+
+#[test]
+fn drift_eval_replays_scenarios_and_finds_the_shifts() {
+    let t = trained();
+    let unseen = t.dir.join("reviews-drift.jsonl");
+    slice_lines(&shared("yelp/reviews-5k.jsonl"), &unseen, 4000..4100, false);
+    let inject = support_subset(&t.dir);
+
+    let (out, _, stderr) = run(triage(&t.dir)
+        .args(["drift", "eval", "--prior-label", "nope", "--data"])
+        .arg(&unseen));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no label \"nope\"") && stderr.contains("negative, neutral, positive"),
+        "{stderr}"
+    );
+
+    let (out, stdout, stderr) = run(triage(&t.dir)
+        .args(["drift", "eval", "--json", "--window", "20", "--runs", "2"])
+        .args(["--stationary-windows", "20", "--prior-label", "negative"])
+        .args(["--inject-text-field", "question", "--inject"])
+        .arg(&inject)
+        .arg("--data")
+        .arg(&unseen));
+    assert!(out.status.success(), "{stderr}");
+    let r = json(&stdout);
+    assert_eq!(r["base_messages"], 100);
+    assert_eq!(r["inject_messages"], 440);
+    assert_eq!(r["plan"]["window"], 20);
+    let detectors: Vec<&str> = r["stationary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        detectors,
+        [
+            "prediction",
+            "embedding",
+            "confidence",
+            "text_length",
+            "any"
+        ]
+    );
+    assert_eq!(r["stationary"][4]["windows"], 40);
+    // Short support questions among long reviews: found within three windows.
+    let covariate_any = &r["covariate_shift"][4];
+    assert_eq!(covariate_any["within_3"], 2, "{covariate_any}");
+    // Only 1-2 star reviews: the class mix moves.
+    let prior = &r["prior_shift"][0];
+    assert_eq!(prior["detector"], "prediction");
+    assert!(prior["max"].as_u64().is_some(), "{prior}");
+    assert_eq!(r["stationary_p_values"].as_array().unwrap().len(), 40);
+}

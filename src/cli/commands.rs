@@ -7,9 +7,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::args::{
-    BenchArgs, ClassifyArgs, Command, EvaluateArgs, InspectArgs, ModelsCommand, TopicsCommand,
-    TrainArgs,
+    BenchArgs, ClassifyArgs, Command, DriftCommand, EvaluateArgs, InspectArgs, ModelsCommand,
+    TopicsCommand, TrainArgs,
 };
+use super::drift::drift_eval;
 use crate::config::Settings;
 use crate::embed::OnnxEmbedder;
 use crate::inference::Predictor;
@@ -29,6 +30,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect(settings, args),
         Command::Run => run_service(settings),
         Command::Bench(args) => bench(settings, args),
+        Command::Drift(DriftCommand::Eval(args)) => drift_eval(settings, &registry, args),
         Command::Topics(TopicsCommand::Create {
             partitions,
             replication,
@@ -67,14 +69,14 @@ fn toml_of(settings: &Settings) -> anyhow::Result<String> {
     Ok(toml::to_string(settings)?)
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn load_embedder(settings: &Settings) -> anyhow::Result<OnnxEmbedder> {
+pub(super) fn load_embedder(settings: &Settings) -> anyhow::Result<OnnxEmbedder> {
     Ok(OnnxEmbedder::load(settings)?)
 }
 

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod drift;
 
 use std::process::ExitCode;
 

@@ -203,9 +203,9 @@ impl Settings {
         self.check_streaming(&mut c);
         let d = &self.drift;
         c.check(
-            d.sliding_windows >= 1 && d.mmd_sample >= 2 && d.mmd_permutations >= 1,
+            d.sliding_windows >= 1 && d.mmd_sample >= 10 && d.mmd_null_draws >= 1,
             "drift.sliding_windows",
-            || "drift.sliding_windows, drift.mmd_permutations must be >= 1 and drift.mmd_sample >= 2".into(),
+            || "drift.sliding_windows, drift.mmd_null_draws must be >= 1 and drift.mmd_sample >= 10".into(),
             "use 5, 100 and 200",
         );
         c.check(

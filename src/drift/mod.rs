@@ -2,12 +2,15 @@
 //! captured at training time. [`DriftMonitor`] keeps a sliding window of recent
 //! windows (so small windows are not noise) and reports every detector.
 
+pub mod mmd;
+pub mod replay;
+pub mod scenarios;
 pub mod stats;
 
 use std::collections::VecDeque;
 
 use rand::SeedableRng;
-use rand::seq::index::sample;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +31,14 @@ pub struct DriftSettings {
     /// The seed project's rule: a class under `class_share_min` or over `class_share_max`.
     pub class_share_min: f64,
     pub class_share_max: f64,
-    /// Embedding drift: MMD permutation-test p-value below this.
+    /// Embedding drift: MMD² beyond all but this share of the no-drift draws
+    /// calibrated at training time (an empirical p-value).
     pub mmd_p_value: f64,
-    pub mmd_permutations: usize,
-    /// Rows per side in the MMD test (reference and current are subsampled to it).
+    /// Training time: no-drift MMD² draws for the calibration (p-value resolution
+    /// is 1 / (draws + 1)).
+    pub mmd_null_draws: usize,
+    /// Training time: rows per side in the MMD test. Live windows need at least this
+    /// many distinct messages pooled before the embedding detector speaks.
     pub mmd_sample: usize,
     /// Confidence drift: mean confidence this far below the reference's.
     pub confidence_drop: f64,
@@ -49,8 +56,8 @@ impl Default for DriftSettings {
             prediction_psi: 0.25,
             class_share_min: 0.1,
             class_share_max: 0.9,
-            mmd_p_value: 0.01,
-            mmd_permutations: 100,
+            mmd_p_value: 0.005,
+            mmd_null_draws: 400,
             mmd_sample: 200,
             confidence_drop: 0.1,
             low_confidence: 0.5,
@@ -159,27 +166,21 @@ impl DriftMonitor {
         );
         let mean_confidence = stats::mean(&confidences);
 
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let pooled: Vec<&Vec<f32>> = self
+        // The MMD test assumes independent draws: a message seen twice (a redelivery
+        // after a crash, a retried send) would look like drift, so each distinct
+        // embedding counts once. Shuffled, since the test uses the first rows.
+        let mut seen = std::collections::HashSet::new();
+        let mut pooled: Vec<&[f32]> = self
             .windows
             .iter()
             .flat_map(|w| w.embeddings.iter())
+            .filter(|e| seen.insert(e.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()))
+            .map(Vec::as_slice)
             .collect();
-        let pick = |n: usize, k: usize, rng: &mut ChaCha8Rng| -> Vec<usize> {
-            sample(rng, n, k.min(n)).into_vec()
-        };
-        let current: Vec<Vec<f32>> = pick(pooled.len(), s.mmd_sample, &mut rng)
-            .into_iter()
-            .map(|i| pooled[i].clone())
-            .collect();
-        let reference: Vec<Vec<f32>> = pick(self.reference.sample.len(), s.mmd_sample, &mut rng)
-            .into_iter()
-            .map(|i| self.reference.sample[i].clone())
-            .collect();
-        let mmd = if enough {
-            stats::mmd_test(&reference, &current, s.mmd_permutations, self.seed)
-        } else {
-            None
+        pooled.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
+        let mmd = match &self.reference.mmd {
+            Some(null) if enough => null.test(&self.reference.sample, &pooled),
+            _ => None,
         };
 
         let pairs: Vec<(usize, usize)> = self
@@ -224,31 +225,44 @@ impl DriftMonitor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::registry::reference::Histogram;
     use crate::training::data_checks::Quantiles;
 
-    fn reference() -> DriftReference {
-        let sample: Vec<Vec<f32>> = (0..60).map(|i| vec![(i % 7) as f32 * 0.01, 0.0]).collect();
+    /// A point of the in-distribution "embedding space": distinct for k < 101, spread
+    /// evenly over [0, 1) on the first axis.
+    pub(crate) fn point(k: usize, shift: f32) -> Vec<f32> {
+        vec![((k * 37) % 101) as f32 / 101.0 + shift, shift]
+    }
+
+    pub(crate) fn reference() -> DriftReference {
+        let sample: Vec<Vec<f32>> = (0..60).map(|k| point(k * 5 + 3, 0.0)).collect();
+        let pool = ndarray::Array2::from_shape_fn((101, 2), |(k, j)| point(k, 0.0)[j]);
         DriftReference {
             rows: 60,
             class_mix: vec![0.2, 0.2, 0.6],
             mean_confidence: 0.8,
             confidence: Histogram::new(vec![0.0, 0.5, 1.0], [0.8]),
-            embedding_mean: vec![0.03, 0.0],
+            embedding_mean: vec![0.5, 0.0],
+            mmd: mmd::MmdNull::calibrate(&sample, pool.view(), 30, 200, 1),
             sample,
             text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), std::iter::repeat_n(100.0, 60)),
             text_length_quantiles: Quantiles::default(),
         }
     }
 
-    fn window(labels: Vec<usize>, shift: f32, confidence: f64, length: usize) -> WindowObservation {
+    /// Window `w` of in-distribution points (moved by `shift`), 20 or fewer rows.
+    fn window(
+        w: usize,
+        labels: Vec<usize>,
+        shift: f32,
+        confidence: f64,
+        length: usize,
+    ) -> WindowObservation {
         let n = labels.len();
         WindowObservation {
-            embeddings: (0..n)
-                .map(|i| vec![(i % 7) as f32 * 0.01 + shift, shift])
-                .collect(),
+            embeddings: (0..n).map(|i| point(w * 20 + i, shift)).collect(),
             confidences: vec![confidence; n],
             text_lengths: vec![length; n],
             truth: labels.iter().map(|&l| Some(l)).collect(),
@@ -275,8 +289,8 @@ mod tests {
     fn stationary_traffic_raises_nothing() {
         let mut m = DriftMonitor::new(DriftSettings::default(), reference(), 3);
         let mut r = DriftReport::default();
-        for _ in 0..5 {
-            r = m.observe(window(stationary_labels(), 0.0, 0.8, 100));
+        for w in 0..5 {
+            r = m.observe(window(w, stationary_labels(), 0.0, 0.8, 100));
         }
         assert_eq!(r.messages, 100);
         assert!(r.prediction_psi < 0.01, "{r:?}");
@@ -287,6 +301,7 @@ mod tests {
                 && !r.text_length_drift,
             "{r:?}"
         );
+        assert!(r.mmd_p_value > 0.05, "{r:?}");
         assert_eq!(r.accuracy, Some(1.0));
     }
 
@@ -294,8 +309,8 @@ mod tests {
     fn detectors_fire_on_their_own_shift() {
         let mut m = DriftMonitor::new(DriftSettings::default(), reference(), 3);
         let mut r = DriftReport::default();
-        for _ in 0..5 {
-            r = m.observe(window(vec![0; 20], 0.5, 0.55, 3000));
+        for w in 0..5 {
+            r = m.observe(window(w, vec![0; 20], 0.5, 0.55, 3000));
         }
         assert!(r.prediction_drift && r.class_share_rule, "{r:?}");
         assert!(r.embedding_drift, "{r:?}");
@@ -310,13 +325,13 @@ mod tests {
             ..DriftSettings::default()
         };
         let mut m = DriftMonitor::new(settings, reference(), 3);
-        let r = m.observe(window(vec![0; 10], 0.5, 0.1, 3000));
+        let r = m.observe(window(0, vec![0; 10], 0.5, 0.1, 3000));
         assert!(
             !r.prediction_drift && !r.embedding_drift,
             "under min_messages: {r:?}"
         );
-        m.observe(window(stationary_labels(), 0.0, 0.8, 100));
-        let r = m.observe(window(stationary_labels(), 0.0, 0.8, 100));
+        m.observe(window(1, stationary_labels(), 0.0, 0.8, 100));
+        let r = m.observe(window(2, stationary_labels(), 0.0, 0.8, 100));
         assert_eq!(r.messages, 40, "only the last two windows are pooled");
     }
 }

@@ -383,7 +383,14 @@ mod tests {
         };
         let classifier = Classifier::fit(x.view(), &[0, 0, 1, 1], labels, &params).unwrap();
         let preds = classifier.predict(x.view()).unwrap();
-        let reference = DriftReference::build(&preds, 2, x.view(), &["a", "b", "c", "d"], 2, 1);
+        let plan = reference::ReferencePlan {
+            sample_size: 2,
+            mmd_sample: 2,
+            mmd_null_draws: 3,
+            seed: 1,
+        };
+        let texts = ["a", "b", "c", "d"];
+        let reference = DriftReference::build(&preds, 2, x.view(), &texts, x.view(), &plan);
         (classifier, card::fixture::card(&["a", "b"], 2), reference)
     }
 

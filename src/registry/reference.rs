@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::Prediction;
+use crate::drift::mmd::MmdNull;
 use crate::drift::stats;
 use crate::training::data_checks::Quantiles;
 
@@ -70,6 +71,22 @@ pub struct DriftReference {
     /// Text length in characters.
     pub text_length: Histogram,
     pub text_length_quantiles: Quantiles,
+    /// The embedding-drift detector's calibration (absent in references from before
+    /// it existed: those models have no embedding-drift detector; retrain them).
+    #[serde(default)]
+    pub mmd: Option<MmdNull>,
+}
+
+/// How the reference is drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferencePlan {
+    /// Held-out embeddings kept (`training.reference_sample_size`).
+    pub sample_size: usize,
+    /// Rows per side of the MMD test (`drift.mmd_sample`).
+    pub mmd_sample: usize,
+    /// MMD² draws without drift for its threshold (`drift.mmd_null_draws`).
+    pub mmd_null_draws: usize,
+    pub seed: u64,
 }
 
 impl DriftReference {
@@ -78,8 +95,8 @@ impl DriftReference {
         labels: usize,
         features: ArrayView2<'_, f32>,
         texts: &[&str],
-        sample_size: usize,
-        seed: u64,
+        training_rows: ArrayView2<'_, f32>,
+        plan: &ReferencePlan,
     ) -> Self {
         // The same statistics the drift monitor computes on live windows.
         let predicted: Vec<usize> = predictions.iter().map(|p| p.label).collect();
@@ -89,15 +106,22 @@ impl DriftReference {
             .mean_axis(ndarray::Axis(0))
             .map(|m| m.to_vec())
             .unwrap_or_default();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut picked = sample(
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
+        let picked = sample(
             &mut rng,
             features.nrows(),
-            sample_size.min(features.nrows()),
+            plan.sample_size.min(features.nrows()),
         )
         .into_vec();
-        picked.sort_unstable();
-        let sample = picked.iter().map(|&i| features.row(i).to_vec()).collect();
+        // Random order: the MMD test uses the first `mmd_sample` rows.
+        let sample: Vec<Vec<f32>> = picked.iter().map(|&i| features.row(i).to_vec()).collect();
+        let mmd = MmdNull::calibrate(
+            &sample,
+            training_rows,
+            plan.mmd_sample,
+            plan.mmd_null_draws,
+            plan.seed,
+        );
         let mut lengths: Vec<f64> = texts.iter().map(|t| t.chars().count() as f64).collect();
         Self {
             rows: predictions.len() as u64,
@@ -108,6 +132,7 @@ impl DriftReference {
             sample,
             text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths.iter().copied()),
             text_length_quantiles: Quantiles::of(&mut lengths),
+            mmd,
         }
     }
 }
@@ -150,7 +175,14 @@ mod tests {
         ];
         let features = Array2::from_shape_fn((4, 2), |(i, j)| (i * 2 + j) as f32);
         let texts = ["a", "bb", "ccc", &"d".repeat(100)];
-        let r = DriftReference::build(&preds, 2, features.view(), &texts, 3, 42);
+        let training = Array2::from_shape_fn((30, 2), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
+        let plan = ReferencePlan {
+            sample_size: 3,
+            mmd_sample: 2,
+            mmd_null_draws: 5,
+            seed: 42,
+        };
+        let r = DriftReference::build(&preds, 2, features.view(), &texts, training.view(), &plan);
         assert_eq!(r.class_mix, vec![0.75, 0.25]);
         assert!((r.mean_confidence - 0.75).abs() < 1e-12);
         assert_eq!(r.embedding_mean, vec![3.0, 4.0]);
@@ -159,5 +191,6 @@ mod tests {
         assert_eq!(r.text_length.counts[0], 3);
         assert_eq!(r.text_length.counts[2], 1);
         assert_eq!(r.text_length_quantiles.max, 100.0);
+        assert_eq!(r.mmd, None, "two rows a side are too few to calibrate");
     }
 }

@@ -16,6 +16,7 @@ use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{FeatureError, embed_texts, read_labelled};
 use crate::registry::card::{DataCard, Hyperparameters, Timings};
+use crate::registry::reference::ReferencePlan;
 use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +115,13 @@ pub fn train(
         data.labels.len(),
         x_test.view(),
         &test_texts,
-        t.reference_sample_size,
-        t.seed,
+        x_train.view(),
+        &ReferencePlan {
+            sample_size: t.reference_sample_size,
+            mmd_sample: settings.drift.mmd_sample,
+            mmd_null_draws: settings.drift.mmd_null_draws,
+            seed: t.seed,
+        },
     );
     let parent_version = registry.aliases()?.champion;
     let card = ModelCard {
