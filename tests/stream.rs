@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::broker::Broker;
 use common::kafka::{Collector, Msg, Names, http, produce, wait_http};
+use common::prometheus::Prometheus;
 use common::*;
 
 /// A registry with one support-intent champion (v1), trained once for the suite.
@@ -617,4 +618,135 @@ fn console_send_and_tail_round_trip_messages_in_the_configured_fields() {
             "{l}"
         );
     }
+}
+
+/// Support questions spread over the whole file (every fifth row from `offset`), as
+/// messages: the training subset takes offset 0, so other offsets are unseen rows
+/// from the same distribution.
+fn spread_questions(offset: usize, count: usize) -> Vec<(String, Vec<u8>)> {
+    questions(0..2200)
+        .into_iter()
+        .skip(offset)
+        .step_by(5)
+        .take(count)
+        .collect()
+}
+
+/// Yelp reviews sent as support messages (text in the "question" field).
+fn reviews_as_questions(count: usize) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_to_string(shared("yelp/reviews-5k.jsonl"))
+        .unwrap()
+        .lines()
+        .take(count)
+        .enumerate()
+        .map(|(i, line)| {
+            let review: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = format!("r-{i}");
+            let payload = serde_json::json!({"id": id, "question": review["text"]});
+            (id, payload.to_string().into_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_service_and_the_drift_alert_follows_the_traffic() {
+    let s = Setup::new("prometheus", 2, "");
+    let service = s.start("a");
+    // The repository's config and rules; only the drift alert's `for` is shortened
+    // from 10 minutes to 2 seconds (and the intervals to 1 s) to fit a test.
+    let prom = Prometheus::start(&s.dir, &service.addr, |rules| {
+        let (head, tail) = rules.split_once("- alert: TriageDriftDetected").unwrap();
+        let tail = tail.replacen("for: 10m", "for: 2s", 1);
+        format!("{head}- alert: TriageDriftDetected{tail}")
+    });
+    assert!(
+        prom.wait(r#"up{job="triage"}"#, Duration::from_secs(30), |r| r
+            .first()
+            .is_some_and(|s| s["value"][1] == "1")),
+        "prometheus does not scrape triage:\n{}",
+        prom.log()
+    );
+    let drift_alert = r#"ALERTS{alertname="TriageDriftDetected"}"#;
+    let detectors = |p: &Prometheus| -> String {
+        p.query("triage_drift_detected")
+            .iter()
+            .map(|s| format!("{}={}", s["metric"]["detector"], s["value"][1]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    // Stationary: unseen questions from the training distribution.
+    let mut collector = s.collector();
+    let stationary = spread_questions(2, 320);
+    produce(&s.broker.address(), &s.names.input, &keyed(&stationary));
+    assert!(
+        collector.wait_count(&s.names.predictions, 320, Duration::from_secs(120)),
+        "stationary traffic not labelled:\n{}",
+        service.log()
+    );
+    // Prometheus has scraped the full sliding window (5 x up to 64 messages)...
+    assert!(
+        prom.wait(
+            r#"triage_drift_statistic{statistic="messages",model_version="v1"}"#,
+            Duration::from_secs(30),
+            |r| r.first().is_some_and(|s| s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 200.0))
+        ),
+        "drift statistics not scraped"
+    );
+    for statistic in [
+        "prediction_psi",
+        "mmd_p_value",
+        "mean_confidence",
+        "text_length_psi",
+    ] {
+        let expr = format!(r#"triage_drift_statistic{{statistic="{statistic}"}}"#);
+        assert!(prom.value(&expr).is_some(), "{statistic} not in Prometheus");
+    }
+    assert_eq!(prom.query("triage_drift_class_share").len(), 11);
+    // ...and evaluated the rule past its `for`: neither pending nor firing.
+    std::thread::sleep(Duration::from_secs(4));
+    let statistics: Vec<String> = prom
+        .query("triage_drift_statistic")
+        .iter()
+        .map(|s| format!("{}={}", s["metric"]["statistic"], s["value"][1]))
+        .collect();
+    eprintln!("stationary: {}", statistics.join(" "));
+    assert!(
+        prom.query(drift_alert).is_empty(),
+        "drift alert on stationary traffic: {:?}; detectors {}",
+        prom.query(drift_alert),
+        detectors(&prom)
+    );
+
+    // Drifted: Yelp reviews arrive on the support channel.
+    produce(
+        &s.broker.address(),
+        &s.names.input,
+        &keyed(&reviews_as_questions(200)),
+    );
+    assert!(
+        prom.wait(
+            r#"ALERTS{alertname="TriageDriftDetected",alertstate="firing"}"#,
+            Duration::from_secs(120),
+            |r| !r.is_empty()
+        ),
+        "drift alert did not fire; detectors {}\n{}",
+        detectors(&prom),
+        service.log()
+    );
+    let firing: Vec<String> = prom
+        .query(r#"ALERTS{alertname="TriageDriftDetected",alertstate="firing"}"#)
+        .iter()
+        .map(|s| s["metric"]["detector"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        firing
+            .iter()
+            .any(|d| d == "embedding" || d == "text_length"),
+        "{firing:?}"
+    );
+    service.stop();
 }

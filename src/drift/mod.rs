@@ -26,6 +26,9 @@ pub struct DriftSettings {
     pub sliding_windows: usize,
     /// Below this many pooled messages no detector fires.
     pub min_messages: usize,
+    /// The prediction detector also waits for this many pooled messages per class:
+    /// the class mix of 64 messages over 11 classes is too noisy for PSI.
+    pub min_messages_per_class: usize,
     /// Prediction drift: PSI of the predicted class mix above this.
     pub prediction_psi: f64,
     /// The seed project's rule: a class under `class_share_min` or over `class_share_max`.
@@ -53,6 +56,7 @@ impl Default for DriftSettings {
         Self {
             sliding_windows: 5,
             min_messages: 50,
+            min_messages_per_class: 20,
             prediction_psi: 0.25,
             class_share_min: 0.1,
             class_share_max: 0.9,
@@ -204,7 +208,9 @@ impl DriftMonitor {
 
         DriftReport {
             messages,
-            prediction_drift: enough && (prediction_psi > s.prediction_psi || class_share_rule),
+            prediction_drift: enough
+                && messages >= s.min_messages_per_class * self.classes
+                && (prediction_psi > s.prediction_psi || class_share_rule),
             embedding_drift: mmd.is_some_and(|m| m.p_value < s.mmd_p_value),
             confidence_drift: enough
                 && self.reference.mean_confidence - mean_confidence > s.confidence_drop,
@@ -230,15 +236,15 @@ pub(crate) mod tests {
     use crate::registry::reference::Histogram;
     use crate::training::data_checks::Quantiles;
 
-    /// A point of the in-distribution "embedding space": distinct for k < 101, spread
-    /// evenly over [0, 1) on the first axis.
+    /// A point of the in-distribution "embedding space": distinct for k < 1009,
+    /// spread evenly over [0, 1) on the first axis.
     pub(crate) fn point(k: usize, shift: f32) -> Vec<f32> {
-        vec![((k * 37) % 101) as f32 / 101.0 + shift, shift]
+        vec![((k * 37) % 1009) as f32 / 1009.0 + shift, shift]
     }
 
     pub(crate) fn reference() -> DriftReference {
         let sample: Vec<Vec<f32>> = (0..60).map(|k| point(k * 5 + 3, 0.0)).collect();
-        let pool = ndarray::Array2::from_shape_fn((101, 2), |(k, j)| point(k, 0.0)[j]);
+        let pool = ndarray::Array2::from_shape_fn((400, 2), |(k, j)| point(k + 500, 0.0)[j]);
         DriftReference {
             rows: 60,
             class_mix: vec![0.2, 0.2, 0.6],

@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::scenarios::{Message, Pools};
 use crate::classifier::ClassifierError;
-use crate::config::Settings;
+use crate::config::{DataFormat, Settings};
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::{ReadError, ReaderSpec, read_file};
@@ -110,6 +110,8 @@ pub fn load(
     if let Some((path, field)) = sources.inject {
         let mut data_settings = settings.data.clone();
         data_settings.text_field = field.to_string();
+        // Another source: its format goes by its extension, not by [data].
+        data_settings.format = DataFormat::Auto;
         let spec = ReaderSpec::new(&data_settings, None);
         let mut inject_texts: Vec<String> = Vec::new();
         let summary = read_file(path, &spec, |record| {

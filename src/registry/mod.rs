@@ -390,7 +390,11 @@ mod tests {
             seed: 1,
         };
         let texts = ["a", "b", "c", "d"];
-        let reference = DriftReference::build(&preds, 2, x.view(), &texts, x.view(), &plan);
+        let training = reference::TrainingRows {
+            predictions: &preds,
+            features: x.view(),
+        };
+        let reference = DriftReference::build(&preds, 2, x.view(), &texts, training, &plan);
         (classifier, card::fixture::card(&["a", "b"], 2), reference)
     }
 

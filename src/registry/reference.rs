@@ -59,7 +59,9 @@ pub const TEXT_LENGTH_EDGES: [f64; 10] = [
 pub struct DriftReference {
     /// Held-out rows the statistics come from.
     pub rows: u64,
-    /// Share of predictions per label (indexed like the model's labels).
+    /// Share of predictions per label (indexed like the model's labels), over the
+    /// training and held-out rows: a small held-out split alone makes the mix noisy
+    /// enough for PSI to fire on stationary traffic.
     pub class_mix: Vec<f64>,
     pub mean_confidence: f64,
     /// Confidence of the predicted label, 20 bins over [0, 1].
@@ -75,6 +77,13 @@ pub struct DriftReference {
     /// it existed: those models have no embedding-drift detector; retrain them).
     #[serde(default)]
     pub mmd: Option<MmdNull>,
+}
+
+/// The training split, for the statistics that need more rows than the held-out.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingRows<'a> {
+    pub predictions: &'a [Prediction],
+    pub features: ArrayView2<'a, f32>,
 }
 
 /// How the reference is drawn.
@@ -95,11 +104,15 @@ impl DriftReference {
         labels: usize,
         features: ArrayView2<'_, f32>,
         texts: &[&str],
-        training_rows: ArrayView2<'_, f32>,
+        training: TrainingRows<'_>,
         plan: &ReferencePlan,
     ) -> Self {
         // The same statistics the drift monitor computes on live windows.
-        let predicted: Vec<usize> = predictions.iter().map(|p| p.label).collect();
+        let predicted: Vec<usize> = predictions
+            .iter()
+            .chain(training.predictions)
+            .map(|p| p.label)
+            .collect();
         let confidences: Vec<f64> = predictions.iter().map(|p| p.confidence).collect();
         let confidence_edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
         let embedding_mean = features
@@ -117,7 +130,7 @@ impl DriftReference {
         let sample: Vec<Vec<f32>> = picked.iter().map(|&i| features.row(i).to_vec()).collect();
         let mmd = MmdNull::calibrate(
             &sample,
-            training_rows,
+            training.features,
             plan.mmd_sample,
             plan.mmd_null_draws,
             plan.seed,
@@ -182,8 +195,15 @@ mod tests {
             mmd_null_draws: 5,
             seed: 42,
         };
-        let r = DriftReference::build(&preds, 2, features.view(), &texts, training.view(), &plan);
-        assert_eq!(r.class_mix, vec![0.75, 0.25]);
+        let training_preds = vec![preds[2].clone(); 4];
+        let rows = TrainingRows {
+            predictions: &training_preds,
+            features: training.view(),
+        };
+        let r = DriftReference::build(&preds, 2, features.view(), &texts, rows, &plan);
+        // Class mix over held-out and training predictions: 3 + 0 of label 0 in 8.
+        assert_eq!(r.class_mix, vec![0.375, 0.625]);
+        // Confidence only from the held-out rows (training rows are overconfident).
         assert!((r.mean_confidence - 0.75).abs() < 1e-12);
         assert_eq!(r.embedding_mean, vec![3.0, 4.0]);
         assert_eq!(r.sample.len(), 3, "bounded by sample size");

@@ -16,7 +16,7 @@ use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{FeatureError, embed_texts, read_labelled};
 use crate::registry::card::{DataCard, Hyperparameters, Timings};
-use crate::registry::reference::ReferencePlan;
+use crate::registry::reference::{ReferencePlan, TrainingRows};
 use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ pub fn train(
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     info!(target: "triage::training", rows = split.train.len(), seconds = format!("{fit_seconds:.2}"), "Fitted.");
 
-    let train_eval = predict_and_score(&classifier, &x_train, &y_train)?.1;
+    let (train_preds, train_eval) = predict_and_score(&classifier, &x_train, &y_train)?;
     let x_test = features.select(Axis(0), &split.test);
     let y_test: Vec<usize> = split.test.iter().map(|&i| targets[i]).collect();
     let (test_preds, metrics) = predict_and_score(&classifier, &x_test, &y_test)?;
@@ -115,7 +115,10 @@ pub fn train(
         data.labels.len(),
         x_test.view(),
         &test_texts,
-        x_train.view(),
+        TrainingRows {
+            predictions: &train_preds,
+            features: x_train.view(),
+        },
         &ReferencePlan {
             sample_size: t.reference_sample_size,
             mmd_sample: settings.drift.mmd_sample,

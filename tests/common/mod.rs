@@ -86,6 +86,7 @@ pub fn support_subset(dir: &Path) -> PathBuf {
 
 pub mod broker;
 pub mod kafka;
+pub mod prometheus;
 
 pub fn assert_no_panic(stderr: &str) {
     assert!(

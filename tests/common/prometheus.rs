@@ -1,0 +1,114 @@
+//! A Prometheus server for one test (the Debian package's binary), on loopback, with
+//! the repository's scrape config and alert rules pointed at the service under test.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::broker::free_port;
+use super::kafka::{http, wait_http};
+
+pub struct Prometheus {
+    pub addr: String,
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+/// Form-encodes a PromQL expression for a query string.
+fn encode(expr: &str) -> String {
+    expr.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` every second with deploy/prometheus's
+    /// config and rules; `rules` may rewrite the rules file (e.g. shorter `for`).
+    pub fn start(dir: &Path, target: &str, rules: impl Fn(String) -> String) -> Self {
+        let bin = std::env::var("TRIAGE_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let deploy = super::repo().join("deploy/prometheus");
+        let dir = dir.join("prometheus");
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        let rule_text = std::fs::read_to_string(deploy.join("rules/triage.yml")).unwrap();
+        std::fs::write(dir.join("rules/triage.yml"), rules(rule_text)).unwrap();
+        let config = std::fs::read_to_string(deploy.join("prometheus.yml"))
+            .unwrap()
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+            .replace("127.0.0.1:9464", target);
+        assert!(
+            config.contains(target),
+            "prometheus.yml has no triage target"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.join("prometheus.log");
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}): run scripts/install-prometheus.sh, or set TRIAGE_PROMETHEUS")
+            });
+        let p = Self { addr, child, log };
+        assert!(
+            wait_http(&p.addr, "/-/ready", Duration::from_secs(30), |s, _| s
+                == 200),
+            "prometheus did not become ready:\n{}",
+            p.log()
+        );
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An instant query's result vector (empty when nothing matches).
+    pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", encode(expr));
+        let (status, body) = http(&self.addr, "GET", &path, b"").expect("prometheus answers");
+        assert_eq!(status, 200, "{expr}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The first sample's value of `expr`, if any.
+    pub fn value(&self, expr: &str) -> Option<f64> {
+        self.query(expr)
+            .first()
+            .and_then(|s| s["value"][1].as_str().and_then(|v| v.parse().ok()))
+    }
+
+    /// Polls `expr` until `want(result)` or timeout.
+    pub fn wait(
+        &self,
+        expr: &str,
+        timeout: Duration,
+        want: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if want(&self.query(expr)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
