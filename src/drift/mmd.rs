@@ -25,6 +25,8 @@ pub const POOL_PER_DRAW: usize = 10;
 pub struct MmdNull {
     /// Gaussian kernel bandwidth: median squared distance within the reference rows.
     pub bandwidth: f64,
+    /// Mean kernel within the reference rows: fixed, so computed once here.
+    pub reference_within: f64,
     /// Rows per side: the first `sample_size` rows of the reference sample against
     /// this many live rows.
     pub sample_size: usize,
@@ -77,6 +79,7 @@ impl MmdNull {
         null.sort_by(f64::total_cmp);
         Some(Self {
             bandwidth,
+            reference_within: within,
             sample_size: size,
             null,
         })
@@ -92,8 +95,12 @@ impl MmdNull {
             .iter()
             .map(Vec::as_slice)
             .collect();
-        let within = mean_kernel_within(&x, self.bandwidth);
-        let value = mmd2_with_within(&x, within, &current[..self.sample_size], self.bandwidth)?;
+        let value = mmd2_with_within(
+            &x,
+            self.reference_within,
+            &current[..self.sample_size],
+            self.bandwidth,
+        )?;
         Some(MmdResult {
             mmd2: value,
             p_value: empirical_p_value(&self.null, value),

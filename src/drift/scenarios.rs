@@ -263,27 +263,35 @@ pub fn run(
         })
         .collect();
 
-    // Sudden shifts: warm up on stationary traffic, then shift; the delay is the
-    // number of shifted windows seen when the detector first fires (1 = at once).
-    let sudden = |mix: Mix, salt: u64| -> Vec<Delays> {
-        let mut per_run: Vec<[Option<usize>; 5]> = Vec::new();
-        for run in 0..plan.runs {
-            let mut stream = Stream::new(pools, plan.seed + salt + run as u64);
-            let mut m = monitor();
-            for _ in 0..plan.warmup_windows {
-                m.observe(stream.window(window, Mix::Inject(0.0)));
-            }
-            let mut first = [None; 5];
-            for k in 1..=plan.shifted_windows {
-                let report = m.observe(stream.window(window, mix));
-                for (slot, hit) in first.iter_mut().zip(fired(&report)) {
-                    if hit && slot.is_none() {
-                        *slot = Some(k);
+    // Every shifted scenario: warm up on stationary traffic, then `steps` windows
+    // mixed by `mix_at(k)`; per run and detector, the first window k (1-based) that
+    // fired.
+    let shifted_runs = |salt: u64, steps: usize, mix_at: &dyn Fn(usize) -> Mix| {
+        (0..plan.runs)
+            .map(|run| {
+                let mut stream = Stream::new(pools, plan.seed + salt + run as u64);
+                let mut m = monitor();
+                for _ in 0..plan.warmup_windows {
+                    m.observe(stream.window(window, Mix::Inject(0.0)));
+                }
+                let mut first = [None; 5];
+                for k in 1..=steps {
+                    let report = m.observe(stream.window(window, mix_at(k)));
+                    for (slot, hit) in first.iter_mut().zip(fired(&report)) {
+                        if hit && slot.is_none() {
+                            *slot = Some(k);
+                        }
                     }
                 }
-            }
-            per_run.push(first);
-        }
+                first
+            })
+            .collect::<Vec<[Option<usize>; 5]>>()
+    };
+
+    // Sudden shifts: the delay is the number of shifted windows seen when the
+    // detector first fires (1 = at once).
+    let sudden = |mix: Mix, salt: u64| -> Vec<Delays> {
+        let per_run = shifted_runs(salt, plan.shifted_windows, &|_| mix);
         DETECTORS
             .iter()
             .enumerate()
@@ -313,26 +321,13 @@ pub fn run(
     // Gradual: the injected share grows linearly, window by window.
     let mut gradual_shift = Vec::new();
     if !pools.inject.is_empty() {
-        let mut per_run: Vec<[Option<f64>; 5]> = Vec::new();
-        for run in 0..plan.runs {
-            let mut stream = Stream::new(pools, plan.seed + 30_000 + run as u64);
-            let mut m = monitor();
-            for _ in 0..plan.warmup_windows {
-                m.observe(stream.window(window, Mix::Inject(0.0)));
-            }
-            let mut first = [None; 5];
-            let steps = plan.gradual_windows.max(1);
-            for k in 1..=steps {
-                let share = plan.gradual_max_share * k as f64 / steps as f64;
-                let report = m.observe(stream.window(window, Mix::Inject(share)));
-                for (slot, hit) in first.iter_mut().zip(fired(&report)) {
-                    if hit && slot.is_none() {
-                        *slot = Some(share);
-                    }
-                }
-            }
-            per_run.push(first);
-        }
+        let steps = plan.gradual_windows.max(1);
+        let share_at = |k: usize| plan.gradual_max_share * k as f64 / steps as f64;
+        let per_run: Vec<[Option<f64>; 5]> =
+            shifted_runs(30_000, steps, &|k| Mix::Inject(share_at(k)))
+                .into_iter()
+                .map(|first| first.map(|k| k.map(share_at)))
+                .collect();
         gradual_shift = DETECTORS
             .iter()
             .enumerate()
