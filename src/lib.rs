@@ -6,10 +6,10 @@
 //! - [`inference`]: classifying with a registered model;
 //!
 //! and the parts they share: [`config`], [`embed`] (the sentence embedder),
-//! [`classifier`] (logistic regression) and [`registry`] (model versions and aliases).
+//! [`model`] (logistic regressions over the embedding and word n-grams, blended) and
+//! [`registry`] (model versions and aliases).
 
 pub mod bench;
-pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod drift;
@@ -19,5 +19,6 @@ pub mod http;
 pub mod inference;
 pub mod kafka;
 pub mod metrics;
+pub mod model;
 pub mod registry;
 pub mod training;

@@ -68,6 +68,24 @@ fn training_prints_metrics_and_promotes_a_champion() {
         300
     );
     assert_eq!(card["data"]["sha256"].as_str().unwrap().len(), 64);
+    // Model selection is recorded: balancing, an alpha per model chosen from the
+    // cross-validated candidates, every blend weight tried, the decision rule.
+    let sel = &card["selection"];
+    assert_eq!(sel["class_balance"], "oversample");
+    assert_eq!(sel["cv_folds"], 5);
+    let alphas = [0.3, 1.0, 3.0];
+    let scores = sel["embedding"]["cv_scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 3, "{sel}");
+    for (s, a) in scores.iter().zip(alphas) {
+        assert_eq!(s["value"].as_f64().unwrap(), a);
+        assert!((0.0..=1.0).contains(&s["macro_f1"].as_f64().unwrap()));
+    }
+    assert!(alphas.contains(&sel["embedding"]["alpha"].as_f64().unwrap()));
+    assert_eq!(sel["weight_scores"].as_array().unwrap().len(), 11);
+    let weight = sel["embedding_weight"].as_f64().unwrap();
+    assert_eq!(sel["ngrams"].is_object(), weight < 1.0, "{sel}");
+    assert_eq!(sel["offsets"], serde_json::json!([0.0, 0.0, 0.0]));
+    assert!(sel["cv_macro_f1"].as_f64().unwrap() > 0.0);
     // Better than chance on 60 held-out reviews: the model learned something.
     let f1 = card["metrics"]["macro_f1"].as_f64().unwrap();
     assert!(f1 > 0.45, "held-out macro-F1 {f1}");
@@ -123,6 +141,70 @@ fn evaluate_scores_the_champion_on_unseen_reviews() {
         .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
         .sum();
     assert_eq!(confusion_total, 100);
+}
+
+/// `classify` (stdin, the serving path's `Predictor`) and `evaluate` (the batch path)
+/// must compute the same features and labels: on the same 100 reviews, the labels
+/// `classify` prints are exactly the predicted columns of `evaluate`'s confusion matrix.
+#[test]
+fn classify_and_evaluate_label_the_same_texts_alike() {
+    let t = trained();
+    let lines = std::fs::read_to_string(shared("yelp/reviews-5k.jsonl")).unwrap();
+    let mut file = String::new();
+    let mut texts = String::new();
+    for line in lines.lines().skip(4100).take(100) {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        // One line per text on stdin: the same text, without its line breaks, in both.
+        let text = v["text"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        texts.push_str(&text);
+        texts.push('\n');
+        v["text"] = Value::String(text);
+        file.push_str(&v.to_string());
+        file.push('\n');
+    }
+    let data = t.dir.join("reviews-agree.jsonl");
+    std::fs::write(&data, file).unwrap();
+    let (out, stdout, stderr) = run(triage(&t.dir)
+        .args(["evaluate", "--json", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stderr}");
+    let confusion = json(&stdout)["metrics"]["confusion"].clone();
+    let columns: Vec<u64> = (0..3)
+        .map(|c| {
+            confusion
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[c].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+
+    let input = t.dir.join("reviews-agree.txt");
+    std::fs::write(&input, texts).unwrap();
+    let (out, stdout, stderr) = run(triage(&t.dir)
+        .args(["classify", "--json"])
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert!(out.status.success(), "{stderr}");
+    let mut counts = [0u64; 3];
+    for line in stdout.lines() {
+        let label = json(line)["label"].as_str().unwrap().to_string();
+        let index = ["negative", "neutral", "positive"]
+            .iter()
+            .position(|l| *l == label)
+            .unwrap();
+        counts[index] += 1;
+    }
+    assert_eq!(
+        counts.to_vec(),
+        columns,
+        "classify {counts:?} vs evaluate {columns:?}"
+    );
 }
 
 #[test]

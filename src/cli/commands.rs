@@ -113,6 +113,9 @@ fn train(settings: &Settings, registry: &Registry, args: TrainArgs) -> anyhow::R
                 t.embed_seconds, t.embed_per_second, t.fit_seconds
             );
         }
+        if let Some(selection) = &card.selection {
+            print!("{}", selection.render());
+        }
         println!(
             "train split: accuracy {:.4}, macro-F1 {:.4}\n\nheld-out split:",
             card.train_accuracy, card.train_macro_f1
@@ -451,9 +454,13 @@ fn models(registry: &Registry, cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
                 );
                 let h = &card.hyperparameters;
                 println!(
-                    "alpha {}, max_iterations {}, test_fraction {}, seed {}\n",
+                    "alpha {}, max_iterations {}, test_fraction {}, seed {}",
                     h.fit.alpha, h.fit.max_iterations, h.test_fraction, h.seed
                 );
+                if let Some(selection) = &card.selection {
+                    print!("{}", selection.render());
+                }
+                println!();
                 print!("{}", card.metrics.render());
                 println!("\nfull card: `triage models show {} --json`", card.version);
             }

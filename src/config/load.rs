@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn file_then_environment_override_defaults() {
-        let file = write("[training]\nalpha = 2.5\nseed = 7\n");
+        let file = write("[training]\nalphas = [2.5]\nseed = 7\n");
         let settings = load_with_env(
             Some(file.path()),
             env(&[
@@ -110,7 +110,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(settings.training.alpha, 2.5);
+        assert_eq!(settings.training.alphas, vec![2.5]);
         assert_eq!(settings.training.seed, 9);
         assert_eq!(settings.log.format, LogFormat::Json);
     }

@@ -25,6 +25,7 @@ pub struct Settings {
     pub data: DataSettings,
     pub labels: LabelSettings,
     pub training: TrainingSettings,
+    pub features: FeatureSettings,
     pub kafka: KafkaSettings,
     pub stream: StreamSettings,
     pub http: HttpSettings,
@@ -223,8 +224,15 @@ pub struct TrainingSettings {
     pub test_fraction: f64,
     /// Seed for the split and the reference sample: same seed, same split.
     pub seed: u64,
-    /// L2 regularisation strength of the logistic regression (like 1/C in scikit-learn).
-    pub alpha: f64,
+    /// L2 regularisation strengths to choose from by cross-validation (like 1/C in
+    /// scikit-learn); one value skips the search.
+    pub alphas: Vec<f64>,
+    /// Stratified folds of the cross-validation on the training split.
+    pub cv_folds: usize,
+    /// How unequal class sizes are handled.
+    pub class_balance: ClassBalance,
+    /// How probabilities become a label.
+    pub decision: crate::model::decision::Decision,
     /// L-BFGS iterations at most.
     pub max_iterations: u64,
     /// L-BFGS stops when the gradient norm falls below this.
@@ -248,7 +256,10 @@ impl Default for TrainingSettings {
         Self {
             test_fraction: 0.2,
             seed: 42,
-            alpha: 0.1,
+            alphas: vec![0.3, 1.0, 3.0],
+            cv_folds: 5,
+            class_balance: ClassBalance::Oversample,
+            decision: crate::model::decision::Decision::Argmax,
             max_iterations: 300,
             gradient_tolerance: 1e-4,
             min_rows_per_class: 10,
@@ -259,6 +270,25 @@ impl Default for TrainingSettings {
             feature_cache: true,
         }
     }
+}
+
+/// Class imbalance handling. linfa-logistic has no sample weights, so balancing
+/// repeats rows: the effect of scikit-learn's `class_weight="balanced"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassBalance {
+    /// Fit on the rows as they are: big classes dominate.
+    None,
+    /// Repeat rows of smaller classes (whole copies, then a seeded sample) until
+    /// every class has as many rows as the largest.
+    Oversample,
+}
+
+/// Features beside the sentence embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureSettings {
+    pub ngrams: crate::model::NgramSettings,
 }
 
 /// Kafka connection and topics.

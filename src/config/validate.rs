@@ -142,11 +142,21 @@ impl Settings {
             || format!("{} is outside (0, 0.5]", t.test_fraction),
             "use 0.2 to hold out a fifth of each class",
         );
+        let bad_alpha = t.alphas.iter().find(|a| !(a.is_finite() && **a >= 0.0));
         c.check(
-            t.alpha.is_finite() && t.alpha >= 0.0,
-            "training.alpha",
-            || format!("{} is not a non-negative number", t.alpha),
-            "use a regularisation strength such as 0.1 or 1.0",
+            !t.alphas.is_empty() && bad_alpha.is_none(),
+            "training.alphas",
+            || match bad_alpha {
+                Some(a) => format!("{a} is not a non-negative number"),
+                None => "is empty".into(),
+            },
+            "list regularisation strengths such as [0.3, 1.0, 3.0]",
+        );
+        c.check(
+            (2..=20).contains(&t.cv_folds),
+            "training.cv_folds",
+            || format!("{} is outside 2..=20", t.cv_folds),
+            "use 5",
         );
         c.check(
             t.max_iterations >= 1,
@@ -198,6 +208,26 @@ impl Settings {
             "training.reference_sample_size",
             || format!("{} is outside 1..=100000", t.reference_sample_size),
             "use 512",
+        );
+
+        let n = &self.features.ngrams;
+        c.check(
+            n.min_n >= 1 && n.max_n >= n.min_n && n.max_n <= 5,
+            "features.ngrams",
+            || format!("min_n = {}, max_n = {}", n.min_n, n.max_n),
+            "use 1 <= min_n <= max_n <= 5, e.g. min_n = 1, max_n = 2",
+        );
+        c.check(
+            (1..=200_000).contains(&n.max_features),
+            "features.ngrams.max_features",
+            || format!("{} is outside 1..=200000", n.max_features),
+            "use 1000 (each feature costs a column in a dense matrix while training)",
+        );
+        c.check(
+            n.min_df >= 1,
+            "features.ngrams.min_df",
+            || "is 0".into(),
+            "use 2 to drop n-grams seen in one text only",
         );
 
         self.check_streaming(&mut c);

@@ -8,12 +8,12 @@ use ndarray::Array2;
 use tracing::info;
 
 use super::scenarios::{Message, Pools};
-use crate::classifier::ClassifierError;
 use crate::config::{DataFormat, Settings};
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::{ReadError, ReaderSpec, read_file};
 use crate::feature::{FeatureError, embed_texts, read_labelled};
+use crate::model::ClassifierError;
 use crate::registry::ModelVersion;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ fn classify(
     texts: &[&str],
     truth: &[Option<usize>],
 ) -> Result<Vec<Message>, ClassifierError> {
-    let predictions = model.classifier.predict(features.view())?;
+    let predictions = model.classifier.predict(texts, features.view())?;
     Ok(predictions
         .into_iter()
         .zip(features.rows())

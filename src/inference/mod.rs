@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::classifier::ClassifierError;
 use crate::embed::{EmbedError, Embedder};
+use crate::model::ClassifierError;
 use crate::registry::{ModelVersion, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ impl<E: Embedder> Predictor<E> {
         let labelled = self
             .model
             .classifier
-            .predict(x.view())?
+            .predict(texts, x.view())?
             .into_iter()
             .map(|p| Labelled {
                 label: labels[p.label].clone(),

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::FitParams;
+use crate::config::ClassBalance;
 use crate::embed::EmbeddingSpec;
+use crate::model::decision::{Decision, Scored};
+use crate::model::{FitParams, NgramSettings};
 use crate::training::data_checks::DataReport;
 use crate::training::gates::GateResult;
 use crate::training::metrics::Evaluation;
@@ -23,6 +25,10 @@ pub struct ModelCard {
     pub embedding: EmbeddingSpec,
     pub data: DataCard,
     pub hyperparameters: Hyperparameters,
+    /// How the model was chosen: balancing, cross-validation scores, blend, decision.
+    /// Absent in cards written before triage 0.2.
+    #[serde(default)]
+    pub selection: Option<ModelSelection>,
     /// Held-out (test split) metrics.
     pub metrics: Evaluation,
     /// Training-split accuracy and macro-F1, to spot over-fitting.
@@ -53,6 +59,92 @@ pub struct Hyperparameters {
     pub fit: FitParams,
     pub test_fraction: f64,
     pub seed: u64,
+}
+
+/// What model selection chose, and the cross-validation scores behind each choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSelection {
+    pub class_balance: ClassBalance,
+    pub decision: Decision,
+    /// Folds of the cross-validation on the training split; 0 = none ran.
+    pub cv_folds: usize,
+    pub embedding: HeadSelection,
+    /// The n-gram model, when it is part of the blend.
+    pub ngrams: Option<NgramSelection>,
+    /// Weight of the embedding model in the blend (1 = embedding only).
+    pub embedding_weight: f64,
+    /// Out-of-fold macro-F1 of each blend weight tried.
+    pub weight_scores: Vec<Scored>,
+    /// Per-label offsets on the log-probabilities (all 0 for `argmax`).
+    pub offsets: Vec<f64>,
+    /// Out-of-fold macro-F1 of the final model's rule (blend + offsets).
+    pub cv_macro_f1: Option<f64>,
+}
+
+impl ModelSelection {
+    /// A few lines for people: what was chosen and the cross-validation scores.
+    pub fn render(&self) -> String {
+        let scores = |s: &[Scored]| {
+            s.iter()
+                .map(|s| format!("{} -> {:.4}", s.value, s.macro_f1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = format!(
+            "selection: class balance {}, decision {}, {}\n",
+            serde_json::to_string(&self.class_balance)
+                .unwrap_or_default()
+                .trim_matches('"'),
+            serde_json::to_string(&self.decision)
+                .unwrap_or_default()
+                .trim_matches('"'),
+            match self.cv_macro_f1 {
+                Some(f1) => format!("{}-fold CV macro-F1 {f1:.4}", self.cv_folds),
+                None => "no cross-validation".into(),
+            }
+        );
+        out += &format!(
+            "  embedding model: alpha {} (CV macro-F1 by alpha: {})\n",
+            self.embedding.alpha,
+            scores(&self.embedding.cv_scores)
+        );
+        match &self.ngrams {
+            Some(n) => {
+                out += &format!(
+                    "  n-gram model: {} word {}-{} grams, alpha {} (CV macro-F1 by alpha: {})\n",
+                    n.vocabulary_size,
+                    n.features.min_n,
+                    n.features.max_n,
+                    n.fit.alpha,
+                    scores(&n.fit.cv_scores)
+                );
+                out += &format!("  blend: embedding weight {}\n", self.embedding_weight);
+            }
+            None if !self.weight_scores.is_empty() => {
+                out += "  n-gram model: dropped (did not raise CV macro-F1)\n";
+            }
+            None => {}
+        }
+        if self.offsets.iter().any(|&o| o != 0.0) {
+            out += &format!("  decision offsets: {:?}\n", self.offsets);
+        }
+        out
+    }
+}
+
+/// The alpha chosen for one model, and the out-of-fold macro-F1 of each alpha tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadSelection {
+    pub alpha: f64,
+    pub cv_scores: Vec<Scored>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NgramSelection {
+    pub features: NgramSettings,
+    pub vocabulary_size: usize,
+    #[serde(flatten)]
+    pub fit: HeadSelection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +210,7 @@ pub(crate) mod fixture {
                 test_fraction: 0.2,
                 seed: 42,
             },
+            selection: None,
             metrics: evaluate(&labels, &truth, &truth),
             train_accuracy: 1.0,
             train_macro_f1: 1.0,
@@ -130,5 +223,56 @@ pub(crate) mod fixture {
                 fit_seconds: 0.0,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selection(ngrams: Option<NgramSelection>, weight: f64) -> ModelSelection {
+        let scored = |v, f| Scored {
+            value: v,
+            macro_f1: f,
+        };
+        ModelSelection {
+            class_balance: ClassBalance::Oversample,
+            decision: Decision::Argmax,
+            cv_folds: 5,
+            embedding: HeadSelection {
+                alpha: 1.0,
+                cv_scores: vec![scored(0.3, 0.61), scored(1.0, 0.64)],
+            },
+            ngrams,
+            embedding_weight: weight,
+            weight_scores: vec![scored(0.0, 0.6), scored(1.0, 0.64)],
+            offsets: vec![0.0; 3],
+            cv_macro_f1: Some(0.64),
+        }
+    }
+
+    #[test]
+    fn render_names_every_choice_and_its_scores() {
+        let ngrams = NgramSelection {
+            features: NgramSettings::default(),
+            vocabulary_size: 1000,
+            fit: HeadSelection {
+                alpha: 3.0,
+                cv_scores: vec![],
+            },
+        };
+        let text = selection(Some(ngrams), 0.4).render();
+        assert!(
+            text.contains("class balance oversample, decision argmax, 5-fold CV macro-F1 0.6400"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alpha 1 (CV macro-F1 by alpha: 0.3 -> 0.6100, 1 -> 0.6400)"),
+            "{text}"
+        );
+        assert!(text.contains("1000 word 1-2 grams, alpha 3"), "{text}");
+        assert!(text.contains("embedding weight 0.4"), "{text}");
+        let text = selection(None, 1.0).render();
+        assert!(text.contains("n-gram model: dropped"), "{text}");
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::classifier::Classifier;
+use crate::model::Model;
 pub use card::ModelCard;
 pub use reference::DriftReference;
 
@@ -69,7 +69,7 @@ pub struct Aliases {
 #[derive(Debug, Clone)]
 pub struct ModelVersion {
     pub card: ModelCard,
-    pub classifier: Classifier,
+    pub classifier: Model,
     pub reference: DriftReference,
 }
 
@@ -158,7 +158,7 @@ impl Registry {
     /// card's `version` field is set here.
     pub fn register(
         &self,
-        classifier: &Classifier,
+        classifier: &Model,
         mut card: ModelCard,
         reference: &DriftReference,
     ) -> Result<String, RegistryError> {
@@ -226,13 +226,14 @@ impl Registry {
         let dir = self.version_dir(&version);
         let card: ModelCard = read_json(&dir.join("card.json"), "model card")?;
         let model_path = dir.join("model.json");
-        let classifier: Classifier = read_json(&model_path, "model")?;
+        let stored: serde_json::Value = read_json(&model_path, "model")?;
         let reference: DriftReference = read_json(&dir.join("reference.json"), "drift reference")?;
         let corrupt = |reason: String| RegistryError::Corrupt {
             path: model_path.clone(),
             what: "model",
             reason,
         };
+        let classifier = Model::from_json(stored).map_err(corrupt)?;
         if classifier.labels() != card.labels.as_slice() {
             return Err(corrupt(format!(
                 "labels {:?} differ from the card's {:?}",
@@ -370,10 +371,10 @@ impl Drop for LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classifier::FitParams;
+    use crate::model::{Classifier, FitParams};
     use ndarray::array;
 
-    fn model() -> (Classifier, ModelCard, DriftReference) {
+    fn model() -> (Model, ModelCard, DriftReference) {
         let x = array![[1.0f32, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]];
         let labels = vec!["a".to_string(), "b".to_string()];
         let params = FitParams {
@@ -395,7 +396,8 @@ mod tests {
             features: x.view(),
         };
         let reference = DriftReference::build(&preds, 2, x.view(), &texts, training, &plan);
-        (classifier, card::fixture::card(&["a", "b"], 2), reference)
+        let model = Model::new(classifier, None, 1.0, vec![0.0; 2]).unwrap();
+        (model, card::fixture::card(&["a", "b"], 2), reference)
     }
 
     #[test]

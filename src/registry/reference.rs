@@ -7,9 +7,9 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::Prediction;
 use crate::drift::mmd::MmdNull;
 use crate::drift::stats;
+use crate::model::Prediction;
 use crate::training::data_checks::Quantiles;
 
 /// Counts over fixed bin edges: bin `i` holds `edges[i] <= v < edges[i + 1]`; the last

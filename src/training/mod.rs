@@ -1,7 +1,11 @@
 //! The training pipeline: labelled file -> data checks -> embeddings -> stratified
-//! split -> logistic regression -> held-out evaluation -> gates -> registry.
+//! split -> cross-validated logistic regressions (embedding, n-grams) with class
+//! balancing and a decision rule -> held-out evaluation -> gates -> registry.
 
+pub mod balance;
+pub mod cv;
 pub mod data_checks;
+pub mod fit;
 pub mod gates;
 pub mod metrics;
 mod pipeline;

@@ -6,15 +6,16 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::data_checks;
+use super::fit::{TrainingSet, fit_model};
 use super::gates;
 use super::metrics::{Evaluation, evaluate};
 use super::split::stratified_split;
-use crate::classifier::{Classifier, ClassifierError, FitParams};
 use crate::config::Settings;
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{FeatureError, embed_texts, read_labelled};
+use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, Hyperparameters, Timings};
 use crate::registry::reference::{ReferencePlan, TrainingRows};
 use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
@@ -90,26 +91,30 @@ pub fn train(
     let cache_arg = t.feature_cache.then_some((&cache, key.as_str()));
     let (features, embed_stats) = embed_texts(embedder, &texts, cache_arg)?;
 
-    let params = FitParams {
-        alpha: t.alpha,
-        max_iterations: t.max_iterations,
-        gradient_tolerance: t.gradient_tolerance,
-    };
     let x_train = features.select(Axis(0), &split.train);
     let y_train: Vec<usize> = split.train.iter().map(|&i| targets[i]).collect();
+    let train_texts: Vec<&str> = split.train.iter().map(|&i| texts[i]).collect();
     let fit_started = Instant::now();
-    let classifier = Classifier::fit(x_train.view(), &y_train, data.labels.clone(), &params)?;
+    let (model, selection) = fit_model(
+        settings,
+        &TrainingSet {
+            embeddings: x_train.view(),
+            texts: &train_texts,
+            labels: &y_train,
+            label_names: &data.labels,
+        },
+    )?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     info!(target: "triage::training", rows = split.train.len(), seconds = format!("{fit_seconds:.2}"), "Fitted.");
 
-    let (train_preds, train_eval) = predict_and_score(&classifier, &x_train, &y_train)?;
+    let (train_preds, train_eval) = predict_and_score(&model, &train_texts, &x_train, &y_train)?;
     let x_test = features.select(Axis(0), &split.test);
     let y_test: Vec<usize> = split.test.iter().map(|&i| targets[i]).collect();
-    let (test_preds, metrics) = predict_and_score(&classifier, &x_test, &y_test)?;
+    let test_texts: Vec<&str> = split.test.iter().map(|&i| texts[i]).collect();
+    let (test_preds, metrics) = predict_and_score(&model, &test_texts, &x_test, &y_test)?;
 
     let gate_results = gates::check(&metrics, t);
     let gate_failures = gates::failures(&gate_results);
-    let test_texts: Vec<&str> = split.test.iter().map(|&i| texts[i]).collect();
     let reference = DriftReference::build(
         &test_preds,
         data.labels.len(),
@@ -136,10 +141,15 @@ pub fn train(
         embedding: embedder.spec().clone(),
         data: data_card(&data.summary, split.train.len(), split.test.len(), checks),
         hyperparameters: Hyperparameters {
-            fit: params,
+            fit: FitParams {
+                alpha: selection.embedding.alpha,
+                max_iterations: t.max_iterations,
+                gradient_tolerance: t.gradient_tolerance,
+            },
             test_fraction: t.test_fraction,
             seed: t.seed,
         },
+        selection: Some(selection),
         train_accuracy: train_eval.accuracy,
         train_macro_f1: train_eval.macro_f1,
         metrics,
@@ -152,7 +162,7 @@ pub fn train(
             fit_seconds,
         },
     };
-    let version = registry.register(&classifier, card, &reference)?;
+    let version = registry.register(&model, card, &reference)?;
     let card = registry.card(&version)?;
     let promoted = gate_failures.is_empty() && options.promote;
     if promoted {
@@ -169,13 +179,14 @@ pub fn train(
 }
 
 fn predict_and_score(
-    classifier: &Classifier,
+    model: &Model,
+    texts: &[&str],
     x: &Array2<f32>,
     y: &[usize],
-) -> Result<(Vec<crate::classifier::Prediction>, Evaluation), ClassifierError> {
-    let preds = classifier.predict(x.view())?;
+) -> Result<(Vec<Prediction>, Evaluation), ClassifierError> {
+    let preds = model.predict(texts, x.view())?;
     let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
-    let eval = evaluate(classifier.labels(), y, &predicted);
+    let eval = evaluate(model.labels(), y, &predicted);
     Ok((preds, eval))
 }
 
@@ -245,7 +256,7 @@ pub fn evaluate_file(
     }
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
     let (features, stats) = embed_texts(embedder, &texts, None)?;
-    let preds = model.classifier.predict(features.view())?;
+    let preds = model.classifier.predict(&texts, features.view())?;
     let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
     Ok(EvaluateOutcome {
         version: model.card.version,

@@ -1,4 +1,4 @@
-//! The classifier: multinomial logistic regression (linfa-logistic) over embeddings,
+//! Multinomial logistic regression (linfa-logistic) over one block of features,
 //! with the label set it was trained on.
 
 use linfa::prelude::*;
@@ -26,6 +26,8 @@ pub enum ClassifierError {
     TooFewClasses(usize),
     #[error("{rows} feature rows but {labels} labels")]
     Length { rows: usize, labels: usize },
+    #[error("{rows} embedding rows but {texts} texts")]
+    Texts { rows: usize, texts: usize },
     #[error("label index {index} is outside the label set of {labels}")]
     UnknownLabel { index: usize, labels: usize },
     #[error("fitting the logistic regression failed: {0}")]

@@ -1,0 +1,162 @@
+//! Fitting the model of one version: the embedding model, the optional n-gram
+//! model, the blend weight and the decision offsets, each chosen by stratified
+//! cross-validation on the training split (the held-out split is never seen here).
+
+use ndarray::ArrayView2;
+use tracing::info;
+
+use super::cv::{
+    FoldData, Plan, Selection, fit_balanced, fixed_folds, fold_rows, select_alpha, stratified_folds,
+};
+use crate::config::Settings;
+use crate::model::decision::{Decision, Scored, blended_macro_f1, choose_weight, tune_offsets};
+use crate::model::{ClassifierError, FitParams, Model, Ngrams, TextHead};
+use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
+
+/// The training split, as the fit sees it.
+pub struct TrainingSet<'a> {
+    pub embeddings: ArrayView2<'a, f32>,
+    pub texts: &'a [&'a str],
+    pub labels: &'a [usize],
+    pub label_names: &'a [String],
+}
+
+/// Fits a model on the training split and says how each part was chosen.
+pub fn fit_model(
+    settings: &Settings,
+    data: &TrainingSet<'_>,
+) -> Result<(Model, ModelSelection), ClassifierError> {
+    let t = &settings.training;
+    let ngram_settings = &settings.features.ngrams;
+    let params = FitParams {
+        alpha: t.alphas[0],
+        max_iterations: t.max_iterations,
+        gradient_tolerance: t.gradient_tolerance,
+    };
+    let cross_validate =
+        t.alphas.len() > 1 || ngram_settings.enabled || t.decision == Decision::MacroF1;
+    let folds = stratified_folds(data.labels, t.cv_folds, t.seed);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let select =
+        |fold_data: &dyn Fn() -> Vec<FoldData>, name| -> Result<Selection, ClassifierError> {
+            if !cross_validate {
+                return Ok(Selection {
+                    alpha: t.alphas[0],
+                    scores: Vec::new(),
+                    out_of_fold: Vec::new(),
+                });
+            }
+            let fold_data = fold_data();
+            let plan = Plan {
+                alphas: &t.alphas,
+                folds: &folds,
+                data: &fold_data,
+                params,
+                balance: t.class_balance,
+                seed: t.seed,
+                threads,
+                name,
+            };
+            select_alpha(data.labels, data.label_names, &plan)
+        };
+    let fit = |x: ArrayView2<'_, f32>, alpha| {
+        fit_balanced(
+            x,
+            data.labels,
+            data.label_names,
+            &FitParams { alpha, ..params },
+            t.class_balance,
+            t.seed,
+        )
+    };
+
+    let emb = select(&|| fixed_folds(data.embeddings, &folds), "embedding model")?;
+    let embedding = fit(data.embeddings, emb.alpha)?;
+    info!(target: "triage::training", alpha = emb.alpha, "Embedding model fitted.");
+
+    let mut weight = 1.0;
+    let mut weight_scores: Vec<Scored> = Vec::new();
+    let mut text: Option<(TextHead, Selection)> = None;
+    if ngram_settings.enabled {
+        let ngrams = Ngrams::fit(data.texts, data.labels, ngram_settings);
+        let x = ngrams.transform(data.texts);
+        info!(target: "triage::training", features = ngrams.dimension(), "N-gram vocabulary built.");
+        // The vocabulary is chosen with the labels: refit it inside every fold.
+        let ngram_folds = || {
+            (0..t.cv_folds)
+                .map(|f| {
+                    let (train, held) = fold_rows(&folds, f);
+                    let texts = |rows: &[usize]| -> Vec<&str> {
+                        rows.iter().map(|&r| data.texts[r]).collect()
+                    };
+                    let y: Vec<usize> = train.iter().map(|&r| data.labels[r]).collect();
+                    let fold_ngrams = Ngrams::fit(&texts(&train), &y, ngram_settings);
+                    FoldData {
+                        train: fold_ngrams.transform(&texts(&train)),
+                        held: fold_ngrams.transform(&texts(&held)),
+                    }
+                })
+                .collect()
+        };
+        let sel = select(&ngram_folds, "n-gram model")?;
+        (weight, weight_scores) = choose_weight(
+            data.label_names,
+            data.labels,
+            &emb.out_of_fold,
+            &sel.out_of_fold,
+        );
+        if weight < 1.0 {
+            let classifier = fit(x.view(), sel.alpha)?;
+            info!(target: "triage::training", alpha = sel.alpha, embedding_weight = weight, "N-gram model fitted.");
+            text = Some((TextHead { ngrams, classifier }, sel));
+        } else {
+            info!(target: "triage::training", "N-grams did not help in cross-validation: embedding model only.");
+        }
+    }
+
+    let text_oof = text.as_ref().map(|(_, s)| s.out_of_fold.as_slice());
+    let offsets = match t.decision {
+        Decision::MacroF1 => tune_offsets(
+            data.label_names,
+            data.labels,
+            &emb.out_of_fold,
+            text_oof,
+            weight,
+        ),
+        Decision::Argmax => vec![0.0; data.label_names.len()],
+    };
+    let cv_macro_f1 = cross_validate.then(|| {
+        blended_macro_f1(
+            data.label_names,
+            data.labels,
+            &emb.out_of_fold,
+            text_oof,
+            weight,
+            &offsets,
+        )
+    });
+    let selection = ModelSelection {
+        class_balance: t.class_balance,
+        decision: t.decision,
+        cv_folds: if cross_validate { t.cv_folds } else { 0 },
+        embedding: HeadSelection {
+            alpha: emb.alpha,
+            cv_scores: emb.scores,
+        },
+        ngrams: text.as_ref().map(|(head, sel)| NgramSelection {
+            features: ngram_settings.clone(),
+            vocabulary_size: head.ngrams.dimension(),
+            fit: HeadSelection {
+                alpha: sel.alpha,
+                cv_scores: sel.scores.clone(),
+            },
+        }),
+        embedding_weight: weight,
+        weight_scores,
+        offsets: offsets.clone(),
+        cv_macro_f1,
+    };
+    let model = Model::new(embedding, text.map(|(head, _)| head), weight, offsets)
+        .map_err(ClassifierError::Fit)?;
+    Ok((model, selection))
+}
