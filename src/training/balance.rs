@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use super::split::rows_by_class;
 use crate::config::ClassBalance;
 
 /// Row indices (with repeats) to fit on. For [`ClassBalance::Oversample`], each class
@@ -15,14 +16,10 @@ pub fn rows_to_fit(labels: &[usize], balance: ClassBalance, seed: u64) -> Vec<us
     if balance == ClassBalance::None {
         return (0..labels.len()).collect();
     }
-    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (row, &label) in labels.iter().enumerate() {
-        by_class[label].push(row);
-    }
+    let by_class = rows_by_class(labels);
     let largest = by_class.iter().map(Vec::len).max().unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut rows = Vec::with_capacity(largest * classes);
+    let mut rows = Vec::with_capacity(largest * by_class.len());
     for mut members in by_class.into_iter().filter(|m| !m.is_empty()) {
         let n = members.len();
         for _ in 0..largest / n {

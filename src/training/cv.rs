@@ -16,6 +16,7 @@ use tracing::info;
 
 use super::balance::rows_to_fit;
 use super::metrics::evaluate;
+use super::split::rows_by_class;
 use crate::config::ClassBalance;
 use crate::model::decision::Scored;
 use crate::model::{Classifier, ClassifierError, FitParams, Prediction};
@@ -23,11 +24,7 @@ use crate::model::{Classifier, ClassifierError, FitParams, Prediction};
 /// The fold (`0..k`) of every row: each class dealt round-robin over the folds after
 /// a seeded shuffle, so every fold has the class mix of the whole.
 pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
-    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (row, &label) in labels.iter().enumerate() {
-        by_class[label].push(row);
-    }
+    let by_class = rows_by_class(labels);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut fold = vec![0; labels.len()];
     let mut next = 0;

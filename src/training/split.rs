@@ -11,15 +11,21 @@ pub struct Split {
     pub test: Vec<usize>,
 }
 
-/// Holds out `test_fraction` of each class (rounded, at least one row when a class
-/// has two or more), chosen by a ChaCha8 generator seeded with `seed`: the same
-/// labels and seed always give the same split. Both parts are sorted.
-pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> Split {
+/// Row indices of each class (`labels` are class indices).
+pub fn rows_by_class(labels: &[usize]) -> Vec<Vec<usize>> {
     let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (row, &label) in labels.iter().enumerate() {
         by_class[label].push(row);
     }
+    by_class
+}
+
+/// Holds out `test_fraction` of each class (rounded, at least one row when a class
+/// has two or more), chosen by a ChaCha8 generator seeded with `seed`: the same
+/// labels and seed always give the same split. Both parts are sorted.
+pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> Split {
+    let by_class = rows_by_class(labels);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for mut rows in by_class {
