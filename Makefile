@@ -1,5 +1,5 @@
 # triage: the two commands you need are `make demo` and `make test`.
-.PHONY: setup build demo test lint fmt hooks clean-cache
+.PHONY: setup build demo test lint fmt hooks clean-cache quantize bench
 
 setup:        ## fetch ONNX Runtime + all-MiniLM-L6-v2 into ~/.cache/triage (cached, checksummed)
 	bash scripts/setup.sh
@@ -12,6 +12,12 @@ demo:         ## set up, train on real reviews, evaluate, classify
 
 test:         ## set up, then fmt check, clippy, and every test
 	bash scripts/test.sh
+
+quantize:     ## optional: an int8 copy of the embedding model (throw-away venv; docs/performance.md)
+	bash scripts/quantize.sh
+
+bench:        ## criterion benches of the pure parts (classify cost per window)
+	cargo bench --bench model
 
 lint:
 	cargo fmt --all -- --check

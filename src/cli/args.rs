@@ -57,7 +57,11 @@ pub enum Command {
     /// Reads the file with the [data] and [labels] settings, checks the data
     /// (duplicates, rows per class, class balance, lengths), embeds it (cached:
     /// training the same file again does not re-embed), holds out a stratified
-    /// test split, fits a multinomial logistic regression and evaluates it.
+    /// test split, and fits on the rest: a logistic regression over the embedding
+    /// and one over word n-grams ([features.ngrams]), blended, with the L2 strength
+    /// of each (training.alphas), the blend weight and the decision offsets
+    /// (training.decision) chosen by stratified cross-validation (training.cv_folds).
+    /// It prints every choice with its CV scores, then the held-out evaluation.
     /// A model that passes every gate (training.min_macro_f1,
     /// training.min_macro_recall) becomes the champion.
     ///
