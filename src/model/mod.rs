@@ -53,7 +53,10 @@ impl Model {
                 head.classifier.labels()
             ));
         }
-        if head_dimension_mismatch(&text) {
+        if text
+            .as_ref()
+            .is_some_and(|h| h.classifier.dimension() != h.ngrams.dimension())
+        {
             return Err("the n-gram model does not match its vocabulary".into());
         }
         if offsets.len() != labels.len() {
@@ -152,11 +155,6 @@ impl Model {
             })
             .collect())
     }
-}
-
-fn head_dimension_mismatch(text: &Option<TextHead>) -> bool {
-    text.as_ref()
-        .is_some_and(|h| h.classifier.dimension() != h.ngrams.dimension())
 }
 
 #[cfg(test)]

@@ -78,9 +78,6 @@ pub fn fit_model(
     let mut weight_scores: Vec<Scored> = Vec::new();
     let mut text: Option<(TextHead, Selection)> = None;
     if ngram_settings.enabled {
-        let ngrams = Ngrams::fit(data.texts, data.labels, ngram_settings);
-        let x = ngrams.transform(data.texts);
-        info!(target: "triage::training", features = ngrams.dimension(), "N-gram vocabulary built.");
         // The vocabulary is chosen with the labels: refit it inside every fold.
         let ngram_folds = || {
             (0..t.cv_folds)
@@ -106,7 +103,11 @@ pub fn fit_model(
             &sel.out_of_fold,
         );
         if weight < 1.0 {
-            let classifier = fit(x.view(), sel.alpha)?;
+            // Only now the whole split's vocabulary and matrix: not held through CV,
+            // and not built at all when the blend drops the n-gram model.
+            let ngrams = Ngrams::fit(data.texts, data.labels, ngram_settings);
+            info!(target: "triage::training", features = ngrams.dimension(), "N-gram vocabulary built.");
+            let classifier = fit(ngrams.transform(data.texts).view(), sel.alpha)?;
             info!(target: "triage::training", alpha = sel.alpha, embedding_weight = weight, "N-gram model fitted.");
             text = Some((TextHead { ngrams, classifier }, sel));
         } else {
