@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -235,7 +235,8 @@ fn ids(records: &[&common::kafka::Out]) -> Vec<String> {
 
 #[test]
 fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
-    let s = Setup::new("exact", 2, "");
+    // Small windows: many of them, so the two workers finish some out of order.
+    let s = Setup::new("exact", 2, "max_messages = 6\n");
     let valid = questions(0..300);
     let mut messages = keyed(&valid);
     let poison: Vec<(&str, Option<Vec<u8>>)> = vec![
@@ -301,6 +302,22 @@ fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
         predicted, expected,
         "predictions are exactly the valid messages"
     );
+    // Workers embed windows side by side, but a partition's predictions keep its
+    // order: within each output partition, source offsets per input partition rise.
+    let mut last: HashMap<(i32, i64), i64> = HashMap::new();
+    for o in out.on(&s.names.predictions) {
+        let source = &o.json()["source"];
+        let (partition, offset) = (
+            source["partition"].as_i64().unwrap(),
+            source["offset"].as_i64().unwrap(),
+        );
+        if let Some(previous) = last.insert((o.partition, partition), offset) {
+            assert!(
+                previous < offset,
+                "offset {offset} of input partition {partition} came after {previous}"
+            );
+        }
+    }
     let dead = out.on(&s.names.dlq);
     let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.headers["triage.error.reason"].clone())
@@ -334,6 +351,14 @@ fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
     ] {
         assert!(!p[key].is_null(), "prediction lacks {key}: {p}");
     }
+    let t = &p["timings_ms"];
+    for stage in ["decode", "embed", "classify", "in_service"] {
+        assert!(t[stage].as_f64().is_some(), "timings_ms lacks {stage}: {t}");
+    }
+    assert!(
+        t["in_service"].as_f64() >= t["embed"].as_f64(),
+        "the time in the service includes the embedding: {t}"
+    );
 }
 
 #[test]

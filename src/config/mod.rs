@@ -96,13 +96,23 @@ pub struct EmbeddingSettings {
     pub onnx_runtime_path: PathBuf,
     /// Tokens per text; longer texts are truncated. all-MiniLM-L6-v2 was trained on 256.
     pub max_length: usize,
-    /// ONNX Runtime intra-op threads. 0: one per available core.
+    /// ONNX Runtime intra-op threads per embedder. 0: one per available core, or in
+    /// `triage run` the cores split between `stream.workers`.
     pub threads: usize,
     /// Texts per ONNX Runtime call, at most. Texts are grouped by length first.
     pub batch_size: usize,
-    /// Padded size budget per ONNX Runtime call: texts x longest text, in bytes.
-    /// Long texts go in small batches, short ones in large batches.
+    /// How texts are grouped into ONNX Runtime calls: `tokens` (by token count after
+    /// truncation, which is what the model computes on) or `chars` (by byte length,
+    /// which needs no tokenising before the batch plan).
+    pub batching: BatchingKind,
+    /// Padded size budget per call when `batching = "tokens"`: texts x longest text,
+    /// in tokens. Long texts go in small batches, short ones in large batches.
+    pub batch_tokens: usize,
+    /// Padded size budget per call when `batching = "chars"`: texts x longest text, in bytes.
     pub batch_chars: usize,
+    /// Let ONNX Runtime's intra-op threads spin while waiting for work (lower latency
+    /// per operator, but a spinning thread takes a core from the Kafka and drift threads).
+    pub spin: bool,
     /// Pooling of token vectors into one sentence vector: `mean` (right for this model) or `cls`.
     pub pooling: PoolingKind,
 }
@@ -116,10 +126,20 @@ impl Default for EmbeddingSettings {
             max_length: 256,
             threads: 0,
             batch_size: 32,
+            batching: BatchingKind::Tokens,
+            batch_tokens: 512,
             batch_chars: 2048,
+            spin: true,
             pooling: PoolingKind::Mean,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingKind {
+    Tokens,
+    Chars,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,7 +376,10 @@ pub struct StreamSettings {
     pub max_wait_ms: u64,
     /// Messages with a larger payload go to the dead-letter topic.
     pub max_message_bytes: usize,
-    /// Windows queued for the embedding worker; when full, the consumer stops reading.
+    /// Embedding workers: threads with a model each, embedding windows side by side
+    /// (each with `embedding.threads` ONNX Runtime threads; 0 there: cores / workers).
+    pub workers: usize,
+    /// Windows queued for the embedding workers; when full, the consumer stops reading.
     pub worker_queue: usize,
     /// Windows between the worker and the broker's acknowledgement, at most.
     pub max_in_flight_windows: usize,
@@ -370,6 +393,7 @@ impl Default for StreamSettings {
             max_messages: 64,
             max_wait_ms: 500,
             max_message_bytes: 64 * 1024,
+            workers: 2,
             worker_queue: 2,
             max_in_flight_windows: 4,
             drain_timeout_ms: 10_000,
@@ -411,6 +435,16 @@ impl Settings {
     }
 
     /// The embedding model folder, derived from the cache when not set.
+    /// ONNX Runtime threads per embedder when `workers` embedders share the machine:
+    /// `embedding.threads`, or else the cores split between them (at least one).
+    pub fn threads_per_embedder(&self, workers: usize) -> usize {
+        if self.embedding.threads > 0 {
+            return self.embedding.threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / workers.max(1)).max(1)
+    }
+
     pub fn model_dir(&self) -> PathBuf {
         if self.embedding.model_dir.as_os_str().is_empty() {
             self.cache_dir().join("models/all-MiniLM-L6-v2")

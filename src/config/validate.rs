@@ -76,6 +76,12 @@ impl Settings {
             "use 32 to 64 on CPU",
         );
         c.check(
+            e.batch_tokens >= 1,
+            "embedding.batch_tokens",
+            || "is 0".into(),
+            "use 512",
+        );
+        c.check(
             e.batch_chars >= 1,
             "embedding.batch_chars",
             || "is 0".into(),
@@ -341,6 +347,23 @@ impl Settings {
             "stream.worker_queue",
             || "stream.worker_queue and stream.max_in_flight_windows must be at least 1".into(),
             "use 2 and 4",
+        );
+        c.check(
+            (1..=64).contains(&st.workers),
+            "stream.workers",
+            || format!("{} is outside 1..=64", st.workers),
+            "use 2 (measured best on 2 cores) or one per 2-4 cores",
+        );
+        c.check(
+            st.max_in_flight_windows >= st.workers,
+            "stream.max_in_flight_windows",
+            || {
+                format!(
+                    "{} windows in flight cannot keep {} workers busy",
+                    st.max_in_flight_windows, st.workers
+                )
+            },
+            "allow at least stream.workers windows in flight, 2x for overlap",
         );
         c.check(
             st.drain_timeout_ms >= 100,

@@ -24,16 +24,27 @@ pub fn length_batches(lengths: &[usize], batch_size: usize, budget: usize) -> Ve
     batches
 }
 
-/// Runs `embed_batch` over length-grouped batches and returns results in input order.
+/// Tokens computed for `batches` when each is padded to its longest text: the real
+/// tokens (`tokens[i]` per text) plus padding.
+pub fn padded_tokens(batches: &[Vec<usize>], tokens: &[usize]) -> usize {
+    batches
+        .iter()
+        .map(|b| b.len() * b.iter().map(|&i| tokens[i]).max().unwrap_or(0))
+        .sum()
+}
+
+/// Runs `embed_batch` over batches grouped by `lengths` (one per text, in any unit
+/// `budget` is in) and returns results in input order.
 pub fn embed_grouped<T, E>(
     texts: &[&str],
+    lengths: &[usize],
     batch_size: usize,
-    batch_chars: usize,
+    budget: usize,
     mut embed_batch: impl FnMut(&[&str]) -> Result<Vec<T>, E>,
 ) -> Result<Vec<T>, E> {
-    let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+    debug_assert_eq!(texts.len(), lengths.len());
     let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
-    for batch in length_batches(&lengths, batch_size, batch_chars) {
+    for batch in length_batches(lengths, batch_size, budget) {
         let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
         let vectors = embed_batch(&inputs)?;
         debug_assert_eq!(vectors.len(), batch.len());
@@ -72,10 +83,25 @@ mod tests {
     }
 
     #[test]
+    fn padding_counts_every_text_at_its_batch_longest() {
+        let tokens = [10, 3, 7, 7];
+        assert_eq!(
+            padded_tokens(&[vec![1, 2], vec![0, 3]], &tokens),
+            2 * 7 + 2 * 10
+        );
+        assert_eq!(
+            padded_tokens(&[vec![0], vec![1], vec![2, 3]], &tokens),
+            10 + 3 + 14
+        );
+        assert_eq!(padded_tokens(&[], &tokens), 0);
+    }
+
+    #[test]
     fn results_come_back_in_input_order() {
         let texts = ["ccc", "a", "bb", "dddd", ""];
         let mut calls = Vec::new();
-        let out: Vec<String> = embed_grouped(&texts, 2, usize::MAX, |batch| {
+        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+        let out: Vec<String> = embed_grouped(&texts, &lengths, 2, usize::MAX, |batch| {
             calls.push(batch.iter().map(|t| t.to_string()).collect::<Vec<_>>());
             Ok::<_, ()>(batch.iter().map(|t| format!("<{t}>")).collect())
         })
@@ -86,7 +112,7 @@ mod tests {
 
     #[test]
     fn empty_input_gives_empty_output() {
-        let out: Vec<u8> = embed_grouped(&[], 8, 100, |_| Ok::<_, ()>(vec![])).unwrap();
+        let out: Vec<u8> = embed_grouped(&[], &[], 8, 100, |_| Ok::<_, ()>(vec![])).unwrap();
         assert!(out.is_empty());
     }
 }

@@ -7,9 +7,9 @@ use fastembed::{
 };
 use sha2::{Digest, Sha256};
 
-use super::batching::embed_grouped;
+use super::batching::{embed_grouped, length_batches, padded_tokens};
 use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
-use crate::config::{PoolingKind, Settings};
+use crate::config::{BatchingKind, PoolingKind, Settings};
 use crate::feature::readers::hex;
 
 /// Files a model folder must hold.
@@ -26,7 +26,9 @@ pub struct OnnxEmbedder {
     model: TextEmbedding,
     spec: EmbeddingSpec,
     batch_size: usize,
-    batch_chars: usize,
+    batching: BatchingKind,
+    /// Padded size budget per call, in the unit `batching` groups by.
+    budget: usize,
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -76,6 +78,9 @@ impl OnnxEmbedder {
         if e.threads > 0 {
             options = options.with_intra_threads(e.threads);
         }
+        if !e.spin {
+            options = options.with_session_config("session.intra_op.allow_spinning", "0");
+        }
         let load_err = |reason: String| EmbedError::Load {
             dir: dir.clone(),
             reason,
@@ -100,8 +105,27 @@ impl OnnxEmbedder {
                 pooling: format!("{:?}", e.pooling).to_lowercase(),
             },
             batch_size: e.batch_size,
-            batch_chars: e.batch_chars,
+            batching: e.batching,
+            budget: match e.batching {
+                BatchingKind::Tokens => e.batch_tokens,
+                BatchingKind::Chars => e.batch_chars,
+            },
         })
+    }
+
+    /// Tokens per text after truncation to `max_length`, special tokens included:
+    /// what the model computes on.
+    pub fn token_lengths(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        let encodings = self
+            .model
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
+        // The tokenizer pads a batch to its longest text; the mask counts real tokens.
+        Ok(encodings
+            .iter()
+            .map(|e| e.get_attention_mask().iter().map(|&m| m as usize).sum())
+            .collect())
     }
 
     /// Where `settings` expects the model files (for diagnostics).
@@ -115,12 +139,29 @@ impl OnnxEmbedder {
         Path::new(&settings.onnx_runtime_path()).is_file()
             && Self::model_paths(settings).iter().all(|p| p.is_file())
     }
+
+    /// The lengths batches are planned by: tokens, or bytes.
+    fn plan_lengths(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        match self.batching {
+            BatchingKind::Tokens => self.token_lengths(texts),
+            BatchingKind::Chars => Ok(texts.iter().map(|t| t.len()).collect()),
+        }
+    }
+
+    /// Real tokens of `texts`, and the tokens the model computes on with this
+    /// embedder's batch plan (every batch padded to its longest text).
+    pub fn padding(&self, texts: &[&str]) -> Result<(usize, usize), EmbedError> {
+        let tokens = self.token_lengths(texts)?;
+        let batches = length_batches(&self.plan_lengths(texts)?, self.batch_size, self.budget);
+        Ok((tokens.iter().sum(), padded_tokens(&batches, &tokens)))
+    }
 }
 
 impl Embedder for OnnxEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let lengths = self.plan_lengths(texts)?;
         let model = &mut self.model;
-        embed_grouped(texts, self.batch_size, self.batch_chars, |batch| {
+        embed_grouped(texts, &lengths, self.batch_size, self.budget, |batch| {
             model
                 .embed(batch, Some(batch.len()))
                 .map_err(|e| EmbedError::Inference(e.to_string()))

@@ -7,6 +7,7 @@ pub mod window;
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -40,19 +41,19 @@ pub struct Labelled {
 /// An embedder plus a model version, checked to be compatible.
 pub struct Predictor<E> {
     embedder: E,
-    model: ModelVersion,
+    /// Shared: the workers of a service serve one loaded copy.
+    model: Arc<ModelVersion>,
 }
 
 impl<E: Embedder> Predictor<E> {
     /// Loads `version` (an alias or a version) and checks it against the embedder.
     pub fn load(embedder: E, registry: &Registry, version: &str) -> Result<Self, InferenceError> {
-        let model = registry.load(version)?;
-        if let Some(reason) = embedder.spec().incompatibility(&model.card.embedding) {
-            return Err(InferenceError::Incompatible {
-                version: model.card.version,
-                reason,
-            });
-        }
+        Self::new(embedder, Arc::new(registry.load(version)?))
+    }
+
+    /// Pairs an embedder with an already loaded model, if they are compatible.
+    pub fn new(embedder: E, model: Arc<ModelVersion>) -> Result<Self, InferenceError> {
+        check_compatible(embedder.spec(), &model)?;
         Ok(Self { embedder, model })
     }
 
@@ -64,19 +65,19 @@ impl<E: Embedder> Predictor<E> {
         &self.model
     }
 
+    /// The served model, to share with other predictors.
+    pub fn shared_model(&self) -> Arc<ModelVersion> {
+        self.model.clone()
+    }
+
     pub fn embedder_spec(&self) -> &crate::embed::EmbeddingSpec {
         self.embedder.spec()
     }
 
     /// Replaces the model if it is compatible with the embedder; otherwise keeps the
     /// current one and says why.
-    pub fn swap(&mut self, model: ModelVersion) -> Result<(), InferenceError> {
-        if let Some(reason) = self.embedder.spec().incompatibility(&model.card.embedding) {
-            return Err(InferenceError::Incompatible {
-                version: model.card.version,
-                reason,
-            });
-        }
+    pub fn swap(&mut self, model: Arc<ModelVersion>) -> Result<(), InferenceError> {
+        check_compatible(self.embedder.spec(), &model)?;
         self.model = model;
         Ok(())
     }
@@ -122,6 +123,20 @@ impl<E: Embedder> Predictor<E> {
                 classify: started.elapsed(),
             },
         })
+    }
+}
+
+/// Refuses a model trained with other embedding settings than `spec`.
+pub(crate) fn check_compatible(
+    spec: &crate::embed::EmbeddingSpec,
+    model: &ModelVersion,
+) -> Result<(), InferenceError> {
+    match spec.incompatibility(&model.card.embedding) {
+        Some(reason) => Err(InferenceError::Incompatible {
+            version: model.card.version.clone(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! One loop with clear priorities (`select! { biased; }`): shutdown first, then the
 //! window timer, then new messages. A closed window becomes a task: decode and
-//! validate, classify on the worker, produce predictions, feature records and
-//! dead letters, wait for the broker to acknowledge every record, then store the
-//! window's offsets, in window order. Offsets follow acknowledgements, so a crash
+//! validate, classify on a worker, then (in window order) produce predictions,
+//! feature records and dead letters, wait for the broker to acknowledge every
+//! record, and store the window's offsets. Offsets follow acknowledgements, so a crash
 //! anywhere means duplicates after restart, never loss.
 
 use std::future::Future;
@@ -74,16 +74,38 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let registry = Registry::new(settings.registry_dir());
-    let embedder_settings = settings.clone();
-    let embedder = tokio::task::spawn_blocking(move || OnnxEmbedder::load(&embedder_settings))
-        .await
-        .map_err(|e| ServiceError::Setup(e.to_string()))??;
-    let predictor = Predictor::load(embedder, &registry, "champion")?;
-    let serving = predictor.version().to_string();
-    info!(model = %serving, "Champion loaded.");
-    let follower = ModelFollower::new(registry, &serving, metrics.clone());
+    let workers = settings.stream.workers.max(1);
+    let mut embedder_settings = settings.clone();
+    embedder_settings.embedding.threads = settings.threads_per_embedder(workers);
+    let mut predictors: Vec<Predictor<OnnxEmbedder>> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let s = embedder_settings.clone();
+        let embedder = tokio::task::spawn_blocking(move || OnnxEmbedder::load(&s))
+            .await
+            .map_err(|e| ServiceError::Setup(e.to_string()))??;
+        let predictor = match predictors.first() {
+            // One loaded model, shared: the others serve the first one's.
+            Some(first) => Predictor::new(embedder, first.shared_model())?,
+            None => Predictor::load(embedder, &registry, "champion")?,
+        };
+        predictors.push(predictor);
+    }
+    let first = &predictors[0];
+    let serving = first.version().to_string();
+    let follower = ModelFollower::new(
+        registry,
+        first.shared_model(),
+        first.embedder_spec().clone(),
+        metrics.clone(),
+    );
+    info!(
+        model = %serving,
+        workers,
+        threads_per_worker = embedder_settings.embedding.threads,
+        "Champion loaded."
+    );
     let worker = worker::spawn(
-        predictor,
+        predictors,
         Some(follower),
         settings.stream.worker_queue,
         settings.drift.clone(),
@@ -157,13 +179,13 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             _ = timer, if deadline.is_some() => {
-                flush(&shared, &permits, &mut sequence, window.take()).await;
+                flush(&shared, &permits, &mut sequence, &mut window).await;
             }
             received = consumer.recv() => match received {
                 Ok(message) => {
                     metrics.messages_in.with_label_values(&[message.topic()]).inc();
                     if window.push(message.detach(), Instant::now()) {
-                        flush(&shared, &permits, &mut sequence, window.take()).await;
+                        flush(&shared, &permits, &mut sequence, &mut window).await;
                     }
                 }
                 Err(err) => {
@@ -179,7 +201,7 @@ pub async fn run(
         "Shutting down: draining in-flight windows."
     );
     if !window.is_empty() {
-        flush(&shared, &permits, &mut sequence, window.take()).await;
+        flush(&shared, &permits, &mut sequence, &mut window).await;
     }
     let drain = Duration::from_millis(st.drain_timeout_ms);
     let drain_state = state.clone();
@@ -244,12 +266,15 @@ struct Sequencer {
     previous: Option<oneshot::Receiver<()>>,
 }
 
+/// Closes the window and hands it to a task of its own.
 async fn flush(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
     sequence: &mut Sequencer,
-    messages: Vec<OwnedMessage>,
+    window: &mut WindowBuffer<OwnedMessage>,
 ) {
+    let opened = window.opened_at().unwrap_or_else(Instant::now);
+    let messages = window.take();
     if messages.is_empty() {
         return;
     }
@@ -265,6 +290,7 @@ async fn flush(
         shared.clone(),
         sequence.next_id,
         messages,
+        opened,
         previous,
         done,
         permit,
@@ -275,6 +301,7 @@ async fn process_window(
     shared: Arc<Shared>,
     window_id: u64,
     messages: Vec<OwnedMessage>,
+    opened: Instant,
     previous: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
     _permit: OwnedSemaphorePermit,
@@ -301,6 +328,11 @@ async fn process_window(
 
     let invalid = rejected.len();
     let (classified, failed) = classify_all(&shared.worker, valid, invalid).await;
+    // Read from Kafka (the window's first message) to predictions ready: what the
+    // service adds, whatever the consumer lag. Under overload it stays bounded
+    // while the lag grows (stream.max_in_flight_windows, stream.worker_queue).
+    let in_service = opened.elapsed();
+    stage("in_service", in_service);
     let mut records = Vec::with_capacity(classified.len() * 2 + rejected.len());
     let mut labels = Vec::with_capacity(classified.len());
     for (batch, rows) in &classified {
@@ -328,6 +360,7 @@ async fn process_window(
                     "decode": decode_time.as_secs_f64() * 1e3,
                     "embed": batch.times.embed.as_secs_f64() * 1e3,
                     "classify": batch.times.classify.as_secs_f64() * 1e3,
+                    "in_service": in_service.as_secs_f64() * 1e3,
                 },
             });
             records.push(OutRecord {
@@ -360,14 +393,16 @@ async fn process_window(
         records.push(dead_letter(&shared.dlq_topic, &messages[i], &why));
     }
 
+    // Workers may finish windows out of order: records are produced, and offsets
+    // stored, in window order, so a partition's predictions keep its order.
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
     let produce_started = Instant::now();
     futures::future::join_all(records.iter().map(|r| deliver(&shared, r))).await;
     stage("produce", produce_started.elapsed());
 
-    // Store offsets only after every record is acknowledged, and in window order.
-    if let Some(previous) = previous {
-        let _ = previous.await;
-    }
+    // Offsets only after every record is acknowledged.
     for (topic, partition, offset) in last_offsets(
         messages
             .iter()

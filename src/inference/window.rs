@@ -32,6 +32,11 @@ impl<T> WindowBuffer<T> {
         self.items.len() >= self.max_messages
     }
 
+    /// When the open window's first message arrived, if one is open.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
     /// When the open window must close, if one is open.
     pub fn deadline(&self) -> Option<Instant> {
         self.opened_at.map(|t| t + self.max_wait)

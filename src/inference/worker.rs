@@ -1,19 +1,22 @@
-//! The CPU worker: one OS thread owns the embedder and the model, fed by a bounded
-//! channel. The bound is the backpressure: when the worker is busy and the queue is
-//! full, senders wait, and the consumer stops reading. Between jobs the worker
-//! follows the registry's champion alias and hot-swaps the model.
+//! The CPU workers: OS threads that each own an embedder and the model, fed by one
+//! bounded channel. The bound is the backpressure: when every worker is busy and the
+//! queue is full, senders wait, and the consumer stops reading. Between jobs each
+//! worker follows the registry's champion alias and hot-swaps its model. The drift
+//! monitor is shared: every classified window feeds it, whichever worker ran it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use super::Classified;
-use super::{InferenceError, Predictor};
+use super::{InferenceError, Predictor, check_compatible};
 use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
+use crate::embed::EmbeddingSpec;
 use crate::metrics::Metrics;
+use crate::registry::ModelVersion;
 use crate::registry::Registry;
 
 struct Job {
@@ -79,59 +82,69 @@ impl WorkerHandle {
     }
 }
 
-/// Follows the champion alias: loads a new champion between jobs, refuses an
-/// incompatible or unreadable one (the old model keeps serving).
+/// Follows the champion alias for all workers: loads a new champion once, refuses
+/// an incompatible or unreadable one (the model being served keeps serving), and
+/// tells each worker, before each job, which model to serve.
 pub struct ModelFollower {
     registry: Registry,
     /// The alias value last acted on (swapped to, or refused).
     seen: Option<String>,
+    serving: Arc<ModelVersion>,
+    /// What every embedder of the service computes; a champion must match it.
+    spec: EmbeddingSpec,
     metrics: Arc<Metrics>,
 }
 
 impl ModelFollower {
-    pub fn new(registry: Registry, serving: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        registry: Registry,
+        serving: Arc<ModelVersion>,
+        spec: EmbeddingSpec,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        set_model_info(&metrics, &serving.card.version, &spec.model_id);
         Self {
             registry,
-            seen: Some(serving.to_string()),
+            seen: Some(serving.card.version.clone()),
+            serving,
+            spec,
             metrics,
         }
     }
 
-    /// Checks the alias (a small file read) and swaps if the champion changed.
-    pub fn poll<E: Embedder>(&mut self, predictor: &mut Predictor<E>) {
+    /// The model to serve: checks the alias (a small file read) and loads a new
+    /// champion if it changed.
+    pub fn poll(&mut self) -> Arc<ModelVersion> {
         let champion = match self.registry.aliases() {
             Ok(a) => a.champion,
             Err(err) => {
                 warn!(error = %err, "Cannot read the registry aliases; keeping the current model.");
-                return;
+                return self.serving.clone();
             }
         };
         if champion.is_none() || champion == self.seen {
-            return;
+            return self.serving.clone();
         }
         self.seen = champion.clone();
         let version = champion.unwrap_or_default();
-        let old = predictor.version().to_string();
-        let outcome = self
+        let old = self.serving.card.version.clone();
+        let loaded = self
             .registry
             .load(&version)
             .map_err(InferenceError::from)
-            .and_then(|model| {
-                let old_labels = predictor.model().card.labels.clone();
-                let new_labels = model.card.labels.clone();
-                predictor.swap(model)?;
+            .and_then(|model| check_compatible(&self.spec, &model).map(|()| model));
+        match loaded {
+            Ok(model) => {
+                let (old_labels, new_labels) = (&self.serving.card.labels, &model.card.labels);
                 if old_labels != new_labels {
                     info!(from = ?old_labels, to = ?new_labels, "The label set changed with the new champion.");
                 }
-                Ok(())
-            });
-        match outcome {
-            Ok(()) => {
+                self.serving = Arc::new(model);
                 self.metrics
                     .model_swaps
                     .with_label_values(&["swapped"])
                     .inc();
-                set_model_info(&self.metrics, predictor);
+                set_model_info(&self.metrics, &version, &self.spec.model_id);
                 info!(from = %old, to = %version, "Hot-swapped to the new champion.");
             }
             Err(err) => {
@@ -142,24 +155,45 @@ impl ModelFollower {
                 error!(version = %version, serving = %old, error = %err, "New champion refused; the current model keeps serving.");
             }
         }
+        self.serving.clone()
     }
 }
 
-fn set_model_info<E: Embedder>(metrics: &Metrics, predictor: &Predictor<E>) {
+fn set_model_info(metrics: &Metrics, version: &str, model_id: &str) {
     metrics.model_info.reset();
     metrics
         .model_info
-        .with_label_values(&[predictor.version(), &predictor.embedder_spec().model_id])
+        .with_label_values(&[version, model_id])
         .set(1);
 }
 
-fn monitor_for<E: Embedder>(predictor: &Predictor<E>, drift: &DriftSettings) -> DriftMonitor {
-    let model = predictor.model();
-    DriftMonitor::new(
-        drift.clone(),
-        model.reference.clone(),
-        model.classifier.labels().len(),
-    )
+/// The drift monitor of the serving model version, shared by the workers.
+struct SharedDrift {
+    settings: DriftSettings,
+    /// The version the monitor's reference belongs to, and the monitor.
+    monitor: Option<(String, DriftMonitor)>,
+}
+
+impl SharedDrift {
+    /// The monitor for `predictor`'s version; a new version has a new reference, so
+    /// its statistics start afresh.
+    fn monitor_for<E: Embedder>(&mut self, predictor: &Predictor<E>) -> &mut DriftMonitor {
+        let version = predictor.version();
+        if !matches!(&self.monitor, Some((v, _)) if v == version) {
+            self.monitor = None;
+        }
+        let settings = &self.settings;
+        let (_, monitor) = self.monitor.get_or_insert_with(|| {
+            let model = predictor.model();
+            let monitor = DriftMonitor::new(
+                settings.clone(),
+                model.reference.clone(),
+                model.classifier.labels().len(),
+            );
+            (version.to_string(), monitor)
+        });
+        monitor
+    }
 }
 
 /// Feeds one classified stream window to the monitor and exports the report.
@@ -193,46 +227,89 @@ fn observe<E: Embedder>(
     metrics.record_drift(predictor.version(), labels, &report);
 }
 
-/// Starts the worker thread. `follower`, when given, is polled before every job.
+/// Starts one worker thread per predictor, all fed by one queue of `queue` jobs.
+/// With a `follower`, every worker serves the champion it follows.
 pub fn spawn<E: Embedder + Send + 'static>(
-    mut predictor: Predictor<E>,
-    mut follower: Option<ModelFollower>,
+    predictors: Vec<Predictor<E>>,
+    follower: Option<ModelFollower>,
     queue: usize,
     drift: DriftSettings,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<WorkerHandle> {
-    let (tx, mut rx) = mpsc::channel::<Job>(queue.max(1));
-    set_model_info(&metrics, &predictor);
-    thread::Builder::new()
-        .name("triage-worker".into())
-        .spawn(move || {
-            let mut monitor = monitor_for(&predictor, &drift);
-            let mut monitored = predictor.version().to_string();
-            while let Some(job) = rx.blocking_recv() {
-                if let Some(f) = follower.as_mut() {
-                    f.poll(&mut predictor);
-                }
-                if predictor.version() != monitored {
-                    // A new model has a new reference: start the statistics afresh.
-                    monitor = monitor_for(&predictor, &drift);
-                    monitored = predictor.version().to_string();
-                }
-                let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-                let result = predictor.classify_with_embeddings(&refs);
-                if let (Ok(classified), Some(observed)) = (&result, job.observe) {
-                    observe(
-                        &predictor,
-                        &mut monitor,
-                        &metrics,
-                        &job.texts,
-                        classified,
-                        observed,
-                    );
-                }
-                let result = result.map_err(|e| e.to_string());
-                // The requester may have given up (shutdown); nothing to do then.
-                let _ = job.reply.send(result);
-            }
-        })?;
+    let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    let follower = follower.map(|f| Arc::new(Mutex::new(f)));
+    let drift = Arc::new(Mutex::new(SharedDrift {
+        settings: drift,
+        monitor: None,
+    }));
+    for (i, predictor) in predictors.into_iter().enumerate() {
+        let shared = Shared {
+            jobs: rx.clone(),
+            follower: follower.clone(),
+            drift: drift.clone(),
+            metrics: metrics.clone(),
+        };
+        thread::Builder::new()
+            .name(format!("triage-worker-{i}"))
+            .spawn(move || work(predictor, &shared))?;
+    }
     Ok(WorkerHandle { tx })
+}
+
+/// What the workers share.
+struct Shared {
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    follower: Option<Arc<Mutex<ModelFollower>>>,
+    drift: Arc<Mutex<SharedDrift>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One worker's loop: takes the next job, serves the followed model, classifies,
+/// feeds drift, replies.
+fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
+    loop {
+        // Whoever holds the lock waits for the next job; the others wait for the lock.
+        let job = shared
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
+        let Some(job) = job else { break };
+        if let Some(follower) = &shared.follower {
+            let model = follower
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .poll();
+            if model.card.version != predictor.version()
+                && let Err(err) = predictor.swap(model)
+            {
+                error!(error = %err, "Cannot serve the followed champion; the current model keeps serving.");
+            }
+        }
+        let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        let result = predictor.classify_with_embeddings(&refs);
+        if let (Ok(classified), Some(observed)) = (&result, job.observe) {
+            let started = std::time::Instant::now();
+            let mut drift = shared.drift.lock().unwrap_or_else(PoisonError::into_inner);
+            let monitor = drift.monitor_for(&predictor);
+            observe(
+                &predictor,
+                monitor,
+                &shared.metrics,
+                &job.texts,
+                classified,
+                observed,
+            );
+            drop(drift);
+            shared
+                .metrics
+                .stage_seconds
+                .with_label_values(&["drift"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let result = result.map_err(|e| e.to_string());
+        // The requester may have given up (shutdown); nothing to do then.
+        let _ = job.reply.send(result);
+    }
 }

@@ -66,7 +66,12 @@ pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", &k.auto_offset_reset)
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "1000")
+        // Prefetch per partition: librdkafka's defaults (100,000 messages or 64 MB)
+        // are hours of work for an embedding model on a few cores; a backlog belongs
+        // in Kafka, where it shows as lag, not in the service's memory.
+        .set("queued.min.messages", "1000")
+        .set("queued.max.messages.kbytes", "4096");
     apply_escape_hatch(&mut c, k);
     c
 }
@@ -125,6 +130,14 @@ mod tests {
         let c = consumer_config(&k);
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(c.get("queued.min.messages"), Some("1000"));
+        // The prefetch bound is a default, not owned: the escape hatch may raise it.
+        k.librdkafka_options
+            .insert("queued.min.messages".into(), "50000".into());
+        assert_eq!(
+            consumer_config(&k).get("queued.min.messages"),
+            Some("50000")
+        );
         let p = producer_config(&k);
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("acks"), Some("all"));

@@ -74,6 +74,7 @@ pub fn produce(brokers: &str, topic: &str, messages: &[Msg]) {
 #[derive(Debug, Clone)]
 pub struct Out {
     pub topic: String,
+    pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
@@ -131,6 +132,7 @@ impl Collector {
                     .unwrap_or_default();
                 self.records.push(Out {
                     topic: m.topic().to_string(),
+                    partition: m.partition(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
                     headers,
