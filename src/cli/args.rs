@@ -101,11 +101,15 @@ pub enum Command {
     Run,
 
     /// Benchmark the streaming service through the configured broker: the
-    /// embedding-only bound, sustained throughput, latency at an offered rate
-    /// (default half the throughput), and peak RSS. Needs a running broker and a
-    /// champion; creates its own topics.
+    /// embedding-only bound and sustained end-to-end throughput, measured back to
+    /// back in --repeat rounds (medians reported), where the service's time goes
+    /// per stage, latency at an offered rate (default half the throughput),
+    /// optionally an overload run (memory, consumer lag and time in the service,
+    /// sampled every second), and peak RSS. Needs a running broker and a champion
+    /// trained with the same embedding settings; creates its own topics.
     ///
     /// Example: triage bench --data ../shared/data/yelp/reviews-5k.jsonl --rows 1000
+    ///          triage bench --data unseen.jsonl --overload 2 --overload-secs 90 --json
     Bench(BenchArgs),
 
     /// Drift detection: measure the detectors on replayed real traffic.
@@ -148,12 +152,23 @@ pub struct BenchArgs {
     /// Messages for the embedding bound and the throughput run.
     #[arg(long, default_value_t = 1000)]
     pub rows: usize,
+    /// Rounds of bound-then-throughput; medians are reported (the machine's speed
+    /// drifts, so one pair says little).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub repeat: u64,
     /// Offered rate for the latency run, messages/s (default: half the throughput).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Messages in the latency run.
     #[arg(long, default_value_t = 300)]
     pub latency_rows: usize,
+    /// Also offer this multiple of the measured throughput (e.g. 2) and show that
+    /// the service holds: memory flat, time in the service bounded, lag growing.
+    #[arg(long, value_name = "FACTOR")]
+    pub overload: Option<f64>,
+    /// Seconds of the overload run.
+    #[arg(long, default_value_t = 60)]
+    pub overload_secs: u64,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
