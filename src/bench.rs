@@ -68,6 +68,10 @@ pub struct BenchReport {
     pub padding_overhead: f64,
     /// Per message in the throughput runs, from the service's stage histograms.
     pub stages_ms_per_message: StageCosts,
+    /// Share of the time the workers were embedding, classifying or feeding drift
+    /// (1.0: they never waited for Kafka, decoding or producing).
+    pub workers_busy: f64,
+    pub cpu_while_draining: CpuShares,
     pub offered_rate_per_second: f64,
     pub latency_rows: usize,
     pub latency_p50_ms: f64,
@@ -123,10 +127,17 @@ pub struct OverloadReport {
     pub rss_last_quarter_mb: f64,
     pub lag_first_quarter: f64,
     pub lag_last_quarter: f64,
+    /// Produced but not yet predicted (in Kafka or in the service), same quarters.
+    pub backlog_first_quarter: f64,
+    pub backlog_last_quarter: f64,
     /// From a window's first message read to its predictions ready (`timings_ms.in_service`).
     pub in_service_p50_ms: f64,
     pub in_service_p99_ms: f64,
     pub in_service_max_ms: f64,
+    /// p99 of the time in the service over the first and the second half of the
+    /// predictions: bounded means the second is no larger than the first.
+    pub in_service_p99_first_half_ms: f64,
+    pub in_service_p99_second_half_ms: f64,
     pub peak_rss_mb: f64,
     pub samples: Vec<OverloadSample>,
 }
@@ -163,6 +174,21 @@ fn status_mb(status: &str, field: &str) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat (Linux;
+/// clock ticks of 1/100 s, the USER_HZ every Linux architecture triage runs on uses).
+fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Peak resident set size of this process.
@@ -477,10 +503,20 @@ struct Bound {
 }
 
 struct Drained {
-    /// Messages/s from the service's first to its last prediction.
+    /// Messages/s from the service reading its first message to the last prediction.
     throughput: f64,
     stages: StageCosts,
     peak_rss: f64,
+    cpu: CpuShares,
+}
+
+/// Shares of the machine's CPU time (all cores) while a backlog drained: the
+/// service's (model loading included), and this bench process's (the prediction
+/// reader). The rest went to the broker when it runs here, and to idling.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuShares {
+    pub service: f64,
+    pub bench: f64,
 }
 
 /// Writes `texts` to a fresh topic, then lets a fresh service drain them.
@@ -504,7 +540,14 @@ async fn drain_backlog(
     }
     let preds = reader(&l.settings, &l.predictions)?;
     let mut service = Service::start(&l.settings)?;
+    let (bench_cpu, started) = (cpu_seconds("self"), Instant::now());
     let arrivals = collect(&preds, rows, Duration::from_secs(3600), &mut service).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let wall = started.elapsed().as_secs_f64() * cores;
+    let cpu = CpuShares {
+        service: cpu_seconds(&service.child.id().to_string()) / wall,
+        bench: (cpu_seconds("self") - bench_cpu) / wall,
+    };
     let exposition = service.metrics().await?;
     let per_message = |stage: &str| {
         metric_sum(
@@ -534,26 +577,39 @@ async fn drain_backlog(
         throughput,
         stages,
         peak_rss,
+        cpu,
     })
 }
 
-/// Sends one message through a freshly started service, so it is loaded and assigned.
-async fn warm_up(
-    prod: &FutureProducer,
-    preds: &StreamConsumer,
-    topic: &str,
-    service: &mut Service,
-) -> anyhow::Result<()> {
+/// A fresh lane with a producer, a prediction reader and a running service, warmed
+/// up by one message through it (so it is loaded and assigned).
+struct Rig {
+    lane: Lane,
+    prod: FutureProducer,
+    preds: StreamConsumer,
+    service: Service,
+}
+
+async fn rig(settings: &Settings, tag: &str) -> anyhow::Result<Rig> {
+    let lane = lane(settings, tag).await?;
+    let prod = producer(&lane.settings)?;
+    let preds = reader(&lane.settings, &lane.predictions)?;
+    let mut service = Service::start(&lane.settings)?;
     prod.send(
-        FutureRecord::to(topic)
+        FutureRecord::to(&lane.input)
             .key("warm")
             .payload(&payload("warm", "hello")),
         Timeout::Never,
     )
     .await
     .map_err(|(e, _)| e)?;
-    collect(preds, 1, Duration::from_secs(120), service).await?;
-    Ok(())
+    collect(&preds, 1, Duration::from_secs(120), &mut service).await?;
+    Ok(Rig {
+        lane,
+        prod,
+        preds,
+        service,
+    })
 }
 
 /// Latencies (ms, sorted) of `n` messages produced at `rate` to a running service,
@@ -564,11 +620,12 @@ async fn latencies(
     rate: f64,
     n: usize,
 ) -> anyhow::Result<(Vec<f64>, f64)> {
-    let l = lane(settings, "lat").await?;
-    let prod = producer(&l.settings)?;
-    let preds = reader(&l.settings, &l.predictions)?;
-    let mut service = Service::start(&l.settings)?;
-    warm_up(&prod, &preds, &l.input, &mut service).await?;
+    let Rig {
+        lane: l,
+        prod,
+        preds,
+        mut service,
+    } = rig(settings, "lat").await?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut sent = HashMap::with_capacity(n);
@@ -607,11 +664,12 @@ async fn overload(
     rate: f64,
     secs: u64,
 ) -> anyhow::Result<OverloadReport> {
-    let l = lane(settings, "over").await?;
-    let prod = producer(&l.settings)?;
-    let preds = reader(&l.settings, &l.predictions)?;
-    let mut service = Service::start(&l.settings)?;
-    warm_up(&prod, &preds, &l.input, &mut service).await?;
+    let Rig {
+        lane: l,
+        prod,
+        preds,
+        mut service,
+    } = rig(settings, "over").await?;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
@@ -662,6 +720,13 @@ async fn overload(
     }
     let seconds = start.elapsed().as_secs_f64();
     let peak_rss = service.stop().await;
+    let p99_of = |part: &[f64]| {
+        let mut v = part.to_vec();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.99)
+    };
+    let (first_half, second_half) = in_service.split_at(in_service.len() / 2);
+    let halves = (p99_of(first_half), p99_of(second_half));
     in_service.sort_by(f64::total_cmp);
     let quarter = (samples.len() / 4).max(1);
     let over = |part: &[OverloadSample], f: fn(&OverloadSample) -> f64| {
@@ -680,9 +745,13 @@ async fn overload(
         rss_last_quarter_mb: over(last, |s| s.rss_mb),
         lag_first_quarter: over(first, |s| s.consumer_lag as f64),
         lag_last_quarter: over(last, |s| s.consumer_lag as f64),
+        backlog_first_quarter: over(first, |s| (s.produced - s.predicted.min(s.produced)) as f64),
+        backlog_last_quarter: over(last, |s| (s.produced - s.predicted.min(s.produced)) as f64),
         in_service_p50_ms: percentile(&in_service, 0.50),
         in_service_p99_ms: percentile(&in_service, 0.99),
         in_service_max_ms: in_service.last().copied().unwrap_or(0.0),
+        in_service_p99_first_half_ms: halves.0,
+        in_service_p99_second_half_ms: halves.1,
         peak_rss_mb: peak_rss,
         samples,
     })
@@ -706,6 +775,7 @@ pub async fn run(
     let mut stages = StageCosts::default();
     let mut service_peak = 0.0f64;
     let mut plan = (0.0, 0.0);
+    let mut cpu = CpuShares::default();
     let repeat = options.repeat.max(1);
     for round in 0..repeat {
         let (s, t) = (settings.clone(), texts.clone());
@@ -716,7 +786,10 @@ pub async fn run(
             throughput,
             stages: costs,
             peak_rss,
+            cpu: shares,
         } = drain_backlog(&settings, &texts, round).await?;
+        cpu.service += shares.service / repeat as f64;
+        cpu.bench += shares.bench / repeat as f64;
         service_peak = service_peak.max(peak_rss);
         tracing::info!(
             round = round + 1,
@@ -775,7 +848,12 @@ pub async fn run(
         tokenize_ms_per_message: median(&tokenize_ms),
         tokens_per_message: plan.0,
         padding_overhead: plan.1,
+        // Worker time per message times messages per second, over the workers.
+        workers_busy: (stages.embed + stages.classify + stages.drift) * throughput
+            / 1e3
+            / settings.stream.workers.max(1) as f64,
         stages_ms_per_message: stages,
+        cpu_while_draining: cpu,
         offered_rate_per_second: rate,
         latency_rows: latencies.len(),
         latency_p50_ms: percentile(&latencies, 0.50),
@@ -806,6 +884,33 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn metric_sums_pick_the_series_with_every_label() {
+        let text = "# HELP x\n\
+            triage_stage_duration_seconds_sum{stage=\"embed\"} 2.5\n\
+            triage_stage_duration_seconds_sum{stage=\"embedding\"} 9\n\
+            triage_consumer_lag_messages{partition=\"0\",topic=\"in\"} 3\n\
+            triage_consumer_lag_messages{partition=\"1\",topic=\"in\"} 4\n\
+            triage_consumer_lag_messages{partition=\"0\",topic=\"other\"} 100\n";
+        let stage = "triage_stage_duration_seconds_sum";
+        assert_eq!(metric_sum(text, stage, &[("stage", "embed")]), 2.5);
+        let lag = "triage_consumer_lag_messages";
+        assert_eq!(metric_sum(text, lag, &[("topic", "in")]), 7.0);
+        assert_eq!(metric_sum(text, "absent", &[]), 0.0);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let before = cpu_seconds("self");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds("self") > before, "{before} s did not grow");
     }
 
     #[test]

@@ -225,6 +225,12 @@ fn print_bench(settings: &Settings, r: &crate::bench::BenchReport) {
         s.embed, s.classify, s.drift, s.decode, s.produce, r.tokenize_ms_per_message
     );
     println!(
+        "while draining           workers busy {:.0}% of the time; CPU: service {:.0}%, bench client {:.0}% of all cores",
+        r.workers_busy * 100.0,
+        r.cpu_while_draining.service * 100.0,
+        r.cpu_while_draining.bench * 100.0
+    );
+    println!(
         "latency at {:.1} msg/s    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages)",
         r.offered_rate_per_second,
         r.latency_p50_ms,
@@ -247,12 +253,19 @@ fn print_bench(settings: &Settings, r: &crate::bench::BenchReport) {
             o.rss_first_quarter_mb, o.rss_last_quarter_mb
         );
         println!(
-            "  consumer lag           {:.0} messages in the first quarter, {:.0} in the last",
-            o.lag_first_quarter, o.lag_last_quarter
+            "  backlog                {:.0} messages in the first quarter, {:.0} in the last (consumer lag {:.0} -> {:.0})",
+            o.backlog_first_quarter,
+            o.backlog_last_quarter,
+            o.lag_first_quarter,
+            o.lag_last_quarter
         );
         println!(
-            "  time in the service    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            o.in_service_p50_ms, o.in_service_p99_ms, o.in_service_max_ms
+            "  time in the service    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; p99 first half {:.0} ms, second half {:.0} ms",
+            o.in_service_p50_ms,
+            o.in_service_p99_ms,
+            o.in_service_max_ms,
+            o.in_service_p99_first_half_ms,
+            o.in_service_p99_second_half_ms
         );
     }
     println!(

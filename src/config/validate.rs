@@ -477,6 +477,33 @@ mod tests {
     }
 
     #[test]
+    fn workers_need_windows_in_flight_and_embedding_budgets() {
+        let mut s = Settings::default();
+        s.stream.workers = 3;
+        s.stream.max_in_flight_windows = 2;
+        s.embedding.batch_tokens = 0;
+        assert_eq!(
+            keys(&s),
+            vec!["embedding.batch_tokens", "stream.max_in_flight_windows"]
+        );
+        s.stream.workers = 0;
+        s.stream.max_in_flight_windows = 4;
+        s.embedding.batch_tokens = 512;
+        assert_eq!(keys(&s), vec!["stream.workers"]);
+    }
+
+    #[test]
+    fn threads_split_between_workers_unless_set() {
+        let mut s = Settings::default();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.threads_per_embedder(1), cores);
+        assert_eq!(s.threads_per_embedder(2), (cores / 2).max(1));
+        assert_eq!(s.threads_per_embedder(cores * 4), 1);
+        s.embedding.threads = 3;
+        assert_eq!(s.threads_per_embedder(2), 3);
+    }
+
+    #[test]
     fn librdkafka_option_owned_by_triage_is_refused() {
         let mut s = Settings::default();
         s.kafka
