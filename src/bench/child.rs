@@ -1,0 +1,195 @@
+//! The benchmarked service: `triage run` as a child process, and what the bench
+//! reads of it (its /proc entry and its `/metrics`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::lane::unique;
+use crate::config::Settings;
+
+/// `triage run` in a child process, as users run it: the bench's effective
+/// settings go to a config file (the child ignores TRIAGE_* variables, so the file
+/// is the whole truth), `/metrics` listens on a free port, and memory is read from
+/// the child's /proc entry.
+pub(super) struct Service {
+    pub(super) child: Child,
+    pub(super) port: u16,
+    pub(super) dir: PathBuf,
+}
+
+impl Service {
+    pub(super) fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut s = settings.clone();
+        s.http.listen = format!("127.0.0.1:{port}");
+        let dir = std::env::temp_dir().join(unique("service"));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("triage.toml");
+        std::fs::write(&config, toml::to_string(&s)?)?;
+        let log = std::fs::File::create(dir.join("service.log"))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRIAGE_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self { child, port, dir })
+    }
+
+    /// An error with the end of the service's log if it has exited.
+    pub(super) fn check(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => {
+                let log = std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                anyhow::bail!(
+                    "the benchmarked `triage run` exited ({status}); its log ends:\n{}",
+                    tail.join("\n")
+                )
+            }
+        }
+    }
+
+    pub(super) fn memory_mb(&self, field: &str) -> f64 {
+        status_mb(&format!("/proc/{}/status", self.child.id()), field)
+    }
+
+    /// The service's Prometheus exposition.
+    pub(super) async fn metrics(&self) -> anyhow::Result<String> {
+        let port = self.port;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_string())
+                .unwrap_or_default())
+        })
+        .await?
+    }
+
+    /// SIGTERM, as an operator would; SIGKILL if it has not stopped after its drain.
+    /// Returns the service's peak RSS.
+    pub(super) async fn stop(mut self) -> f64 {
+        let peak = self.memory_mb("VmHWM");
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        peak
+    }
+}
+
+/// The sum of a Prometheus metric's samples whose labels include every `labels` pair.
+pub(super) fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A memory figure from a /proc status file (Linux), in MB: `VmHWM` (peak
+/// resident set) or `VmRSS` (now).
+pub(super) fn status_mb(status: &str, field: &str) -> f64 {
+    std::fs::read_to_string(status)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat (Linux;
+/// clock ticks of 1/100 s, the USER_HZ every Linux architecture triage runs on uses).
+pub(super) fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Peak resident set size of this process.
+pub fn peak_rss_mb() -> f64 {
+    status_mb("/proc/self/status", "VmHWM")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_pick_the_series_with_every_label() {
+        let text = "# HELP x\n\
+            triage_stage_duration_seconds_sum{stage=\"embed\"} 2.5\n\
+            triage_stage_duration_seconds_sum{stage=\"embedding\"} 9\n\
+            triage_consumer_lag_messages{partition=\"0\",topic=\"in\"} 3\n\
+            triage_consumer_lag_messages{partition=\"1\",topic=\"in\"} 4\n\
+            triage_consumer_lag_messages{partition=\"0\",topic=\"other\"} 100\n";
+        let stage = "triage_stage_duration_seconds_sum";
+        assert_eq!(metric_sum(text, stage, &[("stage", "embed")]), 2.5);
+        let lag = "triage_consumer_lag_messages";
+        assert_eq!(metric_sum(text, lag, &[("topic", "in")]), 7.0);
+        assert_eq!(metric_sum(text, "absent", &[]), 0.0);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let before = cpu_seconds("self");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds("self") > before, "{before} s did not grow");
+    }
+
+    #[test]
+    fn memory_figures_come_from_proc_status() {
+        let (now, peak) = (status_mb("/proc/self/status", "VmRSS"), peak_rss_mb());
+        assert!(now > 0.0 && peak >= now, "VmRSS {now} MB, VmHWM {peak} MB");
+    }
+}

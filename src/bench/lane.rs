@@ -1,0 +1,155 @@
+//! Kafka for the bench: fresh topics per run, a producer, a prediction reader, and
+//! a service warmed up on them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use super::child::Service;
+use crate::config::Settings;
+
+pub(super) fn unique(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("triage-bench-{tag}-{}-{n}", std::process::id())
+}
+
+pub(super) struct Lane {
+    pub(super) settings: Settings,
+    pub(super) input: String,
+    pub(super) predictions: String,
+}
+
+pub(super) async fn lane(settings: &Settings, tag: &str) -> anyhow::Result<Lane> {
+    let mut s = settings.clone();
+    let input = unique(&format!("{tag}-in"));
+    let predictions = unique(&format!("{tag}-pred"));
+    s.kafka.input_topics = vec![input.clone()];
+    s.kafka.predictions_topic = predictions.clone();
+    s.kafka.dlq_topic = unique(&format!("{tag}-dlq"));
+    s.kafka.features_topic = String::new();
+    s.kafka.group_id = unique(&format!("{tag}-group"));
+    s.http.listen = String::new();
+    let names = vec![
+        input.clone(),
+        predictions.clone(),
+        s.kafka.dlq_topic.clone(),
+    ];
+    for (name, outcome) in crate::kafka::create_topics(&s.kafka, &names, 1, 1).await? {
+        anyhow::ensure!(
+            !outcome.starts_with("failed"),
+            "creating topic {name}: {outcome}"
+        );
+    }
+    Ok(Lane {
+        settings: s,
+        input,
+        predictions,
+    })
+}
+
+pub(super) fn reader(settings: &Settings, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let c: StreamConsumer = crate::kafka::base_config(&settings.kafka)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    c.subscribe(&[topic])?;
+    Ok(c)
+}
+
+pub(super) fn producer(settings: &Settings) -> anyhow::Result<FutureProducer> {
+    let mut c: ClientConfig = crate::kafka::base_config(&settings.kafka);
+    c.set("linger.ms", "1");
+    Ok(c.create()?)
+}
+
+/// A prediction read back: when, and how long its window had been in the service.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    pub(super) at: Instant,
+    pub(super) in_service: Duration,
+}
+
+impl Arrival {
+    /// When the service read its window's first message (from this process's clock).
+    pub(super) fn read_at(&self) -> Instant {
+        self.at.checked_sub(self.in_service).unwrap_or(self.at)
+    }
+}
+
+/// Reads predictions until `n` distinct ids arrived; returns the first arrival per id.
+/// Fails early if the service exits.
+pub(super) async fn collect(
+    consumer: &StreamConsumer,
+    n: usize,
+    timeout: Duration,
+    service: &mut Service,
+) -> anyhow::Result<HashMap<String, Arrival>> {
+    let mut seen = HashMap::with_capacity(n);
+    let deadline = Instant::now() + timeout;
+    while seen.len() < n {
+        service.check()?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "only {} of {n} predictions within {timeout:?}",
+            seen.len()
+        );
+        let wait = left.min(Duration::from_secs(1));
+        if let Ok(Ok(m)) = tokio::time::timeout(wait, consumer.recv()).await {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            if let Some(id) = v["id"].as_str() {
+                let in_service = v["timings_ms"]["in_service"].as_f64().unwrap_or(0.0);
+                seen.entry(id.to_string()).or_insert_with(|| Arrival {
+                    at: Instant::now(),
+                    in_service: Duration::from_secs_f64(in_service.max(0.0) / 1e3),
+                });
+            }
+        }
+    }
+    Ok(seen)
+}
+
+pub(super) fn payload(id: &str, text: &str) -> Vec<u8> {
+    serde_json::json!({ "id": id, "text": text })
+        .to_string()
+        .into_bytes()
+}
+
+/// A fresh lane with a producer, a prediction reader and a running service, warmed
+/// up by one message through it (so it is loaded and assigned).
+pub(super) struct Rig {
+    pub(super) lane: Lane,
+    pub(super) prod: FutureProducer,
+    pub(super) preds: StreamConsumer,
+    pub(super) service: Service,
+}
+
+pub(super) async fn rig(settings: &Settings, tag: &str) -> anyhow::Result<Rig> {
+    let lane = lane(settings, tag).await?;
+    let prod = producer(&lane.settings)?;
+    let preds = reader(&lane.settings, &lane.predictions)?;
+    let mut service = Service::start(&lane.settings)?;
+    prod.send(
+        FutureRecord::to(&lane.input)
+            .key("warm")
+            .payload(&payload("warm", "hello")),
+        Timeout::Never,
+    )
+    .await
+    .map_err(|(e, _)| e)?;
+    collect(&preds, 1, Duration::from_secs(120), &mut service).await?;
+    Ok(Rig {
+        lane,
+        prod,
+        preds,
+        service,
+    })
+}

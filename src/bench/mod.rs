@@ -1,0 +1,311 @@
+//! `triage bench`: measures the streaming service end to end through a real broker.
+//!
+//! 1. Rounds (`--repeat`), each a pair measured back to back, so that both halves
+//!    see the same machine: the embedding-only bound (the same texts embedded
+//!    in-process in windows of `stream.max_messages`, by `stream.workers`
+//!    embedders side by side, same settings), then
+//!    sustained throughput (the messages are written first, then a fresh service
+//!    drains them; the clock runs from its first to its last prediction). The
+//!    report gives medians, every round, and where the service's time went.
+//! 2. Latency at an offered rate (default: half the measured throughput): messages
+//!    are produced at that rate to a running service; latency is the time from
+//!    producing a message to reading its prediction back.
+//! 3. Optionally, overload (`--overload F`): F times the measured throughput for a
+//!    while, sampling memory, consumer lag and the time messages spend inside the
+//!    service once read, every second.
+//! 4. Peak RSS of the service processes (and, apart, of the bench's own).
+//!
+//! The service runs as a child `triage run` process, as users run it.
+
+mod child;
+mod lane;
+mod phases;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::feature::readers::{ReaderSpec, read_file};
+pub use child::peak_rss_mb;
+use phases::{Drained, drain_backlog, embedding_bound, latencies, overload};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub rows: usize,
+    /// Bound-then-service pairs; the report gives medians.
+    pub repeat: usize,
+    /// Offered rate for the latency run, messages/s; `None`: half the throughput.
+    pub rate: Option<f64>,
+    /// Messages in the latency run.
+    pub latency_rows: usize,
+    /// Overload run: this multiple of the measured throughput; `None`: no overload run.
+    pub overload: Option<f64>,
+    pub overload_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub rows: usize,
+    pub window_max_messages: usize,
+    /// Medians over the rounds.
+    pub embed_only_per_second: f64,
+    pub throughput_per_second: f64,
+    /// Median of the rounds' ratios, and the lowest.
+    pub throughput_vs_bound: f64,
+    pub throughput_vs_bound_min: f64,
+    pub rounds: Vec<Round>,
+    /// Tokenising alone, per message (part of the bound: the share of the work that
+    /// does not run in ONNX Runtime).
+    pub tokenize_ms_per_message: f64,
+    /// Tokens per message after truncation, and the padding the batch plan adds
+    /// (padded tokens / real tokens - 1; windows of `stream.max_messages`).
+    pub tokens_per_message: f64,
+    pub padding_overhead: f64,
+    /// Per message in the throughput runs, from the service's stage histograms.
+    pub stages_ms_per_message: StageCosts,
+    /// Share of the time the workers were embedding, classifying or feeding drift
+    /// (1.0: they never waited for Kafka, decoding or producing).
+    pub workers_busy: f64,
+    pub cpu_while_draining: CpuShares,
+    pub offered_rate_per_second: f64,
+    pub latency_rows: usize,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub overload: Option<OverloadReport>,
+    /// Peak RSS of the `triage run` processes (the highest of them).
+    pub service_peak_rss_mb: f64,
+    /// Peak RSS of the bench process itself (the bound's embedder, producer, reader).
+    pub bench_peak_rss_mb: f64,
+}
+
+/// One bound-then-service pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub embed_only_per_second: f64,
+    pub throughput_per_second: f64,
+    pub vs_bound: f64,
+}
+
+/// Milliseconds per message in each stage of the service. `embed`, `classify` and
+/// `drift` run on the worker thread, one after another; `decode` and `produce` (wall
+/// time until the broker acknowledged) run in the window tasks, beside them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageCosts {
+    pub decode: f64,
+    pub embed: f64,
+    pub classify: f64,
+    pub drift: f64,
+    pub produce: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadSample {
+    pub second: f64,
+    pub produced: usize,
+    pub predicted: usize,
+    /// From librdkafka's statistics: messages on the broker not yet committed.
+    pub consumer_lag: i64,
+    pub rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadReport {
+    pub factor: f64,
+    pub offered_rate_per_second: f64,
+    pub seconds: f64,
+    pub produced: usize,
+    pub predicted: usize,
+    pub throughput_per_second: f64,
+    /// Medians over the first and the last quarter of the samples.
+    pub rss_first_quarter_mb: f64,
+    pub rss_last_quarter_mb: f64,
+    pub lag_first_quarter: f64,
+    pub lag_last_quarter: f64,
+    /// Produced but not yet predicted (in Kafka or in the service), same quarters.
+    pub backlog_first_quarter: f64,
+    pub backlog_last_quarter: f64,
+    /// From a window's first message read to its predictions ready (`timings_ms.in_service`).
+    pub in_service_p50_ms: f64,
+    pub in_service_p99_ms: f64,
+    pub in_service_max_ms: f64,
+    /// p99 of the time in the service over the first and the second half of the
+    /// predictions: bounded means the second is no larger than the first.
+    pub in_service_p99_first_half_ms: f64,
+    pub in_service_p99_second_half_ms: f64,
+    pub peak_rss_mb: f64,
+    pub samples: Vec<OverloadSample>,
+}
+
+/// Shares of the machine's CPU time (all cores) while a backlog drained: the
+/// service's (model loading included), and this bench process's (the prediction
+/// reader). The rest went to the broker when it runs here, and to idling.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuShares {
+    pub service: f64,
+    pub bench: f64,
+}
+
+fn texts_of(path: &Path, settings: &Settings, rows: usize) -> anyhow::Result<Vec<String>> {
+    let spec = ReaderSpec::new(&settings.data, None);
+    let mut texts = Vec::with_capacity(rows);
+    read_file(path, &spec, |r| {
+        if texts.len() < rows {
+            texts.push(r.text);
+        }
+        Ok(())
+    })?;
+    anyhow::ensure!(!texts.is_empty(), "{} has no usable rows", path.display());
+    Ok(texts)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub async fn run(
+    settings: &Settings,
+    data: &Path,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    let texts = Arc::new(texts_of(data, settings, options.rows)?);
+    // The benchmark's own messages are {"id", "text"}, whatever the file's fields.
+    let mut settings = settings.clone();
+    settings.data.format = crate::config::DataFormat::Jsonl;
+    settings.data.id_field = "id".into();
+    settings.data.text_field = "text".into();
+    let rows = texts.len();
+
+    let mut rounds = Vec::new();
+    let mut tokenize_ms = Vec::new();
+    let mut stages = StageCosts::default();
+    let mut service_peak = 0.0f64;
+    let mut plan = (0.0, 0.0);
+    let mut cpu = CpuShares::default();
+    let repeat = options.repeat.max(1);
+    for round in 0..repeat {
+        let (s, t) = (settings.clone(), texts.clone());
+        // The bound's embedder is dropped before the service loads its own.
+        let b = tokio::task::spawn_blocking(move || embedding_bound(&s, &t)).await??;
+        let bound = b.per_second;
+        let Drained {
+            throughput,
+            stages: costs,
+            peak_rss,
+            cpu: shares,
+        } = drain_backlog(&settings, &texts, round).await?;
+        cpu.service += shares.service / repeat as f64;
+        cpu.bench += shares.bench / repeat as f64;
+        service_peak = service_peak.max(peak_rss);
+        tracing::info!(
+            round = round + 1,
+            of = repeat,
+            bound = format!("{bound:.1}"),
+            throughput = format!("{throughput:.1}"),
+            "Bound and throughput measured (messages/s)."
+        );
+        tokenize_ms.push(b.tokenize_ms);
+        plan = (b.tokens_per_message, b.padding);
+        for (sum, add) in [
+            (&mut stages.decode, costs.decode),
+            (&mut stages.embed, costs.embed),
+            (&mut stages.classify, costs.classify),
+            (&mut stages.drift, costs.drift),
+            (&mut stages.produce, costs.produce),
+        ] {
+            *sum += add / repeat as f64;
+        }
+        rounds.push(Round {
+            embed_only_per_second: bound,
+            throughput_per_second: throughput,
+            vs_bound: if bound > 0.0 { throughput / bound } else { 0.0 },
+        });
+    }
+    let of = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+    let throughput = median(&of(|r| r.throughput_per_second));
+
+    let rate = options.rate.unwrap_or(throughput / 2.0).max(0.1);
+    let n = options.latency_rows.min(rows).max(1);
+    let (latencies, peak_rss) = latencies(&settings, &texts, rate, n).await?;
+    service_peak = service_peak.max(peak_rss);
+
+    let overload = match options.overload {
+        Some(factor) => Some(
+            overload(
+                &settings,
+                &texts,
+                factor,
+                (throughput * factor).max(0.1),
+                options.overload_secs,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
+    Ok(BenchReport {
+        rows,
+        window_max_messages: settings.stream.max_messages,
+        embed_only_per_second: median(&of(|r| r.embed_only_per_second)),
+        throughput_per_second: throughput,
+        throughput_vs_bound: median(&of(|r| r.vs_bound)),
+        throughput_vs_bound_min: of(|r| r.vs_bound).into_iter().fold(f64::INFINITY, f64::min),
+        rounds,
+        tokenize_ms_per_message: median(&tokenize_ms),
+        tokens_per_message: plan.0,
+        padding_overhead: plan.1,
+        // Worker time per message times messages per second, over the workers.
+        workers_busy: (stages.embed + stages.classify + stages.drift) * throughput
+            / 1e3
+            / settings.stream.workers.max(1) as f64,
+        stages_ms_per_message: stages,
+        cpu_while_draining: cpu,
+        offered_rate_per_second: rate,
+        latency_rows: latencies.len(),
+        latency_p50_ms: percentile(&latencies, 0.50),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        latency_max_ms: latencies.last().copied().unwrap_or(0.0),
+        service_peak_rss_mb: service_peak.max(overload.as_ref().map_or(0.0, |o| o.peak_rss_mb)),
+        overload,
+        bench_peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

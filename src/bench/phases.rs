@@ -1,0 +1,300 @@
+//! The measurements: the embedding bound, draining a backlog, latency at an offered
+//! rate, and overload.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+
+use super::child::{Service, cpu_seconds, metric_sum};
+use super::lane::{Arrival, Rig, collect, lane, payload, producer, reader, rig};
+use super::{CpuShares, OverloadReport, OverloadSample, StageCosts, median, percentile};
+use crate::config::Settings;
+use crate::embed::{Embedder, OnnxEmbedder};
+
+/// Embeds `texts` in windows in-process, as the service would: `stream.workers`
+/// embedders side by side, with the same threads each, taking windows in turn.
+/// Returns messages/s (from the first window to the last, like the service's
+/// clock), and tokenising alone in ms per message.
+pub(super) fn embedding_bound(settings: &Settings, texts: &[String]) -> anyhow::Result<Bound> {
+    let window = settings.stream.max_messages;
+    let workers = settings.stream.workers.max(1);
+    let mut s = settings.clone();
+    s.embedding.threads = settings.threads_per_embedder(workers);
+    let windows: Vec<Vec<&str>> = texts
+        .chunks(window)
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let mut embedders = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        embedders.push(OnnxEmbedder::load(&s)?);
+    }
+    let timed = &windows[..];
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = embedders
+            .iter_mut()
+            .map(|e| {
+                let next = &next;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(w) = timed.get(i) else { return Ok(()) };
+                        e.embed(w)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an embedding thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let messages: usize = timed.iter().map(Vec::len).sum();
+    let per_second = messages as f64 / started.elapsed().as_secs_f64();
+    let embedder = &embedders[0];
+    let started = Instant::now();
+    for w in &windows {
+        embedder.token_lengths(w)?;
+    }
+    let tokenize_ms = started.elapsed().as_secs_f64() * 1e3 / texts.len() as f64;
+    let (mut real, mut padded) = (0, 0);
+    for w in &windows {
+        let (r, p) = embedder.padding(w)?;
+        real += r;
+        padded += p;
+    }
+    Ok(Bound {
+        per_second,
+        tokenize_ms,
+        tokens_per_message: real as f64 / texts.len() as f64,
+        padding: padded as f64 / real.max(1) as f64 - 1.0,
+    })
+}
+
+pub(super) struct Bound {
+    pub(super) per_second: f64,
+    pub(super) tokenize_ms: f64,
+    pub(super) tokens_per_message: f64,
+    /// Padded tokens over real tokens, minus one, with the configured batch plan.
+    pub(super) padding: f64,
+}
+
+pub(super) struct Drained {
+    /// Messages/s from the service reading its first message to the last prediction.
+    pub(super) throughput: f64,
+    pub(super) stages: StageCosts,
+    pub(super) peak_rss: f64,
+    pub(super) cpu: CpuShares,
+}
+
+/// Writes `texts` to a fresh topic, then lets a fresh service drain them.
+pub(super) async fn drain_backlog(
+    settings: &Settings,
+    texts: &[String],
+    round: usize,
+) -> anyhow::Result<Drained> {
+    let rows = texts.len();
+    let l = lane(settings, &format!("tp{round}")).await?;
+    let prod = producer(&l.settings)?;
+    for (i, text) in texts.iter().enumerate() {
+        let id = format!("b-{i}");
+        let body = payload(&id, text);
+        prod.send(
+            FutureRecord::to(&l.input).key(&id).payload(&body),
+            Timeout::Never,
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    }
+    let preds = reader(&l.settings, &l.predictions)?;
+    let mut service = Service::start(&l.settings)?;
+    let (bench_cpu, started) = (cpu_seconds("self"), Instant::now());
+    let arrivals = collect(&preds, rows, Duration::from_secs(3600), &mut service).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let wall = started.elapsed().as_secs_f64() * cores;
+    let cpu = CpuShares {
+        service: cpu_seconds(&service.child.id().to_string()) / wall,
+        bench: (cpu_seconds("self") - bench_cpu) / wall,
+    };
+    let exposition = service.metrics().await?;
+    let per_message = |stage: &str| {
+        metric_sum(
+            &exposition,
+            "triage_stage_duration_seconds_sum",
+            &[("stage", stage)],
+        ) * 1e3
+            / rows as f64
+    };
+    let stages = StageCosts {
+        decode: per_message("decode"),
+        embed: per_message("embed"),
+        classify: per_message("classify"),
+        drift: per_message("drift"),
+        produce: per_message("produce"),
+    };
+    let peak_rss = service.stop().await;
+    // The clock runs from the service reading its first message (the earliest
+    // arrival less its time in the service) to the last prediction read back.
+    let start = arrivals.values().map(Arrival::read_at).min();
+    let end = arrivals.values().map(|a| a.at).max();
+    let span = start
+        .zip(end)
+        .map_or(0.0, |(s, e)| e.duration_since(s).as_secs_f64());
+    let throughput = if span > 0.0 { rows as f64 / span } else { 0.0 };
+    Ok(Drained {
+        throughput,
+        stages,
+        peak_rss,
+        cpu,
+    })
+}
+
+/// Latencies (ms, sorted) of `n` messages produced at `rate` to a running service,
+/// and the service's peak RSS.
+pub(super) async fn latencies(
+    settings: &Settings,
+    texts: &[String],
+    rate: f64,
+    n: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let Rig {
+        lane: l,
+        prod,
+        preds,
+        mut service,
+    } = rig(settings, "lat").await?;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut sent = HashMap::with_capacity(n);
+    let producing = async {
+        for (i, text) in texts.iter().take(n).enumerate() {
+            tokio::time::sleep_until((start + interval * i as u32).into()).await;
+            let id = format!("l-{i}");
+            sent.insert(id.clone(), Instant::now());
+            let body = payload(&id, text);
+            let _ = prod.send_result(FutureRecord::to(&l.input).key(&id).payload(&body));
+        }
+        anyhow::Ok(())
+    };
+    let reading = collect(&preds, n, Duration::from_secs(3600), &mut service);
+    let (produced, arrivals) = tokio::join!(producing, reading);
+    produced?;
+    let arrivals = arrivals?;
+    let peak_rss = service.stop().await;
+    let mut latencies: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, t)| {
+            arrivals
+                .get(id)
+                .map(|a| a.at.duration_since(*t).as_secs_f64() * 1e3)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies, peak_rss))
+}
+
+/// Offers `rate` messages/s for `secs` seconds and samples the service every second.
+pub(super) async fn overload(
+    settings: &Settings,
+    texts: &[String],
+    factor: f64,
+    rate: f64,
+    secs: u64,
+) -> anyhow::Result<OverloadReport> {
+    let Rig {
+        lane: l,
+        prod,
+        preds,
+        mut service,
+    } = rig(settings, "over").await?;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut produced, mut predicted) = (0usize, 0usize);
+    let mut in_service = Vec::new();
+    let mut samples = Vec::new();
+    loop {
+        let next_send = start + interval * produced as u32;
+        tokio::select! {
+            biased;
+            _ = tick.tick() => {
+                service.check()?;
+                let exposition = service.metrics().await?;
+                samples.push(OverloadSample {
+                    second: start.elapsed().as_secs_f64(),
+                    produced,
+                    predicted,
+                    consumer_lag: metric_sum(
+                        &exposition,
+                        "triage_consumer_lag_messages",
+                        &[("topic", &l.input)],
+                    ) as i64,
+                    rss_mb: service.memory_mb("VmRSS"),
+                });
+                if Instant::now() >= end {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(next_send.into()), if next_send < end => {
+                let id = format!("o-{produced}");
+                let body = payload(&id, &texts[produced % texts.len()]);
+                if prod.send_result(FutureRecord::to(&l.input).key(&id).payload(&body)).is_ok() {
+                    produced += 1;
+                }
+            }
+            received = preds.recv() => {
+                let Ok(m) = received else { continue };
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+                if v["id"].as_str().is_some_and(|id| id.starts_with("o-")) {
+                    predicted += 1;
+                    if let Some(ms) = v["timings_ms"]["in_service"].as_f64() {
+                        in_service.push(ms);
+                    }
+                }
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let peak_rss = service.stop().await;
+    let p99_of = |part: &[f64]| {
+        let mut v = part.to_vec();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.99)
+    };
+    let (first_half, second_half) = in_service.split_at(in_service.len() / 2);
+    let halves = (p99_of(first_half), p99_of(second_half));
+    in_service.sort_by(f64::total_cmp);
+    let quarter = (samples.len() / 4).max(1);
+    let over = |part: &[OverloadSample], f: fn(&OverloadSample) -> f64| {
+        median(&part.iter().map(f).collect::<Vec<_>>())
+    };
+    let first = &samples[..quarter.min(samples.len())];
+    let last = &samples[samples.len().saturating_sub(quarter)..];
+    Ok(OverloadReport {
+        factor,
+        offered_rate_per_second: rate,
+        seconds,
+        produced,
+        predicted,
+        throughput_per_second: predicted as f64 / seconds,
+        rss_first_quarter_mb: over(first, |s| s.rss_mb),
+        rss_last_quarter_mb: over(last, |s| s.rss_mb),
+        lag_first_quarter: over(first, |s| s.consumer_lag as f64),
+        lag_last_quarter: over(last, |s| s.consumer_lag as f64),
+        backlog_first_quarter: over(first, |s| (s.produced - s.predicted.min(s.produced)) as f64),
+        backlog_last_quarter: over(last, |s| (s.produced - s.predicted.min(s.produced)) as f64),
+        in_service_p50_ms: percentile(&in_service, 0.50),
+        in_service_p99_ms: percentile(&in_service, 0.99),
+        in_service_max_ms: in_service.last().copied().unwrap_or(0.0),
+        in_service_p99_first_half_ms: halves.0,
+        in_service_p99_second_half_ms: halves.1,
+        peak_rss_mb: peak_rss,
+        samples,
+    })
+}
