@@ -20,29 +20,24 @@ use crate::embed::{Embedder, OnnxEmbedder};
 /// clock), and tokenising alone in ms per message.
 pub(super) fn embedding_bound(settings: &Settings, texts: &[String]) -> anyhow::Result<Bound> {
     let window = settings.stream.max_messages;
-    let workers = settings.stream.workers.max(1);
-    let mut s = settings.clone();
-    s.embedding.threads = settings.threads_per_embedder(workers);
     let windows: Vec<Vec<&str>> = texts
         .chunks(window)
         .map(|c| c.iter().map(String::as_str).collect())
         .collect();
-    let mut embedders = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        embedders.push(OnnxEmbedder::load(&s)?);
-    }
-    let timed = &windows[..];
+    let mut embedders = OnnxEmbedder::load_many(settings, settings.stream.workers)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = embedders
             .iter_mut()
             .map(|e| {
-                let next = &next;
+                let (next, windows) = (&next, &windows);
                 scope.spawn(move || -> anyhow::Result<()> {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(w) = timed.get(i) else { return Ok(()) };
+                        let Some(w) = windows.get(i) else {
+                            return Ok(());
+                        };
                         e.embed(w)?;
                     }
                 })
@@ -54,8 +49,7 @@ pub(super) fn embedding_bound(settings: &Settings, texts: &[String]) -> anyhow::
         }
         Ok(())
     })?;
-    let messages: usize = timed.iter().map(Vec::len).sum();
-    let per_second = messages as f64 / started.elapsed().as_secs_f64();
+    let per_second = texts.len() as f64 / started.elapsed().as_secs_f64();
     let embedder = &embedders[0];
     let started = Instant::now();
     for w in &windows {

@@ -213,10 +213,7 @@ fn print_bench(settings: &Settings, r: &crate::bench::BenchReport) {
         r.tokens_per_message,
         r.padding_overhead * 100.0,
         settings.embedding.batching,
-        match settings.embedding.batching {
-            crate::config::BatchingKind::Tokens => settings.embedding.batch_tokens,
-            crate::config::BatchingKind::Chars => settings.embedding.batch_chars,
-        }
+        settings.embedding.batch_budget()
     );
     let s = &r.stages_ms_per_message;
     println!(

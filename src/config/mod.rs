@@ -135,6 +135,16 @@ impl Default for EmbeddingSettings {
     }
 }
 
+impl EmbeddingSettings {
+    /// The padded size budget per ONNX Runtime call, in the unit `batching` groups by.
+    pub fn batch_budget(&self) -> usize {
+        match self.batching {
+            BatchingKind::Tokens => self.batch_tokens,
+            BatchingKind::Chars => self.batch_chars,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchingKind {
@@ -434,7 +444,6 @@ impl Settings {
         expand_home(&self.paths.registry_dir)
     }
 
-    /// The embedding model folder, derived from the cache when not set.
     /// ONNX Runtime threads per embedder when `workers` embedders share the machine:
     /// `embedding.threads`, or else the cores split between them (at least one).
     pub fn threads_per_embedder(&self, workers: usize) -> usize {
@@ -445,6 +454,7 @@ impl Settings {
         (cores / workers.max(1)).max(1)
     }
 
+    /// The embedding model folder, derived from the cache when not set.
     pub fn model_dir(&self) -> PathBuf {
         if self.embedding.model_dir.as_os_str().is_empty() {
             self.cache_dir().join("models/all-MiniLM-L6-v2")

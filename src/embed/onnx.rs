@@ -44,6 +44,14 @@ impl OnnxEmbedder {
     /// Loads the runtime and the model named by `settings`. Every missing or unreadable
     /// file is an error that names it and the fix; nothing here panics.
     pub fn load(settings: &Settings) -> Result<Self, EmbedError> {
+        // load_many returns one embedder per requested worker, here exactly one.
+        Self::load_many(settings, 1).map(|mut one| one.swap_remove(0))
+    }
+
+    /// `workers` embedders of the same model, to run side by side: the files are
+    /// read and checksummed once, and each gets its own ONNX Runtime session with
+    /// [`Settings::threads_per_embedder`] threads.
+    pub fn load_many(settings: &Settings, workers: usize) -> Result<Vec<Self>, EmbedError> {
         let e = &settings.embedding;
         let dir = settings.model_dir();
         // Check the model files before the runtime: both errors name their fix, and a
@@ -70,47 +78,51 @@ impl OnnxEmbedder {
             PoolingKind::Mean => Pooling::Mean,
             PoolingKind::Cls => Pooling::Cls,
         };
-        let user_model =
-            UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(pooling);
-        let mut options = InitOptionsUserDefined::new()
-            .with_environment(environment)
-            .with_max_length(e.max_length);
-        if e.threads > 0 {
-            options = options.with_intra_threads(e.threads);
-        }
-        if !e.spin {
-            options = options.with_session_config("session.intra_op.allow_spinning", "0");
-        }
+        let workers = workers.max(1);
+        // Alone and unset: ONNX Runtime's own default (one thread per physical core).
+        let threads =
+            (workers > 1 || e.threads > 0).then(|| settings.threads_per_embedder(workers));
         let load_err = |reason: String| EmbedError::Load {
             dir: dir.clone(),
             reason,
         };
-        let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
-            .map_err(|err| load_err(err.to_string()))?;
-        // One probe tells the dimension and proves the model runs.
-        let probe = model
-            .embed(["dimension probe"], None)
-            .map_err(|err| load_err(err.to_string()))?;
-        let dimension = probe.first().map_or(0, Vec::len);
-        if dimension == 0 {
-            return Err(load_err("the model returned an empty vector".into()));
-        }
-        Ok(Self {
-            model,
-            spec: EmbeddingSpec {
-                model_id: e.model_id.clone(),
-                model_sha256,
-                max_length: e.max_length,
-                dimension,
-                pooling: format!("{:?}", e.pooling).to_lowercase(),
-            },
-            batch_size: e.batch_size,
-            batching: e.batching,
-            budget: match e.batching {
-                BatchingKind::Tokens => e.batch_tokens,
-                BatchingKind::Chars => e.batch_chars,
-            },
-        })
+        let session = || -> Result<Self, EmbedError> {
+            let user_model = UserDefinedEmbeddingModel::new(onnx.clone(), tokenizer_files.clone())
+                .with_pooling(pooling.clone());
+            let mut options = InitOptionsUserDefined::new()
+                .with_environment(environment.clone())
+                .with_max_length(e.max_length);
+            if let Some(threads) = threads {
+                options = options.with_intra_threads(threads);
+            }
+            if !e.spin {
+                options = options.with_session_config("session.intra_op.allow_spinning", "0");
+            }
+            let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
+                .map_err(|err| load_err(err.to_string()))?;
+            // One probe tells the dimension and proves the model runs.
+            let probe = model
+                .embed(["dimension probe"], None)
+                .map_err(|err| load_err(err.to_string()))?;
+            let dimension = probe.first().map_or(0, Vec::len);
+            if dimension == 0 {
+                return Err(load_err("the model returned an empty vector".into()));
+            }
+            Ok(Self {
+                model,
+                spec: EmbeddingSpec {
+                    model_id: e.model_id.clone(),
+                    model_sha256: model_sha256.clone(),
+                    max_length: e.max_length,
+                    dimension,
+                    pooling: format!("{:?}", e.pooling).to_lowercase(),
+                },
+                batch_size: e.batch_size,
+                batching: e.batching,
+                budget: e.batch_budget(),
+            })
+        };
+        (0..workers).map(|_| session()).collect()
     }
 
     /// Tokens per text after truncation to `max_length`, special tokens included:
@@ -152,7 +164,11 @@ impl OnnxEmbedder {
     /// embedder's batch plan (every batch padded to its longest text).
     pub fn padding(&self, texts: &[&str]) -> Result<(usize, usize), EmbedError> {
         let tokens = self.token_lengths(texts)?;
-        let batches = length_batches(&self.plan_lengths(texts)?, self.batch_size, self.budget);
+        let plan = match self.batching {
+            BatchingKind::Tokens => tokens.clone(),
+            BatchingKind::Chars => self.plan_lengths(texts)?,
+        };
+        let batches = length_batches(&plan, self.batch_size, self.budget);
         Ok((tokens.iter().sum(), padded_tokens(&batches, &tokens)))
     }
 }

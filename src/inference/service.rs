@@ -75,14 +75,13 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let registry = Registry::new(settings.registry_dir());
     let workers = settings.stream.workers.max(1);
-    let mut embedder_settings = settings.clone();
-    embedder_settings.embedding.threads = settings.threads_per_embedder(workers);
-    let mut predictors: Vec<Predictor<OnnxEmbedder>> = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let s = embedder_settings.clone();
-        let embedder = tokio::task::spawn_blocking(move || OnnxEmbedder::load(&s))
+    let embedder_settings = settings.clone();
+    let embedders =
+        tokio::task::spawn_blocking(move || OnnxEmbedder::load_many(&embedder_settings, workers))
             .await
             .map_err(|e| ServiceError::Setup(e.to_string()))??;
+    let mut predictors: Vec<Predictor<OnnxEmbedder>> = Vec::with_capacity(workers);
+    for embedder in embedders {
         let predictor = match predictors.first() {
             // One loaded model, shared: the others serve the first one's.
             Some(first) => Predictor::new(embedder, first.shared_model())?,
@@ -101,7 +100,7 @@ pub async fn run(
     info!(
         model = %serving,
         workers,
-        threads_per_worker = embedder_settings.embedding.threads,
+        threads_per_worker = settings.threads_per_embedder(workers),
         "Champion loaded."
     );
     let worker = worker::spawn(

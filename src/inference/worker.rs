@@ -1,8 +1,9 @@
 //! The CPU workers: OS threads that each own an embedder and the model, fed by one
 //! bounded channel. The bound is the backpressure: when every worker is busy and the
-//! queue is full, senders wait, and the consumer stops reading. Between jobs each
-//! worker follows the registry's champion alias and hot-swaps its model. The drift
-//! monitor is shared: every classified window feeds it, whichever worker ran it.
+//! queue is full, senders wait, and the consumer stops reading. Before each job a
+//! worker asks the shared champion follower which model to serve (a new champion is
+//! loaded once for all of them). The drift monitor is shared too: every classified
+//! window feeds it, whichever worker ran it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
