@@ -3,13 +3,14 @@
 //! queue is full, senders wait, and the consumer stops reading. Before each job a
 //! worker asks the shared champion follower which model to serve (a new champion is
 //! loaded once for all of them). The drift monitor is shared too: every classified
-//! window feeds it, whichever worker ran it.
+//! window feeds it, whichever worker ran it, except a window that a worker finishes
+//! on a model the others have already swapped out.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
 use super::{InferenceError, Predictor, check_compatible};
@@ -176,24 +177,25 @@ struct SharedDrift {
 }
 
 impl SharedDrift {
-    /// The monitor for `predictor`'s version; a new version has a new reference, so
-    /// its statistics start afresh.
-    fn monitor_for<E: Embedder>(&mut self, predictor: &Predictor<E>) -> &mut DriftMonitor {
-        let version = predictor.version();
-        if !matches!(&self.monitor, Some((v, _)) if v == version) {
-            self.monitor = None;
+    /// The monitor for a window classified by model `version`, made by `new` when the
+    /// version changed: a new version has a new reference, so its statistics start
+    /// afresh. `serving` is the version the service serves now (None: no follower).
+    /// A window classified by a model already swapped out (another worker finishing
+    /// its window during a hot swap) gets None: it says nothing about the new model,
+    /// and observing it would restart the statistics a second time.
+    fn monitor_for(
+        &mut self,
+        version: &str,
+        serving: Option<&str>,
+        new: impl FnOnce(&DriftSettings) -> DriftMonitor,
+    ) -> Option<&mut DriftMonitor> {
+        if serving.is_some_and(|s| s != version) {
+            return None;
         }
-        let settings = &self.settings;
-        let (_, monitor) = self.monitor.get_or_insert_with(|| {
-            let model = predictor.model();
-            let monitor = DriftMonitor::new(
-                settings.clone(),
-                model.reference.clone(),
-                model.classifier.labels().len(),
-            );
-            (version.to_string(), monitor)
-        });
-        monitor
+        if !matches!(&self.monitor, Some((v, _)) if v == version) {
+            self.monitor = Some((version.to_string(), new(&self.settings)));
+        }
+        self.monitor.as_mut().map(|(_, monitor)| monitor)
     }
 }
 
@@ -292,16 +294,30 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
         let result = predictor.classify_with_embeddings(&refs);
         if let (Ok(classified), Some(observed)) = (&result, job.observe) {
             let started = std::time::Instant::now();
+            let serving = shared.follower.as_ref().map(|f| {
+                let f = f.lock().unwrap_or_else(PoisonError::into_inner);
+                f.serving.card.version.clone()
+            });
             let mut drift = shared.drift.lock().unwrap_or_else(PoisonError::into_inner);
-            let monitor = drift.monitor_for(&predictor);
-            observe(
-                &predictor,
-                monitor,
-                &shared.metrics,
-                &job.texts,
-                classified,
-                observed,
-            );
+            let new_monitor = |settings: &DriftSettings| {
+                let model = predictor.model();
+                let classes = model.classifier.labels().len();
+                DriftMonitor::new(settings.clone(), model.reference.clone(), classes)
+            };
+            match drift.monitor_for(predictor.version(), serving.as_deref(), new_monitor) {
+                Some(monitor) => observe(
+                    &predictor,
+                    monitor,
+                    &shared.metrics,
+                    &job.texts,
+                    classified,
+                    observed,
+                ),
+                None => debug!(
+                    version = predictor.version(),
+                    "Window of a swapped-out model left out of the drift statistics."
+                ),
+            }
             drop(drift);
             shared
                 .metrics
@@ -312,5 +328,58 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
         let result = result.map_err(|e| e.to_string());
         // The requester may have given up (shutdown); nothing to do then.
         let _ = job.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::tests::reference;
+
+    fn shared_drift() -> SharedDrift {
+        SharedDrift {
+            settings: DriftSettings::default(),
+            monitor: None,
+        }
+    }
+
+    /// Counts the monitors made, so the test sees each restart of the statistics.
+    fn monitor_for(
+        drift: &mut SharedDrift,
+        version: &str,
+        serving: Option<&str>,
+        made: &mut usize,
+    ) -> bool {
+        let new = |s: &DriftSettings| {
+            *made += 1;
+            DriftMonitor::new(s.clone(), reference(), 3)
+        };
+        drift.monitor_for(version, serving, new).is_some()
+    }
+
+    #[test]
+    fn a_hot_swap_restarts_the_drift_statistics_once() {
+        let mut drift = shared_drift();
+        let mut made = 0;
+        assert!(monitor_for(&mut drift, "v1", Some("v1"), &mut made));
+        assert!(monitor_for(&mut drift, "v1", Some("v1"), &mut made));
+        assert_eq!(made, 1, "one monitor while v1 serves");
+        // Worker A swapped to v2 and observed; worker B then finishes a v1 window.
+        assert!(monitor_for(&mut drift, "v2", Some("v2"), &mut made));
+        assert!(!monitor_for(&mut drift, "v1", Some("v2"), &mut made));
+        assert!(monitor_for(&mut drift, "v2", Some("v2"), &mut made));
+        assert_eq!(made, 2, "v2's statistics started once and kept");
+        // A rollback to v1 is a swap like any other.
+        assert!(monitor_for(&mut drift, "v1", Some("v1"), &mut made));
+        assert_eq!(made, 3);
+    }
+
+    #[test]
+    fn without_a_follower_every_window_is_observed() {
+        let mut drift = shared_drift();
+        let mut made = 0;
+        assert!(monitor_for(&mut drift, "v1", None, &mut made));
+        assert!(monitor_for(&mut drift, "v1", None, &mut made));
+        assert_eq!(made, 1);
     }
 }
