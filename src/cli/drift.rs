@@ -15,7 +15,7 @@ pub(super) fn drift_eval(
     args: DriftEvalArgs,
 ) -> anyhow::Result<ExitCode> {
     let model = registry.load(&args.model)?;
-    let mut embedder = load_embedder(settings)?;
+    let mut embedder = load_embedder(settings, settings.stream.workers)?;
     let inject_field = args
         .inject_text_field
         .clone()

@@ -388,6 +388,7 @@ pub struct StreamSettings {
     pub max_message_bytes: usize,
     /// Embedding workers: threads with a model each, embedding windows side by side
     /// (each with `embedding.threads` ONNX Runtime threads; 0 there: cores / workers).
+    /// The offline commands embed with as many sessions, each a share of every call.
     pub workers: usize,
     /// Windows queued for the embedding workers; when full, the consumer stops reading.
     pub worker_queue: usize,

@@ -3,11 +3,13 @@
 
 pub mod batching;
 mod onnx;
+mod pool;
 mod runtime;
 
 use serde::{Deserialize, Serialize};
 
 pub use onnx::OnnxEmbedder;
+pub use pool::EmbedderPool;
 pub use runtime::RuntimeError;
 
 /// Identifies what produced an embedding; models trained on one are refused by another.
