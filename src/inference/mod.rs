@@ -65,11 +65,6 @@ impl<E: Embedder> Predictor<E> {
         &self.model
     }
 
-    /// The served model, to share with other predictors.
-    pub fn shared_model(&self) -> Arc<ModelVersion> {
-        self.model.clone()
-    }
-
     pub fn embedder_spec(&self) -> &crate::embed::EmbeddingSpec {
         self.embedder.spec()
     }

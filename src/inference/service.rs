@@ -21,10 +21,10 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::Predictor;
 use super::decode::{Decoded, Decoder, Rejection};
 use super::window::{WindowBuffer, last_offsets};
 use super::worker::{self, Classified, ModelFollower, WorkerHandle};
+use super::{InferenceError, Predictor};
 use crate::config::Settings;
 use crate::embed::OnnxEmbedder;
 use crate::kafka::{self, ConsumerState, TriageContext};
@@ -80,25 +80,20 @@ pub async fn run(
         tokio::task::spawn_blocking(move || OnnxEmbedder::load_many(&embedder_settings, workers))
             .await
             .map_err(|e| ServiceError::Setup(e.to_string()))??;
-    let mut predictors: Vec<Predictor<OnnxEmbedder>> = Vec::with_capacity(workers);
-    for embedder in embedders {
-        let predictor = match predictors.first() {
-            // One loaded model, shared: the others serve the first one's.
-            Some(first) => Predictor::new(embedder, first.shared_model())?,
-            None => Predictor::load(embedder, &registry, "champion")?,
-        };
-        predictors.push(predictor);
-    }
-    let first = &predictors[0];
-    let serving = first.version().to_string();
+    // One loaded model, shared by every worker's predictor.
+    let champion = Arc::new(registry.load("champion").map_err(InferenceError::from)?);
+    let predictors = embedders
+        .into_iter()
+        .map(|embedder| Predictor::new(embedder, champion.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let follower = ModelFollower::new(
         registry,
-        first.shared_model(),
-        first.embedder_spec().clone(),
+        champion.clone(),
+        predictors[0].embedder_spec().clone(),
         metrics.clone(),
     );
     info!(
-        model = %serving,
+        model = %champion.card.version,
         workers,
         threads_per_worker = settings.threads_per_embedder(workers),
         "Champion loaded."

@@ -6,7 +6,7 @@
 //! window feeds it, whichever worker ran it, except a window that a worker finishes
 //! on a model the others have already swapped out.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
@@ -273,17 +273,10 @@ struct Shared {
 fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
     loop {
         // Whoever holds the lock waits for the next job; the others wait for the lock.
-        let job = shared
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .blocking_recv();
+        let job = lock(&shared.jobs).blocking_recv();
         let Some(job) = job else { break };
         if let Some(follower) = &shared.follower {
-            let model = follower
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .poll();
+            let model = lock(follower).poll();
             if model.card.version != predictor.version()
                 && let Err(err) = predictor.swap(model)
             {
@@ -293,42 +286,60 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
         let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
         let result = predictor.classify_with_embeddings(&refs);
         if let (Ok(classified), Some(observed)) = (&result, job.observe) {
-            let started = std::time::Instant::now();
-            let serving = shared.follower.as_ref().map(|f| {
-                let f = f.lock().unwrap_or_else(PoisonError::into_inner);
-                f.serving.card.version.clone()
-            });
-            let mut drift = shared.drift.lock().unwrap_or_else(PoisonError::into_inner);
-            let new_monitor = |settings: &DriftSettings| {
-                let model = predictor.model();
-                let classes = model.classifier.labels().len();
-                DriftMonitor::new(settings.clone(), model.reference.clone(), classes)
-            };
-            match drift.monitor_for(predictor.version(), serving.as_deref(), new_monitor) {
-                Some(monitor) => observe(
-                    &predictor,
-                    monitor,
-                    &shared.metrics,
-                    &job.texts,
-                    classified,
-                    observed,
-                ),
-                None => debug!(
-                    version = predictor.version(),
-                    "Window of a swapped-out model left out of the drift statistics."
-                ),
-            }
-            drop(drift);
-            shared
-                .metrics
-                .stage_seconds
-                .with_label_values(&["drift"])
-                .observe(started.elapsed().as_secs_f64());
+            feed_drift(&predictor, shared, &job.texts, classified, observed);
         }
         let result = result.map_err(|e| e.to_string());
         // The requester may have given up (shutdown); nothing to do then.
         let _ = job.reply.send(result);
     }
+}
+
+/// Feeds a classified stream window to the shared drift monitor, unless the model
+/// that classified it was swapped out meanwhile.
+fn feed_drift<E: Embedder>(
+    predictor: &Predictor<E>,
+    shared: &Shared,
+    texts: &[String],
+    classified: &Classified,
+    observed: Observe,
+) {
+    let started = std::time::Instant::now();
+    let serving = shared
+        .follower
+        .as_ref()
+        .map(|f| lock(f).serving.card.version.clone());
+    let new_monitor = |settings: &DriftSettings| {
+        let model = predictor.model();
+        let classes = model.classifier.labels().len();
+        DriftMonitor::new(settings.clone(), model.reference.clone(), classes)
+    };
+    let mut drift = lock(&shared.drift);
+    match drift.monitor_for(predictor.version(), serving.as_deref(), new_monitor) {
+        Some(monitor) => observe(
+            predictor,
+            monitor,
+            &shared.metrics,
+            texts,
+            classified,
+            observed,
+        ),
+        None => debug!(
+            version = predictor.version(),
+            "Window of a swapped-out model left out of the drift statistics."
+        ),
+    }
+    drop(drift);
+    shared
+        .metrics
+        .stage_seconds
+        .with_label_values(&["drift"])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// A worker that panicked holding a lock left nothing half-written that matters
+/// here (a queue, the follower, the monitor): the others go on.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
