@@ -3,8 +3,11 @@
 //! The code follows the Feature / Training / Inference split:
 //! - [`feature`]: readers, label rules, the feature cache and the feature pipeline;
 //! - [`training`]: data checks, stratified split, metrics, gates, the training pipeline;
-//! - [`inference`]: classifying with a registered model;
+//! - [`inference`]: the Kafka-free pipeline core (windows, decoding, classifying
+//!   on workers, drift, record encoding) over a source and a sink;
 //!
+//! its edges: [`kafka`] (the production source and sink), [`file`] (the batch
+//! mode), [`http`] (the HTTP surface), wired together by [`service`];
 //! and the parts they share: [`config`], [`embed`] (the sentence embedder),
 //! [`model`] (logistic regressions over the embedding and word n-grams, blended) and
 //! [`registry`] (model versions and aliases).
@@ -15,10 +18,12 @@ pub mod config;
 pub mod drift;
 pub mod embed;
 pub mod feature;
+pub mod file;
 pub mod http;
 pub mod inference;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod service;
 pub mod training;

@@ -28,6 +28,7 @@ pub struct Metrics {
     /// Hot swaps by result: swapped, refused.
     pub model_swaps: IntCounterVec,
     pub produce_retries: IntCounter,
+    pub dlq_truncated: IntCounter,
     pub ready: IntGauge,
     pub brokers_up: IntGauge,
     pub assigned_partitions: IntGauge,
@@ -126,6 +127,10 @@ impl Metrics {
             produce_retries: reg!(IntCounter::new(
                 "triage_produce_retries_total",
                 "Records produced again after a delivery failure."
+            )),
+            dlq_truncated: reg!(IntCounter::new(
+                "triage_dlq_truncated_total",
+                "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers)."
             )),
             ready: reg!(IntGauge::new("triage_ready", "1 when /readyz answers 200.")),
             brokers_up: reg!(IntGauge::new("triage_brokers_up", "Brokers in state UP.")),

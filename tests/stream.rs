@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::broker::Broker;
-use common::kafka::{Collector, Msg, Names, http, produce, wait_http};
+use common::kafka::{Collector, Msg, Names, http, produce, produce_with, wait_http};
 use common::prometheus::Prometheus;
 use common::*;
 
@@ -128,6 +128,11 @@ drain_timeout_ms = 5000
 
     /// Starts `triage run` with its HTTP server on a free port.
     fn start(&self, name: &str) -> Service {
+        self.start_with(name, &[])
+    }
+
+    /// Starts `triage run` with extra environment variables.
+    fn start_with(&self, name: &str, env: &[(&str, &str)]) -> Service {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -139,6 +144,7 @@ drain_timeout_ms = 5000
             .triage()
             .env("TRIAGE__HTTP__LISTEN", &addr)
             .env("TRIAGE__LOG__LEVEL", "info")
+            .envs(env.iter().copied())
             .arg("run")
             .stdout(Stdio::null())
             .stderr(log)
@@ -793,4 +799,171 @@ fn prometheus_scrapes_the_service_and_the_drift_alert_follows_the_traffic() {
         "{firing:?}"
     );
     service.stop();
+}
+
+#[test]
+fn a_dead_letter_too_large_for_the_broker_is_truncated_and_nothing_stalls() {
+    // The input topic takes a 1.5 MB message; the dead-letter topic keeps the
+    // default limit (and so does triage's producer: about 1 MB).
+    let s = Setup::new("big", 2, "");
+    let valid = questions(0..100);
+    let mut messages = keyed(&valid);
+    let big = format!(
+        r#"{{"id": "big-1", "question": "{}"}}"#,
+        "y".repeat(1_500_000)
+    );
+    let big_len = big.len();
+    messages.insert(50, (Some(b"big-1".to_vec()), Some(big.into_bytes())));
+    produce_with(
+        &s.broker.address(),
+        &s.names.input,
+        &messages,
+        &[("message.max.bytes", "4000000")],
+    );
+    let started = std::time::Instant::now();
+    let service = s.start("a");
+    let mut out = s.collector();
+    let expected: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    let pred = s.names.predictions.clone();
+    let dlq = s.names.dlq.clone();
+    let complete = out.until(Duration::from_secs(90), |r| {
+        expected.is_subset(&common::kafka::ids_of(r, &pred)) && r.iter().any(|o| o.topic == dlq)
+    });
+    let took = started.elapsed();
+    let truncated = service.metric("triage_dlq_truncated_total");
+    let log = service.stop();
+    assert!(complete, "not every message came out within 90 s:\n{log}");
+    let dead = out.on(&s.names.dlq);
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let d = dead[0];
+    assert_eq!(d.key.as_deref(), Some(&b"big-1"[..]));
+    assert_eq!(d.headers["triage.error.reason"], "too_large");
+    assert_eq!(d.headers["triage.truncated"], "true");
+    assert_eq!(d.headers["triage.original.size"], big_len.to_string());
+    assert_eq!(d.headers["triage.original.sha256"].len(), 64);
+    let kept = d.payload.as_ref().map_or(0, Vec::len);
+    assert!(kept > 0 && kept < 1_000_000, "{kept} bytes kept");
+    assert!(truncated >= 1.0, "triage_dlq_truncated_total = {truncated}");
+    assert!(
+        !log.contains("producing again"),
+        "the too-large record was retried:\n{log}"
+    );
+    eprintln!(
+        "big message: {} predictions and a dead letter truncated from {big_len} to {kept} bytes, all out {:.1} s after the start",
+        expected.len(),
+        took.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_static_member_killed_and_restarted_at_once_gets_its_partitions_back() {
+    let s = Setup::new("static", 2, "");
+    // The instance id comes from the environment, as a StatefulSet pod's name would.
+    let env = [
+        (
+            "TRIAGE__KAFKA__GROUP_INSTANCE_ID",
+            "triage-{env:TRIAGE_TEST_POD}",
+        ),
+        ("TRIAGE_TEST_POD", "pod-0"),
+    ];
+    let messages = questions(0..300);
+    let (before, after) = messages.split_at(100);
+    produce(&s.broker.address(), &s.names.input, &keyed(before));
+    let service = s.start_with("first", &env);
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+    assert!(out.wait_count(&pred, 50, Duration::from_secs(60)));
+    service.kill();
+    // Restarted at once, while the killed member is still in the group.
+    let restarted = std::time::Instant::now();
+    let service = s.start_with("second", &env);
+    let owns_all = wait_http(&service.addr, "/readyz", Duration::from_secs(15), |_, _| {
+        service.metric("triage_assigned_partitions") as u32 == 2
+    });
+    let took = restarted.elapsed();
+    produce(&s.broker.address(), &s.names.input, &keyed(after));
+    let expected: HashSet<String> = messages.iter().map(|(id, _)| id.clone()).collect();
+    let complete = out.wait_ids(&pred, &expected, Duration::from_secs(120));
+    let log = service.stop();
+    assert!(
+        owns_all && took < Duration::from_secs(15),
+        "the restarted instance did not own both partitions within 15 s ({:.1} s):\n{log}",
+        took.as_secs_f64()
+    );
+    assert!(complete, "ids missing after the restart:\n{log}");
+    let dead = out.on(&s.names.dlq).len();
+    assert_eq!(dead, 0);
+    eprintln!(
+        "static membership: restarted instance owned 2/2 partitions {:.1} s after its start; {} predictions for {} messages",
+        took.as_secs_f64(),
+        out.on(&pred).len(),
+        messages.len()
+    );
+}
+
+#[test]
+fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest() {
+    let dir = scratch("batch");
+    let registry = dir.join("registry");
+    copy_dir(&trained_registry().join("registry"), &registry);
+    let input = dir.join("messages.jsonl");
+    let mut lines: Vec<String> = questions(0..150)
+        .into_iter()
+        .map(|(_, p)| String::from_utf8(p).unwrap())
+        .collect();
+    let malformed = [
+        (20, "this is not json", "not_json"),
+        (60, r#"{"id": "x", "question": "   "}"#, "empty_text"),
+        (90, r#"{"id": "y", "body": "no question"}"#, "missing_text"),
+        (120, "[1, 2]", "not_object"),
+    ];
+    for (at, line, _) in malformed {
+        lines.insert(at, line.to_string());
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let output = dir.join("predictions.jsonl");
+    let metrics = dir.join("metrics.prom");
+    let (out, _, stderr) = run(triage(&dir)
+        .arg("--config")
+        .arg(repo().join("config/support.toml"))
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--metrics-file")
+        .arg(&metrics));
+    assert_no_panic(&stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "exit 4: some lines dead-lettered\n{stderr}"
+    );
+    let predictions = std::fs::read_to_string(&output).unwrap();
+    let dead = std::fs::read_to_string(dir.join("predictions.jsonl.dlq.jsonl")).unwrap();
+    assert_eq!(predictions.lines().count(), 150, "{stderr}");
+    assert_eq!(dead.lines().count(), 4);
+    assert_eq!(
+        predictions.lines().count() + dead.lines().count(),
+        lines.len()
+    );
+    for ((at, _, reason), line) in malformed.iter().zip(dead.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["reason"], *reason);
+        // Line numbers are 1-based; each earlier insert shifted the later ones.
+        assert_eq!(v["source"]["line"], *at as u64 + 1, "{v}");
+    }
+    let first: serde_json::Value =
+        serde_json::from_str(predictions.lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], "m-0");
+    assert!(first["label"].is_string() && first["model_version"] == "v1");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("triage_dlq_messages_total{reason=\"not_json\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("triage_drift_statistic{"),
+        "drift statistics as in the service"
+    );
+    assert!(stderr.contains("154 messages: 150 predicted"), "{stderr}");
 }

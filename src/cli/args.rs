@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `triage classify "the soup was cold"`.
 ///
 /// Configuration: built-in defaults, then --config FILE, then TRIAGE__SECTION__KEY
-/// environment variables (e.g. TRIAGE__TRAINING__ALPHA=0.5). config/default.toml
+/// environment variables (e.g. TRIAGE__STREAM__MAX_WAIT_MS=200). config/default.toml
 /// documents every key.
 #[derive(Debug, Parser)]
 #[command(
@@ -87,18 +87,28 @@ pub enum Command {
     #[command(subcommand)]
     Models(ModelsCommand),
 
-    /// Run the streaming service: read messages from Kafka in windows, label them
-    /// with the champion, write predictions, feature records and dead letters.
+    /// Run the inference pipeline: read messages in windows, label them with the
+    /// champion, write predictions, feature records and dead letters.
     ///
+    /// Without --input: the streaming service over Kafka (kafka.* settings).
     /// Delivery is at least once: a window's offsets are committed only after the
     /// broker acknowledged every record it produced. The champion is followed: a
     /// newly promoted model is picked up between windows without a restart.
     /// SIGINT/SIGTERM drain in-flight windows (stream.drain_timeout_ms), commit and
     /// leave the group. HTTP on http.listen: /metrics, /healthz, /readyz,
-    /// POST /v1/classify.
+    /// POST /v1/classify. A record the broker will never take stops the service
+    /// with an error and the window uncommitted (exit status 1).
     ///
-    /// Example: scripts/broker.sh start && triage topics create && triage run
-    Run,
+    /// With --input: the batch mode, the same pipeline over a file (JSON lines or
+    /// CSV, [data] settings) or standard input, no broker needed. One prediction
+    /// per valid line to --output (JSON lines), every other line to the
+    /// dead-letter file with its reason and line number. Exit status: 0 every line
+    /// was predicted, 4 some lines were dead-lettered, 1 an error.
+    ///
+    /// Examples: scripts/broker.sh start && triage topics create && triage run
+    ///           triage run --input reviews.jsonl --output predictions.jsonl
+    ///           cat messages.jsonl | triage run --input - --output - | jq .label
+    Run(RunArgs),
 
     /// Benchmark the streaming service through the configured broker: the
     /// embedding-only bound and sustained end-to-end throughput, measured back to
@@ -129,6 +139,39 @@ pub enum Command {
 
     /// Print the effective configuration (after file and environment) as TOML.
     Config,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Batch mode: read messages from FILE (`-`: standard input) instead of Kafka.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Batch mode: where predictions go, one JSON line each (`-`: standard output).
+    #[arg(long, short = 'o', value_name = "FILE", requires = "input")]
+    pub output: Option<PathBuf>,
+    /// Batch mode: where dead letters go (default: <output>.dlq.jsonl, or
+    /// triage-dead-letters.jsonl when the output is `-`).
+    #[arg(long, value_name = "FILE", requires = "input")]
+    pub dead_letters: Option<PathBuf>,
+    /// Batch mode: also write a feature record (id, embedding, label) per prediction.
+    #[arg(long, value_name = "FILE", requires = "input")]
+    pub features: Option<PathBuf>,
+    /// Batch mode: how the input is framed (default: by extension, JSON lines for `-`).
+    #[arg(long, value_enum, requires = "input")]
+    pub format: Option<InputFormatArg>,
+    /// Batch mode: write the run's Prometheus metrics to FILE at the end (for
+    /// node_exporter's textfile collector, or a look).
+    #[arg(long, value_name = "FILE", requires = "input")]
+    pub metrics_file: Option<PathBuf>,
+    /// Batch mode: print the summary as one JSON document on stderr.
+    #[arg(long, requires = "input")]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InputFormatArg {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Debug, Args)]

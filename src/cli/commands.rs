@@ -7,8 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::args::{
-    BenchArgs, ClassifyArgs, Command, DriftCommand, EvaluateArgs, InspectArgs, ModelsCommand,
-    TopicsCommand, TrainArgs,
+    BenchArgs, ClassifyArgs, Command, DriftCommand, EvaluateArgs, InputFormatArg, InspectArgs,
+    ModelsCommand, RunArgs, TopicsCommand, TrainArgs,
 };
 use super::drift::drift_eval;
 use crate::config::Settings;
@@ -28,7 +28,10 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Classify(args) => classify(settings, &registry, args),
         Command::Models(cmd) => models(&registry, cmd),
         Command::Inspect(args) => inspect(settings, args),
-        Command::Run => run_service(settings),
+        Command::Run(args) => match args.input {
+            Some(_) => run_files(settings, args),
+            None => run_service(settings),
+        },
         Command::Bench(args) => bench(settings, args),
         Command::Drift(DriftCommand::Eval(args)) => drift_eval(settings, &registry, args),
         Command::Topics(TopicsCommand::Create {
@@ -281,12 +284,107 @@ fn print_bench(settings: &Settings, r: &crate::bench::BenchReport) {
 
 fn run_service(settings: &Settings) -> anyhow::Result<ExitCode> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    runtime()?.block_on(crate::inference::service::run(
+    runtime()?.block_on(crate::service::run_kafka(
         settings.clone(),
         metrics,
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status of a batch run that dead-lettered some lines.
+const EXIT_DEAD_LETTERS: u8 = 4;
+
+fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    use crate::config::DataFormat;
+    use crate::file::{InputFormat, Outputs};
+
+    let input = args.input.unwrap_or_else(|| "-".into());
+    let predictions = args.output.unwrap_or_else(|| "-".into());
+    let delimiter = settings.data.csv_delimiter.bytes().next().unwrap_or(b',');
+    let by_extension = |path: &std::path::Path| {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        ext.eq_ignore_ascii_case("csv") || ext.eq_ignore_ascii_case("tsv")
+    };
+    let csv = match args.format {
+        Some(InputFormatArg::Csv) => true,
+        Some(InputFormatArg::Jsonl) => false,
+        None => match settings.data.format {
+            DataFormat::Csv => true,
+            DataFormat::Auto => by_extension(&input),
+            _ => false,
+        },
+    };
+    let format = if csv {
+        InputFormat::Csv { delimiter }
+    } else {
+        InputFormat::Jsonl
+    };
+    let dead_letters = args
+        .dead_letters
+        .unwrap_or_else(|| Outputs::default_dead_letters(&predictions));
+    let run = crate::service::FileRun {
+        input,
+        format,
+        outputs: Outputs {
+            predictions,
+            dead_letters,
+            features: args.features,
+        },
+    };
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let report = runtime()?.block_on(crate::service::run_files(
+        settings.clone(),
+        metrics.clone(),
+        &run,
+        shutdown_signal(),
+    ))?;
+    if let Some(path) = &args.metrics_file {
+        std::fs::write(path, metrics.render())
+            .with_context(|| format!("writing the metrics to {}", path.display()))?;
+    }
+    let t = &report.totals;
+    if args.json {
+        eprintln!("{}", serde_json::to_string(&report)?);
+    } else {
+        use prometheus::core::Collector;
+        let mut reasons: Vec<String> = metrics
+            .dlq
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|m| {
+                let reason = m.get_label().first()?.value().to_string();
+                Some(format!("{reason} {}", m.get_counter().get_value()))
+            })
+            .collect();
+        reasons.sort();
+        eprintln!(
+            "{} messages: {} predicted -> {}, {} dead-lettered -> {}{}{}; {:.1} s, {:.1} messages/s",
+            t.messages,
+            t.predictions,
+            run.outputs.predictions.display(),
+            t.dead_letters,
+            run.outputs.dead_letters.display(),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            },
+            if report.blank_lines > 0 {
+                format!("; {} blank lines skipped", report.blank_lines)
+            } else {
+                String::new()
+            },
+            report.seconds,
+            report.per_second
+        );
+    }
+    Ok(if t.dead_letters > 0 {
+        ExitCode::from(EXIT_DEAD_LETTERS)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -54,8 +54,11 @@ fn init_tracing(settings: &Settings) -> anyhow::Result<()> {
         Ok(f) if !f.is_empty() => EnvFilter::try_new(f)?,
         _ => EnvFilter::try_new(&settings.log.level)?,
     };
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, never in a log file or a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().try_init(),

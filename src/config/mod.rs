@@ -26,7 +26,7 @@ pub struct Settings {
     pub labels: LabelSettings,
     pub training: TrainingSettings,
     pub features: FeatureSettings,
-    pub kafka: KafkaSettings,
+    pub kafka: crate::kafka::KafkaSettings,
     pub stream: StreamSettings,
     pub http: HttpSettings,
     pub drift: crate::drift::DriftSettings,
@@ -319,61 +319,6 @@ pub enum ClassBalance {
 #[serde(deny_unknown_fields, default)]
 pub struct FeatureSettings {
     pub ngrams: crate::model::NgramSettings,
-}
-
-/// Kafka connection and topics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaSettings {
-    /// Bootstrap servers, comma-separated `host:port`.
-    pub brokers: String,
-    /// Consumer group: instances with the same group share the partitions.
-    pub group_id: String,
-    /// Topics to read messages from.
-    pub input_topics: Vec<String>,
-    /// One prediction per valid message.
-    pub predictions_topic: String,
-    /// Every message that cannot be processed, unchanged, with reason headers.
-    pub dlq_topic: String,
-    /// Feature records (id, timestamp, embedding, label) for the training pipeline.
-    /// Empty: feature records are not written.
-    pub features_topic: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (TLS/SASL need the `ssl`/`sasl` build features).
-    pub security_protocol: String,
-    /// For SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ...
-    pub sasl_mechanism: String,
-    pub sasl_username: String,
-    pub sasl_password: String,
-    /// CA certificate file for TLS.
-    pub ssl_ca_location: String,
-    /// Where a new group starts reading: `earliest` or `latest`.
-    pub auto_offset_reset: String,
-    /// How often librdkafka reports statistics (consumer lag, broker state).
-    pub statistics_interval_ms: u64,
-    /// Escape hatch: any other librdkafka property, applied last. Keys owned by the
-    /// typed settings above (and the delivery guarantees) are refused.
-    pub librdkafka_options: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for KafkaSettings {
-    fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            group_id: "triage".into(),
-            input_topics: vec!["messages".into()],
-            predictions_topic: "predictions".into(),
-            dlq_topic: "messages.dlq".into(),
-            features_topic: "features".into(),
-            security_protocol: "plaintext".into(),
-            sasl_mechanism: String::new(),
-            sasl_username: String::new(),
-            sasl_password: String::new(),
-            ssl_ca_location: String::new(),
-            auto_offset_reset: "earliest".into(),
-            statistics_interval_ms: 1000,
-            librdkafka_options: Default::default(),
-        }
-    }
 }
 
 /// Micro-batching of the stream.

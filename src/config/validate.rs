@@ -262,67 +262,9 @@ impl Settings {
     }
 
     fn check_streaming(&self, c: &mut Checker) {
-        let k = &self.kafka;
-        c.check(
-            !k.brokers.trim().is_empty(),
-            "kafka.brokers",
-            || "is empty".into(),
-            "list bootstrap servers, e.g. \"127.0.0.1:9092\"",
-        );
-        c.check(
-            !k.group_id.trim().is_empty(),
-            "kafka.group_id",
-            || "is empty".into(),
-            "name the consumer group, e.g. \"triage\"",
-        );
-        c.check(
-            !k.input_topics.is_empty() && k.input_topics.iter().all(|t| !t.trim().is_empty()),
-            "kafka.input_topics",
-            || "lists no topic (or an empty name)".into(),
-            "list the topics to read, e.g. [\"messages\"]",
-        );
-        for (key, topic) in [
-            ("kafka.predictions_topic", &k.predictions_topic),
-            ("kafka.dlq_topic", &k.dlq_topic),
-        ] {
-            c.check(
-                !topic.trim().is_empty(),
-                key,
-                || "is empty".into(),
-                "name the topic",
-            );
-            c.check(
-                !k.input_topics.contains(topic),
-                key,
-                || format!("{topic:?} is also an input topic, which would loop"),
-                "use a topic that triage does not read",
-            );
+        for (key, message, fix) in self.kafka.problems() {
+            c.check(false, key, || message, fix);
         }
-        c.check(
-            ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
-                .contains(&k.security_protocol.to_lowercase().as_str()),
-            "kafka.security_protocol",
-            || format!("{:?} is not a Kafka security protocol", k.security_protocol),
-            "use plaintext, ssl, sasl_plaintext or sasl_ssl",
-        );
-        c.check(
-            ["earliest", "latest"].contains(&k.auto_offset_reset.as_str()),
-            "kafka.auto_offset_reset",
-            || format!("{:?} is neither earliest nor latest", k.auto_offset_reset),
-            "use earliest (label the backlog) or latest (only new messages)",
-        );
-        let owned = crate::kafka::OWNED_KEYS;
-        let clash: Vec<&String> = k
-            .librdkafka_options
-            .keys()
-            .filter(|key| owned.contains(&key.as_str()))
-            .collect();
-        c.check(
-            clash.is_empty(),
-            "kafka.librdkafka_options",
-            || format!("sets {clash:?}, which triage owns"),
-            "use the typed kafka.* settings for these keys, or leave them to triage",
-        );
         let st = &self.stream;
         c.check(
             (1..=10_000).contains(&st.max_messages),
@@ -501,20 +443,6 @@ mod tests {
         assert_eq!(s.threads_per_embedder(cores * 4), 1);
         s.embedding.threads = 3;
         assert_eq!(s.threads_per_embedder(2), 3);
-    }
-
-    #[test]
-    fn librdkafka_option_owned_by_triage_is_refused() {
-        let mut s = Settings::default();
-        s.kafka
-            .librdkafka_options
-            .insert("enable.auto.offset.store".into(), "true".into());
-        s.kafka
-            .librdkafka_options
-            .insert("fetch.min.bytes".into(), "1".into());
-        let err = s.validate().unwrap_err();
-        assert_eq!(err.problems.len(), 1);
-        assert!(err.to_string().contains("enable.auto.offset.store"));
     }
 
     #[test]

@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::inference::state::PipelineState;
 use crate::inference::worker::WorkerHandle;
-use crate::kafka::ConsumerState;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub metrics: Arc<Metrics>,
-    pub state: Arc<ConsumerState>,
+    pub state: Arc<PipelineState>,
     pub worker: WorkerHandle,
     pub max_texts: usize,
 }
@@ -60,7 +60,6 @@ async fn readyz(State(app): State<AppState>) -> Response {
     let ready = s.ready();
     let body = json!({
         "ready": ready,
-        "model_loaded": s.model_loaded.load(Relaxed),
         "assigned_partitions": s.assigned.load(Relaxed),
         "brokers_up": s.brokers_up.load(Relaxed),
     });

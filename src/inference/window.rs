@@ -1,7 +1,6 @@
 //! Windowing: a window closes at `max_messages` or `max_wait` after its first
 //! message, whichever comes first. Pure: the caller passes the clock.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Messages collected for one window.
@@ -57,20 +56,6 @@ impl<T> WindowBuffer<T> {
     }
 }
 
-/// The highest offset per (topic, partition): what to store once a window is acknowledged.
-pub fn last_offsets<'a>(
-    positions: impl IntoIterator<Item = (&'a str, i32, i64)>,
-) -> Vec<(String, i32, i64)> {
-    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for (topic, partition, offset) in positions {
-        let e = last.entry((topic, partition)).or_insert(offset);
-        *e = (*e).max(offset);
-    }
-    last.into_iter()
-        .map(|((t, p), o)| (t.to_string(), p, o))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,20 +84,5 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         w.push("c", t1);
         assert_eq!(w.deadline(), Some(t1 + Duration::from_millis(500)));
-    }
-
-    #[test]
-    fn last_offsets_per_partition() {
-        let got = last_offsets([
-            ("in", 0, 5),
-            ("in", 1, 3),
-            ("in", 0, 7),
-            ("in", 0, 6),
-            ("x", 0, 1),
-        ]);
-        assert_eq!(
-            got,
-            vec![("in".into(), 0, 7), ("in".into(), 1, 3), ("x".into(), 0, 1)]
-        );
     }
 }

@@ -25,7 +25,7 @@ struct Job {
     texts: Vec<String>,
     /// For stream windows: what the drift monitor needs beyond the texts.
     observe: Option<Observe>,
-    reply: oneshot::Sender<Result<Classified, String>>,
+    reply: oneshot::Sender<Result<Classified, InferenceError>>,
 }
 
 /// A stream window's ground truth (per text, when known) and dead-letter count.
@@ -40,7 +40,7 @@ pub enum WorkerError {
     #[error("the classification worker has stopped")]
     Stopped,
     #[error("classification failed: {0}")]
-    Failed(String),
+    Failed(#[source] InferenceError),
 }
 
 /// A cheap, cloneable handle to the worker.
@@ -288,7 +288,6 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
         if let (Ok(classified), Some(observed)) = (&result, job.observe) {
             feed_drift(&predictor, shared, &job.texts, classified, observed);
         }
-        let result = result.map_err(|e| e.to_string());
         // The requester may have given up (shutdown); nothing to do then.
         let _ = job.reply.send(result);
     }

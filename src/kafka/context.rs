@@ -1,8 +1,8 @@
-//! The consumer context: rebalance hand-over and librdkafka statistics.
+//! The consumer context: rebalance hand-over and librdkafka statistics, reported
+//! into the pipeline's shared state (readiness, lag, windows in flight).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -10,78 +10,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
-
-/// State shared by the run loop, the window tasks and the librdkafka callbacks.
-pub struct ConsumerState {
-    pub metrics: Arc<Metrics>,
-    pub input_topics: Vec<String>,
-    /// Windows produced but not yet acknowledged and stored.
-    in_flight: Mutex<usize>,
-    drained: Condvar,
-    pub assigned: AtomicUsize,
-    pub brokers_up: AtomicUsize,
-    pub model_loaded: AtomicBool,
-    pub drain_timeout: Duration,
-}
-
-impl ConsumerState {
-    pub fn new(metrics: Arc<Metrics>, input_topics: Vec<String>, drain_timeout: Duration) -> Self {
-        Self {
-            metrics,
-            input_topics,
-            in_flight: Mutex::new(0),
-            drained: Condvar::new(),
-            assigned: AtomicUsize::new(0),
-            brokers_up: AtomicUsize::new(0),
-            model_loaded: AtomicBool::new(false),
-            drain_timeout,
-        }
-    }
-
-    pub fn window_started(&self) {
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-    }
-
-    pub fn window_finished(&self) {
-        let mut n = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            self.drained.notify_all();
-        }
-    }
-
-    /// Blocks until no window is in flight or `timeout` passes; returns what is left.
-    pub fn wait_drained(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut n = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            n = self
-                .drained
-                .wait_timeout(n, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *n
-    }
-
-    /// Ready: a model is loaded, partitions are assigned, a broker is up.
-    pub fn ready(&self) -> bool {
-        let ready = self.model_loaded.load(Ordering::Relaxed)
-            && self.assigned.load(Ordering::Relaxed) > 0
-            && self.brokers_up.load(Ordering::Relaxed) > 0;
-        self.metrics.ready.set(i64::from(ready));
-        ready
-    }
-}
+use crate::inference::state::PipelineState;
 
 /// librdkafka callbacks for the consumer.
 pub struct TriageContext {
-    pub state: Arc<ConsumerState>,
+    pub state: Arc<PipelineState>,
+    pub input_topics: Vec<String>,
 }
 
 impl ClientContext for TriageContext {
@@ -93,7 +27,7 @@ impl ClientContext for TriageContext {
             .count();
         self.state.brokers_up.store(up, Ordering::Relaxed);
         self.state.metrics.brokers_up.set(up as i64);
-        for topic in &self.state.input_topics {
+        for topic in &self.input_topics {
             let Some(t) = stats.topics.get(topic) else {
                 continue;
             };

@@ -1,32 +1,23 @@
-//! Kafka at the edge: client configuration from settings, the consumer context
-//! (rebalance hand-over, statistics), topic administration.
+//! Kafka at the edge: the pipeline's production source ([`KafkaSource`]) and sink
+//! ([`KafkaSink`]), client configuration from settings, the consumer context
+//! (rebalance hand-over, statistics), topic administration. Nothing outside this
+//! module talks to librdkafka.
 
+mod admin;
 pub mod console;
 mod context;
+mod settings;
+mod sink;
+mod source;
 
 use rdkafka::ClientConfig;
 
-pub use context::{ConsumerState, TriageContext};
-
-use crate::config::KafkaSettings;
-
-/// librdkafka keys that triage sets itself: the delivery guarantees depend on them,
-/// so `kafka.librdkafka_options` may not override them.
-pub const OWNED_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "group.id",
-    "enable.auto.offset.store",
-    "enable.auto.commit",
-    "enable.idempotence",
-    "acks",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-    "auto.offset.reset",
-    "statistics.interval.ms",
-];
+pub use admin::{TopicCheckError, check_output_topics, create_topics};
+pub use context::TriageContext;
+pub use rdkafka::error::KafkaError;
+pub use settings::{KafkaSettings, OWNED_KEYS, SettingProblem};
+pub use sink::KafkaSink;
+pub use source::{KafkaAck, KafkaSource};
 
 /// Connection settings shared by consumer, producer and admin clients.
 pub fn base_config(k: &KafkaSettings) -> ClientConfig {
@@ -60,6 +51,10 @@ fn apply_escape_hatch(c: &mut ClientConfig, k: &KafkaSettings) {
 /// (`enable.auto.offset.store=false`), and the stored offsets are auto-committed.
 pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
     let mut c = base_config(k);
+    if let Ok(Some(id)) = k.instance_id() {
+        // Static membership: a restarted instance takes its partitions back at once.
+        c.set("group.instance.id", id);
+    }
     c.set("group.id", &k.group_id)
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
@@ -88,34 +83,6 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
         .set("compression.type", "none");
     apply_escape_hatch(&mut c, k);
     c
-}
-
-/// Creates topics; an existing topic is reported, not an error.
-pub async fn create_topics(
-    k: &KafkaSettings,
-    names: &[String],
-    partitions: i32,
-    replication: i32,
-) -> Result<Vec<(String, String)>, rdkafka::error::KafkaError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-
-    let admin: AdminClient<DefaultClientContext> = base_config(k).create()?;
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
-    let results = admin.create_topics(&topics, &options).await?;
-    Ok(results
-        .into_iter()
-        .map(|r| match r {
-            Ok(name) => (name, format!("created ({partitions} partitions)")),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => (name, "exists".into()),
-            Err((name, code)) => (name, format!("failed: {code}")),
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -43,11 +43,19 @@ impl Names {
 pub type Msg = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 pub fn produce(brokers: &str, topic: &str, messages: &[Msg]) {
-    let producer: BaseProducer = ClientConfig::new()
+    produce_with(brokers, topic, messages, &[]);
+}
+
+/// Like [`produce`], with extra producer properties.
+pub fn produce_with(brokers: &str, topic: &str, messages: &[Msg], extra: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+        .set("enable.idempotence", "true");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    let producer: BaseProducer = config.create().unwrap();
     for (key, payload) in messages {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
         if let Some(k) = key {

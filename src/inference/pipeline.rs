@@ -1,0 +1,686 @@
+//! The inference pipeline over any [`Source`] and [`Sink`]: one loop windows the
+//! messages, and each closed window becomes a task that decodes and validates,
+//! classifies on the workers, encodes the records, and then, in window order,
+//! writes them and acknowledges the window's positions. Acknowledgements follow
+//! writes, so a crash anywhere means duplicates after a restart, never loss.
+//!
+//! The loop has clear priorities (`select! { biased; }`): shutdown, then a sink
+//! failure, then the window timer, then new messages. Waiting for a free window
+//! slot (`max_in_flight_windows`) is the backpressure: meanwhile nothing is read.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::decode::{Decoded, Decoder, Rejection};
+use super::io::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
+use super::records::{self, Timings};
+use super::state::{PipelineState, Totals};
+use super::window::WindowBuffer;
+use super::worker::{self, Classified, WorkerHandle};
+use crate::metrics::Metrics;
+
+/// How windows are cut and how many may be in flight.
+#[derive(Debug, Clone)]
+pub struct WindowSettings {
+    pub max_messages: usize,
+    pub max_wait: Duration,
+    pub max_in_flight: usize,
+    /// On shutdown, how long in-flight windows may take to be written.
+    pub drain_timeout: Duration,
+}
+
+/// Why a pipeline stopped before its source ended or shutdown was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}; the window was not acknowledged and will be read again after a restart")]
+    Sink(#[from] SinkError),
+}
+
+/// What every window task shares: the decoder, the workers, metrics and state.
+pub struct Pipeline {
+    pub worker: WorkerHandle,
+    pub decoder: Decoder,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<PipelineState>,
+    /// Write a feature record per prediction.
+    pub features: bool,
+}
+
+/// Runs until the source ends (every window written), `shutdown` resolves (in-flight
+/// windows drained within the deadline), or a sink fails for good.
+pub async fn run<S: Source, K: Sink>(
+    pipeline: Arc<Pipeline>,
+    settings: &WindowSettings,
+    source: &mut S,
+    sink: K,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Totals, PipelineError> {
+    let (fatal, mut failed) = mpsc::channel::<SinkError>(1);
+    let mut windows = Windows {
+        pipeline: pipeline.clone(),
+        sink,
+        ack: source.acknowledger(),
+        permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+        next_id: 0,
+        last: None,
+        fatal,
+    };
+    let mut buffer: WindowBuffer<Message> =
+        WindowBuffer::new(settings.max_messages, settings.max_wait);
+    tokio::pin!(shutdown);
+
+    let stopped: Result<Ending, PipelineError> = loop {
+        let deadline = buffer.deadline();
+        let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+        ));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(Ending::Shutdown),
+            Some(err) = failed.recv() => break Err(err.into()),
+            _ = timer, if deadline.is_some() => windows.flush(&mut buffer).await,
+            next = source.next() => match next {
+                Ok(Some(message)) => {
+                    pipeline
+                        .metrics
+                        .messages_in
+                        .with_label_values(&[message.position.stream()])
+                        .inc();
+                    if buffer.push(message, Instant::now()) {
+                        windows.flush(&mut buffer).await;
+                    }
+                }
+                Ok(None) => break Ok(Ending::Exhausted),
+                Err(err) => break Err(err.into()),
+            },
+        }
+    };
+
+    match &stopped {
+        Ok(ending) => {
+            info!(open_window = buffer.len(), reason = ?ending, "Draining in-flight windows.");
+            windows.flush(&mut buffer).await;
+        }
+        Err(err) => {
+            warn!(error = %err, "Pipeline failed; nothing more is written or acknowledged.")
+        }
+    }
+    let drained = match (&stopped, windows.last.take()) {
+        (_, None) => true,
+        // A file is done when its last window is written, however long that takes.
+        (Ok(Ending::Exhausted), Some(last)) => last.await.is_ok(),
+        (_, Some(last)) => matches!(
+            tokio::time::timeout(settings.drain_timeout, last).await,
+            Ok(Ok(()))
+        ),
+    };
+    if !drained && stopped.is_ok() && failed.is_empty() {
+        warn!("Drain deadline passed; unacknowledged windows will be read again after restart.");
+    }
+    let stopped = match (stopped, failed.try_recv()) {
+        (Ok(_), Ok(err)) => Err(err.into()),
+        (stopped, _) => stopped,
+    };
+    stopped.map(|_| pipeline.state.totals())
+}
+
+#[derive(Debug)]
+enum Ending {
+    Shutdown,
+    Exhausted,
+}
+
+/// Hands closed windows to tasks and chains them, so that they are written and
+/// acknowledged in window order.
+struct Windows<K, A> {
+    pipeline: Arc<Pipeline>,
+    sink: K,
+    ack: A,
+    permits: Arc<Semaphore>,
+    next_id: u64,
+    /// Resolves when the newest window is written: Err if it, or one before it, failed.
+    last: Option<oneshot::Receiver<()>>,
+    fatal: mpsc::Sender<SinkError>,
+}
+
+impl<K: Sink, A: Acknowledge> Windows<K, A> {
+    async fn flush(&mut self, buffer: &mut WindowBuffer<Message>) {
+        let opened = buffer.opened_at().unwrap_or_else(Instant::now);
+        let messages = buffer.take();
+        if messages.is_empty() {
+            return;
+        }
+        // Waiting here is the backpressure: no new messages are read meanwhile.
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        self.next_id += 1;
+        let (done, next) = oneshot::channel();
+        let task = WindowTask {
+            id: self.next_id,
+            messages,
+            opened,
+            previous: self.last.replace(next),
+            done,
+            _permit: permit,
+            _in_flight: InFlight::start(self.pipeline.state.clone()),
+        };
+        tokio::spawn(task.run(
+            self.pipeline.clone(),
+            self.sink.clone(),
+            self.ack.clone(),
+            self.fatal.clone(),
+        ));
+    }
+}
+
+/// Counts a window in flight until it is dropped, however its task ends.
+struct InFlight(Arc<PipelineState>);
+
+impl InFlight {
+    fn start(state: Arc<PipelineState>) -> Self {
+        state.window_started();
+        Self(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.window_finished();
+    }
+}
+
+struct WindowTask {
+    id: u64,
+    messages: Vec<Message>,
+    opened: Instant,
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+impl WindowTask {
+    async fn run<K: Sink, A: Acknowledge>(
+        self,
+        pipeline: Arc<Pipeline>,
+        sink: K,
+        ack: A,
+        fatal: mpsc::Sender<SinkError>,
+    ) {
+        let produced = pipeline.process(&self.messages, self.id, self.opened).await;
+        // Workers may finish windows out of order: records are written, and
+        // positions acknowledged, in window order, so a partition keeps its order.
+        if let Some(previous) = self.previous
+            && previous.await.is_err()
+        {
+            debug!(
+                window = self.id,
+                "An earlier window failed; this one is not written."
+            );
+            return;
+        }
+        let started = Instant::now();
+        if let Err(err) = sink.write(produced.records).await {
+            let _ = fatal.try_send(err);
+            return;
+        }
+        pipeline.stage("produce", started.elapsed());
+        let positions = self.messages.iter().map(|m| m.position.clone());
+        ack.ack(&Position::last_per_partition(positions));
+        pipeline.written(&self.messages, &produced.labels, &produced.dead_letters);
+        debug!(
+            window = self.id,
+            messages = self.messages.len(),
+            predictions = produced.labels.len(),
+            "Window acknowledged."
+        );
+        let _ = self.done.send(());
+    }
+}
+
+/// What a window produced, before it is written.
+struct Produced {
+    records: Vec<Record>,
+    /// (label, model version) per prediction.
+    labels: Vec<(String, String)>,
+    /// Reason per dead letter.
+    dead_letters: Vec<&'static str>,
+}
+
+type Rows = Vec<(usize, Decoded)>;
+
+impl Pipeline {
+    fn stage(&self, name: &str, d: Duration) {
+        self.metrics
+            .stage_seconds
+            .with_label_values(&[name])
+            .observe(d.as_secs_f64());
+    }
+
+    /// Decodes, classifies and encodes one window.
+    async fn process(&self, messages: &[Message], window_id: u64, opened: Instant) -> Produced {
+        let started = Instant::now();
+        let (valid, rejected) = self.decode(messages);
+        let decode = started.elapsed();
+        self.stage("decode", decode);
+
+        let (classified, failed) = classify_all(&self.worker, valid, rejected.len()).await;
+        // From the window's first message read to predictions ready: what the
+        // service adds, whatever the backlog. Under overload it stays bounded while
+        // the backlog grows (stream.max_in_flight_windows, stream.worker_queue).
+        let in_service = opened.elapsed();
+        self.stage("in_service", in_service);
+
+        let mut produced = Produced {
+            records: Vec::with_capacity(messages.len() * (1 + usize::from(self.features))),
+            labels: Vec::with_capacity(messages.len()),
+            dead_letters: Vec::new(),
+        };
+        for (batch, rows) in &classified {
+            self.stage("embed", batch.times.embed);
+            self.stage("classify", batch.times.classify);
+            let timings = Timings {
+                decode,
+                embed: batch.times.embed,
+                classify: batch.times.classify,
+                in_service,
+            };
+            for (row, (i, decoded)) in rows.iter().enumerate() {
+                let message = &messages[*i];
+                let labelled = &batch.labelled[row];
+                produced
+                    .labels
+                    .push((labelled.label.clone(), batch.model_version.clone()));
+                produced.records.push(records::prediction(
+                    message, decoded, labelled, window_id, &timings,
+                ));
+                if self.features {
+                    produced.records.push(records::feature(
+                        message,
+                        decoded,
+                        &batch.embeddings[row],
+                        &batch.model_version,
+                    ));
+                }
+            }
+        }
+        let now = SystemTime::now();
+        for (i, why) in rejected.into_iter().chain(failed) {
+            produced.dead_letters.push(why.reason);
+            produced
+                .records
+                .push(records::dead_letter(&messages[i], &why, now));
+        }
+        produced
+    }
+
+    /// Valid messages (with their index in the window) and rejected ones.
+    fn decode(&self, messages: &[Message]) -> (Rows, Vec<(usize, Rejection)>) {
+        let mut valid = Vec::with_capacity(messages.len());
+        let mut rejected = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let decoded = match &m.rejected {
+                Some(why) => Err(why.clone()),
+                None => self
+                    .decoder
+                    .decode(m.payload.as_deref(), || m.position.fallback_id()),
+            };
+            match decoded {
+                Ok(d) => valid.push((i, d)),
+                Err(why) => rejected.push((i, why)),
+            }
+        }
+        (valid, rejected)
+    }
+
+    /// Metrics and totals of a written window.
+    fn written(&self, messages: &[Message], labels: &[(String, String)], dead: &[&'static str]) {
+        let m = &self.metrics;
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for ts in messages.iter().filter_map(|m| m.timestamp_ms) {
+            m.end_to_end_seconds
+                .observe(((now_ms - ts).max(0) as f64) / 1e3);
+        }
+        for (label, version) in labels {
+            m.predictions.with_label_values(&[label, version]).inc();
+        }
+        for reason in dead {
+            m.dlq.with_label_values(&[reason]).inc();
+        }
+        m.windows.inc();
+        m.window_size.observe(messages.len() as f64);
+        self.state.count(messages.len(), labels.len(), dead.len());
+    }
+}
+
+/// Classifies a window's valid messages. If the whole batch fails, each message is
+/// tried alone, so one bad message goes to the dead letters instead of stalling
+/// its partition.
+async fn classify_all(
+    worker: &WorkerHandle,
+    valid: Rows,
+    invalid: usize,
+) -> (Vec<(Classified, Rows)>, Vec<(usize, Rejection)>) {
+    if valid.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let texts: Vec<String> = valid.iter().map(|(_, d)| d.text.clone()).collect();
+    let observe = worker::Observe {
+        truth: valid.iter().map(|(_, d)| d.label.clone()).collect(),
+        invalid,
+    };
+    match worker.classify_window(texts, observe).await {
+        Ok(c) => (vec![(c, valid)], Vec::new()),
+        Err(err) => {
+            warn!(error = %err, messages = valid.len(), "Window classification failed; retrying one message at a time.");
+            let mut ok = Vec::new();
+            let mut failed = Vec::new();
+            for (i, d) in valid {
+                match worker.classify(vec![d.text.clone()]).await {
+                    Ok(c) => ok.push((c, vec![(i, d)])),
+                    Err(e) => failed.push((
+                        i,
+                        Rejection {
+                            reason: "classification_failed",
+                            detail: e.to_string(),
+                        },
+                    )),
+                }
+            }
+            (ok, failed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::inference::io::RecordKind;
+    use crate::inference::testing::{self, Event, Log, MemorySink, MemorySource};
+
+    fn offset(p: &Position) -> i64 {
+        match p {
+            Position::Log { offset, .. } => *offset,
+            Position::Line { line, .. } => *line as i64,
+        }
+    }
+
+    /// The offsets written so far, and each acknowledgement with the offsets that
+    /// had been written before it.
+    fn replay(log: &Log) -> (Vec<i64>, Vec<(i64, Vec<i64>)>) {
+        let mut written: Vec<i64> = Vec::new();
+        let mut acks = Vec::new();
+        for event in log.lock().unwrap().iter() {
+            match event {
+                Event::Wrote(records) => {
+                    written.extend(records.iter().filter_map(|r| match &r.kind {
+                        RecordKind::Prediction => {
+                            let v: serde_json::Value =
+                                serde_json::from_slice(r.payload.as_deref()?).ok()?;
+                            v["source"]["offset"].as_i64()
+                        }
+                        RecordKind::DeadLetter { position, .. } => Some(offset(position)),
+                        RecordKind::Feature => None,
+                    }))
+                }
+                Event::Acked(last) => acks.push((offset(&last[0]), written.clone())),
+            }
+        }
+        (written, acks)
+    }
+
+    fn kinds(log: &Log) -> HashMap<&'static str, usize> {
+        let mut n = HashMap::new();
+        for event in log.lock().unwrap().iter() {
+            if let Event::Wrote(records) = event {
+                for r in records {
+                    let k = match r.kind {
+                        RecordKind::Prediction => "prediction",
+                        RecordKind::Feature => "feature",
+                        RecordKind::DeadLetter { reason, .. } => reason,
+                    };
+                    *n.entry(k).or_default() += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn predictions(log: &Log) -> Vec<serde_json::Value> {
+        let log = log.lock().unwrap();
+        log.iter()
+            .filter_map(|e| match e {
+                Event::Wrote(r) => Some(r),
+                Event::Acked(_) => None,
+            })
+            .flatten()
+            .filter(|r| r.kind == RecordKind::Prediction)
+            .map(|r| serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_message_is_written_once_and_acknowledged_only_after_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = testing::settings(dir.path());
+        testing::train_champion(&settings, 0);
+        let pipeline = testing::pipeline(&settings);
+        let log = Log::default();
+        let (tx, mut source) = MemorySource::new(log.clone());
+        let mut expected_labels = Vec::new();
+        for i in 0..40 {
+            let payload = match i {
+                7 => "not json".to_string(),
+                13 => r#"{"text": "   "}"#.to_string(),
+                21 => r#"{"stars": 5}"#.to_string(),
+                _ => {
+                    let (payload, label) = testing::review(1000 + i as usize);
+                    expected_labels.push(label);
+                    payload
+                }
+            };
+            tx.send(testing::message(i, &payload)).unwrap();
+        }
+        drop(tx);
+        let sink = MemorySink::new(log.clone(), None);
+        let totals = run(
+            pipeline,
+            &testing::windows(4),
+            &mut source,
+            sink,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (totals.messages, totals.predictions, totals.dead_letters),
+            (40, 37, 3)
+        );
+
+        let k = kinds(&log);
+        assert_eq!(k["prediction"], 37);
+        assert_eq!(k["feature"], 37);
+        assert_eq!(
+            (k["not_json"], k["empty_text"], k["missing_text"]),
+            (1, 1, 1)
+        );
+        // In order, and each acknowledgement only after its messages were written.
+        let (written, acks) = replay(&log);
+        let mut sorted = written.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..40).collect::<Vec<_>>(), "each message once");
+        assert_eq!(acks.len(), 10, "one acknowledgement per window of 4");
+        let mut previous = -1;
+        for (acked, before) in &acks {
+            assert!(*acked > previous, "acknowledged in order");
+            assert!(
+                (0..=*acked).all(|o| before.contains(&o)),
+                "offset {acked} acknowledged before everything up to it was written"
+            );
+            previous = *acked;
+        }
+        let got: Vec<String> = predictions(&log)
+            .iter()
+            .map(|p| p["label"].as_str().unwrap().to_string())
+            .collect();
+        let right = got
+            .iter()
+            .zip(&expected_labels)
+            .filter(|(a, b)| a == *b)
+            .count();
+        assert!(right >= 35, "{right}/37 labels right: {got:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_failure_stops_the_pipeline_and_nothing_after_it_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = testing::settings(dir.path());
+        testing::train_champion(&settings, 0);
+        let pipeline = testing::pipeline(&settings);
+        let log = Log::default();
+        let (tx, mut source) = MemorySource::new(log.clone());
+        for i in 0..20 {
+            tx.send(testing::message(i, &testing::review(i as usize).0))
+                .unwrap();
+        }
+        // The source stays open: only the failure can end the run.
+        let sink = MemorySink::new(log.clone(), Some(2));
+        let err = run(
+            pipeline,
+            &testing::windows(4),
+            &mut source,
+            sink,
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipelineError::Sink(_)), "{err}");
+        assert!(
+            err.to_string().contains("read again after a restart"),
+            "{err}"
+        );
+        let (_, acks) = replay(&log);
+        let acked: Vec<i64> = acks.iter().map(|(o, _)| *o).collect();
+        assert_eq!(acked, vec![3], "only the window before the failed one");
+        drop(tx);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_that_fails_classification_is_dead_lettered_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = testing::settings(dir.path());
+        testing::train_champion(&settings, 0);
+        let pipeline = testing::pipeline(&settings);
+        let log = Log::default();
+        let (tx, mut source) = MemorySource::new(log.clone());
+        for i in 0..6 {
+            let payload = if i == 2 {
+                r#"{"review_id": "p", "text": "a POISON message"}"#.to_string()
+            } else {
+                testing::review(i as usize).0
+            };
+            tx.send(testing::message(i, &payload)).unwrap();
+        }
+        drop(tx);
+        let sink = MemorySink::new(log.clone(), None);
+        let totals = run(
+            pipeline,
+            &testing::windows(6),
+            &mut source,
+            sink,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((totals.predictions, totals.dead_letters), (5, 1));
+        let dead: Vec<(i64, String)> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Wrote(r) => Some(r.clone()),
+                Event::Acked(_) => None,
+            })
+            .flatten()
+            .filter_map(|r| match r.kind {
+                RecordKind::DeadLetter {
+                    reason,
+                    detail,
+                    position,
+                } => Some((offset(&position), format!("{reason}: {detail}"))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].0, 2);
+        assert!(
+            dead[0].1.starts_with("classification_failed: "),
+            "{:?}",
+            dead[0]
+        );
+        assert!(
+            dead[0].1.contains("POISON"),
+            "the detail says why: {:?}",
+            dead[0]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_champion_is_served_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = testing::settings(dir.path());
+        let first = testing::train_champion(&settings, 0);
+        let pipeline = testing::pipeline(&settings);
+        let log = Log::default();
+        let (tx, mut source) = MemorySource::new(log.clone());
+        let sink = MemorySink::new(log.clone(), None);
+        let windows = testing::windows(4);
+        let running = tokio::spawn(async move {
+            run(
+                pipeline,
+                &windows,
+                &mut source,
+                sink,
+                std::future::pending(),
+            )
+            .await
+        });
+        let send = |range: std::ops::Range<i64>| {
+            for i in range {
+                tx.send(testing::message(i, &testing::review(i as usize).0))
+                    .unwrap();
+            }
+        };
+        send(0..8);
+        let written = |n: usize| predictions(&log).len() >= n;
+        while !written(8) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = settings.clone();
+        let second = tokio::task::spawn_blocking(move || testing::train_champion(&s, 500))
+            .await
+            .unwrap();
+        assert_ne!(first, second);
+        send(8..16);
+        drop(tx);
+        let totals = running.await.unwrap().unwrap();
+        assert_eq!(totals.predictions, 16);
+        let versions: Vec<String> = predictions(&log)
+            .iter()
+            .map(|p| p["model_version"].as_str().unwrap().to_string())
+            .collect();
+        assert!(versions[..8].iter().all(|v| *v == first), "{versions:?}");
+        assert!(versions[8..].iter().all(|v| *v == second), "{versions:?}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Record encoding: what a window writes for each message. Pure functions over
+//! plain data; the sinks decide where each kind goes.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::Labelled;
+use super::decode::{Decoded, Rejection};
+use super::io::{Message, Record, RecordKind};
+
+/// Per-window stage times, copied into every prediction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub decode: Duration,
+    pub embed: Duration,
+    pub classify: Duration,
+    pub in_service: Duration,
+}
+
+/// The prediction for one message: keyed like the input (or by id).
+pub fn prediction(
+    message: &Message,
+    decoded: &Decoded,
+    labelled: &Labelled,
+    window_id: u64,
+    timings: &Timings,
+) -> Record {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let value = json!({
+        "id": decoded.id,
+        "label": labelled.label,
+        "confidence": labelled.confidence,
+        "probabilities": labelled.probabilities,
+        "model_version": labelled.model_version,
+        "window_id": window_id,
+        "ground_truth": decoded.label,
+        "source": message.position.to_json(),
+        "timings_ms": {
+            "decode": ms(timings.decode),
+            "embed": ms(timings.embed),
+            "classify": ms(timings.classify),
+            "in_service": ms(timings.in_service),
+        },
+    });
+    Record {
+        kind: RecordKind::Prediction,
+        key: Some(key_of(message, decoded)),
+        payload: Some(value.to_string().into_bytes()),
+        headers: Vec::new(),
+    }
+}
+
+/// The feature record for one message, for the training pipeline.
+pub fn feature(
+    message: &Message,
+    decoded: &Decoded,
+    embedding: &[f32],
+    model_version: &str,
+) -> Record {
+    let value = json!({
+        "id": decoded.id,
+        "timestamp_ms": message.timestamp_ms,
+        "embedding": embedding,
+        "label": decoded.label,
+        "model_version": model_version,
+        "source": message.position.to_json(),
+    });
+    Record {
+        kind: RecordKind::Feature,
+        key: Some(key_of(message, decoded)),
+        payload: Some(value.to_string().into_bytes()),
+        headers: Vec::new(),
+    }
+}
+
+fn key_of(message: &Message, decoded: &Decoded) -> Vec<u8> {
+    message
+        .key
+        .clone()
+        .unwrap_or_else(|| decoded.id.as_bytes().to_vec())
+}
+
+/// The message unchanged, with headers saying why and where it came from.
+pub fn dead_letter(message: &Message, why: &Rejection, failed_at: SystemTime) -> Record {
+    let mut headers = message.headers.clone();
+    let failed_at = humantime::format_rfc3339_millis(failed_at).to_string();
+    let mut ours = vec![
+        ("triage.error.reason", why.reason.to_string()),
+        ("triage.error.detail", why.detail.clone()),
+    ];
+    ours.extend(message.position.headers());
+    ours.push(("triage.failed_at", failed_at));
+    headers.extend(
+        ours.into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes())),
+    );
+    Record {
+        kind: RecordKind::DeadLetter {
+            reason: why.reason,
+            detail: why.detail.clone(),
+            position: message.position.clone(),
+        },
+        key: message.key.clone(),
+        payload: message.payload.clone(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::io::Position;
+
+    fn message() -> Message {
+        let mut m = Message::new(
+            Position::Log {
+                topic: "in".into(),
+                partition: 1,
+                offset: 42,
+            },
+            b"{\"text\":\"hi\"}".to_vec(),
+        );
+        m.headers.push(("trace".into(), b"abc".to_vec()));
+        m
+    }
+
+    fn header<'a>(r: &'a Record, key: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_message_and_says_why_and_where() {
+        let why = Rejection {
+            reason: "not_json",
+            detail: "payload is not JSON".into(),
+        };
+        let r = dead_letter(&message(), &why, SystemTime::UNIX_EPOCH);
+        assert_eq!(r.payload.as_deref(), Some(&b"{\"text\":\"hi\"}"[..]));
+        assert_eq!(
+            header(&r, "trace"),
+            Some("abc"),
+            "the message's own headers stay"
+        );
+        assert_eq!(header(&r, "triage.error.reason"), Some("not_json"));
+        assert_eq!(header(&r, "triage.source.partition"), Some("1"));
+        assert_eq!(header(&r, "triage.source.offset"), Some("42"));
+        assert_eq!(
+            header(&r, "triage.failed_at"),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert!(matches!(
+            r.kind,
+            RecordKind::DeadLetter {
+                reason: "not_json",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_prediction_without_a_message_key_is_keyed_by_id() {
+        let decoded = Decoded {
+            id: "r1".into(),
+            text: "hi".into(),
+            label: Some("positive".into()),
+        };
+        let labelled = Labelled {
+            label: "positive".into(),
+            confidence: 0.9,
+            probabilities: [("positive".to_string(), 0.9)].into_iter().collect(),
+            model_version: "v3".into(),
+        };
+        let r = prediction(&message(), &decoded, &labelled, 7, &Timings::default());
+        assert_eq!(r.key.as_deref(), Some(&b"r1"[..]));
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(v["model_version"], "v3");
+        assert_eq!(v["window_id"], 7);
+        assert_eq!(v["ground_truth"], "positive");
+        assert_eq!(v["source"]["offset"], 42);
+    }
+}

@@ -1,0 +1,258 @@
+//! Test doubles for the pipeline core: an in-memory source, sink and
+//! acknowledger that log what happens in order, a deterministic embedder that
+//! can be told to fail, and a registry with a model trained on it. No broker, no
+//! ONNX Runtime.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::Predictor;
+use super::decode::Decoder;
+use super::io::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
+use super::pipeline::{Pipeline, WindowSettings};
+use super::state::PipelineState;
+use super::worker::{self, ModelFollower};
+use crate::config::Settings;
+use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::training::{TrainOptions, train};
+
+/// What the fake embedder says it is.
+pub fn embed_spec_for_tests() -> EmbeddingSpec {
+    EmbeddingSpec {
+        model_id: "fake-bag-of-words".into(),
+        model_sha256: "0".repeat(64),
+        max_length: 64,
+        dimension: 12,
+        pooling: "sum".into(),
+    }
+}
+
+/// Words that carry each class in the fake embedding.
+const NEGATIVE: &[&str] = &["awful", "cold", "rude", "dirty", "slow"];
+const POSITIVE: &[&str] = &["great", "lovely", "friendly", "tasty", "fast"];
+
+/// Embeds by counting class words (two dimensions) plus a hashed word spread
+/// (the rest), so a logistic regression separates the classes. A text containing
+/// `POISON` fails, as a corrupt input can fail a real embedder.
+pub struct FakeEmbedder {
+    spec: EmbeddingSpec,
+}
+
+impl FakeEmbedder {
+    pub fn new() -> Self {
+        Self {
+            spec: embed_spec_for_tests(),
+        }
+    }
+}
+
+impl Embedder for FakeEmbedder {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        texts
+            .iter()
+            .map(|t| {
+                if t.contains("POISON") {
+                    return Err(EmbedError::Inference(format!("cannot embed {t:?}")));
+                }
+                let mut v = vec![0.0f32; self.spec.dimension];
+                for word in t.split_whitespace() {
+                    let w = word.to_lowercase();
+                    if NEGATIVE.contains(&w.as_str()) {
+                        v[0] += 1.0;
+                    } else if POSITIVE.contains(&w.as_str()) {
+                        v[1] += 1.0;
+                    } else {
+                        let h = w
+                            .bytes()
+                            .fold(7u32, |h, b| h.wrapping_mul(31) ^ u32::from(b));
+                        v[2 + (h as usize) % (self.spec.dimension - 2)] += 0.5;
+                    }
+                }
+                Ok(v)
+            })
+            .collect()
+    }
+
+    fn spec(&self) -> &EmbeddingSpec {
+        &self.spec
+    }
+}
+
+/// A review-like message of class `positive` (even `i`) or `negative` (odd).
+pub fn review(i: usize) -> (String, &'static str) {
+    let (words, stars) = if i.is_multiple_of(2) {
+        (POSITIVE, 5)
+    } else {
+        (NEGATIVE, 1)
+    };
+    let text = format!(
+        "visit {i} was {} and {} overall",
+        words[i % words.len()],
+        words[(i / 2 + 1) % words.len()]
+    );
+    let label = if stars == 5 { "positive" } else { "negative" };
+    (
+        serde_json::json!({ "review_id": format!("r{i}"), "text": text, "stars": stars })
+            .to_string(),
+        label,
+    )
+}
+
+/// Settings for a registry and feature cache in `dir`.
+pub fn settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.paths.registry_dir = dir.join("registry");
+    s.paths.feature_cache_dir = dir.join("features");
+    s.labels.ranges.retain(|r| r.label != "neutral");
+    s.training.cv_folds = 3;
+    s.training.alphas = vec![1.0];
+    s.stream.workers = 1;
+    s
+}
+
+/// Trains a model on 80 fake reviews and makes it the champion; returns its version.
+pub fn train_champion(settings: &Settings, seed: usize) -> String {
+    let dir = settings.paths.registry_dir.parent().unwrap().to_path_buf();
+    let data = dir.join(format!("train-{seed}.jsonl"));
+    let lines: Vec<String> = (seed..seed + 80).map(|i| review(i).0).collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let registry = Registry::new(settings.registry_dir());
+    let options = TrainOptions {
+        data,
+        promote: true,
+    };
+    let outcome = train(settings, &mut FakeEmbedder::new(), &registry, &options).unwrap();
+    assert!(outcome.promoted, "{:?}", outcome.gate_failures);
+    outcome.version
+}
+
+/// A pipeline over the champion of `settings`' registry, on one fake worker.
+pub fn pipeline(settings: &Settings) -> Arc<Pipeline> {
+    let metrics = Arc::new(Metrics::new());
+    let registry = Registry::new(settings.registry_dir());
+    let champion = Arc::new(registry.load("champion").unwrap());
+    let predictor = Predictor::new(FakeEmbedder::new(), champion.clone()).unwrap();
+    let follower = ModelFollower::new(registry, champion, embed_spec_for_tests(), metrics.clone());
+    let worker = worker::spawn(
+        vec![predictor],
+        Some(follower),
+        4,
+        settings.drift.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
+    Arc::new(Pipeline {
+        worker,
+        decoder: Decoder::new(settings),
+        metrics: metrics.clone(),
+        state: Arc::new(PipelineState::new(
+            metrics,
+            std::time::Duration::from_secs(5),
+        )),
+        features: true,
+    })
+}
+
+pub fn windows(max_messages: usize) -> WindowSettings {
+    WindowSettings {
+        max_messages,
+        max_wait: std::time::Duration::from_millis(50),
+        max_in_flight: 3,
+        drain_timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+/// What happened, in order: records written (per window) and acknowledgements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Wrote(Vec<Record>),
+    Acked(Vec<Position>),
+}
+
+pub type Log = Arc<Mutex<Vec<Event>>>;
+
+/// Messages fed through a channel; ends when the sender is dropped.
+pub struct MemorySource {
+    rx: mpsc::UnboundedReceiver<Message>,
+    log: Log,
+}
+
+impl MemorySource {
+    pub fn new(log: Log) -> (mpsc::UnboundedSender<Message>, Self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Self { rx, log })
+    }
+}
+
+impl Source for MemorySource {
+    type Ack = MemoryAck;
+
+    fn acknowledger(&self) -> MemoryAck {
+        MemoryAck(self.log.clone())
+    }
+
+    async fn next(&mut self) -> Result<Option<Message>, SourceError> {
+        Ok(self.rx.recv().await)
+    }
+}
+
+#[derive(Clone)]
+pub struct MemoryAck(Log);
+
+impl Acknowledge for MemoryAck {
+    fn ack(&self, last: &[Position]) {
+        self.0.lock().unwrap().push(Event::Acked(last.to_vec()));
+    }
+}
+
+/// Logs each window's records; fails the `fail_on`-th write (1-based), if set.
+#[derive(Clone)]
+pub struct MemorySink {
+    pub log: Log,
+    pub fail_on: Option<usize>,
+    writes: Arc<Mutex<usize>>,
+}
+
+impl MemorySink {
+    pub fn new(log: Log, fail_on: Option<usize>) -> Self {
+        Self {
+            log,
+            fail_on,
+            writes: Arc::default(),
+        }
+    }
+}
+
+impl Sink for MemorySink {
+    async fn write(&self, records: Vec<Record>) -> Result<(), SinkError> {
+        let n = {
+            let mut w = self.writes.lock().unwrap();
+            *w += 1;
+            *w
+        };
+        if self.fail_on == Some(n) {
+            return Err(SinkError {
+                context: "the test sink refuses this window".into(),
+                source: "refused".into(),
+            });
+        }
+        self.log.lock().unwrap().push(Event::Wrote(records));
+        Ok(())
+    }
+}
+
+/// Message `i` of a test stream, at offset `i` of partition 0 of topic `in`.
+pub fn message(i: i64, payload: &str) -> Message {
+    Message::new(
+        Position::Log {
+            topic: "in".into(),
+            partition: 0,
+            offset: i,
+        },
+        payload.as_bytes().to_vec(),
+    )
+}

@@ -1,0 +1,250 @@
+//! `triage run`: wires the inference pipeline to its edges. Loads the embedders
+//! and the champion once, starts the workers (with the champion follower and the
+//! drift monitor), then runs the pipeline
+//! - over Kafka ([`run_kafka`]): the service, with its HTTP surface, until a signal;
+//! - over files ([`run_files`]): the batch mode, until the input ends.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::embed::{EmbedError, OnnxEmbedder};
+use crate::file::{FileError, FileSink, FileSource, InputFormat, Outputs};
+use crate::inference::decode::Decoder;
+use crate::inference::pipeline::{self, Pipeline, PipelineError, WindowSettings};
+use crate::inference::state::{PipelineState, Totals};
+use crate::inference::worker::{self, ModelFollower, WorkerHandle};
+use crate::inference::{InferenceError, Predictor};
+use crate::kafka::{KafkaError, KafkaSink, KafkaSource, TopicCheckError};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Topics(#[from] TopicCheckError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("cannot listen on {address} (http.listen): {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] std::io::Error),
+    #[error("a start-up task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Loads the embedders and the champion, and starts the workers that serve it.
+async fn start_workers(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<WorkerHandle, ServiceError> {
+    let registry = Registry::new(settings.registry_dir());
+    let workers = settings.stream.workers.max(1);
+    let embedder_settings = settings.clone();
+    let embedders =
+        tokio::task::spawn_blocking(move || OnnxEmbedder::load_many(&embedder_settings, workers))
+            .await??;
+    // One loaded model, shared by every worker's predictor.
+    let champion = Arc::new(registry.load("champion").map_err(InferenceError::from)?);
+    let predictors = embedders
+        .into_iter()
+        .map(|embedder| Predictor::new(embedder, champion.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let follower = ModelFollower::new(
+        registry,
+        champion.clone(),
+        predictors[0].embedder_spec().clone(),
+        metrics.clone(),
+    );
+    info!(
+        model = %champion.card.version,
+        workers,
+        threads_per_worker = settings.threads_per_embedder(workers),
+        "Champion loaded."
+    );
+    worker::spawn(
+        predictors,
+        Some(follower),
+        settings.stream.worker_queue,
+        settings.drift.clone(),
+        metrics.clone(),
+    )
+    .map_err(ServiceError::Workers)
+}
+
+fn window_settings(settings: &Settings) -> WindowSettings {
+    let st = &settings.stream;
+    WindowSettings {
+        max_messages: st.max_messages,
+        max_wait: Duration::from_millis(st.max_wait_ms),
+        max_in_flight: st.max_in_flight_windows,
+        drain_timeout: Duration::from_millis(st.drain_timeout_ms),
+    }
+}
+
+fn pipeline(
+    settings: &Settings,
+    worker: WorkerHandle,
+    metrics: &Arc<Metrics>,
+    state: &Arc<PipelineState>,
+    features: bool,
+) -> Arc<Pipeline> {
+    Arc::new(Pipeline {
+        worker,
+        decoder: Decoder::new(settings),
+        metrics: metrics.clone(),
+        state: state.clone(),
+        features,
+    })
+}
+
+/// The streaming service: Kafka in and out, HTTP on `http.listen`, until
+/// `shutdown` resolves (then drains in-flight windows and commits) or a record
+/// cannot be produced (then stops with the error, the window uncommitted).
+pub async fn run_kafka(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let worker = start_workers(&settings, &metrics).await?;
+    let k = settings.kafka.clone();
+    tokio::task::spawn_blocking(move || crate::kafka::check_output_topics(&k)).await??;
+    let state = Arc::new(PipelineState::new(
+        metrics.clone(),
+        Duration::from_millis(settings.stream.drain_timeout_ms),
+    ));
+    let mut source = KafkaSource::subscribe(&settings.kafka, state.clone())?;
+    let sink = KafkaSink::new(&settings.kafka, metrics.clone())?;
+    serve_http(&settings, &metrics, &state, &worker).await?;
+
+    let features = !settings.kafka.features_topic.is_empty();
+    let pipeline = pipeline(&settings, worker, &metrics, &state, features);
+    let result = pipeline::run(
+        pipeline,
+        &window_settings(&settings),
+        &mut source,
+        sink.clone(),
+        shutdown,
+    )
+    .await;
+    // What was written is committed, whether the pipeline stopped cleanly or not.
+    tokio::task::spawn_blocking(move || source.close()).await?;
+    sink.flush(Duration::from_secs(5));
+    result?;
+    info!("Stopped.");
+    Ok(())
+}
+
+async fn serve_http(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    state: &Arc<PipelineState>,
+    worker: &WorkerHandle,
+) -> Result<(), ServiceError> {
+    let address = &settings.http.listen;
+    if address.is_empty() {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServiceError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+    info!(address = %address, "HTTP server listening.");
+    let app = crate::http::AppState {
+        metrics: metrics.clone(),
+        state: state.clone(),
+        worker: worker.clone(),
+        max_texts: settings.http.max_texts_per_request,
+    };
+    let limit = settings.http.max_request_bytes;
+    tokio::spawn(async move {
+        if let Err(err) = crate::http::serve(listener, app, limit).await {
+            error!(error = %err, "HTTP server stopped.");
+        }
+    });
+    Ok(())
+}
+
+/// A batch run's input and outputs.
+#[derive(Debug, Clone)]
+pub struct FileRun {
+    /// Input file; `-` is standard input.
+    pub input: PathBuf,
+    pub format: InputFormat,
+    pub outputs: Outputs,
+}
+
+/// What a batch run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileReport {
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Blank input lines, skipped.
+    pub blank_lines: u64,
+    pub seconds: f64,
+    /// Messages per second, from the first message read to the last window written.
+    pub per_second: f64,
+}
+
+/// The batch mode: the same pipeline over a file, until the file ends (or
+/// `shutdown` resolves: then what was read is written and the run stops).
+pub async fn run_files(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    run: &FileRun,
+    shutdown: impl Future<Output = ()>,
+) -> Result<FileReport, ServiceError> {
+    let worker = start_workers(&settings, &metrics).await?;
+    let state = Arc::new(PipelineState::new(
+        metrics.clone(),
+        Duration::from_millis(settings.stream.drain_timeout_ms),
+    ));
+    state.assigned.store(1, Ordering::Relaxed);
+    state.brokers_up.store(1, Ordering::Relaxed);
+    let sink = FileSink::create(&run.outputs)?;
+    let mut source = FileSource::open(&run.input, run.format)?;
+    let started = Instant::now();
+    let pipeline = pipeline(
+        &settings,
+        worker,
+        &metrics,
+        &state,
+        run.outputs.features.is_some(),
+    );
+    let result = pipeline::run(
+        pipeline,
+        &window_settings(&settings),
+        &mut source,
+        sink,
+        shutdown,
+    )
+    .await;
+    source.finish();
+    let totals = result?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(FileReport {
+        totals,
+        blank_lines: source.blank_lines(),
+        seconds,
+        per_second: totals.messages as f64 / seconds.max(1e-9),
+    })
+}
