@@ -302,18 +302,19 @@ fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = args.input.unwrap_or_else(|| "-".into());
     let predictions = args.output.unwrap_or_else(|| "-".into());
     let delimiter = settings.data.csv_delimiter.bytes().next().unwrap_or(b',');
-    let by_extension = |path: &std::path::Path| {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        ext.eq_ignore_ascii_case("csv") || ext.eq_ignore_ascii_case("tsv")
-    };
-    let csv = match args.format {
-        Some(InputFormatArg::Csv) => true,
-        Some(InputFormatArg::Jsonl) => false,
-        None => match settings.data.format {
-            DataFormat::Csv => true,
-            DataFormat::Auto => by_extension(&input),
-            _ => false,
-        },
+    // The file says what it is; data.format (set for training files) decides
+    // only for an input without a telling extension, such as `-`.
+    let ext = input
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let csv = match (args.format, ext.as_str()) {
+        (Some(InputFormatArg::Csv), _) => true,
+        (Some(InputFormatArg::Jsonl), _) => false,
+        (None, "csv" | "tsv") => true,
+        (None, "jsonl" | "json" | "ndjson") => false,
+        (None, _) => settings.data.format == DataFormat::Csv,
     };
     let format = if csv {
         InputFormat::Csv { delimiter }
