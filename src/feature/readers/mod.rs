@@ -300,13 +300,6 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// sha256 of a whole file, streamed.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut reader = HashingReader::new(File::open(path)?);
-    io::copy(&mut reader, &mut io::sink())?;
-    Ok(reader.finish().0)
-}
-
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
