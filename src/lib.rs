@@ -10,6 +10,7 @@
 //! [`registry`] (model versions and aliases).
 
 pub mod bench;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod drift;

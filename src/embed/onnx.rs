@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 
 use super::batching::{embed_grouped, length_batches, padded_tokens};
 use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
+use crate::checksum::hex;
 use crate::config::{BatchingKind, PoolingKind, Settings};
-use crate::feature::readers::hex;
 
 /// Files a model folder must hold.
 pub const MODEL_FILES: [&str; 5] = [
