@@ -8,8 +8,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::DriftReference;
 use super::{DriftMonitor, DriftReport, DriftSettings, WindowObservation};
-use crate::registry::DriftReference;
 
 /// One message as the monitor sees it after classification.
 #[derive(Debug, Clone, PartialEq)]

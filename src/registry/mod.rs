@@ -13,7 +13,6 @@
 //! file, so two writers cannot lose each other's change.
 
 pub mod card;
-pub mod reference;
 
 use std::fs;
 use std::io::Write;
@@ -23,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::drift::DriftReference;
 use crate::model::Model;
 pub use card::ModelCard;
-pub use reference::DriftReference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -384,14 +383,14 @@ mod tests {
         };
         let classifier = Classifier::fit(x.view(), &[0, 0, 1, 1], labels, &params).unwrap();
         let preds = classifier.predict(x.view()).unwrap();
-        let plan = reference::ReferencePlan {
+        let plan = crate::drift::reference::ReferencePlan {
             sample_size: 2,
             mmd_sample: 2,
             mmd_null_draws: 3,
             seed: 1,
         };
         let texts = ["a", "b", "c", "d"];
-        let training = reference::TrainingRows {
+        let training = crate::drift::reference::TrainingRows {
             predictions: &preds,
             features: x.view(),
         };

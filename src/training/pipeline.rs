@@ -11,14 +11,14 @@ use super::gates;
 use super::metrics::{Evaluation, evaluate};
 use super::split::stratified_split;
 use crate::config::Settings;
+use crate::drift::reference::{DriftReference, ReferencePlan, TrainingRows};
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{FeatureError, embed_texts, read_labelled};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, Hyperparameters, Timings};
-use crate::registry::reference::{ReferencePlan, TrainingRows};
-use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
+use crate::registry::{ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
