@@ -22,4 +22,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod stats;
 pub mod training;

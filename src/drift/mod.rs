@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::training::metrics::evaluate;
+use crate::model::evaluation::evaluate;
 pub use reference::DriftReference;
 use reference::{Histogram, TEXT_LENGTH_EDGES};
 

@@ -5,6 +5,7 @@
 //! compute the same features and the same labels.
 
 pub mod decision;
+pub mod evaluation;
 pub mod logistic;
 pub mod ngrams;
 
