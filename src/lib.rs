@@ -9,7 +9,6 @@
 //! [`model`] (logistic regressions over the embedding and word n-grams, blended) and
 //! [`registry`] (model versions and aliases).
 
-pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod config;
@@ -23,4 +22,5 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod stats;
+pub mod tools;
 pub mod training;

@@ -37,7 +37,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         }) => create_topics(settings, partitions, replication),
         Command::Topics(TopicsCommand::Send { data, topic, rows }) => {
             let topic = topic.unwrap_or_else(|| settings.kafka.input_topics[0].clone());
-            let sent = runtime()?.block_on(crate::kafka::console::send_file(
+            let sent = runtime()?.block_on(crate::tools::console::send_file(
                 settings, &data, &topic, rows,
             ))?;
             println!("sent {sent} messages to {topic}");
@@ -49,7 +49,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
             idle_s,
         }) => {
             let topic = topic.unwrap_or_else(|| settings.kafka.predictions_topic.clone());
-            runtime()?.block_on(crate::kafka::console::tail(
+            runtime()?.block_on(crate::tools::console::tail(
                 settings,
                 &topic,
                 count,
@@ -174,7 +174,7 @@ fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
             "--overload {f}: the factor multiplies the measured throughput and must be above 1 (e.g. 2)"
         );
     }
-    let options = crate::bench::BenchOptions {
+    let options = crate::tools::bench::BenchOptions {
         rows: args.rows,
         repeat: args.repeat as usize,
         rate: args.rate,
@@ -182,7 +182,7 @@ fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
         overload: args.overload,
         overload_secs: args.overload_secs,
     };
-    let report = runtime()?.block_on(crate::bench::run(settings, &args.data, &options))?;
+    let report = runtime()?.block_on(crate::tools::bench::run(settings, &args.data, &options))?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -191,7 +191,7 @@ fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_bench(settings: &Settings, r: &crate::bench::BenchReport) {
+fn print_bench(settings: &Settings, r: &crate::tools::bench::BenchReport) {
     println!("rows                     {}", r.rows);
     println!(
         "window                   {} messages / {} ms",

@@ -1,14 +1,14 @@
 //! Kafka at the edge: client configuration from settings, the consumer context
 //! (rebalance hand-over, statistics), topic administration.
 
-pub mod console;
+pub mod client;
 mod context;
 
 use rdkafka::ClientConfig;
 
 pub use context::{ConsumerState, TriageContext};
 
-use crate::config::KafkaSettings;
+pub use crate::config::KafkaSettings;
 
 /// librdkafka keys that triage sets itself: the delivery guarantees depend on them,
 /// so `kafka.librdkafka_options` may not override them.
