@@ -4,8 +4,6 @@
 
 pub mod mmd;
 pub mod reference;
-pub mod replay;
-pub mod scenarios;
 pub mod stats;
 
 use std::collections::VecDeque;
