@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use super::args::DriftEvalArgs;
-use super::commands::{load_embedder, print_json};
+use super::{load_embedder, print_json};
+use crate::cli::args::DriftEvalArgs;
 use crate::config::Settings;
 use crate::registry::Registry;
 use crate::tools::drift_eval::scenarios::ScenarioPlan;
