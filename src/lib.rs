@@ -2,17 +2,26 @@
 //!
 //! The code follows the Feature / Training / Inference split:
 //! - [`feature`]: readers, label rules, the feature cache and the feature pipeline;
-//! - [`training`]: data checks, stratified split, metrics, gates, the training pipeline;
+//! - [`training`]: data checks, stratified split, gates, the training pipeline;
 //! - [`inference`]: the Kafka-free pipeline core (windows, decoding, classifying
 //!   on workers, drift, record encoding) over a source and a sink;
 //!
 //! its edges: [`kafka`] (the production source and sink), [`file`] (the batch
 //! mode), [`http`] (the HTTP surface), wired together by [`service`];
 //! and the parts they share: [`config`], [`embed`] (the sentence embedder),
-//! [`model`] (logistic regressions over the embedding and word n-grams, blended) and
-//! [`registry`] (model versions and aliases).
+//! [`model`] (logistic regressions over the embedding and word n-grams, blended, and
+//! the evaluation metrics), [`registry`] (model versions, cards and aliases),
+//! [`drift`] (the monitor and the reference it compares against), [`metrics`],
+//! and the pure leaves [`stats`] and [`checksum`]. [`tools`] holds what runs
+//! around the service (`triage bench`, `triage drift eval`, the console producer
+//! and consumer); [`cli`] is the binary's edge.
+//!
+//! Dependencies run one way, from the binary down to the pure core: `cli` ->
+//! `tools`, `service` -> `kafka`, `file`, `http` -> `inference` -> `training` ->
+//! `registry` -> `feature` -> `embed` -> `config` -> `drift` -> `model`; any of
+//! them may use `metrics`, `stats` and `checksum`.
 
-pub mod bench;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod drift;
@@ -26,4 +35,6 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod service;
+pub mod stats;
+pub mod tools;
 pub mod training;

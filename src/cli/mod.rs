@@ -3,7 +3,6 @@
 
 mod args;
 mod commands;
-mod drift;
 
 use std::process::ExitCode;
 

@@ -3,8 +3,7 @@
 //! windows (so small windows are not noise) and reports every detector.
 
 pub mod mmd;
-pub mod replay;
-pub mod scenarios;
+pub mod reference;
 pub mod stats;
 
 use std::collections::VecDeque;
@@ -14,9 +13,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::DriftReference;
-use crate::registry::reference::{Histogram, TEXT_LENGTH_EDGES};
-use crate::training::metrics::evaluate;
+use crate::model::evaluation::evaluate;
+pub use reference::DriftReference;
+use reference::{Histogram, TEXT_LENGTH_EDGES};
 
 /// Detector settings (`[drift]` in the configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,8 +232,6 @@ impl DriftMonitor {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::registry::reference::Histogram;
-    use crate::training::data_checks::Quantiles;
 
     /// A point of the in-distribution "embedding space": distinct for k < 1009,
     /// spread evenly over [0, 1) on the first axis.
@@ -246,15 +243,12 @@ pub(crate) mod tests {
         let sample: Vec<Vec<f32>> = (0..60).map(|k| point(k * 5 + 3, 0.0)).collect();
         let pool = ndarray::Array2::from_shape_fn((400, 2), |(k, j)| point(k + 500, 0.0)[j]);
         DriftReference {
-            rows: 60,
             class_mix: vec![0.2, 0.2, 0.6],
             mean_confidence: 0.8,
-            confidence: Histogram::new(vec![0.0, 0.5, 1.0], [0.8]),
             embedding_mean: vec![0.5, 0.0],
             mmd: mmd::MmdNull::calibrate(&sample, pool.view(), 30, 200, 1),
             sample,
             text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), std::iter::repeat_n(100.0, 60)),
-            text_length_quantiles: Quantiles::default(),
         }
     }
 

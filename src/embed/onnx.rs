@@ -1,7 +1,5 @@
 //! all-MiniLM-L6-v2 (or any BERT-like ONNX model) through fastembed's user-defined model.
 
-use std::path::{Path, PathBuf};
-
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
@@ -9,8 +7,8 @@ use sha2::{Digest, Sha256};
 
 use super::batching::{embed_grouped, length_batches, padded_tokens};
 use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
+use crate::checksum::hex;
 use crate::config::{BatchingKind, PoolingKind, Settings};
-use crate::feature::readers::hex;
 
 /// Files a model folder must hold.
 pub const MODEL_FILES: [&str; 5] = [
@@ -138,18 +136,6 @@ impl OnnxEmbedder {
             .iter()
             .map(|e| e.get_attention_mask().iter().map(|&m| m as usize).sum())
             .collect())
-    }
-
-    /// Where `settings` expects the model files (for diagnostics).
-    pub fn model_paths(settings: &Settings) -> Vec<PathBuf> {
-        let dir = settings.model_dir();
-        MODEL_FILES.iter().map(|f| dir.join(f)).collect()
-    }
-
-    /// Whether every file the embedder needs exists (runtime and model).
-    pub fn assets_present(settings: &Settings) -> bool {
-        Path::new(&settings.onnx_runtime_path()).is_file()
-            && Self::model_paths(settings).iter().all(|p| p.is_file())
     }
 
     /// The lengths batches are planned by: tokens, or bytes.

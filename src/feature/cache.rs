@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
 
+use crate::checksum::hex;
 use crate::embed::EmbeddingSpec;
-use crate::feature::readers::hex;
 
 const MAGIC: &[u8; 8] = b"TRIAGEF1";
 

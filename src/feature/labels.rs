@@ -3,6 +3,17 @@
 use crate::config::{LabelRange, LabelRuleKind, LabelSettings};
 use crate::feature::readers::LabelValue;
 
+/// Why a raw label value maps to no label.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LabelError {
+    #[error("stars {0:?} is not a number")]
+    StarsNotANumber(String),
+    #[error("stars {0} is in no range of labels.ranges")]
+    StarsOutOfRange(f64),
+    #[error("label {0:?} is not in labels.allowed")]
+    NotAllowed(String),
+}
+
 /// A configured label rule (see `[labels]` in config/default.toml).
 #[derive(Debug, Clone)]
 pub struct LabelRule {
@@ -30,7 +41,7 @@ impl LabelRule {
     }
 
     /// Maps a raw value to a label, or says why it cannot.
-    pub fn apply(&self, value: &LabelValue) -> Result<String, String> {
+    pub fn apply(&self, value: &LabelValue) -> Result<String, LabelError> {
         match self.kind {
             LabelRuleKind::Stars => {
                 let stars = match value {
@@ -38,13 +49,13 @@ impl LabelRule {
                     LabelValue::Text(s) => s
                         .trim()
                         .parse::<f64>()
-                        .map_err(|_| format!("stars {s:?} is not a number"))?,
+                        .map_err(|_| LabelError::StarsNotANumber(s.clone()))?,
                 };
                 self.ranges
                     .iter()
                     .find(|r| r.min <= stars && stars <= r.max)
                     .map(|r| r.label.clone())
-                    .ok_or_else(|| format!("stars {stars} is in no range of labels.ranges"))
+                    .ok_or(LabelError::StarsOutOfRange(stars))
             }
             LabelRuleKind::Column => {
                 let label = match value {
@@ -55,7 +66,7 @@ impl LabelRule {
                 if self.allowed.is_empty() || self.allowed.contains(&label) {
                     Ok(label)
                 } else {
-                    Err(format!("label {label:?} is not in labels.allowed"))
+                    Err(LabelError::NotAllowed(label))
                 }
             }
         }
@@ -79,7 +90,7 @@ mod tests {
         assert_eq!(map(3.0).unwrap(), "neutral");
         assert_eq!(map(4.0).unwrap(), "positive");
         assert_eq!(map(5.0).unwrap(), "positive");
-        assert!(map(3.5).unwrap_err().contains("no range"));
+        assert!(map(3.5).unwrap_err().to_string().contains("no range"));
         assert!(map(0.0).is_err());
         assert_eq!(
             rule.known_labels().unwrap(),
@@ -125,6 +136,6 @@ mod tests {
         let rule = LabelRule::new(&settings);
         assert!(rule.apply(&LabelValue::Text("billing".into())).is_ok());
         let err = rule.apply(&LabelValue::Text("spam".into())).unwrap_err();
-        assert!(err.contains("labels.allowed"));
+        assert!(err.to_string().contains("labels.allowed"));
     }
 }

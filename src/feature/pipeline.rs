@@ -58,7 +58,7 @@ pub fn scan_labelled(
         };
         let label = rule
             .apply(value)
-            .map_err(|why| RowError::new(record.line, "unknown_label", why))?;
+            .map_err(|why| RowError::new(record.line, "unknown_label", why.to_string()))?;
         each(record, label);
         Ok(())
     })

@@ -4,7 +4,7 @@
 //! module talks to librdkafka.
 
 mod admin;
-pub mod console;
+pub mod client;
 mod context;
 mod settings;
 mod sink;

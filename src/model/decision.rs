@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::evaluation::evaluate;
 use super::logistic::{Prediction, argmax};
-use crate::training::metrics::evaluate;
 
 /// Blends one row: `softmax(w·ln p_e + (1-w)·ln p_t + offsets)`. A zero weight drops
 /// its model entirely (so a zero probability there cannot veto), and a label that

@@ -30,6 +30,14 @@ pub enum ClassifierError {
     Texts { rows: usize, texts: usize },
     #[error("label index {index} is outside the label set of {labels}")]
     UnknownLabel { index: usize, labels: usize },
+    #[error("{classes} classes but {intercepts} intercepts and {columns} weight columns")]
+    Shape {
+        classes: usize,
+        intercepts: usize,
+        columns: usize,
+    },
+    #[error("class index {index} appears twice")]
+    DuplicateClass { index: usize },
     #[error("fitting the logistic regression failed: {0}")]
     Fit(String),
 }
@@ -93,12 +101,42 @@ impl Classifier {
         &self.labels
     }
 
+    /// Checks what deserialisation cannot: the weights have one column per class,
+    /// and every class is a distinct index into the label set. A model file that
+    /// fails this would otherwise panic in [`Classifier::predict`].
+    pub fn validate(&self) -> Result<(), ClassifierError> {
+        let classes = self.model.classes();
+        let (intercepts, columns) = (self.model.intercept().len(), self.model.params().ncols());
+        if classes.len() != intercepts || classes.len() != columns {
+            return Err(ClassifierError::Shape {
+                classes: classes.len(),
+                intercepts,
+                columns,
+            });
+        }
+        let mut seen = vec![false; self.labels.len()];
+        for &index in classes {
+            match seen.get_mut(index) {
+                None => {
+                    return Err(ClassifierError::UnknownLabel {
+                        index,
+                        labels: self.labels.len(),
+                    });
+                }
+                Some(true) => return Err(ClassifierError::DuplicateClass { index }),
+                Some(s) => *s = true,
+            }
+        }
+        Ok(())
+    }
+
     /// Number of input features the model expects.
     pub fn dimension(&self) -> usize {
         self.model.params().nrows()
     }
 
-    /// Predicts every row of `x`. Checks the dimension first (linfa would panic).
+    /// Predicts every row of `x`. Checks the dimension and the classes first (linfa
+    /// or the label lookup would panic).
     pub fn predict(&self, x: ArrayView2<'_, f32>) -> Result<Vec<Prediction>, ClassifierError> {
         if x.ncols() != self.dimension() {
             return Err(ClassifierError::Dimension {
@@ -106,6 +144,7 @@ impl Classifier {
                 actual: x.ncols(),
             });
         }
+        self.validate()?;
         let probs = self.model.predict_probabilities(&x.mapv(f64::from));
         let classes = self.model.classes();
         Ok(probs

@@ -5,6 +5,7 @@
 //! compute the same features and the same labels.
 
 pub mod decision;
+pub mod evaluation;
 pub mod logistic;
 pub mod ngrams;
 
@@ -13,7 +14,33 @@ use serde::{Deserialize, Serialize};
 
 pub use decision::blend;
 pub use logistic::{Classifier, ClassifierError, FitParams, Prediction, argmax};
-pub use ngrams::{NgramSettings, Ngrams};
+pub use ngrams::{NgramSettings, Ngrams, NgramsError};
+
+/// Why a model's parts do not make one model (at training, or loading `model.json`).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the n-gram model's labels {text:?} differ from the embedding model's {embedding:?}")]
+    LabelsDiffer {
+        embedding: Vec<String>,
+        text: Vec<String>,
+    },
+    #[error(
+        "the n-gram model does not match its vocabulary: it takes {features} features, the vocabulary has {vocabulary} n-grams"
+    )]
+    Vocabulary { features: usize, vocabulary: usize },
+    #[error("{offsets} decision offsets for {labels} labels")]
+    Offsets { offsets: usize, labels: usize },
+    #[error("embedding weight {0} is outside [0, 1]")]
+    Weight(f64),
+    #[error("the {part} model: {source}")]
+    Part {
+        part: &'static str,
+        #[source]
+        source: ClassifierError,
+    },
+    #[error("not a triage model: {0}")]
+    Json(#[from] serde_json::Error),
+}
 
 /// The n-gram half of a blended model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,34 +64,37 @@ pub struct Model {
 }
 
 impl Model {
-    /// Assembles a model; the parts must share the label set.
+    /// Assembles a model; the parts must share the label set, and each classifier's
+    /// classes must index it.
     pub fn new(
         embedding: Classifier,
         text: Option<TextHead>,
         embedding_weight: f64,
         offsets: Vec<f64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ModelError> {
+        let part = |part: &'static str| move |source| ModelError::Part { part, source };
+        embedding.validate().map_err(part("embedding"))?;
         let labels = embedding.labels().to_vec();
-        if let Some(head) = &text
-            && head.classifier.labels() != labels.as_slice()
-        {
-            return Err(format!(
-                "the n-gram model's labels {:?} differ from the embedding model's {labels:?}",
-                head.classifier.labels()
-            ));
-        }
-        if text
-            .as_ref()
-            .is_some_and(|h| h.classifier.dimension() != h.ngrams.dimension())
-        {
-            return Err("the n-gram model does not match its vocabulary".into());
+        if let Some(head) = &text {
+            if head.classifier.labels() != labels.as_slice() {
+                return Err(ModelError::LabelsDiffer {
+                    embedding: labels,
+                    text: head.classifier.labels().to_vec(),
+                });
+            }
+            head.classifier.validate().map_err(part("n-gram"))?;
+            if head.classifier.dimension() != head.ngrams.dimension() {
+                return Err(ModelError::Vocabulary {
+                    features: head.classifier.dimension(),
+                    vocabulary: head.ngrams.dimension(),
+                });
+            }
         }
         if offsets.len() != labels.len() {
-            return Err(format!(
-                "{} decision offsets for {} labels",
-                offsets.len(),
-                labels.len()
-            ));
+            return Err(ModelError::Offsets {
+                offsets: offsets.len(),
+                labels: labels.len(),
+            });
         }
         let embedding_weight = if text.is_some() {
             embedding_weight
@@ -72,9 +102,7 @@ impl Model {
             1.0
         };
         if !(0.0..=1.0).contains(&embedding_weight) {
-            return Err(format!(
-                "embedding weight {embedding_weight} is outside [0, 1]"
-            ));
+            return Err(ModelError::Weight(embedding_weight));
         }
         Ok(Self {
             labels,
@@ -87,15 +115,14 @@ impl Model {
 
     /// Reads `model.json`: this format, or the embedding-only format of triage 0.1
     /// (a bare logistic regression), which becomes a model without a text head.
-    pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
+    pub fn from_json(value: serde_json::Value) -> Result<Self, ModelError> {
         let legacy = value.get("model").is_some() && value.get("embedding").is_none();
         if legacy {
-            let classifier: Classifier =
-                serde_json::from_value(value).map_err(|e| e.to_string())?;
+            let classifier: Classifier = serde_json::from_value(value)?;
             let offsets = vec![0.0; classifier.labels().len()];
             return Self::new(classifier, None, 1.0, offsets);
         }
-        let model: Model = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let model: Model = serde_json::from_value(value)?;
         Self::new(
             model.embedding,
             model.text,
@@ -239,7 +266,9 @@ mod tests {
     #[test]
     fn mismatched_parts_are_refused_with_the_reason() {
         let model = blended(0.5);
-        let err = Model::new(model.embedding.clone(), None, 1.0, vec![0.0]).unwrap_err();
+        let err = Model::new(model.embedding.clone(), None, 1.0, vec![0.0])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 decision offsets for 2 labels"), "{err}");
         let err = Model::new(
             model.embedding.clone(),
@@ -247,8 +276,54 @@ mod tests {
             1.5,
             vec![0.0; 2],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("outside [0, 1]"), "{err}");
+    }
+
+    #[test]
+    fn model_files_whose_classes_do_not_match_the_labels_are_refused() {
+        let model = blended(0.5);
+        let refused = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut value = serde_json::to_value(&model).unwrap();
+            edit(&mut value);
+            Model::from_json(value).unwrap_err().to_string()
+        };
+        // Two labels, but the embedding model says its second class is label 2.
+        let err = refused(&|v| v["embedding"]["model"]["classes"] = serde_json::json!([0, 2]));
+        assert_eq!(
+            err,
+            "the embedding model: label index 2 is outside the label set of 2"
+        );
+        // A third class without weights for it.
+        let err = refused(&|v| {
+            v["text"]["classifier"]["model"]["classes"] = serde_json::json!([0, 1, 2])
+        });
+        assert_eq!(
+            err,
+            "the n-gram model: 3 classes but 2 intercepts and 2 weight columns"
+        );
+        let err = refused(&|v| v["offsets"] = serde_json::json!([0.0, 0.0, 0.0]));
+        assert_eq!(err, "3 decision offsets for 2 labels");
+        let err = refused(&|v| v["text"]["classifier"]["labels"] = serde_json::json!(["bad"]));
+        assert!(err.starts_with("the n-gram model's labels"), "{err}");
+    }
+
+    #[test]
+    fn a_classifier_with_classes_outside_its_labels_errs_instead_of_panicking() {
+        let model = blended(0.5);
+        let mut value = serde_json::to_value(&model.embedding).unwrap();
+        value["model"]["classes"] = serde_json::json!([0, 7]);
+        let corrupt: Classifier = serde_json::from_value(value).unwrap();
+        let x = Array2::from_elem((1, 2), 0.5f32);
+        let err = corrupt.predict(x.view()).unwrap_err();
+        assert!(matches!(
+            err,
+            ClassifierError::UnknownLabel {
+                index: 7,
+                labels: 2
+            }
+        ));
     }
 
     #[test]

@@ -79,22 +79,30 @@ impl From<Ngrams> for Stored {
     }
 }
 
-impl TryFrom<Stored> for Ngrams {
-    type Error = String;
+/// Why a stored n-gram vocabulary was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NgramsError {
+    #[error("{ngrams} n-grams but {idf} idf weights")]
+    IdfLength { ngrams: usize, idf: usize },
+    #[error("n-gram lengths {min_n}..={max_n} make no sense")]
+    Lengths { min_n: usize, max_n: usize },
+}
 
-    fn try_from(s: Stored) -> Result<Self, String> {
+impl TryFrom<Stored> for Ngrams {
+    type Error = NgramsError;
+
+    fn try_from(s: Stored) -> Result<Self, NgramsError> {
         if s.vocabulary.len() != s.idf.len() {
-            return Err(format!(
-                "{} n-grams but {} idf weights",
-                s.vocabulary.len(),
-                s.idf.len()
-            ));
+            return Err(NgramsError::IdfLength {
+                ngrams: s.vocabulary.len(),
+                idf: s.idf.len(),
+            });
         }
         if s.min_n == 0 || s.max_n < s.min_n {
-            return Err(format!(
-                "n-gram lengths {}..={} make no sense",
-                s.min_n, s.max_n
-            ));
+            return Err(NgramsError::Lengths {
+                min_n: s.min_n,
+                max_n: s.max_n,
+            });
         }
         Ok(Self::new(s.min_n, s.max_n, s.vocabulary, s.idf))
     }

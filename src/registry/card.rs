@@ -8,10 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClassBalance;
 use crate::embed::EmbeddingSpec;
 use crate::model::decision::{Decision, Scored};
+use crate::model::evaluation::Evaluation;
 use crate::model::{FitParams, NgramSettings};
-use crate::training::data_checks::DataReport;
-use crate::training::gates::GateResult;
-use crate::training::metrics::Evaluation;
+use crate::stats::Quantiles;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
@@ -51,6 +50,36 @@ pub struct DataCard {
     pub train_rows: u64,
     pub test_rows: u64,
     pub checks: DataReport,
+}
+
+/// What the data checks (`training::data_checks`) found before training.
+/// `failures` stop training; `warnings` do not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    pub rows_in: u64,
+    pub duplicates_removed: u64,
+    /// Texts seen with two or more different labels (the first label is kept).
+    pub conflicting_duplicates: u64,
+    pub rows_out: u64,
+    pub rows_per_class: Vec<(String, u64)>,
+    /// Largest class over smallest class.
+    pub class_ratio: f64,
+    pub text_chars: Quantiles,
+    pub text_words: Quantiles,
+    /// Share of texts whose estimated token count exceeds `embedding.max_length`.
+    pub share_truncated_estimate: f64,
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// One validation gate (`training::gates`): its threshold and the model's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    /// The setting that holds the threshold, e.g. `training.min_macro_f1`.
+    pub gate: String,
+    pub threshold: f64,
+    pub value: f64,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,8 +187,7 @@ pub struct Timings {
 #[cfg(test)]
 pub(crate) mod fixture {
     use super::*;
-    use crate::training::data_checks::Quantiles;
-    use crate::training::metrics::evaluate;
+    use crate::model::evaluation::evaluate;
 
     /// A small but complete card for registry tests.
     pub fn card(labels: &[&str], dimension: usize) -> ModelCard {

@@ -13,7 +13,6 @@
 //! file, so two writers cannot lose each other's change.
 
 pub mod card;
-pub mod reference;
 
 use std::fs;
 use std::io::Write;
@@ -23,9 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::drift::DriftReference;
 use crate::model::Model;
 pub use card::ModelCard;
-pub use reference::DriftReference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -233,7 +232,7 @@ impl Registry {
             what: "model",
             reason,
         };
-        let classifier = Model::from_json(stored).map_err(corrupt)?;
+        let classifier = Model::from_json(stored).map_err(|e| corrupt(e.to_string()))?;
         if classifier.labels() != card.labels.as_slice() {
             return Err(corrupt(format!(
                 "labels {:?} differ from the card's {:?}",
@@ -384,14 +383,14 @@ mod tests {
         };
         let classifier = Classifier::fit(x.view(), &[0, 0, 1, 1], labels, &params).unwrap();
         let preds = classifier.predict(x.view()).unwrap();
-        let plan = reference::ReferencePlan {
+        let plan = crate::drift::reference::ReferencePlan {
             sample_size: 2,
             mmd_sample: 2,
             mmd_null_draws: 3,
             seed: 1,
         };
         let texts = ["a", "b", "c", "d"];
-        let training = reference::TrainingRows {
+        let training = crate::drift::reference::TrainingRows {
             predictions: &preds,
             features: x.view(),
         };
@@ -505,6 +504,27 @@ mod tests {
         let err = registry.load(&v).unwrap_err();
         assert!(matches!(err, RegistryError::Corrupt { .. }));
         assert!(err.to_string().contains("model.json"), "{err}");
+    }
+
+    #[test]
+    fn model_whose_classes_do_not_match_its_labels_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        let (classifier, card, reference) = model();
+        let v = registry.register(&classifier, card, &reference).unwrap();
+        let path = registry.version_dir(&v).join("model.json");
+        // Three classes for the two labels "a" and "b".
+        let mut stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        stored["embedding"]["model"]["classes"] = serde_json::json!([0, 1, 2]);
+        std::fs::write(&path, stored.to_string()).unwrap();
+        let err = registry.load(&v).unwrap_err();
+        assert!(matches!(err, RegistryError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the embedding model: 3 classes but 2 intercepts and 2 weight columns"),
+            "{err}"
+        );
     }
 
     #[test]

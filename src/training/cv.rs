@@ -15,10 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use tracing::info;
 
 use super::balance::rows_to_fit;
-use super::metrics::evaluate;
 use super::split::rows_by_class;
 use crate::config::ClassBalance;
 use crate::model::decision::Scored;
+use crate::model::evaluation::evaluate;
 use crate::model::{Classifier, ClassifierError, FitParams, Prediction};
 
 /// The fold (`0..k`) of every row: each class dealt round-robin over the folds after

@@ -3,54 +3,10 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::TrainingSettings;
 use crate::feature::LabelledExample;
-
-/// What the checks found. `failures` stop training; `warnings` do not.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataReport {
-    pub rows_in: u64,
-    pub duplicates_removed: u64,
-    /// Texts seen with two or more different labels (the first label is kept).
-    pub conflicting_duplicates: u64,
-    pub rows_out: u64,
-    pub rows_per_class: Vec<(String, u64)>,
-    /// Largest class over smallest class.
-    pub class_ratio: f64,
-    pub text_chars: Quantiles,
-    pub text_words: Quantiles,
-    /// Share of texts whose estimated token count exceeds `embedding.max_length`.
-    pub share_truncated_estimate: f64,
-    pub failures: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Quantiles {
-    pub min: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub max: f64,
-}
-
-impl Quantiles {
-    /// Nearest-rank quantiles of `values` (sorted in place).
-    pub fn of(values: &mut [f64]) -> Self {
-        if values.is_empty() {
-            return Self::default();
-        }
-        values.sort_by(f64::total_cmp);
-        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-        Self {
-            min: values[0],
-            p50: at(0.5),
-            p90: at(0.9),
-            max: values[values.len() - 1],
-        }
-    }
-}
+use crate::registry::card::DataReport;
+use crate::stats::Quantiles;
 
 /// Drops exact duplicate texts (keeping the first), then checks what is left.
 pub fn check(

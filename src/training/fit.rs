@@ -158,6 +158,6 @@ pub fn fit_model(
         cv_macro_f1,
     };
     let model = Model::new(embedding, text.map(|(head, _)| head), weight, offsets)
-        .map_err(ClassifierError::Fit)?;
+        .map_err(|e| ClassifierError::Fit(e.to_string()))?;
     Ok((model, selection))
 }

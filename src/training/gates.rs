@@ -1,18 +1,8 @@
 //! Model validation gates: a model is promoted only if it passes every gate.
 
-use serde::{Deserialize, Serialize};
-
-use super::metrics::Evaluation;
 use crate::config::TrainingSettings;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateResult {
-    /// The setting that holds the threshold, e.g. `training.min_macro_f1`.
-    pub gate: String,
-    pub threshold: f64,
-    pub value: f64,
-    pub passed: bool,
-}
+use crate::model::evaluation::Evaluation;
+use crate::registry::card::GateResult;
 
 /// Checks the held-out evaluation against the configured minimums.
 pub fn check(eval: &Evaluation, settings: &TrainingSettings) -> Vec<GateResult> {
@@ -50,7 +40,7 @@ pub fn failures(results: &[GateResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::training::metrics::evaluate;
+    use crate::model::evaluation::evaluate;
 
     #[test]
     fn failing_gate_is_named_with_value_and_threshold() {

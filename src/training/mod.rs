@@ -7,7 +7,6 @@ pub mod cv;
 pub mod data_checks;
 pub mod fit;
 pub mod gates;
-pub mod metrics;
 mod pipeline;
 pub mod split;
 

@@ -8,17 +8,17 @@ use tracing::{info, warn};
 use super::data_checks;
 use super::fit::{TrainingSet, fit_model};
 use super::gates;
-use super::metrics::{Evaluation, evaluate};
 use super::split::stratified_split;
 use crate::config::Settings;
+use crate::drift::reference::{DriftReference, ReferencePlan, TrainingRows};
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{FeatureError, embed_texts, read_labelled};
+use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
-use crate::registry::card::{DataCard, Hyperparameters, Timings};
-use crate::registry::reference::{ReferencePlan, TrainingRows};
-use crate::registry::{DriftReference, ModelCard, Registry, RegistryError};
+use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
+use crate::registry::{ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -194,7 +194,7 @@ fn data_card(
     summary: &ReadSummary,
     train_rows: usize,
     test_rows: usize,
-    checks: data_checks::DataReport,
+    checks: DataReport,
 ) -> DataCard {
     DataCard {
         path: summary.path.clone(),

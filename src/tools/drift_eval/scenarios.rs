@@ -8,8 +8,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{DriftMonitor, DriftReport, DriftSettings, WindowObservation};
-use crate::registry::DriftReference;
+use crate::drift::{DriftMonitor, DriftReference, DriftReport, DriftSettings, WindowObservation};
+use crate::stats::{nearest_rank, percentile};
 
 /// One message as the monitor sees it after classification.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,7 +336,7 @@ pub fn run(
                 let got = all(&shares);
                 Shares {
                     detector,
-                    median: got.as_ref().map(|v| median_f64(v.clone())),
+                    median: got.as_ref().map(|v| lower_median(v.clone())),
                     max: got.map(|v| v.into_iter().fold(f64::MIN, f64::max)),
                     shares,
                 }
@@ -444,21 +444,23 @@ fn all<T: Copy>(values: &[Option<T>]) -> Option<Vec<T>> {
     values.iter().copied().collect()
 }
 
+/// The lower median (an observed value, not a mean of two) when every run gave one.
 fn median_if_all(values: &[Option<usize>]) -> Option<usize> {
     let mut v = all(values)?;
     v.sort_unstable();
-    v.get(v.len().saturating_sub(1) / 2).copied()
+    nearest_rank(&v, 0.5)
 }
 
-fn median_f64(mut v: Vec<f64>) -> f64 {
+/// The lower median, like [`median_if_all`]'s.
+fn lower_median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+    percentile(&v, 0.5)
 }
 
 /// Share of `p_values` below `threshold`: the per-window false-alarm rate that
 /// threshold would give on stationary traffic.
 pub fn false_alarm_rate(p_values: &[f64], threshold: f64) -> f64 {
-    super::stats::share_below(p_values, threshold)
+    crate::drift::stats::share_below(p_values, threshold)
 }
 
 #[cfg(test)]

@@ -1,17 +1,14 @@
-//! Console producer and consumer for demos and debugging, like Kafka's own
-//! `kafka-console-producer` / `kafka-console-consumer`, without extra tools.
+//! Console producer and consumer for demos and debugging (`triage topics send` and
+//! `triage topics tail`), like Kafka's own `kafka-console-producer` /
+//! `kafka-console-consumer`, without extra tools.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-
-use super::base_config;
+use super::common::unique;
 use crate::config::Settings;
 use crate::feature::readers::{LabelValue, ReaderSpec, read_file};
+use crate::kafka::client::{Producer, TopicReader};
 
 /// Sends up to `rows` rows of a data file to `topic` as JSON messages with the
 /// configured id, text and label fields (so `triage run` reads them as they are).
@@ -41,18 +38,9 @@ pub async fn send_file(
         }
         Ok(())
     })?;
-    let producer: FutureProducer = base_config(&settings.kafka).create()?;
-    let sends = messages.iter().map(|(id, body)| {
-        producer.send(
-            FutureRecord::to(topic)
-                .key(id.as_str())
-                .payload(body.as_str()),
-            Timeout::After(Duration::from_secs(30)),
-        )
-    });
-    for result in futures::future::join_all(sends).await {
-        result.map_err(|(e, _)| e)?;
-    }
+    Producer::new(&settings.kafka)?
+        .send_all(topic, &messages, Duration::from_secs(30))
+        .await?;
     Ok(messages.len())
 }
 
@@ -65,24 +53,13 @@ pub async fn tail(
     idle: Duration,
     mut print: impl FnMut(&str),
 ) -> anyhow::Result<usize> {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let consumer: StreamConsumer = base_config(&settings.kafka)
-        .set(
-            "group.id",
-            format!("triage-tail-{}-{n}", std::process::id()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[topic])?;
+    let reader = TopicReader::from_beginning(&settings.kafka, topic, &unique("tail"))?;
     let mut printed = 0;
     let mut last = Instant::now();
     while printed < count && last.elapsed() < idle {
         let left = idle.saturating_sub(last.elapsed());
-        if let Ok(Ok(m)) = tokio::time::timeout(left, consumer.recv()).await {
-            print(&String::from_utf8_lossy(m.payload().unwrap_or_default()));
+        if let Ok(Ok(payload)) = tokio::time::timeout(left, reader.next_payload()).await {
+            print(&String::from_utf8_lossy(&payload));
             printed += 1;
             last = Instant::now();
         }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::lane::unique;
 use crate::config::Settings;
+use crate::tools::common::http_get;
 
 /// `triage run` in a child process, as users run it: the bench's effective
 /// settings go to a config file (the child ignores TRIAGE_* variables, so the file
@@ -70,21 +71,10 @@ impl Service {
     /// The service's Prometheus exposition.
     pub(super) async fn metrics(&self) -> anyhow::Result<String> {
         let port = self.port;
-        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(
-                b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response
-                .split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_string())
-                .unwrap_or_default())
-        })
-        .await?
+        let body =
+            tokio::task::spawn_blocking(move || http_get(port, "/metrics", Duration::from_secs(5)))
+                .await??;
+        Ok(body)
     }
 
     /// SIGTERM, as an operator would; SIGKILL if it has not stopped after its drain.
@@ -103,23 +93,6 @@ impl Service {
         let _ = std::fs::remove_dir_all(&self.dir);
         peak
     }
-}
-
-/// The sum of a Prometheus metric's samples whose labels include every `labels` pair.
-pub(super) fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// A memory figure from a /proc status file (Linux), in MB: `VmHWM` (peak
@@ -159,21 +132,6 @@ pub fn peak_rss_mb() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_sums_pick_the_series_with_every_label() {
-        let text = "# HELP x\n\
-            triage_stage_duration_seconds_sum{stage=\"embed\"} 2.5\n\
-            triage_stage_duration_seconds_sum{stage=\"embedding\"} 9\n\
-            triage_consumer_lag_messages{partition=\"0\",topic=\"in\"} 3\n\
-            triage_consumer_lag_messages{partition=\"1\",topic=\"in\"} 4\n\
-            triage_consumer_lag_messages{partition=\"0\",topic=\"other\"} 100\n";
-        let stage = "triage_stage_duration_seconds_sum";
-        assert_eq!(metric_sum(text, stage, &[("stage", "embed")]), 2.5);
-        let lag = "triage_consumer_lag_messages";
-        assert_eq!(metric_sum(text, lag, &[("topic", "in")]), 7.0);
-        assert_eq!(metric_sum(text, "absent", &[]), 0.0);
-    }
 
     #[test]
     fn cpu_time_of_this_process_grows_with_work() {

@@ -7,10 +7,9 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::drift::mmd::MmdNull;
-use crate::drift::stats;
+use super::mmd::MmdNull;
+use super::stats;
 use crate::model::Prediction;
-use crate::training::data_checks::Quantiles;
 
 /// Counts over fixed bin edges: bin `i` holds `edges[i] <= v < edges[i + 1]`; the last
 /// bin also holds values equal to the last edge and beyond.
@@ -55,24 +54,22 @@ pub const TEXT_LENGTH_EDGES: [f64; 10] = [
     0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
 ];
 
+/// Unknown fields are ignored, so references written by older versions (which also
+/// kept the held-out row count, a confidence histogram and text-length quantiles)
+/// still load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftReference {
-    /// Held-out rows the statistics come from.
-    pub rows: u64,
     /// Share of predictions per label (indexed like the model's labels), over the
     /// training and held-out rows: a small held-out split alone makes the mix noisy
     /// enough for PSI to fire on stationary traffic.
     pub class_mix: Vec<f64>,
     pub mean_confidence: f64,
-    /// Confidence of the predicted label, 20 bins over [0, 1].
-    pub confidence: Histogram,
     /// Mean embedding of the held-out split.
     pub embedding_mean: Vec<f32>,
     /// Up to `training.reference_sample_size` held-out embeddings, seeded choice.
     pub sample: Vec<Vec<f32>>,
     /// Text length in characters.
     pub text_length: Histogram,
-    pub text_length_quantiles: Quantiles,
     /// The embedding-drift detector's calibration (absent in references from before
     /// it existed: those models have no embedding-drift detector; retrain them).
     #[serde(default)]
@@ -114,7 +111,6 @@ impl DriftReference {
             .map(|p| p.label)
             .collect();
         let confidences: Vec<f64> = predictions.iter().map(|p| p.confidence).collect();
-        let confidence_edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
         let embedding_mean = features
             .mean_axis(ndarray::Axis(0))
             .map(|m| m.to_vec())
@@ -135,16 +131,13 @@ impl DriftReference {
             plan.mmd_null_draws,
             plan.seed,
         );
-        let mut lengths: Vec<f64> = texts.iter().map(|t| t.chars().count() as f64).collect();
+        let lengths = texts.iter().map(|t| t.chars().count() as f64);
         Self {
-            rows: predictions.len() as u64,
             class_mix: stats::class_mix(&predicted, labels),
             mean_confidence: stats::mean(&confidences),
-            confidence: Histogram::new(confidence_edges, confidences),
             embedding_mean,
             sample,
-            text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths.iter().copied()),
-            text_length_quantiles: Quantiles::of(&mut lengths),
+            text_length: Histogram::new(TEXT_LENGTH_EDGES.to_vec(), lengths),
             mmd,
         }
     }
@@ -160,6 +153,23 @@ mod tests {
         let h = Histogram::new(vec![0.0, 1.0, 2.0], [0.0, 0.5, 1.0, 1.9, 2.0, 7.0]);
         assert_eq!(h.counts, vec![2, 4]);
         assert_eq!(h.shares(), vec![2.0 / 6.0, 4.0 / 6.0]);
+    }
+
+    #[test]
+    fn references_with_the_fields_older_versions_wrote_still_load() {
+        let old = serde_json::json!({
+            "rows": 4,
+            "class_mix": [0.5, 0.5],
+            "mean_confidence": 0.8,
+            "confidence": {"edges": [0.0, 1.0], "counts": [4]},
+            "embedding_mean": [0.0],
+            "sample": [[0.0]],
+            "text_length": {"edges": [0.0, 32.0], "counts": [4]},
+            "text_length_quantiles": {"min": 1.0, "p50": 2.0, "p90": 3.0, "max": 4.0},
+        });
+        let r: DriftReference = serde_json::from_value(old).unwrap();
+        assert_eq!(r.class_mix, vec![0.5, 0.5]);
+        assert_eq!(r.mmd, None);
     }
 
     #[test]
@@ -207,10 +217,8 @@ mod tests {
         assert!((r.mean_confidence - 0.75).abs() < 1e-12);
         assert_eq!(r.embedding_mean, vec![3.0, 4.0]);
         assert_eq!(r.sample.len(), 3, "bounded by sample size");
-        assert_eq!(r.confidence.counts.iter().sum::<u64>(), 4);
         assert_eq!(r.text_length.counts[0], 3);
         assert_eq!(r.text_length.counts[2], 1);
-        assert_eq!(r.text_length_quantiles.max, 100.0);
         assert_eq!(r.mmd, None, "two rows a side are too few to calibrate");
     }
 }

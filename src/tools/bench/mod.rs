@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::feature::readers::{ReaderSpec, read_file};
+use crate::stats::{median, percentile};
 pub use child::peak_rss_mb;
 use phases::{Drained, drain_backlog, embedding_bound, latencies, overload};
 
@@ -106,7 +107,7 @@ pub struct OverloadSample {
     pub second: f64,
     pub produced: usize,
     pub predicted: usize,
-    /// From librdkafka's statistics: messages on the broker not yet committed.
+    /// From the service's consumer-lag gauge: messages on the broker not yet committed.
     pub consumer_lag: i64,
     pub rss_mb: f64,
 }
@@ -159,25 +160,6 @@ fn texts_of(path: &Path, settings: &Settings, rows: usize) -> anyhow::Result<Vec
     })?;
     anyhow::ensure!(!texts.is_empty(), "{} has no usable rows", path.display());
     Ok(texts)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 pub async fn run(
@@ -286,26 +268,4 @@ pub async fn run(
         overload,
         bench_peak_rss_mb: peak_rss_mb(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-    }
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
-    }
 }

@@ -4,15 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
-
-use super::child::{Service, cpu_seconds, metric_sum};
+use super::child::{Service, cpu_seconds};
 use super::lane::{Arrival, Rig, collect, lane, payload, producer, reader, rig};
-use super::{CpuShares, OverloadReport, OverloadSample, StageCosts, median, percentile};
+use super::{CpuShares, OverloadReport, OverloadSample, StageCosts};
 use crate::config::Settings;
 use crate::embed::{Embedder, OnnxEmbedder};
+use crate::stats::{median, percentile};
+use crate::tools::common::metric_sum;
 
 /// Embeds `texts` in windows in-process, as the service would: `stream.workers`
 /// embedders side by side, with the same threads each, taking windows in turn.
@@ -98,12 +96,7 @@ pub(super) async fn drain_backlog(
     for (i, text) in texts.iter().enumerate() {
         let id = format!("b-{i}");
         let body = payload(&id, text);
-        prod.send(
-            FutureRecord::to(&l.input).key(&id).payload(&body),
-            Timeout::Never,
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+        prod.send(&l.input, &id, &body).await?;
     }
     let preds = reader(&l.settings, &l.predictions)?;
     let mut service = Service::start(&l.settings)?;
@@ -171,7 +164,7 @@ pub(super) async fn latencies(
             let id = format!("l-{i}");
             sent.insert(id.clone(), Instant::now());
             let body = payload(&id, text);
-            let _ = prod.send_result(FutureRecord::to(&l.input).key(&id).payload(&body));
+            let _ = prod.enqueue(&l.input, &id, &body);
         }
         anyhow::Ok(())
     };
@@ -238,13 +231,13 @@ pub(super) async fn overload(
             _ = tokio::time::sleep_until(next_send.into()), if next_send < end => {
                 let id = format!("o-{produced}");
                 let body = payload(&id, &texts[produced % texts.len()]);
-                if prod.send_result(FutureRecord::to(&l.input).key(&id).payload(&body)).is_ok() {
+                if prod.enqueue(&l.input, &id, &body).is_ok() {
                     produced += 1;
                 }
             }
-            received = preds.recv() => {
-                let Ok(m) = received else { continue };
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+            received = preds.next_payload() => {
+                let Ok(payload) = received else { continue };
+                let v: serde_json::Value = serde_json::from_slice(&payload)?;
                 if v["id"].as_str().is_some_and(|id| id.starts_with("o-")) {
                     predicted += 1;
                     if let Some(ms) = v["timings_ms"]["in_service"].as_f64() {

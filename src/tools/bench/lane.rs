@@ -4,20 +4,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-
 use super::child::Service;
 use crate::config::Settings;
+use crate::kafka::client::{Producer, TopicReader};
+use crate::tools::common;
 
+/// `triage-bench-{tag}-...`: a name no other run uses.
 pub(super) fn unique(tag: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("triage-bench-{tag}-{}-{n}", std::process::id())
+    common::unique(&format!("bench-{tag}"))
 }
 
 pub(super) struct Lane {
@@ -54,20 +48,16 @@ pub(super) async fn lane(settings: &Settings, tag: &str) -> anyhow::Result<Lane>
     })
 }
 
-pub(super) fn reader(settings: &Settings, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let c: StreamConsumer = crate::kafka::base_config(&settings.kafka)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    c.subscribe(&[topic])?;
-    Ok(c)
+pub(super) fn reader(settings: &Settings, topic: &str) -> anyhow::Result<TopicReader> {
+    Ok(TopicReader::from_beginning(
+        &settings.kafka,
+        topic,
+        &unique("reader"),
+    )?)
 }
 
-pub(super) fn producer(settings: &Settings) -> anyhow::Result<FutureProducer> {
-    let mut c: ClientConfig = crate::kafka::base_config(&settings.kafka);
-    c.set("linger.ms", "1");
-    Ok(c.create()?)
+pub(super) fn producer(settings: &Settings) -> anyhow::Result<Producer> {
+    Ok(Producer::with_linger_ms(&settings.kafka, 1)?)
 }
 
 /// A prediction read back: when, and how long its window had been in the service.
@@ -87,7 +77,7 @@ impl Arrival {
 /// Reads predictions until `n` distinct ids arrived; returns the first arrival per id.
 /// Fails early if the service exits.
 pub(super) async fn collect(
-    consumer: &StreamConsumer,
+    reader: &TopicReader,
     n: usize,
     timeout: Duration,
     service: &mut Service,
@@ -103,8 +93,8 @@ pub(super) async fn collect(
             seen.len()
         );
         let wait = left.min(Duration::from_secs(1));
-        if let Ok(Ok(m)) = tokio::time::timeout(wait, consumer.recv()).await {
-            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+        if let Ok(Ok(payload)) = tokio::time::timeout(wait, reader.next_payload()).await {
+            let v: serde_json::Value = serde_json::from_slice(&payload)?;
             if let Some(id) = v["id"].as_str() {
                 let in_service = v["timings_ms"]["in_service"].as_f64().unwrap_or(0.0);
                 seen.entry(id.to_string()).or_insert_with(|| Arrival {
@@ -127,8 +117,8 @@ pub(super) fn payload(id: &str, text: &str) -> Vec<u8> {
 /// up by one message through it (so it is loaded and assigned).
 pub(super) struct Rig {
     pub(super) lane: Lane,
-    pub(super) prod: FutureProducer,
-    pub(super) preds: StreamConsumer,
+    pub(super) prod: Producer,
+    pub(super) preds: TopicReader,
     pub(super) service: Service,
 }
 
@@ -137,14 +127,8 @@ pub(super) async fn rig(settings: &Settings, tag: &str) -> anyhow::Result<Rig> {
     let prod = producer(&lane.settings)?;
     let preds = reader(&lane.settings, &lane.predictions)?;
     let mut service = Service::start(&lane.settings)?;
-    prod.send(
-        FutureRecord::to(&lane.input)
-            .key("warm")
-            .payload(&payload("warm", "hello")),
-        Timeout::Never,
-    )
-    .await
-    .map_err(|(e, _)| e)?;
+    prod.send(&lane.input, "warm", &payload("warm", "hello"))
+        .await?;
     collect(&preds, 1, Duration::from_secs(120), &mut service).await?;
     Ok(Rig {
         lane,

@@ -1,0 +1,120 @@
+//! `triage bench`: run the benchmark (`tools::bench`) and print its report.
+
+use std::process::ExitCode;
+
+use super::{print_json, runtime};
+use crate::cli::args::BenchArgs;
+use crate::config::Settings;
+use crate::tools::bench::{self, BenchOptions, BenchReport};
+
+pub(super) fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(f) = args.overload {
+        anyhow::ensure!(
+            f.is_finite() && f > 1.0,
+            "--overload {f}: the factor multiplies the measured throughput and must be above 1 (e.g. 2)"
+        );
+    }
+    let options = BenchOptions {
+        rows: args.rows,
+        repeat: args.repeat as usize,
+        rate: args.rate,
+        latency_rows: args.latency_rows,
+        overload: args.overload,
+        overload_secs: args.overload_secs,
+    };
+    let report = runtime()?.block_on(bench::run(settings, &args.data, &options))?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_bench(settings, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(settings: &Settings, r: &BenchReport) {
+    println!("rows                     {}", r.rows);
+    println!(
+        "window                   {} messages / {} ms",
+        r.window_max_messages, settings.stream.max_wait_ms
+    );
+    for (i, round) in r.rounds.iter().enumerate() {
+        println!(
+            "round {:<2}                 bound {:.1}, end to end {:.1} messages/s ({:.0}%)",
+            i + 1,
+            round.embed_only_per_second,
+            round.throughput_per_second,
+            round.vs_bound * 100.0
+        );
+    }
+    println!(
+        "embedding-only bound     {:.1} messages/s (median)",
+        r.embed_only_per_second
+    );
+    println!(
+        "end-to-end throughput    {:.1} messages/s (median), {:.0}% of the bound (lowest round {:.0}%)",
+        r.throughput_per_second,
+        r.throughput_vs_bound * 100.0,
+        r.throughput_vs_bound_min * 100.0
+    );
+    println!(
+        "batch plan               {:.0} tokens per message, padding adds {:.1}% ({:?}, budget {})",
+        r.tokens_per_message,
+        r.padding_overhead * 100.0,
+        settings.embedding.batching,
+        settings.embedding.batch_budget()
+    );
+    let s = &r.stages_ms_per_message;
+    println!(
+        "ms per message           worker: embed {:.2}, classify {:.3}, drift {:.3}; \
+         beside it: decode {:.3}, produce {:.2} (wall); tokenising alone {:.3}",
+        s.embed, s.classify, s.drift, s.decode, s.produce, r.tokenize_ms_per_message
+    );
+    println!(
+        "while draining           workers busy {:.0}% of the time; CPU: service {:.0}%, bench client {:.0}% of all cores",
+        r.workers_busy * 100.0,
+        r.cpu_while_draining.service * 100.0,
+        r.cpu_while_draining.bench * 100.0
+    );
+    println!(
+        "latency at {:.1} msg/s    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages)",
+        r.offered_rate_per_second,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        r.latency_rows
+    );
+    if let Some(o) = &r.overload {
+        println!(
+            "overload x{:.1}            offered {:.1} msg/s for {:.0} s: {} produced, {} predicted ({:.1} msg/s)",
+            o.factor,
+            o.offered_rate_per_second,
+            o.seconds,
+            o.produced,
+            o.predicted,
+            o.throughput_per_second
+        );
+        println!(
+            "  RSS                    {:.0} MB in the first quarter, {:.0} MB in the last",
+            o.rss_first_quarter_mb, o.rss_last_quarter_mb
+        );
+        println!(
+            "  backlog                {:.0} messages in the first quarter, {:.0} in the last (consumer lag {:.0} -> {:.0})",
+            o.backlog_first_quarter,
+            o.backlog_last_quarter,
+            o.lag_first_quarter,
+            o.lag_last_quarter
+        );
+        println!(
+            "  time in the service    p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; p99 first half {:.0} ms, second half {:.0} ms",
+            o.in_service_p50_ms,
+            o.in_service_p99_ms,
+            o.in_service_max_ms,
+            o.in_service_p99_first_half_ms,
+            o.in_service_p99_second_half_ms
+        );
+    }
+    println!(
+        "peak RSS                 {:.0} MB (triage run; the bench process itself: {:.0} MB)",
+        r.service_peak_rss_mb, r.bench_peak_rss_mb
+    );
+}
