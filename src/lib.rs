@@ -4,7 +4,7 @@
 //! - [`feature`]: readers, label rules, the feature cache and the feature pipeline;
 //! - [`training`]: data checks, stratified split, gates, the training pipeline;
 //! - [`inference`]: the Kafka-free pipeline core (windows, decoding, classifying
-//!   on workers, drift, record encoding) over a source and a sink;
+//!   on workers, drift, record encoding) over a [`stream`] source and sink;
 //!
 //! its edges: [`kafka`] (the production source and sink), [`file`] (the batch
 //! mode), [`http`] (the HTTP surface), wired together by [`service`];
@@ -17,9 +17,9 @@
 //! and consumer); [`cli`] is the binary's edge.
 //!
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
-//! `tools`, `service` -> `kafka`, `file`, `http` -> `inference` -> `training` ->
-//! `registry` -> `feature` -> `embed` -> `config` -> `drift` -> `model`; any of
-//! them may use `metrics`, `stats` and `checksum`.
+//! `tools`, `service` -> `http`, `file` -> `inference` -> `training` -> `registry`
+//! -> `feature` -> `embed` -> `config` -> `kafka` -> `stream` -> `metrics` ->
+//! `drift` -> `model`; any of them may use the leaves `stats` and `checksum`.
 
 pub mod checksum;
 pub mod cli;
@@ -36,5 +36,6 @@ pub mod model;
 pub mod registry;
 pub mod service;
 pub mod stats;
+pub mod stream;
 pub mod tools;
 pub mod training;

@@ -17,12 +17,12 @@ use crate::embed::{EmbedError, OnnxEmbedder};
 use crate::file::{FileError, FileSink, FileSource, InputFormat, Outputs};
 use crate::inference::decode::Decoder;
 use crate::inference::pipeline::{self, Pipeline, PipelineError, WindowSettings};
-use crate::inference::state::{PipelineState, Totals};
 use crate::inference::worker::{self, ModelFollower, WorkerHandle};
 use crate::inference::{InferenceError, Predictor};
 use crate::kafka::{KafkaError, KafkaSink, KafkaSource, TopicCheckError};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::stream::state::{PipelineState, Totals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

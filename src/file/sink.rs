@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::json;
 
 use super::FileError;
-use crate::inference::io::{Record, RecordKind, Sink, SinkError};
+use crate::stream::{Record, RecordKind, Sink, SinkError};
 
 /// Where the records of a batch run go.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::io::Position;
+    use crate::stream::Position;
 
     #[tokio::test]
     async fn predictions_and_dead_letters_go_to_their_files() {

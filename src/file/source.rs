@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::FileError;
-use crate::inference::decode::Rejection;
-use crate::inference::io::{Acknowledge, Message, Position, Source, SourceError};
+use crate::stream::Rejection;
+use crate::stream::{Acknowledge, Message, Position, Source, SourceError};
 
 /// How the input is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

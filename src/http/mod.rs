@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::inference::state::PipelineState;
 use crate::inference::worker::WorkerHandle;
 use crate::metrics::Metrics;
+use crate::stream::state::PipelineState;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::config::Settings;
 use crate::feature::labels::LabelRule;
 use crate::feature::readers::{LabelValue, ReaderSpec, RowError, jsonl};
+pub use crate::stream::Rejection;
 
 /// A valid message.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,13 +15,6 @@ pub struct Decoded {
     pub text: String,
     /// Ground truth, when the message carries a label the rule can map.
     pub label: Option<String>,
-}
-
-/// Why a message goes to the dead-letter topic: a stable reason key and a detail.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub reason: &'static str,
-    pub detail: String,
 }
 
 impl From<RowError> for Rejection {

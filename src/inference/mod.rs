@@ -1,13 +1,12 @@
 //! The inference pipeline, Kafka-free: decode and validate messages, classify them
 //! with the champion on dedicated workers, watch drift, encode the records, and
-//! (in [`pipeline`]) run it all in windows over any [`io::Source`] and [`io::Sink`].
+//! (in [`pipeline`]) run it all in windows over any source and sink
+//! (`crate::stream`).
 //! Kafka and files plug in at the edges (the `kafka` and `file` modules).
 
 pub mod decode;
-pub mod io;
 pub mod pipeline;
 pub mod records;
-pub mod state;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod window;

@@ -16,12 +16,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::decode::{Decoded, Decoder, Rejection};
-use super::io::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
 use super::records::{self, Timings};
-use super::state::{PipelineState, Totals};
 use super::window::WindowBuffer;
 use super::worker::{self, Classified, WorkerHandle};
 use crate::metrics::Metrics;
+use crate::stream::state::{PipelineState, Totals};
+use crate::stream::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
 
 /// How windows are cut and how many may be in flight.
 #[derive(Debug, Clone)]
@@ -406,8 +406,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::inference::io::RecordKind;
     use crate::inference::testing::{self, Event, Log, MemorySink, MemorySource};
+    use crate::stream::RecordKind;
 
     fn offset(p: &Position) -> i64 {
         match p {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Labelled;
 use super::decode::{Decoded, Rejection};
-use super::io::{Message, Record, RecordKind};
+use crate::stream::{Message, Record, RecordKind};
 
 /// Per-window stage times, copied into every prediction.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,7 +110,7 @@ pub fn dead_letter(message: &Message, why: &Rejection, failed_at: SystemTime) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::io::Position;
+    use crate::stream::Position;
 
     fn message() -> Message {
         let mut m = Message::new(

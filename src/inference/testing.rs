@@ -10,14 +10,14 @@ use tokio::sync::mpsc;
 
 use super::Predictor;
 use super::decode::Decoder;
-use super::io::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
 use super::pipeline::{Pipeline, WindowSettings};
-use super::state::PipelineState;
 use super::worker::{self, ModelFollower};
 use crate::config::Settings;
 use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::stream::state::PipelineState;
+use crate::stream::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
 use crate::training::{TrainOptions, train};
 
 /// What the fake embedder says it is.

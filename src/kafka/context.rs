@@ -10,7 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use tracing::{info, warn};
 
-use crate::inference::state::PipelineState;
+use crate::stream::state::PipelineState;
 
 /// librdkafka callbacks for the consumer.
 pub struct TriageContext {

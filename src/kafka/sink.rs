@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::{KafkaSettings, producer_config};
-use crate::inference::io::{Record, RecordKind, Sink, SinkError};
 use crate::metrics::Metrics;
+use crate::stream::{Record, RecordKind, Sink, SinkError};
 
 /// librdkafka's default `message.max.bytes`: the producer refuses larger records.
 const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
@@ -241,7 +241,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::io::Position;
+    use crate::stream::Position;
 
     fn dead_letter(payload: Vec<u8>) -> Record {
         Record {

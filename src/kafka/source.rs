@@ -12,8 +12,8 @@ use rdkafka::message::Headers;
 use tracing::{debug, info, warn};
 
 use super::{KafkaSettings, TriageContext, consumer_config};
-use crate::inference::io::{Acknowledge, Message, Position, Source, SourceError};
-use crate::inference::state::PipelineState;
+use crate::stream::state::PipelineState;
+use crate::stream::{Acknowledge, Message, Position, Source, SourceError};
 
 type Consumer_ = StreamConsumer<TriageContext>;
 

@@ -1,14 +1,23 @@
-//! The pipeline's edges as small traits: a [`Source`] of messages with their
-//! positions, and a [`Sink`] for the records a window produces. Kafka
-//! (`src/kafka/`) and files (`src/file/`) implement them; the core's tests use
-//! in-memory ones. Nothing here knows which is which.
+//! The vocabulary of a streaming pipeline, below everything that uses it:
+//! messages with their positions, the records a window produces, and the small
+//! traits at the pipeline's edges: a [`Source`] of messages and a [`Sink`] for
+//! records. The inference pipeline runs over them; Kafka (`src/kafka/`) and files
+//! (`src/file/`) implement them; the core's tests use in-memory ones. Nothing
+//! here knows which is which, and nothing here reads configuration.
+
+pub mod state;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::decode::Rejection;
+/// Why a message goes to the dead-letter topic: a stable reason key and a detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub detail: String,
+}
 
 /// Where a message sits in its source: enough to name it, to say where a dead
 /// letter came from, and to acknowledge it.
