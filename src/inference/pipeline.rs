@@ -405,6 +405,8 @@ async fn classify_all(
 mod tests {
     use std::collections::HashMap;
 
+    use tokio::sync::mpsc::UnboundedSender;
+
     use super::*;
     use crate::inference::testing::{self, Event, Log, MemorySink, MemorySource};
     use crate::stream::RecordKind;
@@ -470,45 +472,77 @@ mod tests {
             .collect()
     }
 
+    /// A trained champion in a temporary registry, and the event log of a run.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        settings: crate::config::Settings,
+        log: Log,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let settings = testing::settings(dir.path());
+            testing::train_champion(&settings, 0);
+            Self {
+                _dir: dir,
+                settings,
+                log: Log::default(),
+            }
+        }
+
+        /// A source holding `payloads` at offsets 0.., open until the sender drops.
+        fn source(&self, payloads: &[String]) -> (UnboundedSender<Message>, MemorySource) {
+            let (tx, source) = MemorySource::new(self.log.clone());
+            for (i, payload) in payloads.iter().enumerate() {
+                tx.send(testing::message(i as i64, payload)).unwrap();
+            }
+            (tx, source)
+        }
+
+        async fn run(
+            &self,
+            source: &mut MemorySource,
+            windows_of: usize,
+            fail_on: Option<usize>,
+        ) -> Result<Totals, PipelineError> {
+            let sink = MemorySink::new(self.log.clone(), fail_on);
+            let pipeline = testing::pipeline(&self.settings);
+            let windows = testing::windows(windows_of);
+            run(pipeline, &windows, source, sink, std::future::pending()).await
+        }
+
+        /// Runs `payloads` to the end of the source.
+        async fn run_all(&self, payloads: &[String], windows_of: usize) -> Totals {
+            let (tx, mut source) = self.source(payloads);
+            drop(tx);
+            self.run(&mut source, windows_of, None).await.unwrap()
+        }
+    }
+
+    fn reviews(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| testing::review(i).0).collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_message_is_written_once_and_acknowledged_only_after_its_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = testing::settings(dir.path());
-        testing::train_champion(&settings, 0);
-        let pipeline = testing::pipeline(&settings);
-        let log = Log::default();
-        let (tx, mut source) = MemorySource::new(log.clone());
-        let mut expected_labels = Vec::new();
-        for i in 0..40 {
-            let payload = match i {
-                7 => "not json".to_string(),
-                13 => r#"{"text": "   "}"#.to_string(),
-                21 => r#"{"stars": 5}"#.to_string(),
-                _ => {
-                    let (payload, label) = testing::review(1000 + i as usize);
-                    expected_labels.push(label);
-                    payload
-                }
-            };
-            tx.send(testing::message(i, &payload)).unwrap();
-        }
-        drop(tx);
-        let sink = MemorySink::new(log.clone(), None);
-        let totals = run(
-            pipeline,
-            &testing::windows(4),
-            &mut source,
-            sink,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
+        let rig = Rig::new();
+        let mut payloads = reviews(1000..1040);
+        let expected_labels: Vec<&str> = (1000..1040)
+            .filter(|i| ![1007, 1013, 1021].contains(i))
+            .map(|i| testing::review(i).1)
+            .collect();
+        payloads[7] = "not json".into();
+        payloads[13] = r#"{"text": "   "}"#.into();
+        payloads[21] = r#"{"stars": 5}"#.into();
+        let totals = rig.run_all(&payloads, 4).await;
         assert_eq!(
             (totals.messages, totals.predictions, totals.dead_letters),
             (40, 37, 3)
         );
 
-        let k = kinds(&log);
+        let log = &rig.log;
+        let k = kinds(log);
         assert_eq!(k["prediction"], 37);
         assert_eq!(k["feature"], 37);
         assert_eq!(
@@ -516,7 +550,7 @@ mod tests {
             (1, 1, 1)
         );
         // In order, and each acknowledgement only after its messages were written.
-        let (written, acks) = replay(&log);
+        let (written, acks) = replay(log);
         let mut sorted = written.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..40).collect::<Vec<_>>(), "each message once");
@@ -530,7 +564,7 @@ mod tests {
             );
             previous = *acked;
         }
-        let got: Vec<String> = predictions(&log)
+        let got: Vec<String> = predictions(log)
             .iter()
             .map(|p| p["label"].as_str().unwrap().to_string())
             .collect();
@@ -544,67 +578,29 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sink_failure_stops_the_pipeline_and_nothing_after_it_is_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = testing::settings(dir.path());
-        testing::train_champion(&settings, 0);
-        let pipeline = testing::pipeline(&settings);
-        let log = Log::default();
-        let (tx, mut source) = MemorySource::new(log.clone());
-        for i in 0..20 {
-            tx.send(testing::message(i, &testing::review(i as usize).0))
-                .unwrap();
-        }
+        let rig = Rig::new();
         // The source stays open: only the failure can end the run.
-        let sink = MemorySink::new(log.clone(), Some(2));
-        let err = run(
-            pipeline,
-            &testing::windows(4),
-            &mut source,
-            sink,
-            std::future::pending(),
-        )
-        .await
-        .unwrap_err();
+        let (_tx, mut source) = rig.source(&reviews(0..20));
+        let err = rig.run(&mut source, 4, Some(2)).await.unwrap_err();
         assert!(matches!(err, PipelineError::Sink(_)), "{err}");
         assert!(
             err.to_string().contains("read again after a restart"),
             "{err}"
         );
-        let (_, acks) = replay(&log);
+        let (_, acks) = replay(&rig.log);
         let acked: Vec<i64> = acks.iter().map(|(o, _)| *o).collect();
         assert_eq!(acked, vec![3], "only the window before the failed one");
-        drop(tx);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_message_that_fails_classification_is_dead_lettered_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = testing::settings(dir.path());
-        testing::train_champion(&settings, 0);
-        let pipeline = testing::pipeline(&settings);
-        let log = Log::default();
-        let (tx, mut source) = MemorySource::new(log.clone());
-        for i in 0..6 {
-            let payload = if i == 2 {
-                r#"{"review_id": "p", "text": "a POISON message"}"#.to_string()
-            } else {
-                testing::review(i as usize).0
-            };
-            tx.send(testing::message(i, &payload)).unwrap();
-        }
-        drop(tx);
-        let sink = MemorySink::new(log.clone(), None);
-        let totals = run(
-            pipeline,
-            &testing::windows(6),
-            &mut source,
-            sink,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
+        let rig = Rig::new();
+        let mut payloads = reviews(0..6);
+        payloads[2] = r#"{"review_id": "p", "text": "a POISON message"}"#.into();
+        let totals = rig.run_all(&payloads, 6).await;
         assert_eq!((totals.predictions, totals.dead_letters), (5, 1));
-        let dead: Vec<(i64, String)> = log
+        let dead: Vec<(i64, String)> = rig
+            .log
             .lock()
             .unwrap()
             .iter()
@@ -638,45 +634,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_champion_is_served_without_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = testing::settings(dir.path());
-        let first = testing::train_champion(&settings, 0);
-        let pipeline = testing::pipeline(&settings);
-        let log = Log::default();
-        let (tx, mut source) = MemorySource::new(log.clone());
-        let sink = MemorySink::new(log.clone(), None);
-        let windows = testing::windows(4);
-        let running = tokio::spawn(async move {
-            run(
-                pipeline,
-                &windows,
-                &mut source,
-                sink,
-                std::future::pending(),
-            )
-            .await
-        });
-        let send = |range: std::ops::Range<i64>| {
-            for i in range {
-                tx.send(testing::message(i, &testing::review(i as usize).0))
-                    .unwrap();
-            }
+        let rig = Arc::new(Rig::new());
+        let first = "v1".to_string();
+        let (tx, mut source) = rig.source(&reviews(0..8));
+        let running = {
+            let rig = rig.clone();
+            tokio::spawn(async move { rig.run(&mut source, 4, None).await })
         };
-        send(0..8);
-        let written = |n: usize| predictions(&log).len() >= n;
-        while !written(8) {
+        while predictions(&rig.log).len() < 8 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let s = settings.clone();
-        let second = tokio::task::spawn_blocking(move || testing::train_champion(&s, 500))
+        let settings = rig.settings.clone();
+        let second = tokio::task::spawn_blocking(move || testing::train_champion(&settings, 500))
             .await
             .unwrap();
         assert_ne!(first, second);
-        send(8..16);
+        for (i, payload) in reviews(8..16).iter().enumerate() {
+            tx.send(testing::message(8 + i as i64, payload)).unwrap();
+        }
         drop(tx);
         let totals = running.await.unwrap().unwrap();
         assert_eq!(totals.predictions, 16);
-        let versions: Vec<String> = predictions(&log)
+        let versions: Vec<String> = predictions(&rig.log)
             .iter()
             .map(|p| p["model_version"].as_str().unwrap().to_string())
             .collect();
