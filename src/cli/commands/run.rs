@@ -30,7 +30,7 @@ pub(super) fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<Ex
     let predictions = args.output.unwrap_or_else(|| "-".into());
     let delimiter = settings.data.csv_delimiter.bytes().next().unwrap_or(b',');
     // The file says what it is; data.format (set for training files) decides
-    // only for an input without a telling extension, such as `-`.
+    // only for a file without a telling extension.
     let ext = input
         .extension()
         .and_then(|e| e.to_str())
@@ -41,6 +41,8 @@ pub(super) fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<Ex
         (Some(InputFormatArg::Jsonl), _) => false,
         (None, "csv" | "tsv") => true,
         (None, "jsonl" | "json" | "ndjson") => false,
+        // Standard input is JSON lines unless --format says otherwise.
+        (None, _) if input.as_os_str() == "-" => false,
         (None, _) => settings.data.format == DataFormat::Csv,
     };
     let format = if csv {
