@@ -18,7 +18,7 @@ use crate::feature::{FeatureError, embed_texts, read_labelled};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
-use crate::registry::{ModelCard, Registry, RegistryError};
+use crate::registry::{Actor, ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -166,7 +166,7 @@ pub fn train(
     let card = registry.card(&version)?;
     let promoted = gate_failures.is_empty() && options.promote;
     if promoted {
-        registry.promote(&version, "trained and passed every gate")?;
+        registry.promote(&version, "trained and passed every gate", Actor::Training)?;
     } else if !gate_failures.is_empty() {
         warn!(target: "triage::training", version, failures = ?gate_failures, "Model failed a gate: stored, not promoted.");
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::print_json;
 use crate::cli::args::ModelsCommand;
-use crate::registry::{Aliases, ModelCard, Registry};
+use crate::registry::{Actor, Aliases, ModelCard, Registry};
 
 #[derive(Serialize)]
 struct ModelRow {
@@ -127,11 +127,11 @@ pub(super) fn models(registry: &Registry, cmd: ModelsCommand) -> anyhow::Result<
             }
         }
         ModelsCommand::Promote { model, json } => {
-            let aliases = registry.promote(&model, "promoted by hand")?;
+            let aliases = registry.promote(&model, "promoted by hand", Actor::Cli)?;
             report_aliases(&aliases, json)?;
         }
         ModelsCommand::Rollback { json } => {
-            let aliases = registry.rollback("rolled back by hand")?;
+            let aliases = registry.rollback("rolled back by hand", Actor::Cli)?;
             report_aliases(&aliases, json)?;
         }
     }
