@@ -7,12 +7,14 @@
 //!   versions/v2/...
 //!   aliases.json      {"champion": "v2", "previous": "v1", "history": ["v1"]}
 //!   events.jsonl      one line per champion change: when, what, from, to, why, by whom
+//!   decisions.jsonl   one line per retraining decision (see [`decision::Decision`])
 //! ```
 //! A version is written to a temporary folder and renamed into place, so a reader
 //! never sees half a version. Alias changes are written the same way, under a lock
 //! file, so two writers cannot lose each other's change.
 
 pub mod card;
+pub mod decision;
 pub mod history;
 
 use std::fs;
@@ -26,6 +28,7 @@ use tracing::info;
 use crate::drift::DriftReference;
 use crate::model::Model;
 pub use card::ModelCard;
+pub use decision::Decision;
 pub use history::{Actor, AliasAction, AliasChange, Journal, SkippedLine};
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +272,11 @@ impl Registry {
         self.root.join("events.jsonl")
     }
 
+    /// The retraining decisions file (`decisions.jsonl`).
+    pub fn decisions_path(&self) -> PathBuf {
+        self.root.join("decisions.jsonl")
+    }
+
     /// Makes `version` the champion; the old champion becomes `previous`. `by` is
     /// recorded in the history with `reason`.
     pub fn promote(
@@ -306,6 +314,20 @@ impl Registry {
     /// are skipped and listed in the journal's `skipped`, not an error.
     pub fn history(&self) -> Result<Journal<AliasChange>, RegistryError> {
         history::read_journal(&self.events_path())
+    }
+
+    /// Appends a retraining decision to `decisions.jsonl`.
+    pub fn record_decision(&self, decision: &Decision) -> Result<(), RegistryError> {
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        history::append_line(&self.decisions_path(), decision)?;
+        info!(target: "triage::registry", id = %decision.id, verdict = %decision.verdict, "Retraining decision recorded.");
+        Ok(())
+    }
+
+    /// Every retraining decision, oldest first; unreadable lines are skipped and
+    /// listed in the journal's `skipped`.
+    pub fn decisions(&self) -> Result<Journal<Decision>, RegistryError> {
+        history::read_journal(&self.decisions_path())
     }
 
     fn update_aliases(
@@ -580,6 +602,20 @@ mod tests {
         assert_eq!(history.entries[1].by, Actor::Cli);
         assert_eq!(history.skipped.len(), 1);
         assert_eq!(history.skipped[0].line, 2);
+    }
+
+    #[test]
+    fn decisions_are_appended_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("fresh"));
+        assert!(registry.decisions().unwrap().entries.is_empty());
+        let first = decision::fixture::decision("r-1", decision::Verdict::Rejected);
+        let second = decision::fixture::decision("r-2", decision::Verdict::Promoted);
+        registry.record_decision(&first).unwrap();
+        registry.record_decision(&second).unwrap();
+        let read = registry.decisions().unwrap();
+        assert_eq!(read.entries, [first, second]);
+        assert!(read.skipped.is_empty());
     }
 
     #[test]
