@@ -141,8 +141,8 @@ impl Comparison {
                 );
             }
         }
-        s.push('\n');
-        s
+        // Centred headers pad the right edge; no line should end in spaces.
+        s.lines().map(|l| l.trim_end().to_string() + "\n").collect()
     }
 }
 
