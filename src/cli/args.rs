@@ -380,13 +380,15 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The champion's history: every promotion and rollback, oldest first, with
-    /// when, from which version to which, who did it (cli, training, retrainer,
-    /// console) and why. Read from events.jsonl in the registry; a damaged line is
-    /// skipped and reported, the rest still shown.
+    /// The champion's history: every promotion and rollback, oldest first.
+    ///
+    /// Each line says when, from which version to which, who did it (cli,
+    /// training, retrainer, console) and why. Read from events.jsonl in the
+    /// registry; a damaged line is skipped and reported, the rest still shown.
     ///
     /// Example: triage models history
-    ///          triage models history --json | jq '.changes[-1]'
+    ///
+    /// Example: triage models history --json | jq '.changes[-1]'
     History {
         /// Print one JSON document: {"changes": [...], "skipped": [...]}.
         #[arg(long)]
@@ -403,7 +405,8 @@ pub enum ModelsCommand {
     /// comparison.
     ///
     /// Example: triage models compare previous champion
-    ///          triage models compare v1 v2 --data held-out.jsonl
+    ///
+    /// Example: triage models compare v1 v2 --data held-out.jsonl
     Compare {
         /// The baseline: version (v3, 3) or alias (champion, previous).
         #[arg(value_name = "A")]
@@ -418,13 +421,16 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The retraining decisions, oldest first: what started each run, the data it
-    /// used, champion and challenger macro-F1 on the same held-out rows, the
-    /// margin required, the verdict (promoted, rejected, failed) and why. Read
-    /// from decisions.jsonl in the registry.
+    /// The retraining decisions, oldest first, with their verdicts.
+    ///
+    /// Each says what started the run, the data it used, champion and challenger
+    /// macro-F1 on the same held-out rows, the margin required, the verdict
+    /// (promoted, rejected, failed) and why; --json adds the inputs' time range
+    /// and per-class F1. Read from decisions.jsonl in the registry.
     ///
     /// Example: triage models decisions
-    ///          triage models decisions --json | jq '.decisions[] | select(.verdict == "rejected")'
+    ///
+    /// Example: triage models decisions --json | jq '.decisions[] | select(.verdict == "rejected")'
     Decisions {
         /// Print one JSON document: {"decisions": [...], "skipped": [...]}.
         #[arg(long)]
