@@ -19,6 +19,15 @@ fn help_teaches_every_subcommand() {
     );
     let (_, train_help, _) = run(triage(&dir).args(["train", "--help"]));
     assert!(train_help.contains("Exit status"), "{train_help}");
+    let (_, models_help, _) = run(triage(&dir).args(["models", "--help"]));
+    for cmd in ["history", "compare", "decisions"] {
+        assert!(
+            models_help.contains(cmd),
+            "models --help lacks {cmd}:\n{models_help}"
+        );
+    }
+    let (_, compare_help, _) = run(triage(&dir).args(["models", "compare", "--help"]));
+    assert!(compare_help.contains("Example"), "{compare_help}");
 }
 
 #[test]
@@ -127,6 +136,49 @@ fn models_list_on_an_empty_registry_says_so() {
     let (out, _, stderr) = run(triage(&dir).args(["models", "rollback"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("no previous champion"), "{stderr}");
+}
+
+#[test]
+fn models_history_on_an_empty_registry_says_how_a_champion_comes_about() {
+    let dir = scratch("emptyhistory");
+    let (out, stdout, stderr) = run(triage(&dir).args(["models", "history"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("no champion changes recorded"), "{stdout}");
+    assert!(stdout.contains("triage models promote"), "{stdout}");
+    let (out, stdout, _) = run(triage(&dir).args(["models", "history", "--json"]));
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["changes"], serde_json::json!([]));
+    let (out, stdout, _) = run(triage(&dir).args(["models", "decisions"]));
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("no retraining decisions recorded"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn models_compare_with_an_unknown_version_names_it_and_the_fix() {
+    let dir = scratch("compareunknown");
+    let (out, _, stderr) = run(triage(&dir).args(["models", "compare", "v1", "v2"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("\"v1\""), "{stderr}");
+    assert!(stderr.contains("triage models list"), "{stderr}");
+    assert_no_panic(&stderr);
+    // With --data the versions are checked before the embedder loads: a missing
+    // runtime must not be what the user hears about.
+    let data = dir.join("d.jsonl");
+    std::fs::write(&data, "{\"text\":\"hi\",\"stars\":5}\n").unwrap();
+    let (out, _, stderr) = run(triage(&dir)
+        .env(
+            "TRIAGE__EMBEDDING__ONNX_RUNTIME_PATH",
+            dir.join("absent.so"),
+        )
+        .args(["models", "compare", "champion", "v2", "--data"])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("no champion yet"), "{stderr}");
+    assert!(!stderr.contains("ONNX Runtime"), "{stderr}");
 }
 
 #[test]

@@ -83,7 +83,8 @@ pub enum Command {
     /// Example: echo "my parcel never arrived" | triage classify --json
     Classify(ClassifyArgs),
 
-    /// List, inspect, promote and roll back model versions.
+    /// List, inspect, compare, promote and roll back model versions; the
+    /// champion's history and the retraining decisions.
     #[command(subcommand)]
     Models(ModelsCommand),
 
@@ -379,6 +380,62 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The champion's history: every promotion and rollback, oldest first.
+    ///
+    /// Each line says when, from which version to which, who did it (cli,
+    /// training, retrainer, console) and why. Read from events.jsonl in the
+    /// registry; a damaged line is skipped and reported, the rest still shown.
+    ///
+    /// Example: triage models history
+    ///
+    /// Example: triage models history --json | jq '.changes[-1]'
+    History {
+        /// Print one JSON document: {"changes": [...], "skipped": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two versions side by side: accuracy, macro-F1 and per-class precision,
+    /// recall and F1 for each, and the difference B - A.
+    ///
+    /// Without --data: the held-out metrics stored in each model card. Each model
+    /// was scored on its own test split, so the numbers compare like with like
+    /// only when both were trained on the same file with the same seed and
+    /// test_fraction. With --data FILE: both models are scored on that labelled
+    /// file (read with the [data] and [labels] settings, embedded once), the fair
+    /// comparison.
+    ///
+    /// Example: triage models compare previous champion
+    ///
+    /// Example: triage models compare v1 v2 --data held-out.jsonl
+    Compare {
+        /// The baseline: version (v3, 3) or alias (champion, previous).
+        #[arg(value_name = "A")]
+        a: String,
+        /// The model compared against A (differences are B - A).
+        #[arg(value_name = "B")]
+        b: String,
+        /// Score both on this labelled file instead of showing their cards' metrics.
+        #[arg(long, short = 'd', value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// Print one JSON document: both evaluations and the differences.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The retraining decisions, oldest first, with their verdicts.
+    ///
+    /// Each says what started the run, the data it used, champion and challenger
+    /// macro-F1 on the same held-out rows, the margin required, the verdict
+    /// (promoted, rejected, failed) and why; --json adds the inputs' time range
+    /// and per-class F1. Read from decisions.jsonl in the registry.
+    ///
+    /// Example: triage models decisions
+    ///
+    /// Example: triage models decisions --json | jq '.decisions[] | select(.verdict == "rejected")'
+    Decisions {
+        /// Print one JSON document: {"decisions": [...], "skipped": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]
@@ -402,5 +459,18 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn models_compare_takes_two_versions_and_an_optional_file() {
+        let cli = Cli::try_parse_from(["triage", "models", "compare", "v1", "champion"]).unwrap();
+        match cli.command {
+            Command::Models(ModelsCommand::Compare { a, b, data, json }) => {
+                assert_eq!((a.as_str(), b.as_str()), ("v1", "champion"));
+                assert_eq!((data, json), (None, false));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["triage", "models", "compare", "v1"]).is_err());
     }
 }

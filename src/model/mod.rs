@@ -4,6 +4,7 @@
 //! `/v1/classify`, `classify`, `evaluate`, training, drift replay) calls, so they all
 //! compute the same features and the same labels.
 
+pub mod comparison;
 pub mod decision;
 pub mod evaluation;
 pub mod logistic;

@@ -6,13 +6,16 @@
 //!   versions/v1/{model.json, card.json, reference.json}
 //!   versions/v2/...
 //!   aliases.json      {"champion": "v2", "previous": "v1", "history": ["v1"]}
-//!   events.jsonl      one line per promotion or rollback
+//!   events.jsonl      one line per champion change: when, what, from, to, why, by whom
+//!   decisions.jsonl   one line per retraining decision (see [`decision::Decision`])
 //! ```
 //! A version is written to a temporary folder and renamed into place, so a reader
 //! never sees half a version. Alias changes are written the same way, under a lock
 //! file, so two writers cannot lose each other's change.
 
 pub mod card;
+pub mod decision;
+pub mod history;
 
 use std::fs;
 use std::io::Write;
@@ -25,6 +28,8 @@ use tracing::info;
 use crate::drift::DriftReference;
 use crate::model::Model;
 pub use card::ModelCard;
+pub use decision::Decision;
+pub use history::{Actor, AliasAction, AliasChange, Journal, SkippedLine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -262,10 +267,26 @@ impl Registry {
         read_json(&path, "alias file")
     }
 
-    /// Makes `version` the champion; the old champion becomes `previous`.
-    pub fn promote(&self, version: &str, reason: &str) -> Result<Aliases, RegistryError> {
+    /// The champion's history file (`events.jsonl`).
+    pub fn events_path(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
+
+    /// The retraining decisions file (`decisions.jsonl`).
+    pub fn decisions_path(&self) -> PathBuf {
+        self.root.join("decisions.jsonl")
+    }
+
+    /// Makes `version` the champion; the old champion becomes `previous`. `by` is
+    /// recorded in the history with `reason`.
+    pub fn promote(
+        &self,
+        version: &str,
+        reason: &str,
+        by: Actor,
+    ) -> Result<Aliases, RegistryError> {
         let version = self.resolve(version)?;
-        self.update_aliases("promote", reason, |aliases| {
+        self.update_aliases(AliasAction::Promote, reason, by, |aliases| {
             if aliases.champion.as_deref() == Some(version.as_str()) {
                 return Ok(());
             }
@@ -278,8 +299,8 @@ impl Registry {
     }
 
     /// Puts the previous champion back; the one before it becomes `previous`.
-    pub fn rollback(&self, reason: &str) -> Result<Aliases, RegistryError> {
-        self.update_aliases("rollback", reason, |aliases| {
+    pub fn rollback(&self, reason: &str, by: Actor) -> Result<Aliases, RegistryError> {
+        self.update_aliases(AliasAction::Rollback, reason, by, |aliases| {
             let back = aliases
                 .history
                 .pop()
@@ -289,10 +310,31 @@ impl Registry {
         })
     }
 
+    /// Every change of the champion alias, oldest first. Lines that cannot be read
+    /// are skipped and listed in the journal's `skipped`, not an error.
+    pub fn history(&self) -> Result<Journal<AliasChange>, RegistryError> {
+        history::read_journal(&self.events_path())
+    }
+
+    /// Appends a retraining decision to `decisions.jsonl`.
+    pub fn record_decision(&self, decision: &Decision) -> Result<(), RegistryError> {
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        history::append_line(&self.decisions_path(), decision)?;
+        info!(target: "triage::registry", id = %decision.id, verdict = %decision.verdict, "Retraining decision recorded.");
+        Ok(())
+    }
+
+    /// Every retraining decision, oldest first; unreadable lines are skipped and
+    /// listed in the journal's `skipped`.
+    pub fn decisions(&self) -> Result<Journal<Decision>, RegistryError> {
+        history::read_journal(&self.decisions_path())
+    }
+
     fn update_aliases(
         &self,
-        action: &str,
+        action: AliasAction,
         reason: &str,
+        by: Actor,
         change: impl FnOnce(&mut Aliases) -> Result<(), RegistryError>,
     ) -> Result<Aliases, RegistryError> {
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
@@ -307,21 +349,16 @@ impl Registry {
             .join(format!(".aliases.{}.tmp", std::process::id()));
         write_json(&tmp, &aliases)?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        let event = serde_json::json!({
-            "at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            "action": action,
-            "from": before,
-            "to": aliases.champion,
-            "reason": reason,
-        });
-        let log = self.root.join("events.jsonl");
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io(&log))?;
-        writeln!(file, "{event}").map_err(io(&log))?;
-        info!(target: "triage::registry", action, from = ?before, to = ?aliases.champion, reason, "Champion alias moved.");
+        let event = AliasChange {
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            action,
+            from: before,
+            to: aliases.champion.clone(),
+            reason: reason.to_string(),
+            by,
+        };
+        history::append_line(&self.events_path(), &event)?;
+        info!(target: "triage::registry", %action, from = ?event.from, to = ?event.to, reason, %by, "Champion alias moved.");
         Ok(aliases)
     }
 }
@@ -446,25 +483,25 @@ mod tests {
             registry.resolve("champion"),
             Err(RegistryError::NoChampion(_))
         ));
-        registry.promote("v1", "test").unwrap();
-        registry.promote("v2", "test").unwrap();
-        let a = registry.promote("v3", "test").unwrap();
+        registry.promote("v1", "test", Actor::Cli).unwrap();
+        registry.promote("v2", "test", Actor::Cli).unwrap();
+        let a = registry.promote("v3", "test", Actor::Cli).unwrap();
         assert_eq!(a.champion.as_deref(), Some("v3"));
         assert_eq!(a.previous.as_deref(), Some("v2"));
         assert_eq!(registry.resolve("previous").unwrap(), "v2");
 
-        let a = registry.rollback("test").unwrap();
+        let a = registry.rollback("test", Actor::Cli).unwrap();
         assert_eq!(
             (a.champion.as_deref(), a.previous.as_deref()),
             (Some("v2"), Some("v1"))
         );
-        let a = registry.rollback("test").unwrap();
+        let a = registry.rollback("test", Actor::Cli).unwrap();
         assert_eq!(
             (a.champion.as_deref(), a.previous.as_deref()),
             (Some("v1"), None)
         );
         assert!(matches!(
-            registry.rollback("test"),
+            registry.rollback("test", Actor::Cli),
             Err(RegistryError::NothingToRollBack)
         ));
         assert_eq!(registry.resolve("champion").unwrap(), "v1");
@@ -474,13 +511,121 @@ mod tests {
     }
 
     #[test]
+    fn history_records_every_alias_change_with_who_and_why_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        let (classifier, card, reference) = model();
+        for _ in 0..2 {
+            registry
+                .register(&classifier, card.clone(), &reference)
+                .unwrap();
+        }
+        assert!(registry.history().unwrap().entries.is_empty());
+        registry
+            .promote("v1", "trained and passed every gate", Actor::Training)
+            .unwrap();
+        registry
+            .promote("v2", "challenger beat the champion", Actor::Retrainer)
+            .unwrap();
+        registry.rollback("bad on Mondays", Actor::Cli).unwrap();
+        let history = registry.history().unwrap();
+        assert!(history.skipped.is_empty());
+        let summary: Vec<_> = history
+            .entries
+            .iter()
+            .map(|c| {
+                (
+                    c.action,
+                    c.from.as_deref(),
+                    c.to.as_deref(),
+                    c.by,
+                    c.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    AliasAction::Promote,
+                    None,
+                    Some("v1"),
+                    Actor::Training,
+                    "trained and passed every gate"
+                ),
+                (
+                    AliasAction::Promote,
+                    Some("v1"),
+                    Some("v2"),
+                    Actor::Retrainer,
+                    "challenger beat the champion"
+                ),
+                (
+                    AliasAction::Rollback,
+                    Some("v2"),
+                    Some("v1"),
+                    Actor::Cli,
+                    "bad on Mondays"
+                ),
+            ]
+        );
+        for change in &history.entries {
+            assert!(
+                humantime::parse_rfc3339(&change.at).is_ok(),
+                "{} is not RFC 3339",
+                change.at
+            );
+        }
+    }
+
+    #[test]
+    fn history_keeps_old_lines_and_skips_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        let (classifier, card, reference) = model();
+        registry.register(&classifier, card, &reference).unwrap();
+        // A line from before `by` existed, then a torn line.
+        std::fs::write(
+            registry.events_path(),
+            concat!(
+                r#"{"at":"2026-01-01T00:00:00Z","action":"promote","from":null,"to":"v1","reason":"old"}"#,
+                "\n",
+                r#"{"at":"2026-01-01T00:00:01Z","act"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        registry.promote("v1", "again", Actor::Cli).unwrap();
+        let history = registry.history().unwrap();
+        assert_eq!(history.entries.len(), 2);
+        assert_eq!(history.entries[0].by, Actor::Unknown);
+        assert_eq!(history.entries[1].by, Actor::Cli);
+        assert_eq!(history.skipped.len(), 1);
+        assert_eq!(history.skipped[0].line, 2);
+    }
+
+    #[test]
+    fn decisions_are_appended_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("fresh"));
+        assert!(registry.decisions().unwrap().entries.is_empty());
+        let first = decision::fixture::decision("r-1", decision::Verdict::Rejected);
+        let second = decision::fixture::decision("r-2", decision::Verdict::Promoted);
+        registry.record_decision(&first).unwrap();
+        registry.record_decision(&second).unwrap();
+        let read = registry.decisions().unwrap();
+        assert_eq!(read.entries, [first, second]);
+        assert!(read.skipped.is_empty());
+    }
+
+    #[test]
     fn promoting_the_champion_again_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new(dir.path());
         let (classifier, card, reference) = model();
         registry.register(&classifier, card, &reference).unwrap();
-        registry.promote("v1", "t").unwrap();
-        let a = registry.promote("v1", "t").unwrap();
+        registry.promote("v1", "t", Actor::Cli).unwrap();
+        let a = registry.promote("v1", "t", Actor::Cli).unwrap();
         assert_eq!(a.previous, None);
     }
 
@@ -488,7 +633,7 @@ mod tests {
     fn unknown_version_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new(dir.path());
-        let err = registry.promote("v9", "t").unwrap_err();
+        let err = registry.promote("v9", "t", Actor::Cli).unwrap_err();
         assert!(err.to_string().contains("v9"), "{err}");
         assert!(registry.resolve("latest").is_err());
     }

@@ -10,4 +10,7 @@ pub mod gates;
 mod pipeline;
 pub mod split;
 
-pub use pipeline::{EvaluateOutcome, TrainError, TrainOptions, TrainOutcome, evaluate_file, train};
+pub use pipeline::{
+    EvaluateOutcome, TrainError, TrainOptions, TrainOutcome, evaluate_file, evaluate_versions,
+    train,
+};

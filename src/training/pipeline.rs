@@ -18,7 +18,7 @@ use crate::feature::{FeatureError, embed_texts, read_labelled};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
-use crate::registry::{ModelCard, Registry, RegistryError};
+use crate::registry::{Actor, ModelCard, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -166,7 +166,7 @@ pub fn train(
     let card = registry.card(&version)?;
     let promoted = gate_failures.is_empty() && options.promote;
     if promoted {
-        registry.promote(&version, "trained and passed every gate")?;
+        registry.promote(&version, "trained and passed every gate", Actor::Training)?;
     } else if !gate_failures.is_empty() {
         warn!(target: "triage::training", version, failures = ?gate_failures, "Model failed a gate: stored, not promoted.");
     }
@@ -227,42 +227,66 @@ pub fn evaluate_file(
     data_path: &std::path::Path,
     version: &str,
 ) -> Result<EvaluateOutcome, TrainError> {
-    let model = registry.load(version)?;
-    if let Some(reason) = embedder.spec().incompatibility(&model.card.embedding) {
-        return Err(TrainError::Incompatible {
-            version: model.card.version,
-            reason,
-        });
-    }
-    let data = read_labelled(data_path, settings)?;
-    // Map the file's labels into the model's label set; unknown ones are appended so
-    // their rows count as misses instead of vanishing.
-    let mut labels = model.classifier.labels().to_vec();
-    let mut unknown_labels = Vec::new();
-    let truth: Vec<usize> = data
-        .examples
+    let mut outcomes = evaluate_versions(settings, embedder, registry, data_path, &[version])?;
+    Ok(outcomes.remove(0))
+}
+
+/// Scores several registered models on the same labelled file, read and embedded
+/// once; one outcome per version, in order. Every model must suit the embedder.
+pub fn evaluate_versions(
+    settings: &Settings,
+    embedder: &mut dyn Embedder,
+    registry: &Registry,
+    data_path: &std::path::Path,
+    versions: &[&str],
+) -> Result<Vec<EvaluateOutcome>, TrainError> {
+    // Load and check every model before the file is read and embedded.
+    let models = versions
         .iter()
-        .map(|e| {
-            let name = &data.labels[e.label];
-            labels.iter().position(|l| l == name).unwrap_or_else(|| {
-                labels.push(name.clone());
-                unknown_labels.push(name.clone());
-                labels.len() - 1
-            })
+        .map(|version| {
+            let model = registry.load(version)?;
+            match embedder.spec().incompatibility(&model.card.embedding) {
+                Some(reason) => Err(TrainError::Incompatible {
+                    version: model.card.version,
+                    reason,
+                }),
+                None => Ok(model),
+            }
         })
-        .collect();
-    if !unknown_labels.is_empty() {
-        warn!(target: "triage::training", labels = ?unknown_labels, "The file has labels the model does not know.");
-    }
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = read_labelled(data_path, settings)?;
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
     let (features, stats) = embed_texts(embedder, &texts, None)?;
-    let preds = model.classifier.predict(&texts, features.view())?;
-    let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
-    Ok(EvaluateOutcome {
-        version: model.card.version,
-        data: data.summary,
-        unknown_labels,
-        metrics: evaluate(&labels, &truth, &predicted),
-        embed_seconds: stats.elapsed.as_secs_f64(),
-    })
+    let mut outcomes = Vec::with_capacity(models.len());
+    for model in models {
+        // Map the file's labels into the model's label set; unknown ones are appended
+        // so their rows count as misses instead of vanishing.
+        let mut labels = model.classifier.labels().to_vec();
+        let mut unknown_labels = Vec::new();
+        let truth: Vec<usize> = data
+            .examples
+            .iter()
+            .map(|e| {
+                let name = &data.labels[e.label];
+                labels.iter().position(|l| l == name).unwrap_or_else(|| {
+                    labels.push(name.clone());
+                    unknown_labels.push(name.clone());
+                    labels.len() - 1
+                })
+            })
+            .collect();
+        if !unknown_labels.is_empty() {
+            warn!(target: "triage::training", version = %model.card.version, labels = ?unknown_labels, "The file has labels the model does not know.");
+        }
+        let preds = model.classifier.predict(&texts, features.view())?;
+        let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
+        outcomes.push(EvaluateOutcome {
+            version: model.card.version,
+            data: data.summary.clone(),
+            unknown_labels,
+            metrics: evaluate(&labels, &truth, &predicted),
+            embed_seconds: stats.elapsed.as_secs_f64(),
+        });
+    }
+    Ok(outcomes)
 }

@@ -28,7 +28,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::train(settings, &registry, args),
         Command::Evaluate(args) => evaluate::evaluate(settings, &registry, args),
         Command::Classify(args) => classify::classify(settings, &registry, args),
-        Command::Models(cmd) => models::models(&registry, cmd),
+        Command::Models(cmd) => models::models(settings, &registry, cmd),
         Command::Inspect(args) => inspect::inspect(settings, args),
         Command::Run(args) => match args.input {
             Some(_) => run::run_files(settings, args),

@@ -1,0 +1,231 @@
+//! The registry's journals: the champion's history (`events.jsonl`, one line per alias
+//! change) and, through the same reader, the retraining decisions (`decisions.jsonl`).
+//! Both are append-only JSON lines, written with one `write` per line so concurrent
+//! writers cannot interleave halves of a line.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::{RegistryError, io};
+
+/// Who moved an alias (the `by` field of an alias change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Actor {
+    /// A person, through `triage models promote` / `rollback`.
+    Cli,
+    /// The retraining job, after a challenger beat the champion.
+    Retrainer,
+    /// `triage train`, for a model that passed every gate.
+    Training,
+    /// The console's buttons.
+    Console,
+    /// Written before changes recorded who made them, or by a newer triage that
+    /// knows an actor this one does not.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Actor {
+    fn unknown() -> Self {
+        Self::Unknown
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cli => "cli",
+            Self::Retrainer => "retrainer",
+            Self::Training => "training",
+            Self::Console => "console",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to the champion alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AliasAction {
+    /// A version became the champion (by hand, by training or by the retrainer:
+    /// `by` says which).
+    Promote,
+    /// The previous champion was put back.
+    Rollback,
+    /// An action written by a newer triage.
+    #[serde(other)]
+    Other,
+}
+
+impl AliasAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Promote => "promote",
+            Self::Rollback => "rollback",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for AliasAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One change of the champion alias: a line of `events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasChange {
+    /// RFC 3339, UTC, whole seconds.
+    pub at: String,
+    pub action: AliasAction,
+    /// The champion before (none for the first promotion).
+    pub from: Option<String>,
+    /// The champion after.
+    pub to: Option<String>,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Who; `unknown` for lines written before triage recorded it.
+    #[serde(default = "Actor::unknown")]
+    pub by: Actor,
+}
+
+/// A line of a journal that could not be read; reading goes on without it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedLine {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// The readable entries of a journal, oldest first, and the lines that were not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Journal<T> {
+    pub entries: Vec<T>,
+    /// Damaged lines (a torn write, a hand edit) are skipped, not fatal: one bad
+    /// line must not hide the rest of the history.
+    pub skipped: Vec<SkippedLine>,
+}
+
+impl<T> Default for Journal<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+}
+
+/// Reads a JSON-lines journal; a missing file is an empty journal. Blank lines are
+/// ignored, unreadable ones counted in `skipped` and logged once.
+pub(super) fn read_journal<T: DeserializeOwned>(path: &Path) -> Result<Journal<T>, RegistryError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut journal = Journal::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(entry) => journal.entries.push(entry),
+            Err(e) => journal.skipped.push(SkippedLine {
+                line: i + 1,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    if !journal.skipped.is_empty() {
+        let lines: Vec<usize> = journal.skipped.iter().map(|s| s.line).collect();
+        warn!(target: "triage::registry", path = %path.display(), skipped = journal.skipped.len(), ?lines, "Unreadable journal lines skipped.");
+    }
+    Ok(journal)
+}
+
+/// Appends `entry` as one JSON line, in a single write, and syncs it.
+pub(super) fn append_line<T: Serialize>(path: &Path, entry: &T) -> Result<(), RegistryError> {
+    let mut line = serde_json::to_string(entry).map_err(|e| io(path)(e.into()))?;
+    line.push('\n');
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(line.as_bytes()).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_event_lines_without_by_read_as_unknown() {
+        let line = r#"{"at":"2026-01-02T03:04:05Z","action":"promote","from":null,"to":"v1","reason":"trained and passed every gate"}"#;
+        let change: AliasChange = serde_json::from_str(line).unwrap();
+        assert_eq!(change.by, Actor::Unknown);
+        assert_eq!(change.action, AliasAction::Promote);
+        assert_eq!(change.to.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn actors_and_actions_from_a_newer_triage_still_read() {
+        let line =
+            r#"{"at":"t","action":"shadow","from":"v1","to":"v1","reason":"r","by":"scheduler"}"#;
+        let change: AliasChange = serde_json::from_str(line).unwrap();
+        assert_eq!(change.by, Actor::Unknown);
+        assert_eq!(change.action, AliasAction::Other);
+    }
+
+    #[test]
+    fn alias_change_round_trips_with_kebab_case_names() {
+        let change = AliasChange {
+            at: "2026-01-02T03:04:05Z".into(),
+            action: AliasAction::Rollback,
+            from: Some("v2".into()),
+            to: Some("v1".into()),
+            reason: "rolled back by hand".into(),
+            by: Actor::Retrainer,
+        };
+        let json = serde_json::to_string(&change).unwrap();
+        assert!(json.contains(r#""by":"retrainer""#), "{json}");
+        assert!(json.contains(r#""action":"rollback""#), "{json}");
+        assert_eq!(serde_json::from_str::<AliasChange>(&json).unwrap(), change);
+    }
+
+    #[test]
+    fn journal_skips_and_counts_unreadable_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let good = r#"{"at":"t","action":"promote","from":null,"to":"v1","reason":"r","by":"cli"}"#;
+        std::fs::write(
+            &path,
+            format!("{good}\n{{\"at\": \"torn\n\n{good}\nnot json\n"),
+        )
+        .unwrap();
+        let journal: Journal<AliasChange> = read_journal(&path).unwrap();
+        assert_eq!(journal.entries.len(), 2);
+        let lines: Vec<usize> = journal.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 5]);
+    }
+
+    #[test]
+    fn missing_journal_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Journal<AliasChange> = read_journal(&dir.path().join("none.jsonl")).unwrap();
+        assert_eq!(journal, Journal::default());
+    }
+}
