@@ -51,7 +51,8 @@ pub fn prediction(
     }
 }
 
-/// The feature record for one message, for the training pipeline.
+/// The feature record for one message (id, time, text, embedding, label when
+/// known), for the training pipeline.
 pub fn feature(
     message: &Message,
     decoded: &Decoded,
@@ -61,6 +62,8 @@ pub fn feature(
     let value = json!({
         "id": decoded.id,
         "timestamp_ms": message.timestamp_ms,
+        // The text too: a challenger's word n-gram model is fitted on it.
+        "text": decoded.text,
         "embedding": embedding,
         "label": decoded.label,
         "model_version": model_version,
