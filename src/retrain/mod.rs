@@ -202,7 +202,9 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     scheduler.shutdown().await;
-    served.map_err(RetrainError::Serve)
+    served.map_err(RetrainError::Serve)?;
+    info!("Retrainer stopped.");
+    Ok(())
 }
 
 #[cfg(test)]

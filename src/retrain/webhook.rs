@@ -64,12 +64,22 @@ struct Acted<'a> {
     fingerprint: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum JobAnswer {
     Started,
     Coalesced,
     None,
+}
+
+impl JobAnswer {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Coalesced => "coalesced",
+            Self::None => "none",
+        }
+    }
 }
 
 async fn alerts(State(app): State<WebhookState>, request: Request) -> Response {
@@ -121,7 +131,7 @@ async fn alerts(State(app): State<WebhookState>, request: Request) -> Response {
     }
     info!(
         group_key = %group_key,
-        job = ?job,
+        job = job.as_str(),
         wanted = sorted.wanted.len(),
         ignored = sorted.ignored.len(),
         truncated_alerts = truncated,
