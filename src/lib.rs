@@ -12,7 +12,9 @@
 //! [`model`] (logistic regressions over the embedding and word n-grams, blended, and
 //! the evaluation metrics), [`registry`] (model versions, cards and aliases),
 //! [`drift`] (the monitor and the reference it compares against), [`metrics`],
-//! and the pure leaves [`stats`] and [`checksum`]. [`tools`] holds what runs
+//! and the pure leaves [`stats`] and [`checksum`]. [`retrain`] is `triage
+//! retrainer`, Alertmanager's webhook receiver that runs retraining jobs one at a
+//! time, in a process of its own. [`tools`] holds what runs
 //! around the service (`triage bench`, `triage drift eval`, the console producer
 //! and consumer); [`cli`] is the binary's edge.
 //!
@@ -34,6 +36,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod retrain;
 pub mod service;
 pub mod stats;
 pub mod stream;

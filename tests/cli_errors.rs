@@ -10,7 +10,14 @@ fn help_teaches_every_subcommand() {
     let dir = scratch("help");
     let (out, stdout, _) = run(triage(&dir).arg("--help"));
     assert!(out.status.success());
-    for cmd in ["train", "evaluate", "classify", "models", "config"] {
+    for cmd in [
+        "train",
+        "evaluate",
+        "classify",
+        "models",
+        "config",
+        "retrainer",
+    ] {
         assert!(stdout.contains(cmd), "--help lacks {cmd}:\n{stdout}");
     }
     assert!(
@@ -115,6 +122,21 @@ fn missing_model_file_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("model.onnx is missing"), "{stderr}");
     assert!(stderr.contains("embedding.model_dir"), "{stderr}");
+    assert_no_panic(&stderr);
+}
+
+#[test]
+fn retrainer_without_a_token_refuses_to_start_and_names_the_key() {
+    let dir = scratch("retrainer");
+    let (out, _, stderr) = run(triage(&dir)
+        .env("TRIAGE__RETRAIN__LISTEN", "127.0.0.1:0")
+        .arg("retrainer"));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("retrain.webhook_token_file"), "{stderr}");
+    assert!(
+        stderr.contains("TRIAGE__RETRAIN__WEBHOOK_TOKEN"),
+        "{stderr}"
+    );
     assert_no_panic(&stderr);
 }
 

@@ -123,6 +123,32 @@ pub enum Command {
     ///          triage bench --data unseen.jsonl --overload 2 --overload-secs 90 --json
     Bench(BenchArgs),
 
+    /// Receive Alertmanager's webhook and retrain when drift alerts fire.
+    ///
+    /// Listens on retrain.listen for POST /v1/alerts (Alertmanager's webhook,
+    /// payload version 4), GET /metrics and GET /healthz. A webhook request needs
+    /// `Authorization: Bearer <token>` with the token from retrain.webhook_token_file
+    /// (or TRIAGE__RETRAIN__WEBHOOK_TOKEN); without a token configured the
+    /// retrainer does not start, and a request without the right one gets 401 and
+    /// starts nothing. Firing alerts named in retrain.alerts start a retrain job in
+    /// the background (the answer says which alerts were accepted, coalesced or
+    /// ignored); resolved and other alerts are ignored. One job at a time: after
+    /// each, retrain.cooldown_s passes before the next, and alerts meanwhile are
+    /// coalesced into one follow-up job. It runs as its own process so that
+    /// retraining never slows the consumers. SIGINT/SIGTERM stop it once a running
+    /// job has finished. deploy/alertmanager/alertmanager.yml routes the drift
+    /// alerts here.
+    ///
+    /// Not built yet: the job itself (fit a challenger, compare it with the
+    /// champion, promote). Until it is, every job ends `failed` with the reason
+    /// "the retrain job is not built yet".
+    ///
+    /// Example: openssl rand -hex 32 > retrain.token
+    ///          TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE=retrain.token triage retrainer
+    ///          curl -H "Authorization: Bearer $(cat retrain.token)" \
+    ///            --data @notification.json http://127.0.0.1:9465/v1/alerts
+    Retrainer,
+
     /// Drift detection: measure the detectors on replayed real traffic.
     #[command(subcommand)]
     Drift(DriftCommand),

@@ -62,6 +62,7 @@ pub fn load_with_env(
             .list_separator(",")
             .with_list_parse_key("labels.allowed")
             .with_list_parse_key("kafka.input_topics")
+            .with_list_parse_key("retrain.alerts")
             .source(Some(triage_vars)),
     );
 
@@ -153,6 +154,28 @@ mod tests {
             settings.onnx_runtime_path(),
             PathBuf::from("/tmp/tc/onnxruntime/1.31.1/libonnxruntime.so.1.31.1")
         );
+    }
+
+    #[test]
+    fn retrain_token_from_environment_is_kept_but_never_printed() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let settings = load_with_env(
+            None,
+            env(&[
+                ("TRIAGE__RETRAIN__WEBHOOK_TOKEN", token),
+                ("TRIAGE__RETRAIN__ALERTS", "TriageDriftDetected,Other"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.retrain.webhook_token.expose(), token);
+        assert_eq!(
+            settings.retrain.alerts,
+            vec!["TriageDriftDetected", "Other"]
+        );
+        let printed = toml::to_string(&settings).unwrap();
+        assert!(!printed.contains(token), "{printed}");
+        assert!(printed.contains("webhook_token = \"***\""), "{printed}");
+        assert!(!format!("{settings:?}").contains(token));
     }
 
     #[test]

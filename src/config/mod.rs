@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, load, load_with_env};
-pub use validate::{Problem, ValidationError};
+pub use validate::{MIN_TOKEN_CHARS, Problem, ValidationError};
 
 /// Every setting triage reads. Sections mirror `config/default.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -30,6 +30,7 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub http: HttpSettings,
     pub drift: crate::drift::DriftSettings,
+    pub retrain: RetrainSettings,
 }
 
 /// How triage logs (always to stderr).
@@ -376,6 +377,73 @@ impl Default for HttpSettings {
             max_request_bytes: 256 * 1024,
             max_texts_per_request: 256,
         }
+    }
+}
+
+/// `triage retrainer`: the receiver of Alertmanager's webhook that starts retraining.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainSettings {
+    /// Address of the receiver: POST /v1/alerts, GET /metrics, GET /healthz.
+    pub listen: String,
+    /// The bearer token Alertmanager sends. Prefer `webhook_token_file`, or the
+    /// variable `TRIAGE__RETRAIN__WEBHOOK_TOKEN`: a token in a config file is easy to leak.
+    pub webhook_token: Secret,
+    /// A file holding the token (surrounding whitespace is ignored), the same file
+    /// Alertmanager's `http_config.authorization.credentials_file` reads.
+    pub webhook_token_file: PathBuf,
+    /// Alert names that start a retrain; any other alert is answered and ignored.
+    pub alerts: Vec<String>,
+    /// Seconds after a job before the next may start; alerts meanwhile are coalesced
+    /// into one follow-up job.
+    pub cooldown_s: u64,
+    /// Larger webhook bodies get 413.
+    pub max_request_bytes: usize,
+}
+
+impl Default for RetrainSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9465".into(),
+            webhook_token: Secret::default(),
+            webhook_token_file: PathBuf::new(),
+            alerts: vec!["TriageDriftDetected".into(), "TriagePerformanceDrop".into()],
+            cooldown_s: 3600,
+            max_request_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A secret string from configuration. `Debug` and `Serialize` (so `triage config`
+/// and any log of the settings) show `***` instead of the value; empty means unset.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
     }
 }
 

@@ -29,6 +29,9 @@ impl fmt::Display for ValidationError {
     }
 }
 
+/// The shortest `retrain.webhook_token` accepted (a token file is held to the same).
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 struct Checker(Vec<Problem>);
 
 impl Checker {
@@ -237,6 +240,7 @@ impl Settings {
         );
 
         self.check_streaming(&mut c);
+        self.check_retrain(&mut c);
         let d = &self.drift;
         c.check(
             d.sliding_windows >= 1 && d.mmd_sample >= 10 && d.mmd_null_draws >= 1,
@@ -324,6 +328,59 @@ impl Settings {
             "http.max_request_bytes",
             || "http.max_request_bytes must be >= 64 and http.max_texts_per_request >= 1".into(),
             "use 262144 and 256",
+        );
+    }
+
+    fn check_retrain(&self, c: &mut Checker) {
+        let r = &self.retrain;
+        c.check(
+            r.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "retrain.listen",
+            || format!("{:?} is not an address", r.listen),
+            "use host:port such as \"127.0.0.1:9465\"",
+        );
+        let token_file_set = !r.webhook_token_file.as_os_str().is_empty();
+        c.check(
+            r.webhook_token.is_empty() || !token_file_set,
+            "retrain.webhook_token",
+            || "is set together with retrain.webhook_token_file".into(),
+            "set one of them: the file (as Alertmanager's credentials_file) is the safer",
+        );
+        c.check(
+            r.webhook_token.is_empty() || r.webhook_token.expose().trim().len() >= MIN_TOKEN_CHARS,
+            "retrain.webhook_token",
+            || format!("is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed"),
+            "use a random token, e.g. `openssl rand -hex 32`",
+        );
+        let blank = r.alerts.iter().any(|a| a.trim().is_empty());
+        let mut seen = std::collections::HashSet::new();
+        let dup = r.alerts.iter().find(|a| !seen.insert(a.as_str()));
+        c.check(
+            !r.alerts.is_empty() && !blank && dup.is_none(),
+            "retrain.alerts",
+            || match dup {
+                Some(d) => format!("alert {d:?} is listed twice"),
+                None if blank => "lists an empty alert name".into(),
+                None => "is empty, so no alert would ever start a retrain".into(),
+            },
+            "list each alert name once, e.g. [\"TriageDriftDetected\", \"TriagePerformanceDrop\"]",
+        );
+        c.check(
+            r.cooldown_s <= 7 * 24 * 3600,
+            "retrain.cooldown_s",
+            || format!("{} s is more than a week", r.cooldown_s),
+            "use 3600 (an hour: the new champion needs traffic before drift means anything)",
+        );
+        c.check(
+            r.max_request_bytes >= 4096,
+            "retrain.max_request_bytes",
+            || {
+                format!(
+                    "{} bytes cannot hold an Alertmanager notification",
+                    r.max_request_bytes
+                )
+            },
+            "use 1048576",
         );
     }
 
@@ -457,6 +514,35 @@ mod tests {
         let mut s = Settings::default();
         s.http.listen = "localhost".into();
         assert_eq!(keys(&s), vec!["http.listen"]);
+    }
+
+    #[test]
+    fn retrain_token_twice_or_too_short_is_refused() {
+        let mut s = Settings::default();
+        s.retrain.webhook_token = crate::config::Secret::new("short");
+        assert_eq!(keys(&s), vec!["retrain.webhook_token"]);
+        s.retrain.webhook_token = crate::config::Secret::new("0123456789abcdef0123");
+        assert_eq!(keys(&s), Vec::<&str>::new());
+        s.retrain.webhook_token_file = "/run/secrets/token".into();
+        assert_eq!(keys(&s), vec!["retrain.webhook_token"]);
+    }
+
+    #[test]
+    fn retrain_alerts_must_be_named_once() {
+        let mut s = Settings::default();
+        s.retrain.alerts = vec!["A".into(), "A".into()];
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.problems[0].key, "retrain.alerts");
+        assert!(err.problems[0].message.contains("twice"), "{err}");
+        s.retrain.alerts.clear();
+        assert_eq!(keys(&s), vec!["retrain.alerts"]);
+        s.retrain.alerts = vec!["A".into()];
+        s.retrain.listen = "9465".into();
+        s.retrain.max_request_bytes = 100;
+        assert_eq!(
+            keys(&s),
+            vec!["retrain.listen", "retrain.max_request_bytes"]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod drift;
 mod evaluate;
 mod inspect;
 mod models;
+mod retrainer;
 mod run;
 mod topics;
 mod train;
@@ -34,6 +35,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
             Some(_) => run::run_files(settings, args),
             None => run::run_service(settings),
         },
+        Command::Retrainer => retrainer::retrainer(settings),
         Command::Bench(args) => bench::bench(settings, args),
         Command::Drift(DriftCommand::Eval(args)) => drift::drift_eval(settings, &registry, args),
         Command::Topics(TopicsCommand::Create {

@@ -117,8 +117,8 @@ pub(super) fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<Ex
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM (also `triage retrainer`'s shutdown).
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

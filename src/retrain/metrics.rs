@@ -1,0 +1,163 @@
+//! The retrainer's own Prometheus metrics (its own registry: it is its own process).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// What `triage_retrain_alerts_total{action}` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    /// Started a job.
+    Accepted,
+    /// Folded into the follow-up job (one is running or cooling down).
+    Coalesced,
+    /// Resolved, not in `retrain.alerts`, or nameless.
+    Ignored,
+    /// The request had no valid token: counted once per request, with
+    /// `alert="unknown"`, because an unauthenticated body is never read.
+    Unauthorised,
+}
+
+impl AlertAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Coalesced => "coalesced",
+            Self::Ignored => "ignored",
+            Self::Unauthorised => "unauthorised",
+        }
+    }
+}
+
+/// The `alert` label of unauthorised requests.
+pub const UNKNOWN_ALERT: &str = "unknown";
+
+/// Handles of every metric the retrainer exports. Cloning shares the same series.
+#[derive(Clone)]
+pub struct RetrainMetrics {
+    pub registry: Registry,
+    /// Webhook requests by HTTP status.
+    pub webhook_requests: IntCounterVec,
+    /// Alerts by name and what was done with them.
+    pub alerts: IntCounterVec,
+    /// Finished jobs by verdict: promoted, rejected, failed.
+    pub jobs: IntCounterVec,
+    pub job_duration: Histogram,
+    /// 1 while a job runs.
+    pub running: IntGauge,
+    /// When the last job finished (Unix seconds); 0 before the first.
+    pub last_job_timestamp: Gauge,
+}
+
+impl RetrainMetrics {
+    /// The metrics, with series for `handled` alerts, every verdict and the usual
+    /// statuses at zero, so alert rules and dashboards see them before the first event.
+    pub fn new(handled: &[String]) -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definition is valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        let m = Self {
+            webhook_requests: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_retrain_webhook_requests_total",
+                    "Webhook requests to POST /v1/alerts, by HTTP status."
+                ),
+                &["status"]
+            )),
+            alerts: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_retrain_alerts_total",
+                    "Alerts received, by alert name and action (accepted, coalesced, ignored, unauthorised)."
+                ),
+                &["alert", "action"]
+            )),
+            jobs: reg!(IntCounterVec::new(
+                Opts::new(
+                    "triage_retrain_jobs_total",
+                    "Finished retrain jobs, by verdict (promoted, rejected, failed)."
+                ),
+                &["verdict"]
+            )),
+            job_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "triage_retrain_job_duration_seconds",
+                    "Seconds per retrain job."
+                )
+                .buckets(vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
+                ])
+            )),
+            running: reg!(IntGauge::new(
+                "triage_retrain_running",
+                "1 while a retrain job runs."
+            )),
+            last_job_timestamp: reg!(Gauge::new(
+                "triage_retrain_last_job_timestamp_seconds",
+                "When the last retrain job finished, Unix seconds (0: none yet)."
+            )),
+            registry,
+        };
+        for status in ["200", "400", "401", "413"] {
+            m.webhook_requests.with_label_values(&[status]);
+        }
+        for alert in handled {
+            for action in [
+                AlertAction::Accepted,
+                AlertAction::Coalesced,
+                AlertAction::Ignored,
+            ] {
+                m.alerts
+                    .with_label_values(&[alert.as_str(), action.as_str()]);
+            }
+        }
+        m.alerts
+            .with_label_values(&[UNKNOWN_ALERT, AlertAction::Unauthorised.as_str()]);
+        for verdict in ["promoted", "rejected", "failed"] {
+            m.jobs.with_label_values(&[verdict]);
+        }
+        m
+    }
+
+    /// Counts one alert.
+    pub fn alert(&self, alert: &str, action: AlertAction) {
+        self.alerts
+            .with_label_values(&[alert, action.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_exist_at_zero_before_any_event() {
+        let m = RetrainMetrics::new(&["TriageDriftDetected".to_string()]);
+        let text = m.render();
+        for line in [
+            "triage_retrain_webhook_requests_total{status=\"401\"} 0",
+            "triage_retrain_alerts_total{action=\"accepted\",alert=\"TriageDriftDetected\"} 0",
+            "triage_retrain_alerts_total{action=\"unauthorised\",alert=\"unknown\"} 0",
+            "triage_retrain_jobs_total{verdict=\"promoted\"} 0",
+            "triage_retrain_job_duration_seconds_count 0",
+            "triage_retrain_running 0",
+            "triage_retrain_last_job_timestamp_seconds 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}

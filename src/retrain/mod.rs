@@ -1,0 +1,271 @@
+//! Alert-triggered retraining: `triage retrainer`, a process of its own (so a
+//! retrain never takes CPU from the consumers) that receives Alertmanager's webhook
+//! and runs a [`RetrainJob`] for the alerts it handles.
+//!
+//! - [`payload`]: Alertmanager's webhook notification (version 4) and which of its
+//!   alerts ask for a retrain (pure);
+//! - [`token`]: the bearer token, compared in constant time;
+//! - [`scheduler`]: one job at a time, a cooldown after each, alerts meanwhile
+//!   coalesced into one follow-up job;
+//! - [`webhook`]: the HTTP surface (`POST /v1/alerts`, `GET /metrics`, `GET /healthz`);
+//! - [`metrics`]: the receiver's own Prometheus registry.
+//!
+//! The job itself (fit a challenger, compare it with the champion, promote) is
+//! behind [`RetrainJob`], so the receiver is tested with a fake one.
+
+pub mod metrics;
+pub mod payload;
+pub mod scheduler;
+pub mod token;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tracing::info;
+
+use crate::config::RetrainSettings;
+
+pub use metrics::RetrainMetrics;
+pub use scheduler::{Admission, Phase, Scheduler};
+pub use token::{TokenError, WebhookToken};
+pub use webhook::WebhookState;
+
+/// One firing alert that asked for a retrain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TriggerAlert {
+    /// The `alertname` label.
+    pub name: String,
+    /// Alertmanager's fingerprint of the label set (empty if the sender gave none).
+    pub fingerprint: String,
+    /// All labels, e.g. `detector` and `model_version` for `TriageDriftDetected`.
+    pub labels: BTreeMap<String, String>,
+    /// When the alert started firing (RFC 3339, as Alertmanager sent it).
+    pub starts_at: String,
+}
+
+/// Why a job runs: the alerts that asked for it. When notifications arrive while a
+/// job runs or cools down, their alerts are merged into the one follow-up trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Trigger {
+    /// Distinct alerts (by fingerprint, else by labels), oldest notification first,
+    /// at most [`Trigger::MAX_ALERTS`].
+    pub alerts: Vec<TriggerAlert>,
+    /// Webhook notifications folded into this trigger.
+    pub notifications: u32,
+}
+
+impl Trigger {
+    /// Alerts kept per trigger; more only repeat what the first ones say.
+    pub const MAX_ALERTS: usize = 256;
+
+    /// A trigger from one notification's handled alerts.
+    pub fn new(alerts: Vec<TriggerAlert>) -> Self {
+        let mut t = Self::default();
+        t.merge(Self {
+            alerts,
+            notifications: 1,
+        });
+        t
+    }
+
+    /// Folds a later notification's alerts into this trigger.
+    pub fn merge(&mut self, later: Trigger) {
+        self.notifications = self.notifications.saturating_add(later.notifications);
+        for alert in later.alerts {
+            let seen = self.alerts.iter().any(|a| {
+                if a.fingerprint.is_empty() || alert.fingerprint.is_empty() {
+                    a.labels == alert.labels
+                } else {
+                    a.fingerprint == alert.fingerprint
+                }
+            });
+            if !seen && self.alerts.len() < Self::MAX_ALERTS {
+                self.alerts.push(alert);
+            }
+        }
+    }
+
+    /// The distinct alert names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.alerts.iter().map(|a| a.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// What a job decided. Each ends up in `triage_retrain_jobs_total{verdict}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum JobOutcome {
+    /// A challenger passed the gates, beat the champion and is the champion now.
+    Promoted { version: String },
+    /// A challenger was fitted and judged, and the champion stays (a gate failed, or
+    /// it did not beat the champion by the margin). A decision, not an error.
+    Rejected { reason: String },
+    /// No decision could be made (no data, a registry error, a panic...).
+    Failed { reason: String },
+}
+
+impl JobOutcome {
+    /// The metric label: `promoted`, `rejected` or `failed`.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            Self::Promoted { .. } => "promoted",
+            Self::Rejected { .. } => "rejected",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// The retraining job the receiver runs.
+///
+/// What an implementation must do, given the [`Trigger`] (the alerts that asked for
+/// it, for the decision record; it need not act on their labels):
+///
+/// 1. take the recent labelled feature records (plus the original training set, as
+///    configured) and fit a challenger;
+/// 2. evaluate the champion and the challenger on the same held-out recent data;
+/// 3. promote the challenger (move the `champion` alias; running consumers hot-swap)
+///    only if it passes the training gates and beats the champion by the configured
+///    margin, and return [`JobOutcome::Promoted`]; otherwise store it unpromoted and
+///    return [`JobOutcome::Rejected`] with the reason; return [`JobOutcome::Failed`]
+///    when no decision could be made;
+/// 4. record the decision (trigger, scores of both, verdict) in the registry.
+///
+/// The receiver guarantees one job at a time and the cooldown; it logs and counts
+/// the outcome, times the job, and turns a panic into `Failed`. The job must keep
+/// CPU-heavy work off the async runtime (`tokio::task::spawn_blocking`), so the
+/// webhook keeps answering. On shutdown the receiver waits for a running job to
+/// finish; it can still be killed at any point (SIGKILL, a pod's grace period), so
+/// the registry must never be left half-written: write a version whole, then move
+/// the alias atomically.
+pub trait RetrainJob: Send + Sync + 'static {
+    /// Runs one retrain for `trigger` and says what it decided.
+    fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome>;
+}
+
+/// Why `triage retrainer` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("cannot listen on {address} (retrain.listen): {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the retrainer's HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the receiver on `settings.listen` until `shutdown` resolves, then waits
+/// for a running job to finish (a pending follow-up is dropped).
+pub async fn run(
+    settings: &RetrainSettings,
+    job: Arc<dyn RetrainJob>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RetrainError> {
+    // The token first: without one nothing listens.
+    let token = WebhookToken::from_settings(settings)?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|source| RetrainError::Listen {
+            address: settings.listen.clone(),
+            source,
+        })?;
+    let metrics = RetrainMetrics::new(&settings.alerts);
+    let scheduler = Scheduler::start(
+        job,
+        Duration::from_secs(settings.cooldown_s),
+        metrics.clone(),
+    );
+    let state = WebhookState {
+        token: Arc::new(token),
+        scheduler: scheduler.clone(),
+        metrics,
+        handled: settings.alerts.clone().into(),
+        max_request_bytes: settings.max_request_bytes,
+    };
+    info!(
+        address = %settings.listen,
+        alerts = ?settings.alerts,
+        cooldown_s = settings.cooldown_s,
+        "Retrainer listening: POST /v1/alerts, GET /metrics, GET /healthz."
+    );
+    let served = axum::serve(listener, webhook::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    scheduler.shutdown().await;
+    served.map_err(RetrainError::Serve)?;
+    info!("Retrainer stopped.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(name: &str, fingerprint: &str, detector: &str) -> TriggerAlert {
+        TriggerAlert {
+            name: name.into(),
+            fingerprint: fingerprint.into(),
+            labels: BTreeMap::from([
+                ("alertname".to_string(), name.to_string()),
+                ("detector".to_string(), detector.to_string()),
+            ]),
+            starts_at: "2026-11-30T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn merged_triggers_keep_each_alert_once_and_count_notifications() {
+        let mut t = Trigger::new(vec![alert("TriageDriftDetected", "a1", "mmd")]);
+        t.merge(Trigger::new(vec![
+            alert("TriageDriftDetected", "a1", "mmd"),
+            alert("TriagePerformanceDrop", "b2", "macro_f1"),
+        ]));
+        t.merge(Trigger::new(vec![alert("TriageDriftDetected", "", "psi")]));
+        t.merge(Trigger::new(vec![alert("TriageDriftDetected", "", "psi")]));
+        assert_eq!(t.notifications, 4);
+        assert_eq!(t.alerts.len(), 3);
+        assert_eq!(
+            t.names(),
+            vec!["TriageDriftDetected", "TriagePerformanceDrop"]
+        );
+    }
+
+    #[test]
+    fn a_trigger_holds_a_bounded_number_of_alerts() {
+        let mut t = Trigger::default();
+        for i in 0..Trigger::MAX_ALERTS + 10 {
+            t.merge(Trigger::new(vec![alert("A", &i.to_string(), "mmd")]));
+        }
+        assert_eq!(t.alerts.len(), Trigger::MAX_ALERTS);
+        assert_eq!(t.notifications as usize, Trigger::MAX_ALERTS + 10);
+    }
+
+    #[test]
+    fn outcomes_name_their_verdict() {
+        let failed = JobOutcome::Failed {
+            reason: "no data".into(),
+        };
+        assert_eq!(failed.verdict(), "failed");
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            serde_json::json!({"verdict": "failed", "reason": "no data"})
+        );
+        assert_eq!(
+            JobOutcome::Promoted {
+                version: "v3".into()
+            }
+            .verdict(),
+            "promoted"
+        );
+    }
+}
