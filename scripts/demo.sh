@@ -42,6 +42,11 @@ echo "==> triage models list"
 "$TRIAGE" models list
 
 [[ -s "$WORK/unseen.jsonl" ]] || exit 0
+echo "==> batch mode: triage run --input (the same pipeline over a file, no broker)"
+head -n 50 "$WORK/unseen.jsonl" > "$WORK/batch-in.jsonl"
+"$TRIAGE" run --input "$WORK/batch-in.jsonl" --output "$WORK/batch-predictions.jsonl" || [[ $? == 4 ]]
+head -n 2 "$WORK/batch-predictions.jsonl" | cut -c1-160
+
 echo "==> streaming: local broker (tansu), topics, triage run"
 bash scripts/broker.sh start
 run_id="demo-$(date +%s)"
