@@ -106,9 +106,13 @@ pub enum Command {
     /// dead-letter file with its reason and line number. Exit status: 0 every line
     /// was predicted, 4 some lines were dead-lettered, 1 an error.
     ///
-    /// Examples: scripts/broker.sh start && triage topics create && triage run
-    ///           triage run --input reviews.jsonl --output predictions.jsonl
-    ///           cat messages.jsonl | triage run --input - --output - | jq .label
+    /// Examples:
+    ///
+    /// scripts/broker.sh start && triage topics create && triage run
+    ///
+    /// triage run --input reviews.jsonl --output predictions.jsonl
+    ///
+    /// cat messages.jsonl | triage run --input - --output - | jq .label
     Run(RunArgs),
 
     /// Benchmark the streaming service through the configured broker: the
@@ -180,7 +184,7 @@ pub struct RunArgs {
     /// triage-dead-letters.jsonl when the output is `-`).
     #[arg(long, value_name = "FILE", requires = "input")]
     pub dead_letters: Option<PathBuf>,
-    /// Batch mode: also write a feature record (id, embedding, label) per prediction.
+    /// Batch mode: also write a feature record (id, text, embedding, label) per prediction.
     #[arg(long, value_name = "FILE", requires = "input")]
     pub features: Option<PathBuf>,
     /// Batch mode: how the input is framed (default: by extension, JSON lines for `-`).
