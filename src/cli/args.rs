@@ -340,8 +340,8 @@ pub enum TopicsCommand {
         #[arg(long, default_value_t = 10)]
         idle_s: u64,
     },
-    /// Create kafka.input_topics, predictions, DLQ and features topics (existing
-    /// topics are left as they are).
+    /// Create kafka.input_topics, predictions, DLQ, features and labels topics
+    /// (existing topics are left as they are).
     Create {
         /// Partitions per topic: the most instances that can share the work.
         #[arg(long, short = 'p', default_value_t = 4)]
