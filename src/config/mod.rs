@@ -30,6 +30,7 @@ pub struct Settings {
     pub stream: StreamSettings,
     pub http: HttpSettings,
     pub drift: crate::drift::DriftSettings,
+    pub retrain: RetrainSettings,
 }
 
 /// How triage logs (always to stderr).
@@ -375,6 +376,38 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:9464".into(),
             max_request_bytes: 256 * 1024,
             max_texts_per_request: 256,
+        }
+    }
+}
+
+/// The retraining job (`triage retrain`, or the webhook): which recent data it
+/// takes, how it judges the challenger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainSettings {
+    /// Feature records from this many seconds before the job started are taken.
+    pub window_s: u64,
+    /// Share of each class of the recent labelled rows held out to score champion
+    /// and challenger on (stratified, seeded with `training.seed`).
+    pub held_out_fraction: f64,
+    /// Fewer recent labelled rows than this: the job fails without training.
+    pub min_recent_rows: usize,
+    /// The original training data added to the recent rows: a labelled file (read
+    /// with [data] and [labels]), empty for the champion card's data file if it still
+    /// exists, or `none` for the recent rows only.
+    pub training_data: PathBuf,
+    /// The challenger's held-out macro-F1 must beat the champion's by at least this.
+    pub min_improvement: f64,
+}
+
+impl Default for RetrainSettings {
+    fn default() -> Self {
+        Self {
+            window_s: 24 * 3600,
+            held_out_fraction: 0.3,
+            min_recent_rows: 60,
+            training_data: PathBuf::new(),
+            min_improvement: 0.01,
         }
     }
 }
