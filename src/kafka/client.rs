@@ -130,7 +130,7 @@ pub enum RangeReadError {
         topic: String,
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("topic {topic} does not exist on {brokers}; create it with `triage topics create`")]
     MissingTopic { topic: String, brokers: String },
@@ -161,7 +161,7 @@ pub fn read_time_range(
     let kafka = |source| RangeReadError::Kafka {
         topic: topic.to_string(),
         brokers: k.brokers.clone(),
-        source,
+        source: Box::new(source),
     };
     let left = || Timeout::After(timeout.saturating_sub(started.elapsed()));
     // A group id of its own, never used to commit: the read leaves no trace.
@@ -181,8 +181,10 @@ pub fn read_time_range(
         .set("enable.partition.eof", "true")
         .create()
         .map_err(kafka)?;
+    // A broker that is away answers nothing: give up on it sooner than on a slow read.
+    let connect = Timeout::After(timeout.min(Duration::from_secs(10)));
     let metadata = consumer
-        .fetch_metadata(Some(topic), left())
+        .fetch_metadata(Some(topic), connect)
         .map_err(kafka)?;
     let partitions: Vec<i32> = metadata
         .topics()

@@ -1,0 +1,3 @@
+pub mod collect;
+pub mod job;
+pub mod verdict;
