@@ -10,7 +10,9 @@ fn help_teaches_every_subcommand() {
     let dir = scratch("help");
     let (out, stdout, _) = run(triage(&dir).arg("--help"));
     assert!(out.status.success());
-    for cmd in ["train", "evaluate", "classify", "models", "config"] {
+    for cmd in [
+        "train", "evaluate", "classify", "models", "retrain", "config",
+    ] {
         assert!(stdout.contains(cmd), "--help lacks {cmd}:\n{stdout}");
     }
     assert!(
@@ -19,6 +21,13 @@ fn help_teaches_every_subcommand() {
     );
     let (_, train_help, _) = run(triage(&dir).args(["train", "--help"]));
     assert!(train_help.contains("Exit status"), "{train_help}");
+    let (_, retrain_help, _) = run(triage(&dir).args(["retrain", "--help"]));
+    for part in ["Exit status", "Example", "labels_topic", "min_improvement"] {
+        assert!(
+            retrain_help.contains(part),
+            "retrain --help lacks {part}:\n{retrain_help}"
+        );
+    }
     let (_, models_help, _) = run(triage(&dir).args(["models", "--help"]));
     for cmd in ["history", "compare", "decisions"] {
         assert!(
