@@ -297,7 +297,33 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     );
     assert_eq!(champion(&dir), "v2");
 
-    // 3. Too few recent rows: the run fails without training, and says why.
+    // 3. By default the champion's own training data is added: v2's is the first
+    // run's train.jsonl, read back with the run files' own fields.
+    let (code, d) = retrain(
+        &dir,
+        &config,
+        &[],
+        &[("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0.9")],
+    );
+    print_figures(&d);
+    assert_eq!(code, 3, "{d:#}");
+    let original = &d["inputs"]["sources"][1];
+    let description = original["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("original training data") && description.contains("train.jsonl"),
+        "{description}"
+    );
+    // Its rows, less any whose text is also in this run's held-out slice (the
+    // support questions repeat a few texts).
+    let first_train = recent.len() as u64 - held_out;
+    let original_rows = original["rows"].as_u64().unwrap();
+    assert!(
+        (first_train - 3..=first_train).contains(&original_rows),
+        "{original_rows} of {first_train}"
+    );
+    assert_eq!(champion(&dir), "v2");
+
+    // 4. Too few recent rows: the run fails without training, and says why.
     let (code, d) = retrain(&dir, &config, &["--since", "1ms"], &[]);
     eprintln!("  reason: {}", d["reason"].as_str().unwrap());
     assert_eq!(code, 1, "{d:#}");
@@ -318,6 +344,6 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         .iter()
         .map(|d| d["verdict"].as_str().unwrap())
         .collect();
-    assert_eq!(verdicts, ["promoted", "rejected", "failed"]);
+    assert_eq!(verdicts, ["promoted", "rejected", "rejected", "failed"]);
     eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
 }

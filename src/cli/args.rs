@@ -110,7 +110,7 @@ pub enum Command {
     /// <registry_dir>/retrain/<id>/ (`triage models compare A B --data` takes them).
     ///
     /// Exit status: 0 promoted, 3 rejected (the challenger is stored, not
-    /// promoted), 1 failed (nothing trained or promoted; the reason says why).
+    /// promoted), 1 failed (nothing promoted; the reason says why).
     ///
     /// Example: triage retrain --since 6h
     ///

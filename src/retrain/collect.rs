@@ -205,6 +205,22 @@ pub fn join(
     (examples, counts)
 }
 
+/// Drops the rows of `original` that are in the held-out slice (same id or same
+/// text): a challenger trained on them would be judged on rows it has seen. The
+/// original data can hold recent rows, e.g. when it is an earlier run's train file.
+/// Returns the rows kept and how many were dropped.
+pub fn without_held_out(original: Vec<Example>, held_out: &[&Example]) -> (Vec<Example>, usize) {
+    let ids: std::collections::HashSet<&str> = held_out.iter().map(|e| e.id.as_str()).collect();
+    let texts: std::collections::HashSet<&str> = held_out.iter().map(|e| e.text.as_str()).collect();
+    let before = original.len();
+    let kept: Vec<Example> = original
+        .into_iter()
+        .filter(|e| !ids.contains(e.id.as_str()) && !texts.contains(e.text.as_str()))
+        .collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
+}
+
 /// Row indices of the two parts of the recent examples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecentSplit {
@@ -438,6 +454,18 @@ mod tests {
         assert_eq!(split.train.len() + split.held_out.len(), ex.len());
         assert_eq!(split, split_recent(&ex, 0.3, 60, 10, 7).unwrap());
         assert_ne!(split, split_recent(&ex, 0.3, 60, 10, 8).unwrap());
+    }
+
+    #[test]
+    fn original_rows_seen_in_the_held_out_slice_are_dropped() {
+        let recent = examples(&[("a", 3)]);
+        let held_out: Vec<&Example> = vec![&recent[0], &recent[1]];
+        let mut same_text = recent[1].clone();
+        same_text.id = "other-id".into();
+        let original = vec![recent[0].clone(), same_text, recent[2].clone()];
+        let (kept, dropped) = without_held_out(original, &held_out);
+        assert_eq!(dropped, 2);
+        assert_eq!(kept, vec![recent[2].clone()]);
     }
 
     #[test]

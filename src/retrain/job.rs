@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::collect::{
     Classes, Example, FeatureRow, JoinCounts, LateLabel, join, parse_feature, parse_label,
-    split_recent,
+    split_recent, without_held_out,
 };
 use super::verdict::{Standing, judge};
 use crate::config::{DataFormat, LabelRuleKind, Settings};
@@ -225,8 +225,19 @@ impl<'a> Job<'a> {
             .training_data
             .clone()
             .unwrap_or_else(|| OriginalData::from_setting(&r.training_data));
+        let held_out: Vec<&Example> = split.held_out.iter().map(|&i| &examples[i]).collect();
         let original = self.step("original-data", |job| {
-            job.original_rows(&original, champion.as_deref())
+            let rows = job.original_rows(&original, champion.as_deref())?;
+            let (rows, dropped) = without_held_out(rows, &held_out);
+            if dropped > 0
+                && let Some(source) = job.decision.inputs.sources.last_mut()
+            {
+                source.rows -= dropped as u64;
+                source
+                    .description
+                    .push_str(&format!(" ({dropped} rows of the held-out slice left out)"));
+            }
+            Ok::<_, String>(rows)
         })?;
 
         let dir = self.work_dir()?;
@@ -235,7 +246,7 @@ impl<'a> Job<'a> {
         self.step("write", |_| {
             let train_rows = split.train.iter().map(|&i| &examples[i]).chain(&original);
             write_examples(&train_path, train_rows)?;
-            write_examples(&held_out_path, split.held_out.iter().map(|&i| &examples[i]))
+            write_examples(&held_out_path, held_out.iter().copied())
         })?;
         self.decision.rows = Rows {
             train: (split.train.len() + original.len()) as u64,
