@@ -5,6 +5,8 @@
 //! - [`training`]: data checks, stratified split, gates, the training pipeline;
 //! - [`inference`]: the Kafka-free pipeline core (windows, decoding, classifying
 //!   on workers, drift, record encoding) over a [`stream`] source and sink;
+//! - [`retrain`]: the retraining loop (recent labelled feature records -> a
+//!   challenger -> judged against the champion on the same held-out slice);
 //!
 //! its edges: [`kafka`] (the production source and sink), [`file`] (the batch
 //! mode), [`http`] (the HTTP surface), wired together by [`service`];
@@ -19,7 +21,7 @@
 //! and consumer); [`cli`] is the binary's edge.
 //!
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
-//! `tools`, `service` -> `http`, `file` -> `inference` -> `training` -> `registry`
+//! `tools`, `retrain`, `service` -> `http`, `file` -> `inference` -> `training` -> `registry`
 //! -> `feature` -> `embed` -> `config` -> `kafka` -> `stream` -> `metrics` ->
 //! `drift` -> `model`; any of them may use the leaves `stats` and `checksum`.
 

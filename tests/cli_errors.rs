@@ -16,6 +16,7 @@ fn help_teaches_every_subcommand() {
         "classify",
         "models",
         "config",
+        "retrain",
         "retrainer",
     ] {
         assert!(stdout.contains(cmd), "--help lacks {cmd}:\n{stdout}");
@@ -26,6 +27,13 @@ fn help_teaches_every_subcommand() {
     );
     let (_, train_help, _) = run(triage(&dir).args(["train", "--help"]));
     assert!(train_help.contains("Exit status"), "{train_help}");
+    let (_, retrain_help, _) = run(triage(&dir).args(["retrain", "--help"]));
+    for part in ["Exit status", "Example", "labels_topic", "min_improvement"] {
+        assert!(
+            retrain_help.contains(part),
+            "retrain --help lacks {part}:\n{retrain_help}"
+        );
+    }
     let (_, models_help, _) = run(triage(&dir).args(["models", "--help"]));
     for cmd in ["history", "compare", "decisions"] {
         assert!(

@@ -88,6 +88,35 @@ pub enum Command {
     #[command(subcommand)]
     Models(ModelsCommand),
 
+    /// Retrain once: fit a challenger on recent labelled traffic, and promote it
+    /// only if it beats the champion on the same held-out data.
+    ///
+    /// Reads the feature records `triage run` wrote to kafka.features_topic over the
+    /// last retrain.window_s seconds (or --since), and joins them by message id with
+    /// the labels that arrived later on kafka.labels_topic (key = message id, value
+    /// {"id": "...", "label": "..."}). A late label wins over one the message
+    /// carried; labels for unknown ids or classes are counted and skipped. Of each
+    /// class, retrain.held_out_fraction is held out (seeded with training.seed). The
+    /// rest, plus the original training data (retrain.training_data: by default the
+    /// champion's own training file), trains a challenger with the [training]
+    /// settings and gates. Champion and challenger are then scored on the same
+    /// held-out slice: the challenger becomes the champion only if it passed every
+    /// gate and its macro-F1 beats the champion's by retrain.min_improvement.
+    /// Running `triage run` services switch to a promoted model between windows.
+    ///
+    /// Every run is recorded in the registry, whatever its end, with its inputs,
+    /// rows, both models' scores, the verdict, the reason and each step's wall time
+    /// (`triage models decisions`). Its files (train.jsonl, held-out.jsonl) stay in
+    /// <registry_dir>/retrain/<id>/ (`triage models compare A B --data` takes them).
+    ///
+    /// Exit status: 0 promoted, 3 rejected (the challenger is stored, not
+    /// promoted), 1 failed (nothing promoted; the reason says why).
+    ///
+    /// Example: triage retrain --since 6h
+    ///
+    /// Example: triage retrain --training-data none --json | jq '.challenger.metrics.macro_f1'
+    Retrain(RetrainArgs),
+
     /// Run the inference pipeline: read messages in windows, label them with the
     /// champion, write predictions, feature records and dead letters.
     ///
@@ -203,6 +232,22 @@ pub struct RunArgs {
 pub enum InputFormatArg {
     Jsonl,
     Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct RetrainArgs {
+    /// Take the feature records of this long before now instead of
+    /// retrain.window_s, e.g. 30m, 6h, 2days.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Original training data added to the recent rows, instead of
+    /// retrain.training_data: a labelled file (read with [data] and [labels]), or
+    /// `none` to train on the recent rows only.
+    #[arg(long, value_name = "FILE|none")]
+    pub training_data: Option<PathBuf>,
+    /// Print the decision as one JSON document (as recorded in the registry).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -370,8 +415,8 @@ pub enum TopicsCommand {
         #[arg(long, default_value_t = 10)]
         idle_s: u64,
     },
-    /// Create kafka.input_topics, predictions, DLQ and features topics (existing
-    /// topics are left as they are).
+    /// Create kafka.input_topics, predictions, DLQ, features and labels topics
+    /// (existing topics are left as they are).
     Create {
         /// Partitions per topic: the most instances that can share the work.
         #[arg(long, short = 'p', default_value_t = 4)]
@@ -477,6 +522,28 @@ mod tests {
     fn command_line_definition_is_consistent() {
         // clap checks names, ids and defaults here instead of panicking at run time.
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retrain_takes_a_duration_and_none_for_training_data() {
+        let cli = Cli::try_parse_from([
+            "triage",
+            "retrain",
+            "--since",
+            "6h",
+            "--training-data",
+            "none",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Retrain(args) => {
+                assert_eq!(args.since, Some(std::time::Duration::from_secs(6 * 3600)));
+                assert_eq!(args.training_data, Some(PathBuf::from("none")));
+                assert!(!args.json);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["triage", "retrain", "--since", "soon"]).is_err());
     }
 
     #[test]

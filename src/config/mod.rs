@@ -380,7 +380,9 @@ impl Default for HttpSettings {
     }
 }
 
-/// `triage retrainer`: the receiver of Alertmanager's webhook that starts retraining.
+/// Retraining: `triage retrainer` (the receiver of Alertmanager's webhook) and the
+/// job it runs (`triage retrain`): which recent data it takes, how it judges the
+/// challenger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrainSettings {
@@ -399,6 +401,19 @@ pub struct RetrainSettings {
     pub cooldown_s: u64,
     /// Larger webhook bodies get 413.
     pub max_request_bytes: usize,
+    /// Feature records from this many seconds before the job started are taken.
+    pub window_s: u64,
+    /// Share of each class of the recent labelled rows held out to score champion
+    /// and challenger on (stratified, seeded with `training.seed`).
+    pub held_out_fraction: f64,
+    /// Fewer recent labelled rows than this: the job fails without training.
+    pub min_recent_rows: usize,
+    /// The original training data added to the recent rows: a labelled file (read
+    /// with [data] and [labels]), empty for the champion card's data file if it still
+    /// exists, or `none` for the recent rows only.
+    pub training_data: PathBuf,
+    /// The challenger's held-out macro-F1 must beat the champion's by at least this.
+    pub min_improvement: f64,
 }
 
 impl Default for RetrainSettings {
@@ -410,6 +425,11 @@ impl Default for RetrainSettings {
             alerts: vec!["TriageDriftDetected".into(), "TriagePerformanceDrop".into()],
             cooldown_s: 3600,
             max_request_bytes: 1024 * 1024,
+            window_s: 24 * 3600,
+            held_out_fraction: 0.3,
+            min_recent_rows: 60,
+            training_data: PathBuf::new(),
+            min_improvement: 0.01,
         }
     }
 }

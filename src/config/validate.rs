@@ -241,6 +241,7 @@ impl Settings {
 
         self.check_streaming(&mut c);
         self.check_retrain(&mut c);
+        self.check_retrain_job(&mut c);
         let d = &self.drift;
         c.check(
             d.sliding_windows >= 1 && d.mmd_sample >= 10 && d.mmd_null_draws >= 1,
@@ -263,6 +264,44 @@ impl Settings {
         } else {
             Err(ValidationError { problems: c.0 })
         }
+    }
+
+    fn check_retrain_job(&self, c: &mut Checker) {
+        let r = &self.retrain;
+        c.check(
+            r.window_s >= 1,
+            "retrain.window_s",
+            || "is 0, which takes no records".into(),
+            "use the span of recent traffic to learn from, e.g. 86400 (a day)",
+        );
+        c.check(
+            r.held_out_fraction > 0.0 && r.held_out_fraction <= 0.5,
+            "retrain.held_out_fraction",
+            || format!("{} is outside (0, 0.5]", r.held_out_fraction),
+            "use 0.3 to judge both models on a third of each class",
+        );
+        c.check(
+            r.min_recent_rows >= 2,
+            "retrain.min_recent_rows",
+            || {
+                format!(
+                    "{} cannot fill both a training part and a held-out slice",
+                    r.min_recent_rows
+                )
+            },
+            "use 60 or more",
+        );
+        c.check(
+            r.min_improvement.is_finite() && (0.0..1.0).contains(&r.min_improvement),
+            "retrain.min_improvement",
+            || {
+                format!(
+                    "{} is outside [0, 1); macro-F1 differences lie there",
+                    r.min_improvement
+                )
+            },
+            "use 0.01 (one point of macro-F1)",
+        );
     }
 
     fn check_streaming(&self, c: &mut Checker) {
@@ -542,6 +581,24 @@ mod tests {
         assert_eq!(
             keys(&s),
             vec!["retrain.listen", "retrain.max_request_bytes"]
+        );
+    }
+
+    #[test]
+    fn impossible_retrain_settings_name_their_keys() {
+        let mut s = Settings::default();
+        s.retrain.window_s = 0;
+        s.retrain.held_out_fraction = 0.8;
+        s.retrain.min_recent_rows = 1;
+        s.retrain.min_improvement = -0.1;
+        assert_eq!(
+            keys(&s),
+            [
+                "retrain.window_s",
+                "retrain.held_out_fraction",
+                "retrain.min_recent_rows",
+                "retrain.min_improvement"
+            ]
         );
     }
 

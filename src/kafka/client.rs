@@ -1,17 +1,18 @@
 //! Plain Kafka clients for the tools around the service (`triage topics send/tail`,
-//! `triage bench`): a producer that sends keyed payloads, and a reader that reads a
-//! topic from its beginning. The service's own consumer and producer, with their
+//! `triage bench`, `triage retrain`): a producer that sends keyed payloads, a reader
+//! that reads a topic from its beginning, and a bounded read of a time range. The service's own consumer and producer, with their
 //! delivery guarantees, are elsewhere in this module; these keep the tools free of
 //! the Kafka library.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{KafkaSettings, base_config};
 
@@ -108,4 +109,167 @@ impl TopicReader {
         let m = self.inner.recv().await?;
         Ok(m.payload().unwrap_or_default().to_vec())
     }
+}
+
+/// One record of a time-range read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The record's timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Why a time-range read gave nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeReadError {
+    #[error("cannot read topic {topic} on {brokers}: {source}; is the broker running?")]
+    Kafka {
+        topic: String,
+        brokers: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+    #[error("topic {topic} does not exist on {brokers}; create it with `triage topics create`")]
+    MissingTopic { topic: String, brokers: String },
+    #[error(
+        "reading topic {topic} timed out after {seconds:.0} s with {missing} record(s) still to read up to the high watermarks; is the broker overloaded?"
+    )]
+    TimedOut {
+        topic: String,
+        seconds: f64,
+        missing: i64,
+    },
+}
+
+/// Reads every record of `topic` whose timestamp lies in `[from_ms, to_ms]`:
+/// `offsets_for_times` finds where each partition's range starts, and each
+/// partition is read up to its high watermark as it was when the read began, so
+/// the read ends even while producers keep writing. Records are in partition
+/// order, each partition in offset order. Blocking: call it off the async runtime.
+/// `timeout` bounds the whole read.
+pub fn read_time_range(
+    k: &KafkaSettings,
+    topic: &str,
+    from_ms: i64,
+    to_ms: i64,
+    timeout: Duration,
+) -> Result<Vec<TimedRecord>, RangeReadError> {
+    let started = Instant::now();
+    let kafka = |source| RangeReadError::Kafka {
+        topic: topic.to_string(),
+        brokers: k.brokers.clone(),
+        source: Box::new(source),
+    };
+    let left = || Timeout::After(timeout.saturating_sub(started.elapsed()));
+    // A group id of its own, never used to commit: the read leaves no trace.
+    let group = format!(
+        "triage-range-reader-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let consumer: BaseConsumer = base_config(k)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The end of a partition is reported, so a gap before the high watermark
+        // (compaction, transaction markers) cannot keep the read waiting.
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(kafka)?;
+    // A broker that is away answers nothing: give up on it sooner than on a slow read.
+    let connect = Timeout::After(timeout.min(Duration::from_secs(10)));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), connect)
+        .map_err(kafka)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(RangeReadError::MissingTopic {
+            topic: topic.to_string(),
+            brokers: k.brokers.clone(),
+        });
+    }
+    // The end of each partition, fixed now: later records are not waited for.
+    let mut high = BTreeMap::new();
+    for &p in &partitions {
+        let (_, h) = consumer.fetch_watermarks(topic, p, left()).map_err(kafka)?;
+        high.insert(p, h);
+    }
+    let mut query = TopicPartitionList::new();
+    for &p in &partitions {
+        query
+            .add_partition_offset(topic, p, Offset::Offset(from_ms))
+            .map_err(kafka)?;
+    }
+    let starts = consumer.offsets_for_times(query, left()).map_err(kafka)?;
+    let mut assignment = TopicPartitionList::new();
+    // Per partition: the next offset to read and the end.
+    let mut pending: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for element in starts.elements() {
+        let p = element.partition();
+        let end = high.get(&p).copied().unwrap_or(0);
+        // Offset::End: no record at or after from_ms.
+        if let Offset::Offset(start) = element.offset()
+            && start < end
+        {
+            assignment
+                .add_partition_offset(topic, p, Offset::Offset(start))
+                .map_err(kafka)?;
+            pending.insert(p, (start, end));
+        }
+    }
+    let mut records = Vec::new();
+    if pending.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment).map_err(kafka)?;
+    while !pending.is_empty() {
+        let Some(remaining) = timeout.checked_sub(started.elapsed()) else {
+            return Err(RangeReadError::TimedOut {
+                topic: topic.to_string(),
+                seconds: timeout.as_secs_f64(),
+                missing: pending.values().map(|(next, end)| end - next).sum(),
+            });
+        };
+        let Some(result) = consumer.poll(remaining.min(Duration::from_millis(500))) else {
+            continue;
+        };
+        let m = match result {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                pending.remove(&p);
+                continue;
+            }
+            Err(e) => return Err(kafka(e)),
+        };
+        let p = m.partition();
+        let Some((next, end)) = pending.get_mut(&p) else {
+            continue;
+        };
+        *next = m.offset() + 1;
+        let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
+        if m.offset() < *end && (from_ms..=to_ms).contains(&timestamp_ms) {
+            records.push(TimedRecord {
+                partition: p,
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                timestamp_ms,
+            });
+        }
+        if *next >= *end {
+            pending.remove(&p);
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
 }

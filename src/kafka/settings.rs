@@ -45,6 +45,11 @@ pub struct KafkaSettings {
     /// Feature records (id, timestamp, embedding, label) for the training pipeline.
     /// Empty: feature records are not written.
     pub features_topic: String,
+    /// Delayed ground truth: one record per labelled message, key = the message id,
+    /// value `{"id": "...", "label": "..."}` (an agent re-tagged the ticket hours
+    /// later). `triage retrain` joins it with the feature records; a label here wins
+    /// over one carried in the message. Empty: no late labels.
+    pub labels_topic: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (TLS/SASL need the `ssl`/`sasl` build features).
     pub security_protocol: String,
     /// For SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ...
@@ -72,6 +77,7 @@ impl Default for KafkaSettings {
             predictions_topic: "predictions".into(),
             dlq_topic: "messages.dlq".into(),
             features_topic: "features".into(),
+            labels_topic: "labels".into(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: String::new(),
             sasl_username: String::new(),
@@ -131,6 +137,12 @@ impl KafkaSettings {
                 "use a topic that triage does not read",
             );
         }
+        check(
+            self.labels_topic.is_empty() || self.labels_topic != self.features_topic,
+            "kafka.labels_topic",
+            &|| format!("{:?} is also the features topic", self.labels_topic),
+            "give late labels a topic of their own, e.g. \"labels\"",
+        );
         let instance = self.instance_id();
         check(
             instance.as_ref().is_ok(),
@@ -247,6 +259,17 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, "kafka.librdkafka_options");
         assert!(problems[0].1.contains("enable.auto.offset.store"));
+    }
+
+    #[test]
+    fn labels_topic_that_is_the_features_topic_is_refused() {
+        let k = KafkaSettings {
+            labels_topic: "features".into(),
+            ..KafkaSettings::default()
+        };
+        let problems = k.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "kafka.labels_topic");
     }
 
     #[test]

@@ -38,6 +38,17 @@ pub struct Decision {
     /// 0.78 by more than the 0.01 margin").
     pub reason: String,
     pub duration_seconds: f64,
+    /// Wall time of each step, in order (read, split, train, evaluate, ...): where
+    /// the loop's latency goes. Empty in decisions recorded before steps were timed.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// One step of a run and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub seconds: f64,
 }
 
 /// What started the run. Written as a string: `cli`, `schedule`, or
@@ -216,6 +227,10 @@ pub(crate) mod fixture {
             verdict,
             reason: "challenger macro-F1 0.8100 vs champion 0.7800 (margin 0.01)".into(),
             duration_seconds: 65.0,
+            steps: vec![Step {
+                name: "train".into(),
+                seconds: 50.0,
+            }],
         }
     }
 }
@@ -247,6 +262,15 @@ mod tests {
         let json = serde_json::to_string(&decision).unwrap();
         assert!(json.contains(r#""challenger":null"#), "{json}");
         assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), decision);
+    }
+
+    #[test]
+    fn decision_without_steps_still_reads() {
+        let mut value =
+            serde_json::to_value(fixture::decision("retrain-3", Verdict::Rejected)).unwrap();
+        value.as_object_mut().unwrap().remove("steps");
+        let decision: Decision = serde_json::from_value(value).unwrap();
+        assert!(decision.steps.is_empty());
     }
 
     #[test]

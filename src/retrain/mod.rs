@@ -8,15 +8,21 @@
 //! - [`scheduler`]: one job at a time, a cooldown after each, alerts meanwhile
 //!   coalesced into one follow-up job;
 //! - [`webhook`]: the HTTP surface (`POST /v1/alerts`, `GET /metrics`, `GET /healthz`);
-//! - [`metrics`]: the receiver's own Prometheus registry.
+//! - [`metrics`]: the receiver's own Prometheus registry;
+//! - [`job`]: the job itself (`triage retrain`): recent feature records joined with
+//!   late labels ([`collect`]), a challenger fitted and judged against the champion
+//!   on the same held-out rows ([`verdict`]), every decision recorded.
 //!
 //! The job itself (fit a challenger, compare it with the champion, promote) is
 //! behind [`RetrainJob`], so the receiver is tested with a fake one.
 
+pub mod collect;
+pub mod job;
 pub mod metrics;
 pub mod payload;
 pub mod scheduler;
 pub mod token;
+pub mod verdict;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ mod drift;
 mod evaluate;
 mod inspect;
 mod models;
+mod retrain;
 mod retrainer;
 mod run;
 mod topics;
@@ -31,6 +32,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Classify(args) => classify::classify(settings, &registry, args),
         Command::Models(cmd) => models::models(settings, &registry, cmd),
         Command::Inspect(args) => inspect::inspect(settings, args),
+        Command::Retrain(args) => retrain::retrain(settings, args),
         Command::Run(args) => match args.input {
             Some(_) => run::run_files(settings, args),
             None => run::run_service(settings),

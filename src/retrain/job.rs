@@ -1,0 +1,667 @@
+//! The retraining job: recent labelled feature records (plus, as configured, the
+//! original training data) -> a challenger fitted by the training pipeline ->
+//! champion and challenger scored on the same held-out slice of the recent rows ->
+//! promoted only if the challenger passed every gate and beats the champion by
+//! `retrain.min_improvement`. Every run, whatever its end, leaves a [`Decision`] in
+//! the registry; a failed run leaves the champion untouched and says why.
+//!
+//! Synchronous (Kafka reads block, embedding is CPU work): the CLI calls [`run`]
+//! directly, an async caller from `spawn_blocking`.
+//!
+//! Files of a run, kept for audit and for `triage models compare --data`:
+//! ```text
+//! <registry_dir>/retrain/<id>/train.jsonl      {"id","text","label"}: the challenger's data
+//! <registry_dir>/retrain/<id>/held-out.jsonl   the slice both models were scored on
+//! ```
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::collect::{
+    Classes, Example, FeatureRow, JoinCounts, LateLabel, join, parse_feature, parse_label,
+    split_recent, without_held_out,
+};
+use super::verdict::{Standing, judge};
+use crate::config::{DataFormat, LabelRuleKind, Settings};
+use crate::embed::Embedder;
+use crate::feature::labels::LabelRule;
+use crate::feature::read_labelled;
+use crate::kafka::client::{RangeReadError, read_time_range};
+use crate::registry::decision::{
+    Contender, Decision, Inputs, Rows, Scores, Source, Step, Trigger, Verdict,
+};
+use crate::registry::{Actor, Registry};
+use crate::training::{TrainOptions, evaluate_versions, train};
+
+/// Where the original training data comes from (`retrain.training_data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginalData {
+    /// The champion card's data file, if it still exists (setting `""`).
+    ChampionData,
+    /// Recent rows only (setting `"none"`).
+    None,
+    /// A labelled file, read with the [data] and [labels] settings.
+    File(PathBuf),
+}
+
+impl OriginalData {
+    /// Reads the `retrain.training_data` setting (or `--training-data`).
+    pub fn from_setting(value: &Path) -> Self {
+        match value.to_str().map(str::trim) {
+            Some("") => Self::ChampionData,
+            Some(none) if none.eq_ignore_ascii_case("none") => Self::None,
+            _ => Self::File(value.to_path_buf()),
+        }
+    }
+}
+
+/// What a caller may override for one run.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Take the records of this long before the run instead of `retrain.window_s`.
+    pub since: Option<Duration>,
+    /// Instead of `retrain.training_data`.
+    pub training_data: Option<OriginalData>,
+    /// The whole read of each topic, at most (a broker that does not answer is
+    /// given up on after 10 s of this).
+    pub read_timeout: Duration,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            since: None,
+            training_data: None,
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Runs one retraining job and records its decision in the registry (a recording
+/// failure is logged; the decision is returned either way).
+pub fn run(
+    settings: &Settings,
+    embedder: &mut dyn Embedder,
+    trigger: Trigger,
+    options: &JobOptions,
+) -> Decision {
+    let registry = Registry::new(settings.registry_dir());
+    let mut job = Job::new(settings, &registry, trigger);
+    info!(target: "triage::retrain", id = %job.decision.id, trigger = %job.decision.trigger, "Retraining started.");
+    let outcome = job.execute(embedder, options);
+    job.finish(outcome)
+}
+
+/// Records a run that could not start (e.g. the embedder did not load): verdict
+/// failed, champion untouched.
+pub fn failed_to_start(settings: &Settings, trigger: Trigger, reason: String) -> Decision {
+    let registry = Registry::new(settings.registry_dir());
+    let job = Job::new(settings, &registry, trigger);
+    job.finish(Err(reason))
+}
+
+/// The run's decision as it fills in, and what its steps share.
+struct Job<'a> {
+    settings: &'a Settings,
+    registry: &'a Registry,
+    started: Instant,
+    decision: Decision,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// `retrain-20260102T030405123Z`: sortable, and unique unless two runs start in
+/// the same millisecond (the work folder then gets a suffix).
+fn run_id() -> String {
+    let stamp: String = humantime::format_rfc3339_millis(SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("retrain-{stamp}")
+}
+
+impl<'a> Job<'a> {
+    fn new(settings: &'a Settings, registry: &'a Registry, trigger: Trigger) -> Self {
+        Self {
+            settings,
+            registry,
+            started: Instant::now(),
+            decision: Decision {
+                id: run_id(),
+                started_at: rfc3339_now(),
+                finished_at: String::new(),
+                trigger,
+                inputs: Inputs::default(),
+                rows: Rows::default(),
+                champion: None,
+                challenger: None,
+                margin_required: settings.retrain.min_improvement,
+                verdict: Verdict::Failed,
+                reason: String::new(),
+                duration_seconds: 0.0,
+                steps: Vec::new(),
+            },
+        }
+    }
+
+    /// Runs `f` as the step `name`: timed, logged, added to the decision.
+    fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let out = f(self);
+        let seconds = started.elapsed().as_secs_f64();
+        info!(target: "triage::retrain", id = %self.decision.id, step = name, seconds = format!("{seconds:.2}"), "Step done.");
+        self.decision.steps.push(Step {
+            name: name.to_string(),
+            seconds,
+        });
+        out
+    }
+
+    fn source(&mut self, description: String, rows: usize) {
+        self.decision.inputs.sources.push(Source {
+            description,
+            rows: rows as u64,
+        });
+    }
+
+    fn execute(
+        &mut self,
+        embedder: &mut dyn Embedder,
+        options: &JobOptions,
+    ) -> Result<(Verdict, String), String> {
+        let settings = self.settings;
+        let r = &settings.retrain;
+        let window = options.since.unwrap_or(Duration::from_secs(r.window_s));
+        let to_ms = now_ms();
+        let from_ms = to_ms.saturating_sub(window.as_millis() as i64);
+        self.decision.inputs.from_ms = Some(from_ms);
+        self.decision.inputs.to_ms = Some(to_ms);
+        let champion = self.registry.aliases().map_err(|e| e.to_string())?.champion;
+
+        let Recent {
+            features,
+            labels,
+            note: read_note,
+        } = self.step("read", |_| {
+            read_topics(settings, from_ms, to_ms, options.read_timeout)
+        })?;
+        let classes = Classes::new(LabelRule::new(&settings.labels));
+        let (examples, counts) = self.step("join", |_| join(features.rows, labels.rows, &classes));
+        let description = describe_recent(
+            settings,
+            &counts,
+            features.malformed,
+            labels.malformed,
+            read_note,
+        );
+        info!(target: "triage::retrain", id = %self.decision.id, rows = examples.len(), "{description}");
+        self.source(description, examples.len());
+
+        let split = self.step("split", |_| {
+            split_recent(
+                &examples,
+                r.held_out_fraction,
+                r.min_recent_rows,
+                settings.training.min_rows_per_class,
+                settings.training.seed,
+            )
+        });
+        let split = split.map_err(|refusal| refusal.to_string())?;
+
+        let original = options
+            .training_data
+            .clone()
+            .unwrap_or_else(|| OriginalData::from_setting(&r.training_data));
+        let held_out: Vec<&Example> = split.held_out.iter().map(|&i| &examples[i]).collect();
+        let original = self.step("original-data", |job| {
+            let rows = job.original_rows(&original, champion.as_deref())?;
+            let (rows, dropped) = without_held_out(rows, &held_out);
+            if dropped > 0
+                && let Some(source) = job.decision.inputs.sources.last_mut()
+            {
+                source.rows -= dropped as u64;
+                source
+                    .description
+                    .push_str(&format!(" ({dropped} rows of the held-out slice left out)"));
+            }
+            Ok::<_, String>(rows)
+        })?;
+
+        let dir = self.work_dir()?;
+        let train_path = dir.join("train.jsonl");
+        let held_out_path = dir.join("held-out.jsonl");
+        self.step("write", |_| {
+            let train_rows = split.train.iter().map(|&i| &examples[i]).chain(&original);
+            write_examples(&train_path, train_rows)?;
+            write_examples(&held_out_path, held_out.iter().copied())
+        })?;
+        self.decision.rows = Rows {
+            train: (split.train.len() + original.len()) as u64,
+            held_out: split.held_out.len() as u64,
+        };
+
+        let neutral = neutral_settings(settings);
+        let registry = self.registry;
+        let outcome = self.step("train", |_| {
+            train(
+                &neutral,
+                embedder,
+                registry,
+                &TrainOptions {
+                    data: train_path.clone(),
+                    promote: false,
+                },
+            )
+        });
+        let outcome = outcome.map_err(|e| format!("training the challenger failed: {e}"))?;
+
+        let mut versions: Vec<&str> = champion.iter().map(String::as_str).collect();
+        versions.push(&outcome.version);
+        let scored = self.step("evaluate", |_| {
+            evaluate_versions(&neutral, embedder, registry, &held_out_path, &versions)
+        });
+        let scored = scored.map_err(|e| {
+            format!(
+                "scoring on the held-out slice failed ({}): {e}",
+                versions.join(", ")
+            )
+        })?;
+        let contender = |i: usize| Contender {
+            version: scored[i].version.clone(),
+            metrics: Scores::from(&scored[i].metrics),
+        };
+        let challenger_scores = contender(scored.len() - 1);
+        let champion_scores = champion.as_ref().map(|_| contender(0));
+        self.decision.challenger = Some(challenger_scores.clone());
+        self.decision.champion = champion_scores.clone();
+
+        let (verdict, reason) = judge(
+            champion_scores.as_ref().map(standing),
+            standing(&challenger_scores),
+            &outcome.gate_failures,
+            r.min_improvement,
+        );
+        if verdict == Verdict::Promoted {
+            self.step("promote", |job| {
+                job.promote(&challenger_scores.version, champion.as_deref(), &reason)
+            })?;
+        }
+        Ok((verdict, reason))
+    }
+
+    /// The original training rows, as configured.
+    fn original_rows(
+        &mut self,
+        original: &OriginalData,
+        champion: Option<&str>,
+    ) -> Result<Vec<Example>, String> {
+        let path = match original {
+            OriginalData::None => return Ok(Vec::new()),
+            OriginalData::File(path) => path.clone(),
+            OriginalData::ChampionData => {
+                let Some(champion) = champion else {
+                    return Ok(Vec::new());
+                };
+                let card = self.registry.card(champion).map_err(|e| e.to_string())?;
+                let path = PathBuf::from(&card.data.path);
+                if !path.is_file() {
+                    warn!(target: "triage::retrain", path = %path.display(), "The champion's training data is gone: recent rows only.");
+                    self.source(
+                        format!(
+                            "champion {champion}'s training data {} is gone: recent rows only",
+                            path.display()
+                        ),
+                        0,
+                    );
+                    return Ok(Vec::new());
+                }
+                path
+            }
+        };
+        // A challenger trained by an earlier run has its work file as data.
+        let reader = if self.is_work_file(&path) {
+            neutral_settings(self.settings)
+        } else {
+            self.settings.clone()
+        };
+        let data = read_labelled(&path, &reader).map_err(|e| {
+            format!(
+                "cannot read the original training data {} (retrain.training_data, or --training-data none for recent rows only): {e}",
+                path.display()
+            )
+        })?;
+        let rows: Vec<Example> = data
+            .examples
+            .into_iter()
+            .map(|e| Example {
+                id: e.id,
+                text: e.text,
+                label: data.labels[e.label].clone(),
+            })
+            .collect();
+        self.source(
+            format!("original training data {}", path.display()),
+            rows.len(),
+        );
+        Ok(rows)
+    }
+
+    fn retrain_dir(&self) -> PathBuf {
+        self.registry.root().join("retrain")
+    }
+
+    fn is_work_file(&self, path: &Path) -> bool {
+        path.starts_with(self.retrain_dir())
+    }
+
+    /// A new folder for this run's files.
+    fn work_dir(&mut self) -> Result<PathBuf, String> {
+        let base = self.retrain_dir();
+        fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+        for n in 1.. {
+            let name = match n {
+                1 => self.decision.id.clone(),
+                n => format!("{}-{n}", self.decision.id),
+            };
+            let dir = base.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    self.decision.id = name;
+                    return Ok(dir);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+        unreachable!("a free folder name is always found")
+    }
+
+    /// Promotes the challenger, unless someone moved the champion during the run
+    /// (the comparison would then be against the wrong model).
+    fn promote(
+        &self,
+        challenger: &str,
+        champion_at_start: Option<&str>,
+        reason: &str,
+    ) -> Result<(), String> {
+        let now = self.registry.aliases().map_err(|e| e.to_string())?.champion;
+        if now.as_deref() != champion_at_start {
+            return Err(format!(
+                "the champion moved during the run ({} -> {}); {challenger} is stored, not promoted: run again to judge it against the new champion",
+                champion_at_start.unwrap_or("none"),
+                now.as_deref().unwrap_or("none")
+            ));
+        }
+        self.registry
+            .promote(challenger, reason, Actor::Retrainer)
+            .map(drop)
+            .map_err(|e| format!("promoting {challenger} failed: {e}"))
+    }
+
+    /// Fills in the end of the decision and records it.
+    fn finish(mut self, outcome: Result<(Verdict, String), String>) -> Decision {
+        let d = &mut self.decision;
+        match outcome {
+            Ok((verdict, reason)) => {
+                d.verdict = verdict;
+                d.reason = reason;
+            }
+            Err(reason) => {
+                d.verdict = Verdict::Failed;
+                d.reason = format!("{reason}; the champion is unchanged");
+            }
+        }
+        d.finished_at = rfc3339_now();
+        d.duration_seconds = self.started.elapsed().as_secs_f64();
+        match d.verdict {
+            Verdict::Failed => {
+                warn!(target: "triage::retrain", id = %d.id, reason = %d.reason, seconds = format!("{:.1}", d.duration_seconds), "Retraining failed.")
+            }
+            verdict => {
+                info!(target: "triage::retrain", id = %d.id, %verdict, reason = %d.reason, seconds = format!("{:.1}", d.duration_seconds), "Retraining done.")
+            }
+        }
+        if let Err(e) = self.registry.record_decision(&self.decision) {
+            tracing::error!(target: "triage::retrain", id = %self.decision.id, error = %e, "The decision could not be recorded.");
+        }
+        self.decision
+    }
+}
+
+fn standing(c: &Contender) -> Standing<'_> {
+    Standing {
+        version: &c.version,
+        macro_f1: c.metrics.macro_f1,
+    }
+}
+
+/// Parsed records of one topic and how many could not be parsed.
+struct Parsed<T> {
+    rows: Vec<T>,
+    malformed: u64,
+}
+
+fn parse_all<T>(
+    records: Vec<crate::kafka::client::TimedRecord>,
+    parse: impl Fn(Option<&[u8]>, &[u8]) -> Result<T, String>,
+    what: &str,
+) -> Parsed<T> {
+    let mut rows = Vec::with_capacity(records.len());
+    let mut malformed = 0;
+    for r in records {
+        match parse(r.key.as_deref(), r.payload.as_deref().unwrap_or_default()) {
+            Ok(row) => rows.push(row),
+            Err(why) => {
+                malformed += 1;
+                if malformed <= 3 {
+                    warn!(target: "triage::retrain", partition = r.partition, offset = r.offset, why, "Skipped a malformed {what}.");
+                }
+            }
+        }
+    }
+    Parsed { rows, malformed }
+}
+
+/// What the topics gave over the range, and a note for people when the labels topic is missing.
+struct Recent {
+    features: Parsed<FeatureRow>,
+    labels: Parsed<LateLabel>,
+    note: Option<String>,
+}
+
+/// Reads the features and labels topics over the range. A missing labels topic is
+/// a note, not a failure (labels may all ride in the messages).
+fn read_topics(
+    settings: &Settings,
+    from_ms: i64,
+    to_ms: i64,
+    timeout: Duration,
+) -> Result<Recent, String> {
+    let k = &settings.kafka;
+    if k.features_topic.is_empty() {
+        return Err(
+            "kafka.features_topic is empty, so triage run writes no feature records to learn from; set it (e.g. \"features\")"
+                .into(),
+        );
+    }
+    let features = read_time_range(k, &k.features_topic, from_ms, to_ms, timeout)
+        .map_err(|e| e.to_string())?;
+    let features = parse_all(features, |_, p| parse_feature(p), "feature record");
+    let mut note = None;
+    let labels = if k.labels_topic.is_empty() {
+        Vec::new()
+    } else {
+        match read_time_range(k, &k.labels_topic, from_ms, to_ms, timeout) {
+            Ok(records) => records,
+            Err(RangeReadError::MissingTopic { topic, .. }) => {
+                note = Some(format!("labels topic {topic} does not exist"));
+                Vec::new()
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let labels = parse_all(labels, parse_label, "label record");
+    Ok(Recent {
+        features,
+        labels,
+        note,
+    })
+}
+
+fn describe_recent(
+    settings: &Settings,
+    c: &JoinCounts,
+    malformed_features: u64,
+    malformed_labels: u64,
+    note: Option<String>,
+) -> String {
+    let k = &settings.kafka;
+    let mut text = format!(
+        "features topic {}: {} records ({} redelivered, {} malformed, {} unlabelled); labels: {} late, of which {} replaced the message's, {} carried in the message",
+        k.features_topic,
+        c.feature_records,
+        c.duplicate_records,
+        malformed_features,
+        c.unlabelled,
+        c.late_labels_used,
+        c.late_labels_overriding,
+        c.carried_labels_used,
+    );
+    if !k.labels_topic.is_empty() {
+        text.push_str(&format!(
+            "; labels topic {}: {} records ({} for unknown ids, {} not a class, {} malformed)",
+            k.labels_topic, c.label_records, c.unknown_ids, c.unknown_classes, malformed_labels
+        ));
+    }
+    if let Some(note) = note {
+        text.push_str(&format!("; {note}"));
+    }
+    text
+}
+
+/// The settings to read the run's own files (`{"id","text","label"}` lines) with.
+/// The feature cache is off: each run's files are new, cached copies would only pile up.
+pub fn neutral_settings(settings: &Settings) -> Settings {
+    let mut s = settings.clone();
+    s.data.format = DataFormat::Jsonl;
+    s.data.text_field = "text".into();
+    s.data.id_field = "id".into();
+    s.labels.rule = LabelRuleKind::Column;
+    s.labels.field = "label".into();
+    s.labels.allowed = Vec::new();
+    s.training.feature_cache = false;
+    s
+}
+
+fn write_examples<'e>(
+    path: &Path,
+    examples: impl IntoIterator<Item = &'e Example>,
+) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut out = BufWriter::new(fs::File::create(path).map_err(failed)?);
+    for example in examples {
+        let line = serde_json::to_string(example).map_err(|e| failed(e.into()))?;
+        writeln!(out, "{line}").map_err(failed)?;
+    }
+    out.flush().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_data_setting_reads_as_champion_none_or_file() {
+        assert_eq!(
+            OriginalData::from_setting(Path::new("")),
+            OriginalData::ChampionData
+        );
+        assert_eq!(
+            OriginalData::from_setting(Path::new("none")),
+            OriginalData::None
+        );
+        assert_eq!(
+            OriginalData::from_setting(Path::new("data/support.csv")),
+            OriginalData::File("data/support.csv".into())
+        );
+    }
+
+    #[test]
+    fn the_run_files_read_back_with_the_neutral_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        let examples = [
+            Example {
+                id: "a".into(),
+                text: "where is my parcel".into(),
+                label: "DELIVERY".into(),
+            },
+            Example {
+                id: "b".into(),
+                text: "refund \"now\", please".into(),
+                label: "REFUND".into(),
+            },
+        ];
+        write_examples(&path, &examples).unwrap();
+        let settings = neutral_settings(&crate::config::Settings::default());
+        let data = read_labelled(&path, &settings).unwrap();
+        let back: Vec<(String, String, String)> = data
+            .examples
+            .into_iter()
+            .map(|e| (e.id, e.text, data.labels[e.label].clone()))
+            .collect();
+        let want: Vec<(String, String, String)> = examples
+            .iter()
+            .map(|e| (e.id.clone(), e.text.clone(), e.label.clone()))
+            .collect();
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn a_run_with_the_broker_away_fails_and_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::default();
+        settings.paths.registry_dir = dir.path().join("registry");
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        settings.kafka.brokers = format!("127.0.0.1:{port}");
+        let registry = Registry::new(settings.registry_dir());
+        let mut job = Job::new(&settings, &registry, Trigger::Cli);
+        let options = JobOptions {
+            read_timeout: Duration::from_secs(2),
+            ..JobOptions::default()
+        };
+        let to = now_ms();
+        let outcome = read_topics(&settings, to - 1000, to, options.read_timeout)
+            .map(|_| (Verdict::Promoted, String::new()));
+        assert!(outcome.is_err());
+        job.decision.inputs.from_ms = Some(to - 1000);
+        let decision = job.finish(outcome);
+        assert_eq!(decision.verdict, Verdict::Failed);
+        assert!(
+            decision.reason.contains("champion is unchanged"),
+            "{}",
+            decision.reason
+        );
+        let recorded = registry.decisions().unwrap();
+        assert_eq!(recorded.entries.len(), 1);
+        assert_eq!(recorded.entries[0].verdict, Verdict::Failed);
+    }
+}

@@ -1,0 +1,349 @@
+//! The retraining job end to end, through the binary: a tansu broker, the real
+//! embedder, a champion trained on a narrow slice of the support intents, recent
+//! traffic of every intent whose labels arrive late on their own topic.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::broker::Broker;
+use common::kafka::{Msg, Names, produce};
+use common::*;
+use serde_json::Value;
+
+/// The intents the first champion knows.
+const NARROW: [&str; 4] = ["ORDER", "REFUND", "SHIPPING", "ACCOUNT"];
+
+/// config/support.toml with this test's broker and topics.
+fn write_config(dir: &Path, broker: &Broker, names: &Names, labels_topic: &str) -> PathBuf {
+    let support = std::fs::read_to_string(repo().join("config/support.toml")).unwrap();
+    let text = format!(
+        r#"{support}
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{input}"]
+predictions_topic = "{pred}"
+dlq_topic = "{dlq}"
+features_topic = "{feat}"
+labels_topic = "{labels_topic}"
+
+[retrain]
+window_s = 3600
+"#,
+        brokers = broker.address(),
+        group = names.group,
+        input = names.input,
+        pred = names.predictions,
+        dlq = names.dlq,
+        feat = names.features,
+    );
+    let path = dir.join("triage.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The support CSV's rows as (class, question, id).
+fn support_rows() -> Vec<(String, String, String)> {
+    csv::Reader::from_path(shared("support/customer-support-2200.csv"))
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[1].to_string(), r[2].to_string())
+        })
+        .collect()
+}
+
+/// Writes a CSV file with a header.
+fn write_csv(path: &Path, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> usize {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(header).unwrap();
+    let mut n = 0;
+    for row in rows {
+        w.write_record(&row).unwrap();
+        n += 1;
+    }
+    w.flush().unwrap();
+    n
+}
+
+fn triage_with(dir: &Path, config: &Path) -> std::process::Command {
+    let mut cmd = triage(dir);
+    cmd.arg("--config").arg(config);
+    cmd
+}
+
+fn champion(dir: &Path) -> String {
+    let aliases: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("registry/aliases.json")).unwrap()).unwrap();
+    aliases["champion"].as_str().unwrap().to_string()
+}
+
+fn decisions(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("registry/decisions.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn retrain(dir: &Path, config: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let mut cmd = triage_with(dir, config);
+    cmd.args(["retrain", "--json"]).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let (out, stdout, stderr) = run(&mut cmd);
+    assert_no_panic(&stderr);
+    let decision: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("retrain printed no decision ({e}):\n{stdout}\n{stderr}"));
+    eprintln!(
+        "retrain {extra:?} {env:?}: exit {:?} in {:.1} s, verdict {}",
+        out.status.code(),
+        started.elapsed().as_secs_f64(),
+        decision["verdict"]
+    );
+    (out.status.code().unwrap_or(-1), decision)
+}
+
+fn print_figures(d: &Value) {
+    let f1 = |c: &Value| {
+        if c.is_null() {
+            "-".to_string()
+        } else {
+            format!(
+                "{} macro-F1 {:.4}",
+                c["version"].as_str().unwrap(),
+                c["metrics"]["macro_f1"].as_f64().unwrap()
+            )
+        }
+    };
+    eprintln!(
+        "  rows: train {} held-out {}; sources: {}",
+        d["rows"]["train"], d["rows"]["held_out"], d["inputs"]["sources"]
+    );
+    eprintln!(
+        "  champion {} | challenger {}",
+        f1(&d["champion"]),
+        f1(&d["challenger"])
+    );
+    let steps: Vec<String> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:.2} s",
+                s["name"].as_str().unwrap(),
+                s["seconds"].as_f64().unwrap()
+            )
+        })
+        .collect();
+    eprintln!(
+        "  steps: {}; total {:.2} s",
+        steps.join(", "),
+        d["duration_seconds"].as_f64().unwrap()
+    );
+    eprintln!("  reason: {}", d["reason"].as_str().unwrap());
+}
+
+#[test]
+fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one_is_rejected() {
+    let test_started = Instant::now();
+    let dir = scratch("retrain");
+    let broker = Broker::start(&dir);
+    let names = Names::new("retrain");
+    let labels_topic = format!("labels-{}", names.group);
+    let config = write_config(&dir, &broker, &names, &labels_topic);
+
+    let (out, stdout, stderr) =
+        run(triage_with(&dir, &config).args(["topics", "create", "-p", "2"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&labels_topic),
+        "topics create made no labels topic:\n{stdout}"
+    );
+
+    // The champion knows 4 of the 11 intents, 40 questions each.
+    let rows = support_rows();
+    let narrow_path = dir.join("narrow.csv");
+    let narrow = write_csv(
+        &narrow_path,
+        &["class_name", "question", "id"],
+        rows.iter()
+            .step_by(5)
+            .filter(|(class, _, _)| NARROW.contains(&class.as_str()))
+            .map(|(class, q, id)| vec![class.clone(), q.clone(), id.clone()]),
+    );
+    let t = Instant::now();
+    let (out, stdout, stderr) = run(triage_with(&dir, &config)
+        .args(["train", "--data"])
+        .arg(&narrow_path));
+    assert!(
+        out.status.success(),
+        "champion training failed:\n{stdout}{stderr}"
+    );
+    eprintln!(
+        "champion v1 trained on {} rows in {:.1} s",
+        narrow,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(champion(&dir), "v1");
+
+    // Recent traffic of every intent (rows the champion never saw), without labels:
+    // the batch mode writes the feature records `triage run` would write.
+    let recent: Vec<&(String, String, String)> = rows.iter().skip(1).step_by(5).collect();
+    let messages_path = dir.join("messages.csv");
+    write_csv(
+        &messages_path,
+        &["question", "id"],
+        recent.iter().map(|(_, q, id)| vec![q.clone(), id.clone()]),
+    );
+    let features_path = dir.join("features.jsonl");
+    let t = Instant::now();
+    let (out, stdout, stderr) = run(triage_with(&dir, &config)
+        .args(["run", "--input"])
+        .arg(&messages_path)
+        .arg("--output")
+        .arg(dir.join("predictions.jsonl"))
+        .arg("--features")
+        .arg(&features_path));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let feature_lines: Vec<Msg> = std::fs::read_to_string(&features_path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let id = v["id"].as_str().unwrap().as_bytes().to_vec();
+            (Some(id), Some(line.as_bytes().to_vec()))
+        })
+        .collect();
+    assert_eq!(feature_lines.len(), recent.len());
+    produce(&broker.address(), &names.features, &feature_lines);
+    eprintln!(
+        "{} feature records written and produced in {:.1} s",
+        feature_lines.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // The labels arrive later, on their own; a few for messages never seen.
+    let mut labels: Vec<Msg> = recent
+        .iter()
+        .map(|(class, _, id)| {
+            let value = serde_json::json!({"id": id, "label": class}).to_string();
+            (Some(id.as_bytes().to_vec()), Some(value.into_bytes()))
+        })
+        .collect();
+    for ghost in ["ghost-1", "ghost-2", "ghost-3"] {
+        let value = serde_json::json!({"id": ghost, "label": "REFUND"}).to_string();
+        labels.push((Some(ghost.as_bytes().to_vec()), Some(value.into_bytes())));
+    }
+    produce(&broker.address(), &labels_topic, &labels);
+
+    // 1. On recent data only, the challenger learns every intent and is promoted.
+    let (code, d) = retrain(&dir, &config, &["--training-data", "none"], &[]);
+    print_figures(&d);
+    assert_eq!(code, 0, "{d:#}");
+    assert_eq!(d["verdict"], "promoted");
+    assert_eq!(d["trigger"], "cli");
+    assert_eq!(d["inputs"]["sources"][0]["rows"], recent.len());
+    let description = d["inputs"]["sources"][0]["description"].as_str().unwrap();
+    assert!(description.contains("3 for unknown ids"), "{description}");
+    let held_out = d["rows"]["held_out"].as_u64().unwrap();
+    assert_eq!(
+        d["rows"]["train"].as_u64().unwrap() + held_out,
+        recent.len() as u64
+    );
+    let champion_f1 = d["champion"]["metrics"]["macro_f1"].as_f64().unwrap();
+    let challenger_f1 = d["challenger"]["metrics"]["macro_f1"].as_f64().unwrap();
+    assert_eq!(d["champion"]["version"], "v1");
+    assert_eq!(d["challenger"]["version"], "v2");
+    assert!(
+        challenger_f1 > champion_f1 + 0.3,
+        "challenger {challenger_f1} vs champion {champion_f1}"
+    );
+    let per_class: BTreeMap<String, f64> =
+        serde_json::from_value(d["challenger"]["metrics"]["per_class_f1"].clone()).unwrap();
+    assert_eq!(per_class.len(), 11, "{per_class:?}");
+    assert_eq!(champion(&dir), "v2");
+    let history = std::fs::read_to_string(dir.join("registry/events.jsonl")).unwrap();
+    assert!(
+        history.lines().last().unwrap().contains("\"retrainer\""),
+        "{history}"
+    );
+    let work = dir.join("registry/retrain").join(d["id"].as_str().unwrap());
+    assert!(work.join("train.jsonl").is_file() && work.join("held-out.jsonl").is_file());
+
+    // 2. A challenger that cannot beat the champion by the margin is stored, not promoted.
+    let (code, d) = retrain(
+        &dir,
+        &config,
+        &["--training-data", "none"],
+        &[("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0.9")],
+    );
+    print_figures(&d);
+    assert_eq!(code, 3, "{d:#}");
+    assert_eq!(d["verdict"], "rejected");
+    assert_eq!(d["champion"]["version"], "v2");
+    assert_eq!(d["challenger"]["version"], "v3");
+    assert!(
+        d["reason"].as_str().unwrap().contains("short of"),
+        "{}",
+        d["reason"]
+    );
+    assert_eq!(champion(&dir), "v2");
+
+    // 3. By default the champion's own training data is added: v2's is the first
+    // run's train.jsonl, read back with the run files' own fields.
+    let (code, d) = retrain(
+        &dir,
+        &config,
+        &[],
+        &[("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0.9")],
+    );
+    print_figures(&d);
+    assert_eq!(code, 3, "{d:#}");
+    let original = &d["inputs"]["sources"][1];
+    let description = original["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("original training data") && description.contains("train.jsonl"),
+        "{description}"
+    );
+    // Its rows, less any whose text is also in this run's held-out slice (the
+    // support questions repeat a few texts).
+    let first_train = recent.len() as u64 - held_out;
+    let original_rows = original["rows"].as_u64().unwrap();
+    assert!(
+        (first_train - 3..=first_train).contains(&original_rows),
+        "{original_rows} of {first_train}"
+    );
+    assert_eq!(champion(&dir), "v2");
+
+    // 4. Too few recent rows: the run fails without training, and says why.
+    let (code, d) = retrain(&dir, &config, &["--since", "1ms"], &[]);
+    eprintln!("  reason: {}", d["reason"].as_str().unwrap());
+    assert_eq!(code, 1, "{d:#}");
+    assert_eq!(d["verdict"], "failed");
+    assert!(d["challenger"].is_null());
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retrain.min_recent_rows"),
+        "{}",
+        d["reason"]
+    );
+    assert_eq!(champion(&dir), "v2");
+
+    let recorded = decisions(&dir);
+    let verdicts: Vec<&str> = recorded
+        .iter()
+        .map(|d| d["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["promoted", "rejected", "rejected", "failed"]);
+    eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
+}
