@@ -172,9 +172,10 @@ pub enum Command {
     /// job has finished. deploy/alertmanager/alertmanager.yml routes the drift
     /// alerts here.
     ///
-    /// Not built yet: the job itself (fit a challenger, compare it with the
-    /// champion, promote). Until it is, every job ends `failed` with the reason
-    /// "the retrain job is not built yet".
+    /// Each job is `triage retrain`'s: recent feature records joined with late
+    /// labels, a challenger fitted and judged against the champion on the same
+    /// held-out rows, promoted only if it wins by retrain.min_improvement, the
+    /// decision recorded (`triage models decisions`).
     ///
     /// Example: openssl rand -hex 32 > retrain.token
     ///          TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE=retrain.token triage retrainer

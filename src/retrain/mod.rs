@@ -16,6 +16,7 @@
 //! The job itself (fit a challenger, compare it with the champion, promote) is
 //! behind [`RetrainJob`], so the receiver is tested with a fake one.
 
+pub mod alert_job;
 pub mod collect;
 pub mod job;
 pub mod metrics;

@@ -3,36 +3,16 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-
 use super::run::shutdown_signal;
 use super::runtime;
 use crate::config::Settings;
-use crate::retrain::{JobOutcome, RetrainJob, Trigger};
+use crate::retrain::alert_job::TrainingJob;
 
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(crate::retrain::run(
         &settings.retrain,
-        Arc::new(NotBuiltYet),
+        Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Stands in for the real job (fit, compare, promote) until it exists: it says
-/// so and fails, so that nothing looks retrained when nothing was.
-struct NotBuiltYet;
-
-impl RetrainJob for NotBuiltYet {
-    fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome> {
-        Box::pin(async move {
-            tracing::info!(
-                alerts = ?trigger.names(),
-                "A retrain was asked for, but the retrain job is not built yet; the champion stays."
-            );
-            JobOutcome::Failed {
-                reason: "the retrain job is not built yet".into(),
-            }
-        })
-    }
 }
