@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::broker::Broker;
+use common::alertmanager::Alertmanager;
+use common::broker::{Broker, free_port};
 use common::kafka::{Collector, Msg, Names, http, produce, produce_with, wait_http};
 use common::prometheus::Prometheus;
 use common::*;
@@ -966,4 +967,306 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
         "drift statistics as in the service"
     );
     assert!(stderr.contains("154 messages: 150 predicted"), "{stderr}");
+}
+
+/// Support questions by intent, in file order: (id, question).
+fn questions_by_intent() -> BTreeMap<String, Vec<(String, String)>> {
+    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
+    let mut by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in csv::Reader::from_reader(src.as_bytes()).records() {
+        let r = r.unwrap();
+        by.entry(r[0].to_string())
+            .or_default()
+            .push((r[2].to_string(), r[1].to_string()));
+    }
+    by
+}
+
+/// Messages (without their label) and the late labels for `rows` of each intent.
+fn phase(
+    by: &BTreeMap<String, Vec<(String, String)>>,
+    intents: &[&str],
+    rows: std::ops::Range<usize>,
+    tag: &str,
+) -> (Vec<Msg>, Vec<Msg>) {
+    let mut messages = Vec::new();
+    let mut labels = Vec::new();
+    for i in rows {
+        for intent in intents {
+            let (_, question) = &by[*intent][i];
+            let id = format!("{tag}-{intent}-{i}");
+            let message = serde_json::json!({ "id": id, "question": question });
+            let label = serde_json::json!({ "id": id, "label": intent });
+            messages.push((
+                Some(id.clone().into_bytes()),
+                Some(message.to_string().into_bytes()),
+            ));
+            labels.push((Some(id.into_bytes()), Some(label.to_string().into_bytes())));
+        }
+    }
+    (messages, labels)
+}
+
+/// POSTs an Alertmanager notification to the retrainer; returns the status.
+fn post_alert(addr: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let body = br#"{"version":"4","status":"firing","receiver":"triage-retrainer","groupKey":"{}:{alertname=\"TriageDriftDetected\"}","alerts":[{"status":"firing","labels":{"alertname":"TriageDriftDetected","detector":"embedding"},"annotations":{},"startsAt":"2026-11-29T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"0123456789abcdef"}],"groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://test"}"#;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/alerts HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The value of the first metric line that starts with `name` and contains `labels`.
+fn metric_value(body: &str, name: &str, labels: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn drift_alert_retrains_promotes_and_the_consumers_switch() {
+    let s = Setup::new("loop", 2, "");
+    let by = questions_by_intent();
+    // The champion knows 4 intents of 11: the traffic outgrows it.
+    let narrow = ["ACCOUNT", "PAYMENT", "REFUND", "SHIPPING"];
+    let all: Vec<&str> = by.keys().map(String::as_str).collect();
+    let mut csv = String::from("class_name,question,id\n");
+    for intent in narrow {
+        for (id, question) in &by[intent][..40] {
+            csv.push_str(&format!(
+                "{intent},\"{}\",{id}\n",
+                question.replace('"', "\"\"")
+            ));
+        }
+    }
+    std::fs::write(s.dir.join("narrow.csv"), csv).unwrap();
+    let (out, stdout, stderr) = run(s
+        .triage()
+        .args(["train", "--data"])
+        .arg(s.dir.join("narrow.csv")));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let narrow_version = "v2";
+
+    // The retrainer, with its token; Alertmanager routing to it; Prometheus.
+    let token = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
+    let token_file = s.dir.join("retrain.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let retrainer_addr = format!("127.0.0.1:{}", free_port());
+    let retrainer_log = s.dir.join("retrainer.log");
+    let mut retrainer = s
+        .triage()
+        .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
+        .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
+        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
+        .env("TRIAGE__LOG__LEVEL", "info")
+        .arg("retrainer")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&retrainer_log).unwrap())
+        .spawn()
+        .unwrap();
+    let retrainer_metrics = || {
+        http(&retrainer_addr, "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_http(
+            &retrainer_addr,
+            "/healthz",
+            Duration::from_secs(30),
+            |s, _| s == 200
+        ),
+        "retrainer did not start:\n{}",
+        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+    );
+    // Without the token, or with a wrong one: refused, nothing starts.
+    assert_eq!(post_alert(&retrainer_addr, None), 401);
+    assert_eq!(
+        post_alert(&retrainer_addr, Some("wrong-token-wrong-token")),
+        401
+    );
+    let jobs = |verdict: &str| {
+        metric_value(
+            &retrainer_metrics(),
+            "triage_retrain_jobs_total",
+            &format!("verdict=\"{verdict}\""),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(retrainer_metrics().contains("triage_retrain_running 0"));
+
+    let am = Alertmanager::start(&s.dir, &retrainer_addr, &token_file, |c| {
+        c.replace("group_wait: 1m", "group_wait: 1s")
+    });
+    let service = s.start("a");
+    let prom = Prometheus::start_with(
+        &s.dir,
+        &service.addr,
+        |rules| {
+            let (head, tail) = rules.split_once("- alert: TriageDriftDetected").unwrap();
+            let tail = tail.replacen("for: 10m", "for: 2s", 1);
+            format!("{head}- alert: TriageDriftDetected{tail}")
+        },
+        |config| config.replace("127.0.0.1:9093", &am.addr),
+    );
+    let firing = |version: &str| {
+        prom.query(&format!(
+            r#"ALERTS{{alertname="TriageDriftDetected",alertstate="firing",model_version="{version}"}}"#
+        ))
+    };
+    let drift_messages = |version: &str| {
+        prom.value(&format!(
+            r#"triage_drift_statistic{{statistic="messages",model_version="{version}"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+
+    // Stationary: unseen questions of the four intents; labels arrive late.
+    let (messages, labels) = phase(&by, &narrow, 40..120, "st");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(
+        out.wait_count(&pred, 320, Duration::from_secs(120)),
+        "{}",
+        service.log()
+    );
+    produce(&s.broker.address(), "labels", &labels);
+    assert!(prom.wait("up", Duration::from_secs(20), |_| drift_messages(
+        narrow_version
+    ) >= 200.0));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        firing(narrow_version).is_empty(),
+        "drift alert on stationary traffic"
+    );
+    assert_eq!(
+        jobs("promoted") + jobs("rejected") + jobs("failed"),
+        0.0,
+        "no retrain"
+    );
+
+    // Drifted: all eleven intents; their labels arrive once they are predicted.
+    let started = std::time::Instant::now();
+    let (messages, labels) = phase(&by, &all, 120..157, "dr");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, 320 + messages.len(), Duration::from_secs(120)));
+    produce(&s.broker.address(), "labels", &labels);
+    assert!(
+        prom.wait("up", Duration::from_secs(120), |_| !firing(narrow_version)
+            .is_empty()),
+        "drift alert did not fire:\n{}",
+        service.log()
+    );
+    let alert_at = started.elapsed();
+    let accepted = || {
+        metric_value(
+            &retrainer_metrics(),
+            "triage_retrain_alerts_total",
+            "action=\"accepted\"",
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        prom.wait("up", Duration::from_secs(60), |_| accepted() >= 1.0),
+        "no webhook:\n{}",
+        am.log()
+    );
+    let webhook_at = started.elapsed();
+    assert!(
+        prom.wait("up", Duration::from_secs(300), |_| jobs("promoted")
+            + jobs("rejected")
+            + jobs("failed")
+            >= 1.0),
+        "the job did not finish:\n{}",
+        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+    );
+    let job_done_at = started.elapsed();
+    assert_eq!(
+        jobs("promoted"),
+        1.0,
+        "the challenger was not promoted:\n{}",
+        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+    );
+
+    // The consumers switch at their next window; the drift signals recover.
+    let (messages, _) = phase(&by, &all, 157..186, "rc");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    let new_version = "v3";
+    assert!(
+        out.until(Duration::from_secs(120), |r| r.iter().any(|o| o.topic
+            == pred
+            && o.json()["model_version"] == new_version)),
+        "no prediction by {new_version}:\n{}",
+        service.log()
+    );
+    let switched_at = started.elapsed();
+    assert!(out.wait_count(&pred, 320 + 407 + messages.len(), Duration::from_secs(120)));
+    assert!(prom.wait("up", Duration::from_secs(30), |_| drift_messages(
+        new_version
+    ) >= 200.0));
+    std::thread::sleep(Duration::from_secs(5));
+    let detectors = prom.query(&format!(
+        r#"triage_drift_detected{{model_version="{new_version}"}} == 1"#
+    ));
+    assert!(
+        firing(new_version).is_empty() && detectors.is_empty(),
+        "{new_version} drifts: {detectors:?}"
+    );
+
+    // The decision on record: both models on the same held-out recent rows.
+    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
+    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+    let d = decisions["entries"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .unwrap_or_default();
+    let champion_f1 = d["champion"]["metrics"]["macro_f1"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let challenger_f1 = d["challenger"]["metrics"]["macro_f1"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    assert_eq!(d["verdict"], "promoted", "{d}");
+    assert!(challenger_f1 > champion_f1 + 0.2, "{d}");
+
+    // A challenger that does not beat the champion by the margin is rejected.
+    let (out_cli, stdout, stderr) = run(s
+        .triage()
+        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
+        .env("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0.5")
+        .arg("retrain"));
+    assert_eq!(
+        out_cli.status.code(),
+        Some(3),
+        "rejected:\n{stdout}\n{stderr}"
+    );
+    let (_, history, _) = run(s.triage().args(["models", "history"]));
+    assert!(
+        history.lines().last().unwrap_or("").contains(new_version),
+        "{history}"
+    );
+
+    eprintln!(
+        "retraining loop: drift traffic at 0 s; alert firing at {:.1} s; webhook received by {:.1} s; job finished by {:.1} s (job {:.1} s: {}); consumers on {new_version} by {:.1} s; held-out macro-F1 champion {narrow_version} {champion_f1:.4}, challenger {new_version} {challenger_f1:.4}",
+        alert_at.as_secs_f64(),
+        webhook_at.as_secs_f64(),
+        job_done_at.as_secs_f64(),
+        d["duration_seconds"].as_f64().unwrap_or(f64::NAN),
+        d["steps"],
+        switched_at.as_secs_f64(),
+    );
+    service.stop();
+    let _ = retrainer.kill();
+    let _ = retrainer.wait();
 }

@@ -84,6 +84,7 @@ pub fn support_subset(dir: &Path) -> PathBuf {
     data
 }
 
+pub mod alertmanager;
 pub mod broker;
 pub mod kafka;
 pub mod prometheus;

@@ -29,22 +29,30 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` every second with deploy/prometheus's
     /// config and rules; `rules` may rewrite the rules file (e.g. shorter `for`).
     pub fn start(dir: &Path, target: &str, rules: impl Fn(String) -> String) -> Self {
+        Self::start_with(dir, target, rules, |config| config)
+    }
+
+    /// Like [`Prometheus::start`], with `config` applied to prometheus.yml too
+    /// (e.g. the Alertmanager's address, another scrape target).
+    pub fn start_with(
+        dir: &Path,
+        target: &str,
+        rules: impl Fn(String) -> String,
+        config: impl Fn(String) -> String,
+    ) -> Self {
         let bin = std::env::var("TRIAGE_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
         let deploy = super::repo().join("deploy/prometheus");
         let dir = dir.join("prometheus");
         std::fs::create_dir_all(dir.join("rules")).unwrap();
         let rule_text = std::fs::read_to_string(deploy.join("rules/triage.yml")).unwrap();
         std::fs::write(dir.join("rules/triage.yml"), rules(rule_text)).unwrap();
-        let config = std::fs::read_to_string(deploy.join("prometheus.yml"))
+        let text = std::fs::read_to_string(deploy.join("prometheus.yml"))
             .unwrap()
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
             .replace("127.0.0.1:9464", target);
-        assert!(
-            config.contains(target),
-            "prometheus.yml has no triage target"
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        assert!(text.contains(target), "prometheus.yml has no triage target");
+        std::fs::write(dir.join("prometheus.yml"), config(text)).unwrap();
 
         let addr = format!("127.0.0.1:{}", free_port());
         let log = dir.join("prometheus.log");
