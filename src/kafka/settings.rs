@@ -45,6 +45,9 @@ pub struct KafkaSettings {
     /// Feature records (id, timestamp, embedding, label) for the training pipeline.
     /// Empty: feature records are not written.
     pub features_topic: String,
+    /// Delayed ground truth: key = message id, value `{"id", "label"}`. Joined with
+    /// predictions for accuracy per model version, and with feature records for retraining.
+    pub labels_topic: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (TLS/SASL need the `ssl`/`sasl` build features).
     pub security_protocol: String,
     /// For SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ...
@@ -72,6 +75,7 @@ impl Default for KafkaSettings {
             predictions_topic: "predictions".into(),
             dlq_topic: "messages.dlq".into(),
             features_topic: "features".into(),
+            labels_topic: "labels".into(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: String::new(),
             sasl_username: String::new(),

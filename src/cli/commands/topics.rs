@@ -17,8 +17,10 @@ pub(super) fn create_topics(
     let k = &settings.kafka;
     let mut names: Vec<String> = k.input_topics.clone();
     names.extend([k.predictions_topic.clone(), k.dlq_topic.clone()]);
-    if !k.features_topic.is_empty() {
-        names.push(k.features_topic.clone());
+    for optional in [&k.features_topic, &k.labels_topic] {
+        if !optional.is_empty() {
+            names.push(optional.clone());
+        }
     }
     let created = runtime()?.block_on(crate::kafka::create_topics(
         k,
