@@ -13,6 +13,7 @@ use crate::retrain::{JobOutcome, RetrainJob, Trigger};
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(crate::retrain::run(
         &settings.retrain,
+        &settings.kafka,
         Arc::new(NotBuiltYet),
         shutdown_signal(),
     ))?;
