@@ -414,6 +414,20 @@ pub struct RetrainSettings {
     pub training_data: PathBuf,
     /// The challenger's held-out macro-F1 must beat the champion's by at least this.
     pub min_improvement: f64,
+    /// How far back the label join reaches: on start it re-reads the predictions and
+    /// labels topics from this many seconds ago, and a label for an older prediction
+    /// counts as `unknown_id`.
+    pub join_window_s: u64,
+    /// Predictions held for the join, at most (the oldest are forgotten first).
+    pub join_max_predictions: usize,
+    /// Seconds a label waits for its prediction (the consumers may lag behind the
+    /// agents); after that it counts as `unknown_id`.
+    pub join_pending_s: u64,
+    /// Labels waiting for their prediction, at most (the oldest give up first).
+    pub join_max_pending: usize,
+    /// Joined (prediction, label) pairs per model version behind the rolling
+    /// accuracy and macro-F1.
+    pub performance_window: usize,
 }
 
 impl Default for RetrainSettings {
@@ -430,6 +444,11 @@ impl Default for RetrainSettings {
             min_recent_rows: 60,
             training_data: PathBuf::new(),
             min_improvement: 0.01,
+            join_window_s: 3 * 24 * 3600,
+            join_max_predictions: 500_000,
+            join_pending_s: 600,
+            join_max_pending: 10_000,
+            performance_window: 200,
         }
     }
 }

@@ -421,6 +421,35 @@ impl Settings {
             },
             "use 1048576",
         );
+        c.check(
+            r.join_window_s >= 60 && r.join_window_s <= 90 * 24 * 3600,
+            "retrain.join_window_s",
+            || format!("{} s is outside 60 s .. 90 days", r.join_window_s),
+            "use 259200 (three days: labels arrive hours late)",
+        );
+        c.check(
+            r.join_max_predictions >= 1 && r.join_max_pending >= 1,
+            "retrain.join_max_predictions",
+            || "retrain.join_max_predictions and retrain.join_max_pending must be >= 1".into(),
+            "use 500000 and 10000",
+        );
+        c.check(
+            r.join_pending_s <= r.join_window_s,
+            "retrain.join_pending_s",
+            || {
+                format!(
+                    "{} s is longer than retrain.join_window_s ({} s)",
+                    r.join_pending_s, r.join_window_s
+                )
+            },
+            "use 600 (ten minutes of consumer lag)",
+        );
+        c.check(
+            (10..=100_000).contains(&r.performance_window),
+            "retrain.performance_window",
+            || format!("{} pairs is outside 10 ..= 100000", r.performance_window),
+            "use 200",
+        );
     }
 
     fn check_ranges(&self, c: &mut Checker) {

@@ -1,11 +1,13 @@
 //! Kafka at the edge: the pipeline's production source ([`KafkaSource`]) and sink
 //! ([`KafkaSink`]), client configuration from settings, the consumer context
-//! (rebalance hand-over, statistics), topic administration. Nothing outside this
+//! (rebalance hand-over, statistics), topic administration, and a [`Follower`] that
+//! reads topics from a point in time without a consumer group. Nothing outside this
 //! module talks to librdkafka.
 
 mod admin;
 pub mod client;
 mod context;
+mod follow;
 mod settings;
 mod sink;
 mod source;
@@ -14,6 +16,7 @@ use rdkafka::ClientConfig;
 
 pub use admin::{TopicCheckError, check_output_topics, create_topics};
 pub use context::TriageContext;
+pub use follow::{FollowError, FollowFrom, FollowedRecord, Follower};
 pub use rdkafka::error::KafkaError;
 pub use settings::{KafkaSettings, OWNED_KEYS, SettingProblem};
 pub use sink::KafkaSink;

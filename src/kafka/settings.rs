@@ -47,8 +47,9 @@ pub struct KafkaSettings {
     pub features_topic: String,
     /// Delayed ground truth: one record per labelled message, key = the message id,
     /// value `{"id": "...", "label": "..."}` (an agent re-tagged the ticket hours
-    /// later). `triage retrain` joins it with the feature records; a label here wins
-    /// over one carried in the message. Empty: no late labels.
+    /// later). Joined with predictions for accuracy per model version (the
+    /// retrainer), and with feature records by `triage retrain`, where a label here
+    /// wins over one carried in the message. Empty: no late labels.
     pub labels_topic: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (TLS/SASL need the `ssl`/`sasl` build features).
     pub security_protocol: String,

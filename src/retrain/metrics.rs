@@ -1,8 +1,12 @@
-//! The retrainer's own Prometheus metrics (its own registry: it is its own process).
+//! The retrainer's own Prometheus metrics (its own registry: it is its own process):
+//! the webhook and jobs (`triage_retrain_*`) and the label join (`triage_performance_*`).
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use super::labels::{LabelJoin, LabelResult};
 
 /// What `triage_retrain_alerts_total{action}` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +51,51 @@ pub struct RetrainMetrics {
     pub running: IntGauge,
     /// When the last job finished (Unix seconds); 0 before the first.
     pub last_job_timestamp: Gauge,
+    /// The label join's scores and counts.
+    pub performance: PerformanceMetrics,
+}
+
+/// The label join's metrics (see [`super::labels`]).
+#[derive(Clone)]
+pub struct PerformanceMetrics {
+    /// Rolling accuracy per model version, over its last joined pairs.
+    pub accuracy: GaugeVec,
+    /// Rolling macro-F1 per model version.
+    pub macro_f1: GaugeVec,
+    /// Joined pairs behind each version's scores.
+    pub labelled: IntGaugeVec,
+    /// Label records by result.
+    pub labels: IntCounterVec,
+    /// Predictions held for the join.
+    pub join_size: IntGauge,
+    /// Labels waiting for their prediction.
+    pub waiting: IntGauge,
+    /// Prediction records the join could not read.
+    pub invalid_predictions: IntCounter,
+}
+
+impl PerformanceMetrics {
+    /// Copies the join's state into the metrics: new counts are added, the
+    /// scores and sizes set.
+    pub fn publish(&self, join: &mut LabelJoin) {
+        for (result, n) in join.take_counts() {
+            if n > 0 {
+                self.labels.with_label_values(&[result.as_str()]).inc_by(n);
+            }
+        }
+        for s in join.scores() {
+            let v = [s.model_version.as_str()];
+            self.accuracy.with_label_values(&v).set(s.accuracy);
+            self.macro_f1.with_label_values(&v).set(s.macro_f1);
+            self.labelled
+                .with_label_values(&v)
+                .set(i64::try_from(s.pairs).unwrap_or(i64::MAX));
+        }
+        self.join_size
+            .set(i64::try_from(join.held()).unwrap_or(i64::MAX));
+        self.waiting
+            .set(i64::try_from(join.waiting()).unwrap_or(i64::MAX));
+    }
 }
 
 impl RetrainMetrics {
@@ -102,8 +151,53 @@ impl RetrainMetrics {
                 "triage_retrain_last_job_timestamp_seconds",
                 "When the last retrain job finished, Unix seconds (0: none yet)."
             )),
+            performance: PerformanceMetrics {
+                accuracy: reg!(GaugeVec::new(
+                    Opts::new(
+                        "triage_performance_accuracy",
+                        "Rolling accuracy per model version over its last retrain.performance_window predictions joined with late labels."
+                    ),
+                    &["model_version"]
+                )),
+                macro_f1: reg!(GaugeVec::new(
+                    Opts::new(
+                        "triage_performance_macro_f1",
+                        "Rolling macro-F1 per model version over its last retrain.performance_window predictions joined with late labels."
+                    ),
+                    &["model_version"]
+                )),
+                labelled: reg!(IntGaugeVec::new(
+                    Opts::new(
+                        "triage_performance_labelled_predictions",
+                        "Predictions joined with a late label behind each version's rolling scores."
+                    ),
+                    &["model_version"]
+                )),
+                labels: reg!(IntCounterVec::new(
+                    Opts::new(
+                        "triage_performance_labels_total",
+                        "Late label records by result (joined, relabelled, unknown_id, unknown_class, invalid)."
+                    ),
+                    &["result"]
+                )),
+                join_size: reg!(IntGauge::new(
+                    "triage_performance_join_size",
+                    "Predictions held for the label join."
+                )),
+                waiting: reg!(IntGauge::new(
+                    "triage_performance_waiting_labels",
+                    "Late labels waiting for their prediction."
+                )),
+                invalid_predictions: reg!(IntCounter::new(
+                    "triage_performance_invalid_predictions_total",
+                    "Prediction records the label join could not read (skipped)."
+                )),
+            },
             registry,
         };
+        for result in LabelResult::ALL {
+            m.performance.labels.with_label_values(&[result.as_str()]);
+        }
         for status in ["200", "400", "401", "413"] {
             m.webhook_requests.with_label_values(&[status]);
         }
@@ -156,6 +250,8 @@ mod tests {
             "triage_retrain_job_duration_seconds_count 0",
             "triage_retrain_running 0",
             "triage_retrain_last_job_timestamp_seconds 0",
+            "triage_performance_labels_total{result=\"unknown_id\"} 0",
+            "triage_performance_join_size 0",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -11,7 +11,10 @@
 //! - [`metrics`]: the receiver's own Prometheus registry;
 //! - [`job`]: the job itself (`triage retrain`): recent feature records joined with
 //!   late labels ([`collect`]), a challenger fitted and judged against the champion
-//!   on the same held-out rows ([`verdict`]), every decision recorded.
+//!   on the same held-out rows ([`verdict`]), every decision recorded;
+//! - [`labels`]: the join of late labels with predictions, for rolling accuracy
+//!   and macro-F1 per model version (pure), and [`joiner`], which feeds it from
+//!   Kafka beside the webhook.
 //!
 //! The job itself (fit a challenger, compare it with the champion, promote) is
 //! behind [`RetrainJob`], so the receiver is tested with a fake one.
@@ -19,6 +22,8 @@
 pub mod alert_job;
 pub mod collect;
 pub mod job;
+pub mod joiner;
+pub mod labels;
 pub mod metrics;
 pub mod payload;
 pub mod scheduler;
@@ -31,11 +36,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tracing::info;
 
 use crate::config::RetrainSettings;
+use crate::kafka::KafkaSettings;
 
 pub use metrics::RetrainMetrics;
 pub use scheduler::{Admission, Phase, Scheduler};
@@ -171,10 +178,12 @@ pub enum RetrainError {
     Serve(std::io::Error),
 }
 
-/// Runs the receiver on `settings.listen` until `shutdown` resolves, then waits
+/// Runs the receiver on `settings.listen`, and beside it the label join over
+/// `kafka`'s predictions and labels topics, until `shutdown` resolves; then waits
 /// for a running job to finish (a pending follow-up is dropped).
 pub async fn run(
     settings: &RetrainSettings,
+    kafka: &KafkaSettings,
     job: Arc<dyn RetrainJob>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RetrainError> {
@@ -187,6 +196,14 @@ pub async fn run(
             source,
         })?;
     let metrics = RetrainMetrics::new(&settings.alerts);
+    // One shutdown for the server and the join.
+    let shutdown = shutdown.boxed().shared();
+    let joiner = tokio::spawn(joiner::run(
+        kafka.clone(),
+        labels::JoinLimits::from_settings(settings),
+        metrics.performance.clone(),
+        shutdown.clone(),
+    ));
     let scheduler = Scheduler::start(
         job,
         Duration::from_secs(settings.cooldown_s),
@@ -209,6 +226,9 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     scheduler.shutdown().await;
+    if let Err(err) = joiner.await {
+        tracing::error!(error = %err, "The label join failed.");
+    }
     served.map_err(RetrainError::Serve)?;
     info!("Retrainer stopped.");
     Ok(())

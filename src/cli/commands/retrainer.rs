@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::run::shutdown_signal;
 use super::runtime;
@@ -9,10 +10,16 @@ use crate::config::Settings;
 use crate::retrain::alert_job::TrainingJob;
 
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(crate::retrain::run(
+    let rt = runtime()?;
+    let served = rt.block_on(crate::retrain::run(
         &settings.retrain,
+        &settings.kafka,
         Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
-    ))?;
+    ));
+    // The label join may have left a broker request behind on a blocking thread
+    // (up to its 10 s timeout while the broker is away): exit without it.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served?;
     Ok(ExitCode::SUCCESS)
 }

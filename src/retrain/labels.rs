@@ -1,0 +1,747 @@
+//! The join of late labels with predictions: rolling accuracy and macro-F1 per
+//! model version when ground truth arrives on its own (an agent re-tags a ticket
+//! hours after triage labelled it). Pure: records in, scores and counts out; the
+//! Kafka side is [`super::joiner`].
+//!
+//! **Where and why here.** The join runs in `triage retrainer`, not in each
+//! consumer: a label's message may have been predicted by any replica of the
+//! consumer group, and one joiner that follows the whole predictions topic sees
+//! every prediction.
+//!
+//! **Bounded and rebuildable, not persisted.** The state is what the two topics
+//! say about the last `retrain.join_window_s`: on start the joiner re-reads the
+//! predictions and the labels topics from `now - join_window_s` (predictions
+//! first, then labels), so a restart loses nothing inside the window and there is
+//! no state file to corrupt, migrate or share between replicas. The bounds:
+//!
+//! - predictions held: at most `retrain.join_max_predictions` (the oldest are
+//!   forgotten first) and none older than `join_window_s`; a label for a forgotten
+//!   prediction counts as `unknown_id`;
+//! - a label whose prediction has not arrived yet (the consumers lag behind the
+//!   agents) waits up to `retrain.join_pending_s`, at most
+//!   `retrain.join_max_pending` of them (the oldest give up first); then it counts
+//!   as `unknown_id`;
+//! - scores per model version come from its last `retrain.performance_window`
+//!   joined pairs.
+//!
+//! **Every label is counted once by result** ([`LabelResult`]): `joined` (a new
+//! pair in its version's window), `relabelled` (a later label for an id that already
+//! had one: the last one wins; it replaces the pair's truth in place when the pair is
+//! still in the window, so an id counts once there, or re-enters the window when its
+//! pair had left it; a label that replaces a waiting one is counted here too),
+//! `unknown_id`, `unknown_class` (not in the label set of the version that predicted
+//! it: the keys of the prediction's `probabilities`), `invalid` (not JSON, or no id,
+//! or no label). A waiting label is counted when it joins or gives up.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::RetrainSettings;
+use crate::model::evaluation::evaluate;
+
+/// The join's bounds (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinLimits {
+    pub window_ms: i64,
+    pub max_predictions: usize,
+    pub pending_ms: i64,
+    pub max_pending: usize,
+    pub performance_window: usize,
+}
+
+impl JoinLimits {
+    pub fn from_settings(r: &RetrainSettings) -> Self {
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Self {
+            window_ms: ms(r.join_window_s),
+            max_predictions: r.join_max_predictions.max(1),
+            pending_ms: ms(r.join_pending_s),
+            max_pending: r.join_max_pending.max(1),
+            performance_window: r.performance_window.max(1),
+        }
+    }
+}
+
+/// What became of a label, as `triage_performance_labels_total{result}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LabelResult {
+    Joined,
+    Relabelled,
+    UnknownId,
+    UnknownClass,
+    Invalid,
+}
+
+impl LabelResult {
+    pub const ALL: [Self; 5] = [
+        Self::Joined,
+        Self::Relabelled,
+        Self::UnknownId,
+        Self::UnknownClass,
+        Self::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Relabelled => "relabelled",
+            Self::UnknownId => "unknown_id",
+            Self::UnknownClass => "unknown_class",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// What a label record did at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOutcome {
+    /// Counted with this result.
+    Counted(LabelResult),
+    /// Its prediction has not arrived: it waits (and is counted when it joins or
+    /// gives up).
+    Waiting,
+}
+
+/// Why a prediction record was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PredictionError {
+    #[error("prediction is not a JSON object")]
+    NotJson,
+    #[error("prediction has no {0} string")]
+    Missing(&'static str),
+    #[error("prediction's probabilities name no class")]
+    NoLabelSet,
+    #[error("predicted label {label:?} is not in model {version}'s label set")]
+    LabelOutsideSet { label: String, version: String },
+}
+
+/// Rolling scores of one model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionScore {
+    pub model_version: String,
+    /// Joined pairs in the window.
+    pub pairs: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+}
+
+/// A prediction held for the join.
+struct Held {
+    version: Arc<str>,
+    predicted: usize,
+    ts_ms: i64,
+    /// Insertion number: tells the live entry in `order` from stale ones.
+    seq: u64,
+    /// The truth joined so far (index into the version's label set).
+    truth: Option<usize>,
+}
+
+struct Pair {
+    id: Arc<str>,
+    predicted: usize,
+    truth: usize,
+}
+
+/// One model version: its label set and its last joined pairs.
+struct Version {
+    labels: Arc<[String]>,
+    pairs: VecDeque<Pair>,
+}
+
+struct Waiting {
+    label: String,
+    received_ms: i64,
+    seq: u64,
+}
+
+/// The join state; see the module documentation.
+pub struct LabelJoin {
+    limits: JoinLimits,
+    held: HashMap<Arc<str>, Held>,
+    /// Held ids, oldest first (with stale entries for replaced predictions).
+    order: VecDeque<(Arc<str>, u64)>,
+    waiting: HashMap<Arc<str>, Waiting>,
+    waiting_order: VecDeque<(Arc<str>, u64)>,
+    versions: HashMap<Arc<str>, Version>,
+    seq: u64,
+    /// Results since the last [`LabelJoin::take_counts`], indexed like [`LabelResult::ALL`].
+    counts: [u64; 5],
+}
+
+impl LabelJoin {
+    pub fn new(limits: JoinLimits) -> Self {
+        Self {
+            limits,
+            held: HashMap::new(),
+            order: VecDeque::new(),
+            waiting: HashMap::new(),
+            waiting_order: VecDeque::new(),
+            versions: HashMap::new(),
+            seq: 0,
+            counts: [0; 5],
+        }
+    }
+
+    /// Takes one prediction record (JSON, as `src/inference/records.rs` writes it)
+    /// stamped `ts_ms`. A label that waited for it joins now.
+    pub fn prediction(
+        &mut self,
+        payload: &[u8],
+        ts_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), PredictionError> {
+        let value: Value = serde_json::from_slice(payload).map_err(|_| PredictionError::NotJson)?;
+        let Value::Object(map) = value else {
+            return Err(PredictionError::NotJson);
+        };
+        let text = |field: &'static str| {
+            map.get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or(PredictionError::Missing(field))
+        };
+        let id = text("id")?;
+        let label = text("label")?;
+        let version = text("model_version")?;
+        if ts_ms < now_ms.saturating_sub(self.limits.window_ms) {
+            // Outside the window: it would be forgotten at once.
+            return Ok(());
+        }
+        let (version, labels) = match self.versions.get_key_value(version) {
+            Some((name, v)) => (name.clone(), v.labels.clone()),
+            None => {
+                let mut set: Vec<String> = map
+                    .get("probabilities")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                set.sort_unstable();
+                if set.is_empty() {
+                    return Err(PredictionError::NoLabelSet);
+                }
+                let name: Arc<str> = Arc::from(version);
+                let labels: Arc<[String]> = set.into();
+                self.versions.insert(
+                    name.clone(),
+                    Version {
+                        labels: labels.clone(),
+                        pairs: VecDeque::new(),
+                    },
+                );
+                (name, labels)
+            }
+        };
+        let Some(predicted) = labels.iter().position(|l| l == label) else {
+            return Err(PredictionError::LabelOutsideSet {
+                label: label.to_string(),
+                version: version.to_string(),
+            });
+        };
+        self.seq += 1;
+        let id: Arc<str> = Arc::from(id);
+        // A prediction again for the same id (redelivery, or another version):
+        // the newest stands, and keeps the truth already joined.
+        let truth = self.held.get(&id).and_then(|h| h.truth);
+        self.held.insert(
+            id.clone(),
+            Held {
+                version,
+                predicted,
+                ts_ms,
+                seq: self.seq,
+                truth,
+            },
+        );
+        self.order.push_back((id.clone(), self.seq));
+        if let Some(w) = self.waiting.remove(&id) {
+            let result = self.apply(&id, &w.label);
+            self.count(result);
+        }
+        self.forget_old(now_ms);
+        Ok(())
+    }
+
+    /// Takes one label record: `key` is the record's key (the message id), used
+    /// when the value has no `id`.
+    pub fn label(&mut self, key: Option<&[u8]>, payload: &[u8], now_ms: i64) -> LabelOutcome {
+        let Some((id, label)) = parse_label(key, payload) else {
+            self.count(LabelResult::Invalid);
+            return LabelOutcome::Counted(LabelResult::Invalid);
+        };
+        if self.held.contains_key(id.as_str()) {
+            let id: Arc<str> = Arc::from(id);
+            let result = self.apply(&id, &label);
+            self.count(result);
+            return LabelOutcome::Counted(result);
+        }
+        let id: Arc<str> = Arc::from(id);
+        self.seq += 1;
+        let seq = self.seq;
+        match self.waiting.entry(id.clone()) {
+            Entry::Occupied(mut e) => {
+                // Last one wins; the one it replaces is counted now.
+                e.get_mut().label = label;
+                self.count(LabelResult::Relabelled);
+                return LabelOutcome::Counted(LabelResult::Relabelled);
+            }
+            Entry::Vacant(e) => {
+                e.insert(Waiting {
+                    label,
+                    received_ms: now_ms,
+                    seq,
+                });
+            }
+        }
+        self.waiting_order.push_back((id, seq));
+        while self.waiting.len() > self.limits.max_pending {
+            self.give_up_oldest();
+        }
+        LabelOutcome::Waiting
+    }
+
+    /// Forgets predictions older than the window and gives up on labels that
+    /// waited too long. Call it now and then (the joiner: every second).
+    pub fn expire(&mut self, now_ms: i64) {
+        self.forget_old(now_ms);
+        while let Some((id, seq)) = self.waiting_order.front() {
+            match self.waiting.get(id) {
+                Some(w) if w.seq == *seq => {
+                    if now_ms.saturating_sub(w.received_ms) < self.limits.pending_ms {
+                        break;
+                    }
+                    self.give_up_oldest();
+                }
+                _ => {
+                    self.waiting_order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Results since the last call, as `(result, count)` for every result.
+    pub fn take_counts(&mut self) -> [(LabelResult, u64); 5] {
+        let counts = std::mem::take(&mut self.counts);
+        LabelResult::ALL.map(|r| (r, counts[r as usize]))
+    }
+
+    /// Each model version's rolling scores, by version name.
+    pub fn scores(&self) -> Vec<VersionScore> {
+        let mut out: Vec<VersionScore> = self
+            .versions
+            .iter()
+            .map(|(name, v)| {
+                let truth: Vec<usize> = v.pairs.iter().map(|p| p.truth).collect();
+                let predicted: Vec<usize> = v.pairs.iter().map(|p| p.predicted).collect();
+                let e = evaluate(&v.labels, &truth, &predicted);
+                VersionScore {
+                    model_version: name.to_string(),
+                    pairs: v.pairs.len(),
+                    accuracy: e.accuracy,
+                    macro_f1: e.macro_f1,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.model_version.cmp(&b.model_version));
+        out
+    }
+
+    /// Predictions held.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Labels waiting for their prediction.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn count(&mut self, result: LabelResult) {
+        self.counts[result as usize] += 1;
+    }
+
+    /// Joins `label` with the held prediction of `id`.
+    fn apply(&mut self, id: &Arc<str>, label: &str) -> LabelResult {
+        let Some(held) = self.held.get_mut(id) else {
+            return LabelResult::UnknownId;
+        };
+        let Some(version) = self.versions.get_mut(&held.version) else {
+            return LabelResult::UnknownId;
+        };
+        let Some(truth) = version.labels.iter().position(|l| l == label) else {
+            return LabelResult::UnknownClass;
+        };
+        let again = held.truth.replace(truth).is_some();
+        if again && let Some(pair) = version.pairs.iter_mut().find(|p| p.id == *id) {
+            pair.truth = truth;
+            pair.predicted = held.predicted;
+            return LabelResult::Relabelled;
+        }
+        version.pairs.push_back(Pair {
+            id: id.clone(),
+            predicted: held.predicted,
+            truth,
+        });
+        while version.pairs.len() > self.limits.performance_window {
+            version.pairs.pop_front();
+        }
+        if again {
+            LabelResult::Relabelled
+        } else {
+            LabelResult::Joined
+        }
+    }
+
+    fn forget_old(&mut self, now_ms: i64) {
+        let cutoff = now_ms.saturating_sub(self.limits.window_ms);
+        while let Some((id, seq)) = self.order.front() {
+            let live = self.held.get(id).filter(|h| h.seq == *seq);
+            if let Some(h) = live
+                && self.held.len() <= self.limits.max_predictions
+                && h.ts_ms >= cutoff
+            {
+                break;
+            }
+            let live = live.is_some();
+            if let Some((id, _)) = self.order.pop_front()
+                && live
+            {
+                self.held.remove(&id);
+            }
+        }
+        // Replaced predictions leave stale entries behind; keep them few.
+        if self.order.len() > 2 * self.held.len() + 1024 {
+            let held = &self.held;
+            self.order
+                .retain(|(id, seq)| held.get(id).is_some_and(|h| h.seq == *seq));
+        }
+    }
+
+    fn give_up_oldest(&mut self) {
+        while let Some((id, seq)) = self.waiting_order.pop_front() {
+            if self.waiting.get(&id).is_some_and(|w| w.seq == seq) {
+                self.waiting.remove(&id);
+                self.count(LabelResult::UnknownId);
+                return;
+            }
+        }
+    }
+}
+
+/// `(id, label)` of a label record, or None when it is not one.
+fn parse_label(key: Option<&[u8]>, payload: &[u8]) -> Option<(String, String)> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    let label = value.get("label")?.as_str().filter(|l| !l.is_empty())?;
+    let id = match value.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(Value::Null) | None => std::str::from_utf8(key?)
+            .ok()
+            .filter(|k| !k.is_empty())?
+            .to_string(),
+        Some(_) => return None,
+    };
+    Some((id, label.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+
+    fn limits() -> JoinLimits {
+        JoinLimits {
+            window_ms: 60_000,
+            max_predictions: 100,
+            pending_ms: 5_000,
+            max_pending: 10,
+            performance_window: 200,
+        }
+    }
+
+    fn prediction(id: &str, label: &str, version: &str) -> Vec<u8> {
+        let probabilities: serde_json::Map<String, Value> = LABELS
+            .iter()
+            .map(|l| {
+                (
+                    l.to_string(),
+                    Value::from(if *l == label { 0.8 } else { 0.1 }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "id": id, "label": label, "model_version": version,
+            "confidence": 0.8, "probabilities": probabilities, "window_id": 1,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn label(id: &str, label: &str) -> Vec<u8> {
+        serde_json::json!({"id": id, "label": label})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn counts(j: &mut LabelJoin) -> Vec<(&'static str, u64)> {
+        j.take_counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.as_str(), n))
+            .collect()
+    }
+
+    fn score(j: &LabelJoin, version: &str) -> VersionScore {
+        j.scores()
+            .into_iter()
+            .find(|s| s.model_version == version)
+            .expect("version scored")
+    }
+
+    #[test]
+    fn a_late_label_joins_its_prediction() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("m1", "positive", "v1"), 1_000, 1_000)
+            .unwrap();
+        j.prediction(&prediction("m2", "negative", "v1"), 1_000, 1_000)
+            .unwrap();
+        assert_eq!(
+            j.label(None, &label("m1", "positive"), 2_000),
+            LabelOutcome::Counted(LabelResult::Joined)
+        );
+        assert_eq!(
+            j.label(None, &label("m2", "neutral"), 2_000),
+            LabelOutcome::Counted(LabelResult::Joined)
+        );
+        assert_eq!(counts(&mut j), vec![("joined", 2)]);
+        let s = score(&j, "v1");
+        assert_eq!(s.pairs, 2);
+        assert_eq!(s.accuracy, 0.5);
+        // positive: f1 1; negative: predicted once, never true -> 0; neutral: 0.
+        assert!((s.macro_f1 - 1.0 / 3.0).abs() < 1e-12, "{}", s.macro_f1);
+        assert_eq!(counts(&mut j), vec![], "counts are taken once");
+    }
+
+    #[test]
+    fn an_early_label_waits_for_its_prediction() {
+        let mut j = LabelJoin::new(limits());
+        assert_eq!(
+            j.label(Some(b"m1"), br#"{"label": "neutral"}"#, 1_000),
+            LabelOutcome::Waiting,
+            "the key stands in for a missing id"
+        );
+        assert_eq!(j.waiting(), 1);
+        assert_eq!(counts(&mut j), vec![]);
+        j.prediction(&prediction("m1", "neutral", "v1"), 2_000, 2_000)
+            .unwrap();
+        assert_eq!(j.waiting(), 0);
+        assert_eq!(counts(&mut j), vec![("joined", 1)]);
+        assert_eq!(score(&j, "v1").accuracy, 1.0);
+    }
+
+    #[test]
+    fn a_label_for_an_unknown_id_gives_up_after_the_wait() {
+        let mut j = LabelJoin::new(limits());
+        assert_eq!(
+            j.label(None, &label("ghost", "neutral"), 1_000),
+            LabelOutcome::Waiting
+        );
+        j.expire(5_999);
+        assert_eq!(counts(&mut j), vec![]);
+        j.expire(6_000);
+        assert_eq!(counts(&mut j), vec![("unknown_id", 1)]);
+        assert_eq!(j.waiting(), 0);
+    }
+
+    #[test]
+    fn too_many_waiting_labels_give_up_oldest_first() {
+        let mut j = LabelJoin::new(limits());
+        for i in 0..12 {
+            j.label(None, &label(&format!("g{i}"), "neutral"), 1_000);
+        }
+        assert_eq!(j.waiting(), 10);
+        assert_eq!(counts(&mut j), vec![("unknown_id", 2)]);
+        // g0 gave up: its prediction now finds nothing waiting.
+        j.prediction(&prediction("g0", "neutral", "v1"), 1_000, 1_000)
+            .unwrap();
+        j.prediction(&prediction("g2", "neutral", "v1"), 1_000, 1_000)
+            .unwrap();
+        assert_eq!(counts(&mut j), vec![("joined", 1)]);
+    }
+
+    #[test]
+    fn a_label_outside_the_versions_label_set_is_an_unknown_class() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("m1", "positive", "v1"), 1_000, 1_000)
+            .unwrap();
+        assert_eq!(
+            j.label(None, &label("m1", "refund"), 1_000),
+            LabelOutcome::Counted(LabelResult::UnknownClass)
+        );
+        assert_eq!(score(&j, "v1").pairs, 0);
+    }
+
+    #[test]
+    fn invalid_labels_are_counted() {
+        let mut j = LabelJoin::new(limits());
+        for bad in [
+            &b"not json"[..],
+            br#"{"id": "m1"}"#,
+            br#"{"id": "m1", "label": ""}"#,
+            br#"{"id": 7, "label": "neutral"}"#,
+            br#"{"label": "neutral"}"#,
+            br#"["m1", "neutral"]"#,
+        ] {
+            assert_eq!(
+                j.label(None, bad, 1_000),
+                LabelOutcome::Counted(LabelResult::Invalid),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(counts(&mut j), vec![("invalid", 6)]);
+    }
+
+    #[test]
+    fn invalid_predictions_are_refused() {
+        let mut j = LabelJoin::new(limits());
+        assert_eq!(j.prediction(b"{", 0, 0), Err(PredictionError::NotJson));
+        assert_eq!(
+            j.prediction(br#"{"id": "m1", "label": "x"}"#, 0, 0),
+            Err(PredictionError::Missing("model_version"))
+        );
+        let outside =
+            br#"{"id": "m1", "label": "x", "model_version": "v1", "probabilities": {"a": 1.0}}"#;
+        assert!(matches!(
+            j.prediction(outside, 0, 0),
+            Err(PredictionError::LabelOutsideSet { .. })
+        ));
+        assert_eq!(j.held(), 0);
+    }
+
+    #[test]
+    fn the_oldest_predictions_are_forgotten_for_room() {
+        let mut j = LabelJoin::new(JoinLimits {
+            max_predictions: 3,
+            ..limits()
+        });
+        for i in 0..5 {
+            j.prediction(&prediction(&format!("m{i}"), "neutral", "v1"), 1_000, 1_000)
+                .unwrap();
+        }
+        assert_eq!(j.held(), 3);
+        assert_eq!(
+            j.label(None, &label("m1", "neutral"), 1_000),
+            LabelOutcome::Waiting
+        );
+        assert_eq!(
+            j.label(None, &label("m2", "neutral"), 1_000),
+            LabelOutcome::Counted(LabelResult::Joined)
+        );
+    }
+
+    #[test]
+    fn predictions_older_than_the_window_are_forgotten() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("old", "neutral", "v1"), 1_000, 1_000)
+            .unwrap();
+        j.prediction(&prediction("new", "neutral", "v1"), 50_000, 50_000)
+            .unwrap();
+        j.expire(61_001);
+        assert_eq!(j.held(), 1);
+        assert_eq!(
+            j.label(None, &label("old", "neutral"), 61_001),
+            LabelOutcome::Waiting
+        );
+        // Read again at start-up, a prediction already outside the window is not held.
+        j.prediction(&prediction("older", "neutral", "v1"), 0, 61_001)
+            .unwrap();
+        assert_eq!(j.held(), 1);
+    }
+
+    #[test]
+    fn each_version_has_its_own_rolling_window() {
+        let mut j = LabelJoin::new(JoinLimits {
+            performance_window: 4,
+            ..limits()
+        });
+        for i in 0..6 {
+            j.prediction(
+                &prediction(&format!("a{i}"), "positive", "v1"),
+                1_000,
+                1_000,
+            )
+            .unwrap();
+            j.prediction(
+                &prediction(&format!("b{i}"), "negative", "v2"),
+                1_000,
+                1_000,
+            )
+            .unwrap();
+        }
+        // v1: the first two wrong, the last four right: the window keeps the last four.
+        for i in 0..6 {
+            let truth = if i < 2 { "negative" } else { "positive" };
+            j.label(None, &label(&format!("a{i}"), truth), 2_000);
+            j.label(None, &label(&format!("b{i}"), "positive"), 2_000);
+        }
+        let v1 = score(&j, "v1");
+        assert_eq!((v1.pairs, v1.accuracy, v1.macro_f1), (4, 1.0, 1.0));
+        let v2 = score(&j, "v2");
+        assert_eq!((v2.pairs, v2.accuracy, v2.macro_f1), (4, 0.0, 0.0));
+        assert_eq!(counts(&mut j), vec![("joined", 12)]);
+    }
+
+    #[test]
+    fn a_repeated_label_replaces_the_first_and_counts_once_in_the_window() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("m1", "positive", "v1"), 1_000, 1_000)
+            .unwrap();
+        j.label(None, &label("m1", "negative"), 2_000);
+        assert_eq!(score(&j, "v1").accuracy, 0.0);
+        assert_eq!(
+            j.label(None, &label("m1", "positive"), 3_000),
+            LabelOutcome::Counted(LabelResult::Relabelled)
+        );
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy), (1, 1.0));
+        assert_eq!(counts(&mut j), vec![("joined", 1), ("relabelled", 1)]);
+        // Waiting labels too: the last one wins, the replaced one is counted.
+        j.label(None, &label("m2", "positive"), 3_000);
+        j.label(None, &label("m2", "negative"), 3_000);
+        j.prediction(&prediction("m2", "negative", "v1"), 3_000, 3_000)
+            .unwrap();
+        assert_eq!(counts(&mut j), vec![("joined", 1), ("relabelled", 1)]);
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy), (2, 1.0));
+    }
+
+    #[test]
+    fn a_relabel_after_the_pair_left_the_window_enters_it_again() {
+        let mut j = LabelJoin::new(JoinLimits {
+            performance_window: 2,
+            ..limits()
+        });
+        for id in ["m1", "m2", "m3"] {
+            j.prediction(&prediction(id, "positive", "v1"), 1_000, 1_000)
+                .unwrap();
+            j.label(None, &label(id, "positive"), 1_000);
+        }
+        assert_eq!(
+            j.label(None, &label("m1", "negative"), 2_000),
+            LabelOutcome::Counted(LabelResult::Relabelled)
+        );
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy), (2, 0.5));
+    }
+
+    #[test]
+    fn limits_come_from_the_settings() {
+        let l = JoinLimits::from_settings(&RetrainSettings::default());
+        assert_eq!(l.window_ms, 3 * 24 * 3600 * 1000);
+        assert_eq!(l.performance_window, 200);
+        assert_eq!(l.pending_ms, 600_000);
+    }
+}

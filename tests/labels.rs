@@ -1,0 +1,319 @@
+//! Late labels on a real broker: `triage retrainer` joins them with the
+//! predictions topic and exports rolling accuracy and macro-F1 per model version,
+//! and a restarted retrainer rebuilds the same figures from the topics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::broker::{Broker, free_port};
+use common::kafka::{Msg, Names, http, produce};
+
+const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+const TOKEN: &str = "labels-test-token-0123456789";
+
+struct Topics {
+    names: Names,
+    labels: String,
+}
+
+fn env(cmd: &mut std::process::Command, broker: &Broker, t: &Topics) {
+    cmd.env("TRIAGE__KAFKA__BROKERS", broker.address())
+        .env("TRIAGE__KAFKA__INPUT_TOPICS", &t.names.input)
+        .env("TRIAGE__KAFKA__PREDICTIONS_TOPIC", &t.names.predictions)
+        .env("TRIAGE__KAFKA__DLQ_TOPIC", &t.names.dlq)
+        .env("TRIAGE__KAFKA__FEATURES_TOPIC", "")
+        .env("TRIAGE__KAFKA__LABELS_TOPIC", &t.labels);
+}
+
+fn retrainer(dir: &std::path::Path, broker: &Broker, t: &Topics, port: u16) -> Child {
+    let mut cmd = common::triage(dir);
+    env(&mut cmd, broker, t);
+    cmd.env("TRIAGE__RETRAIN__WEBHOOK_TOKEN", TOKEN)
+        .env("TRIAGE__RETRAIN__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TRIAGE__RETRAIN__JOIN_PENDING_S", "1")
+        .env("TRIAGE__LOG__LEVEL", "info")
+        .arg("retrainer")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("retrainer-{port}.log"))).unwrap());
+    cmd.spawn().expect("triage retrainer starts")
+}
+
+fn prediction(id: &str, label: &str, version: &str) -> Msg {
+    let probabilities: serde_json::Map<String, serde_json::Value> = LABELS
+        .iter()
+        .map(|l| (l.to_string(), (if *l == label { 0.8 } else { 0.1 }).into()))
+        .collect();
+    let value = serde_json::json!({
+        "id": id, "label": label, "confidence": 0.8, "probabilities": probabilities,
+        "model_version": version, "window_id": 1,
+    });
+    (
+        Some(id.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
+}
+
+fn label(id: &str, label: &str) -> Msg {
+    let value = serde_json::json!({"id": id, "label": label});
+    (
+        Some(id.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
+}
+
+/// `name{labels}` -> value of every sample on the retrainer's /metrics.
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let Some((200, body)) = http(addr, "GET", "/metrics", b"") else {
+        return BTreeMap::new();
+    };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Polls /metrics until every `expected` sample has its value (within 1e-9);
+/// returns the last scrape and whether they all matched.
+fn wait_for(
+    addr: &str,
+    expected: &[(String, f64)],
+    timeout: Duration,
+) -> (BTreeMap<String, f64>, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = scrape(addr);
+        let all = expected
+            .iter()
+            .all(|(k, v)| got.get(k).is_some_and(|g| (g - v).abs() < 1e-9));
+        if all || Instant::now() > deadline {
+            return (got, all);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn f1(tp: f64, predicted: f64, support: f64) -> f64 {
+    2.0 * tp / (predicted + support)
+}
+
+#[test]
+fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_them() {
+    let started = Instant::now();
+    let dir = common::scratch("labels");
+    let broker = Broker::start(&dir);
+    let names = Names::new("labels");
+    let t = Topics {
+        labels: format!("labels-{}", names.group),
+        names,
+    };
+    let mut create = common::triage(&dir);
+    env(&mut create, &broker, &t);
+    let (out, _, stderr) = common::run(create.args(["topics", "create", "--partitions", "2"]));
+    assert!(out.status.success(), "topics create failed: {stderr}");
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = retrainer(&dir, &broker, &t, port);
+
+    // 60 predictions: v1 predicts p0..p29 and v2 q0..q29, each cycling through the classes.
+    let mut predictions = Vec::new();
+    for i in 0..30 {
+        predictions.push(prediction(&format!("p{i}"), LABELS[i % 3], "v1"));
+        predictions.push(prediction(&format!("q{i}"), LABELS[i % 3], "v2"));
+    }
+    produce(&broker.address(), &t.names.predictions, &predictions);
+    let (got, ok) = wait_for(
+        &addr,
+        &[("triage_performance_join_size".into(), 60.0)],
+        Duration::from_secs(20),
+    );
+    assert!(ok, "the join did not hold the 60 predictions: {got:?}");
+
+    // v1: all 30 labelled; p1..p5 wrong (the truth is the next class). p0 is first
+    // labelled wrong, then relabelled right: the last label wins.
+    let mut labels = vec![label("p0", "neutral")];
+    for i in 0..30 {
+        let truth = if (1..=5).contains(&i) {
+            LABELS[(i + 1) % 3]
+        } else {
+            LABELS[i % 3]
+        };
+        labels.push(label(&format!("p{i}"), truth));
+    }
+    // v2: q0..q19 labelled, all truly positive; q25 with a class no model knows.
+    for i in 0..20 {
+        labels.push(label(&format!("q{i}"), "positive"));
+    }
+    labels.push(label("q25", "refund"));
+    // Ids nobody predicted, and a record that is no label at all.
+    for i in 0..3 {
+        labels.push(label(&format!("ghost{i}"), "neutral"));
+    }
+    labels.push((Some(b"bad".to_vec()), Some(b"not json".to_vec())));
+    produce(&broker.address(), &t.labels, &labels);
+
+    // v1: 25 of 30 right. negative: predicted 10, 9 right, 11 true; neutral: 10, 8, 9;
+    // positive: 10, 8, 10.
+    let v1_f1 = (f1(9.0, 10.0, 11.0) + f1(8.0, 10.0, 9.0) + f1(8.0, 10.0, 10.0)) / 3.0;
+    // v2: 6 of 20 right (the positives); negative and neutral score 0.
+    let v2_f1 = f1(6.0, 6.0, 20.0) / 3.0;
+    let sample = |name: &str, key: &str, value: &str| format!("{name}{{{key}=\"{value}\"}}");
+    let expected: Vec<(String, f64)> = vec![
+        (
+            sample("triage_performance_accuracy", "model_version", "v1"),
+            25.0 / 30.0,
+        ),
+        (
+            sample("triage_performance_macro_f1", "model_version", "v1"),
+            v1_f1,
+        ),
+        (
+            sample(
+                "triage_performance_labelled_predictions",
+                "model_version",
+                "v1",
+            ),
+            30.0,
+        ),
+        (
+            sample("triage_performance_accuracy", "model_version", "v2"),
+            6.0 / 20.0,
+        ),
+        (
+            sample("triage_performance_macro_f1", "model_version", "v2"),
+            v2_f1,
+        ),
+        (
+            sample(
+                "triage_performance_labelled_predictions",
+                "model_version",
+                "v2",
+            ),
+            20.0,
+        ),
+        (
+            sample("triage_performance_labels_total", "result", "joined"),
+            50.0,
+        ),
+        (
+            sample("triage_performance_labels_total", "result", "relabelled"),
+            1.0,
+        ),
+        (
+            sample("triage_performance_labels_total", "result", "unknown_id"),
+            3.0,
+        ),
+        (
+            sample("triage_performance_labels_total", "result", "unknown_class"),
+            1.0,
+        ),
+        (
+            sample("triage_performance_labels_total", "result", "invalid"),
+            1.0,
+        ),
+        ("triage_performance_join_size".into(), 60.0),
+        ("triage_performance_waiting_labels".into(), 0.0),
+    ];
+    let (got, ok) = wait_for(&addr, &expected, Duration::from_secs(20));
+    let log = |p: u16| {
+        std::fs::read_to_string(dir.join(format!("retrainer-{p}.log"))).unwrap_or_default()
+    };
+    assert!(
+        ok,
+        "live join: expected {expected:#?}\ngot {got:#?}\nlog:\n{}",
+        log(port)
+    );
+    let live_s = started.elapsed().as_secs_f64();
+
+    // A restart (killed, as a crash would) rebuilds the same figures from the topics.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let port2 = free_port();
+    let addr2 = format!("127.0.0.1:{port2}");
+    let restarted = Instant::now();
+    let mut child = retrainer(&dir, &broker, &t, port2);
+    let (got, ok) = wait_for(&addr2, &expected, Duration::from_secs(20));
+    let rebuild_s = restarted.elapsed().as_secs_f64();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        ok,
+        "rebuilt join: expected {expected:#?}\ngot {got:#?}\nlog:\n{}",
+        log(port2)
+    );
+    common::assert_no_panic(&log(port2));
+    eprintln!(
+        "v1 accuracy {:.4} macro-F1 {v1_f1:.4}; v2 accuracy {:.4} macro-F1 {v2_f1:.4}; live join in {live_s:.1} s, rebuilt after restart in {rebuild_s:.1} s",
+        25.0 / 30.0,
+        6.0 / 20.0
+    );
+}
+
+#[test]
+fn a_broker_that_cannot_be_reached_delays_the_join_not_the_webhook() {
+    let dir = common::scratch("labels-nobroker");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = common::triage(&dir);
+    let log_path = dir.join("retrainer.log");
+    cmd.env(
+        "TRIAGE__KAFKA__BROKERS",
+        format!("127.0.0.1:{}", free_port()),
+    )
+    .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN", TOKEN)
+    .env("TRIAGE__RETRAIN__LISTEN", &addr)
+    .env("TRIAGE__LOG__LEVEL", "info")
+    .arg("retrainer")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut child = cmd.spawn().expect("triage retrainer starts");
+    let healthy =
+        common::kafka::wait_http(&addr, "/healthz", Duration::from_secs(5), |s, _| s == 200);
+    let metrics = scrape(&addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    while !log().contains("Label join cannot start") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: the retrainer stops promptly even with a broker request pending.
+    let stop = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if stop.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = log();
+    assert!(
+        healthy,
+        "the webhook did not answer while the broker was away:\n{log}"
+    );
+    assert_eq!(
+        metrics.get("triage_performance_join_size"),
+        Some(&0.0),
+        "the join's metrics are there from the start"
+    );
+    assert!(
+        log.contains("Label join cannot start"),
+        "no retry logged:\n{log}"
+    );
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "not stopped cleanly within 10 s of SIGTERM ({:?}):\n{log}",
+        stop.elapsed()
+    );
+    common::assert_no_panic(&log);
+}
