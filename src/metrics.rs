@@ -205,6 +205,16 @@ impl Metrics {
         }
     }
 
+    /// Drops every drift series: after a hot swap they describe a model that no
+    /// longer serves, and a drift alert on them would ask to retrain for drift the
+    /// promotion has already answered. The new version's series appear with its
+    /// first window.
+    pub fn forget_drift(&self) {
+        self.drift_value.reset();
+        self.drift_detected.reset();
+        self.drift_class_share.reset();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -234,5 +244,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("triage_stage_duration_seconds_bucket{stage=\"embed\""));
+    }
+
+    #[test]
+    fn a_swap_forgets_the_old_models_drift_series() {
+        let m = Metrics::new();
+        let report = crate::drift::DriftReport::default();
+        m.record_drift("v1", &["a".to_string()], &report);
+        assert!(m.render().contains("triage_drift_detected{"));
+        m.forget_drift();
+        assert!(!m.render().contains("model_version=\"v1\""));
     }
 }

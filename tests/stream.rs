@@ -1198,8 +1198,19 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         std::fs::read_to_string(&retrainer_log).unwrap_or_default()
     );
 
-    // The consumers switch at their next window; the drift signals recover.
-    let (messages, _) = phase(&by, &all, 157..186, "rc");
+    // The consumers switch at their next window; the drift signals recover on
+    // traffic like the recent traffic the challenger learnt from (the four intents
+    // three times as often as the other seven, as in the stationary and drifted
+    // phases together).
+    let others: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|i| !narrow.contains(i))
+        .collect();
+    let (mut messages, mut labels) = phase(&by, &narrow, 157..196, "rc");
+    let (more, more_labels) = phase(&by, &others, 157..169, "rc");
+    messages.extend(more);
+    labels.extend(more_labels);
     produce(&s.broker.address(), &s.names.input, &messages);
     let new_version = "v3";
     assert!(
@@ -1215,6 +1226,33 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         new_version
     ) >= 200.0));
     std::thread::sleep(Duration::from_secs(5));
+    // The replaced champion's drift series are gone, so its alert resolves and is
+    // not sent again: the promotion answered it, and no second job starts.
+    assert!(
+        prom.wait("up", Duration::from_secs(30), |_| firing(narrow_version)
+            .is_empty()),
+        "the drift alert of {narrow_version} still fires after the swap"
+    );
+    // The late labels of the recovery traffic: the performance signal recovers too.
+    produce(&s.broker.address(), "labels", &labels);
+    let macro_f1 = |version: &str| {
+        metric_value(
+            &retrainer_metrics(),
+            "triage_performance_macro_f1",
+            &format!("model_version=\"{version}\""),
+        )
+    };
+    assert!(
+        prom.wait("up", Duration::from_secs(60), |_| macro_f1(new_version)
+            .is_some_and(|f| f >= 0.9)),
+        "rolling macro-F1 of {new_version}: {:?}",
+        macro_f1(new_version)
+    );
+    let old_f1 = macro_f1(narrow_version).unwrap_or(f64::NAN);
+    assert!(
+        old_f1 < 0.5,
+        "rolling macro-F1 of {narrow_version}: {old_f1}"
+    );
     let detectors = prom.query(&format!(
         r#"triage_drift_detected{{model_version="{new_version}"}} == 1"#
     ));
@@ -1226,7 +1264,7 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     // The decision on record: both models on the same held-out recent rows.
     let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
     let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
-    let d = decisions["entries"]
+    let d = decisions["decisions"]
         .as_array()
         .and_then(|e| e.last())
         .cloned()
@@ -1240,6 +1278,11 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     assert_eq!(d["verdict"], "promoted", "{d}");
     assert!(challenger_f1 > champion_f1 + 0.2, "{d}");
 
+    assert_eq!(
+        jobs("promoted") + jobs("rejected") + jobs("failed"),
+        1.0,
+        "one job"
+    );
     // A challenger that does not beat the champion by the margin is rejected.
     let (out_cli, stdout, stderr) = run(s
         .triage()
@@ -1258,13 +1301,14 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     );
 
     eprintln!(
-        "retraining loop: drift traffic at 0 s; alert firing at {:.1} s; webhook received by {:.1} s; job finished by {:.1} s (job {:.1} s: {}); consumers on {new_version} by {:.1} s; held-out macro-F1 champion {narrow_version} {champion_f1:.4}, challenger {new_version} {challenger_f1:.4}",
+        "retraining loop: drift traffic at 0 s; alert firing at {:.1} s; webhook received by {:.1} s; job finished by {:.1} s (job {:.1} s: {}); consumers on {new_version} by {:.1} s; held-out macro-F1 champion {narrow_version} {champion_f1:.4}, challenger {new_version} {challenger_f1:.4}; rolling macro-F1 from late labels: {narrow_version} {old_f1:.4}, {new_version} {:.4}",
         alert_at.as_secs_f64(),
         webhook_at.as_secs_f64(),
         job_done_at.as_secs_f64(),
         d["duration_seconds"].as_f64().unwrap_or(f64::NAN),
         d["steps"],
         switched_at.as_secs_f64(),
+        macro_f1(new_version).unwrap_or(f64::NAN),
     );
     service.stop();
     let _ = retrainer.kill();

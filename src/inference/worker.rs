@@ -147,6 +147,7 @@ impl ModelFollower {
                     .with_label_values(&["swapped"])
                     .inc();
                 set_model_info(&self.metrics, &version, &self.spec.model_id);
+                self.metrics.forget_drift();
                 info!(from = %old, to = %version, "Hot-swapped to the new champion.");
             }
             Err(err) => {

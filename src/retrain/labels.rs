@@ -30,7 +30,9 @@
 //! still in the window, so an id counts once there, or re-enters the window when its
 //! pair had left it; a label that replaces a waiting one is counted here too),
 //! `unknown_id`, `unknown_class` (not in the label set of the version that predicted
-//! it: the keys of the prediction's `probabilities`), `invalid` (not JSON, or no id,
+//! it: the keys of the prediction's `probabilities`; the pair still enters the window
+//! as a miss, as `triage evaluate` scores such rows, so a model meeting new classes
+//! shows it in its scores), `invalid` (not JSON, or no id,
 //! or no label). A waiting label is counted when it joins or gives up.
 
 use std::collections::hash_map::Entry;
@@ -145,9 +147,12 @@ struct Pair {
     truth: usize,
 }
 
-/// One model version: its label set and its last joined pairs.
+/// One model version: its label set, the true labels it has met outside that set,
+/// and its last joined pairs.
 struct Version {
     labels: Arc<[String]>,
+    /// Classes the model cannot predict; a pair's truth index past `labels` is one.
+    unknown: Vec<String>,
     pairs: VecDeque<Pair>,
 }
 
@@ -228,6 +233,7 @@ impl LabelJoin {
                     name.clone(),
                     Version {
                         labels: labels.clone(),
+                        unknown: Vec::new(),
                         pairs: VecDeque::new(),
                     },
                 );
@@ -335,7 +341,8 @@ impl LabelJoin {
             .map(|(name, v)| {
                 let truth: Vec<usize> = v.pairs.iter().map(|p| p.truth).collect();
                 let predicted: Vec<usize> = v.pairs.iter().map(|p| p.predicted).collect();
-                let e = evaluate(&v.labels, &truth, &predicted);
+                let classes: Vec<String> = v.labels.iter().chain(&v.unknown).cloned().collect();
+                let e = evaluate(&classes, &truth, &predicted);
                 VersionScore {
                     model_version: name.to_string(),
                     pairs: v.pairs.len(),
@@ -370,14 +377,29 @@ impl LabelJoin {
         let Some(version) = self.versions.get_mut(&held.version) else {
             return LabelResult::UnknownId;
         };
-        let Some(truth) = version.labels.iter().position(|l| l == label) else {
-            return LabelResult::UnknownClass;
-        };
+        // A class the model does not know is a miss it could not avoid: it enters
+        // the window (as in `triage evaluate`), so new intents pull the scores down,
+        // and it is counted as unknown_class.
+        let known = version.labels.iter().position(|l| l == label);
+        let truth = known.unwrap_or_else(|| {
+            let at = match version.unknown.iter().position(|l| l == label) {
+                Some(at) => at,
+                None => {
+                    version.unknown.push(label.to_string());
+                    version.unknown.len() - 1
+                }
+            };
+            version.labels.len() + at
+        });
         let again = held.truth.replace(truth).is_some();
         if again && let Some(pair) = version.pairs.iter_mut().find(|p| p.id == *id) {
             pair.truth = truth;
             pair.predicted = held.predicted;
-            return LabelResult::Relabelled;
+            return if known.is_some() {
+                LabelResult::Relabelled
+            } else {
+                LabelResult::UnknownClass
+            };
         }
         version.pairs.push_back(Pair {
             id: id.clone(),
@@ -387,10 +409,10 @@ impl LabelJoin {
         while version.pairs.len() > self.limits.performance_window {
             version.pairs.pop_front();
         }
-        if again {
-            LabelResult::Relabelled
-        } else {
-            LabelResult::Joined
+        match (known, again) {
+            (None, _) => LabelResult::UnknownClass,
+            (Some(_), true) => LabelResult::Relabelled,
+            (Some(_), false) => LabelResult::Joined,
         }
     }
 
@@ -580,7 +602,9 @@ mod tests {
             j.label(None, &label("m1", "refund"), 1_000),
             LabelOutcome::Counted(LabelResult::UnknownClass)
         );
-        assert_eq!(score(&j, "v1").pairs, 0);
+        // A miss the model could not avoid: in the window, scored as wrong.
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy), (1, 0.0));
     }
 
     #[test]

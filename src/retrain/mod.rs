@@ -178,12 +178,14 @@ pub enum RetrainError {
     Serve(std::io::Error),
 }
 
-/// Runs the receiver on `settings.listen`, and beside it the label join over
+/// Runs the receiver on `settings.listen` (alerts about a version other than
+/// `champion()` are superseded), and beside it the label join over
 /// `kafka`'s predictions and labels topics, until `shutdown` resolves; then waits
 /// for a running job to finish (a pending follow-up is dropped).
 pub async fn run(
     settings: &RetrainSettings,
     kafka: &KafkaSettings,
+    champion: webhook::ChampionLookup,
     job: Arc<dyn RetrainJob>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RetrainError> {
@@ -215,6 +217,7 @@ pub async fn run(
         metrics,
         handled: settings.alerts.clone().into(),
         max_request_bytes: settings.max_request_bytes,
+        champion,
     };
     info!(
         address = %settings.listen,

@@ -153,6 +153,10 @@ pub enum IgnoreReason {
     NotHandled,
     /// It has no `alertname` label.
     NoAlertName,
+    /// Its `model_version` label names a version that is no longer the champion:
+    /// a promotion has already answered it (Alertmanager repeats a firing alert
+    /// until Prometheus sees it resolve).
+    Superseded,
 }
 
 /// A notification's alerts, sorted into those that ask for a retrain and the rest.
@@ -162,9 +166,14 @@ pub struct Sorted {
     pub ignored: Vec<Ignored>,
 }
 
-/// Keeps the firing alerts whose name is in `handled`; every other alert is
-/// ignored with its reason.
-pub fn sort_alerts(notification: Notification, handled: &[String]) -> Sorted {
+/// Keeps the firing alerts whose name is in `handled` and that are about the
+/// `champion` (when the alert names a `model_version` and a champion is known);
+/// every other alert is ignored with its reason.
+pub fn sort_alerts(
+    notification: Notification,
+    handled: &[String],
+    champion: Option<&str>,
+) -> Sorted {
     let mut sorted = Sorted::default();
     for alert in notification.alerts {
         let name = alert.name().unwrap_or_default().to_string();
@@ -174,6 +183,11 @@ pub fn sort_alerts(notification: Notification, handled: &[String]) -> Sorted {
             Some(IgnoreReason::Resolved)
         } else if !handled.contains(&name) {
             Some(IgnoreReason::NotHandled)
+        } else if let (Some(version), Some(champion)) =
+            (alert.labels.get("model_version"), champion)
+            && version != champion
+        {
+            Some(IgnoreReason::Superseded)
         } else {
             None
         };
@@ -229,7 +243,7 @@ pub(crate) mod tests {
 
     #[test]
     fn firing_handled_alerts_are_wanted() {
-        let sorted = sort_alerts(parse(FIRING.as_bytes()).unwrap(), &handled());
+        let sorted = sort_alerts(parse(FIRING.as_bytes()).unwrap(), &handled(), None);
         assert!(sorted.ignored.is_empty(), "{sorted:?}");
         let detectors: Vec<&str> = sorted
             .wanted
@@ -243,7 +257,11 @@ pub(crate) mod tests {
 
     #[test]
     fn resolved_alerts_are_ignored() {
-        let sorted = sort_alerts(parse(FIRING_AND_RESOLVED.as_bytes()).unwrap(), &handled());
+        let sorted = sort_alerts(
+            parse(FIRING_AND_RESOLVED.as_bytes()).unwrap(),
+            &handled(),
+            None,
+        );
         assert_eq!(sorted.wanted.len(), 1);
         assert_eq!(sorted.wanted[0].labels["detector"], "embedding_mmd");
         assert_eq!(
@@ -263,7 +281,7 @@ pub(crate) mod tests {
             .labels
             .insert("alertname".into(), "TriageDeadLetterRate".into());
         n.alerts[1].labels.remove("alertname");
-        let sorted = sort_alerts(n, &handled());
+        let sorted = sort_alerts(n, &handled(), None);
         assert!(sorted.wanted.is_empty());
         let reasons: Vec<(&str, IgnoreReason)> = sorted
             .ignored
@@ -346,5 +364,21 @@ pub(crate) mod tests {
             v["alerts"][0]["silencedBy"] = serde_json::json!([]);
         });
         assert_eq!(parse(&body).unwrap().alerts.len(), 2);
+    }
+
+    #[test]
+    fn alerts_about_a_replaced_champion_are_superseded() {
+        let n = parse(FIRING.as_bytes()).unwrap();
+        let version = n.alerts[0].labels["model_version"].clone();
+        let sorted = sort_alerts(n.clone(), &handled(), Some(&version));
+        assert!(!sorted.wanted.is_empty(), "about the champion: wanted");
+        let sorted = sort_alerts(n, &handled(), Some("v-newer"));
+        assert!(sorted.wanted.is_empty());
+        assert!(
+            sorted
+                .ignored
+                .iter()
+                .all(|i| i.reason == IgnoreReason::Superseded)
+        );
     }
 }

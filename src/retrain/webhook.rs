@@ -44,7 +44,12 @@ pub struct WebhookState {
     pub handled: Arc<[String]>,
     /// `retrain.max_request_bytes`: larger bodies get 413.
     pub max_request_bytes: usize,
+    /// The registry's champion now: alerts about an older version are superseded.
+    pub champion: ChampionLookup,
 }
+
+/// Reads the current champion's version (None: unknown, every alert counts).
+pub type ChampionLookup = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The routes.
 pub fn router(state: WebhookState) -> Router {
@@ -113,7 +118,8 @@ async fn alerts(State(app): State<WebhookState>, request: Request) -> Response {
     };
     let group_key = notification.group_key.clone();
     let truncated = notification.truncated_alerts;
-    let sorted = payload::sort_alerts(notification, &app.handled);
+    let champion = (app.champion)();
+    let sorted = payload::sort_alerts(notification, &app.handled, champion.as_deref());
 
     let (job, action) = if sorted.wanted.is_empty() {
         (JobAnswer::None, AlertAction::Accepted)
@@ -229,6 +235,7 @@ mod tests {
             metrics: metrics.clone(),
             handled: handled.into(),
             max_request_bytes,
+            champion: Arc::new(|| None),
         });
         Rig {
             app,

@@ -14,6 +14,7 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     let served = rt.block_on(crate::retrain::run(
         &settings.retrain,
         &settings.kafka,
+        champion_of(crate::registry::Registry::new(settings.registry_dir())),
         Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
     ));
@@ -22,4 +23,9 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_secs(1));
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry's champion, read at each notification (a small file read).
+fn champion_of(registry: crate::registry::Registry) -> crate::retrain::webhook::ChampionLookup {
+    Arc::new(move || registry.aliases().ok().and_then(|a| a.champion))
 }
