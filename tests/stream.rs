@@ -1062,17 +1062,18 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let retrainer_addr = format!("127.0.0.1:{}", free_port());
     let retrainer_log = s.dir.join("retrainer.log");
-    let mut retrainer = s
-        .triage()
-        .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
-        .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
-        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
-        .env("TRIAGE__LOG__LEVEL", "info")
-        .arg("retrainer")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&retrainer_log).unwrap())
-        .spawn()
-        .unwrap();
+    let _retrainer = Killed(
+        s.triage()
+            .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
+            .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
+            .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
+            .env("TRIAGE__LOG__LEVEL", "info")
+            .arg("retrainer")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&retrainer_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let retrainer_metrics = || {
         http(&retrainer_addr, "GET", "/metrics", b"")
             .map(|(_, body)| body)
@@ -1311,6 +1312,4 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         macro_f1(new_version).unwrap_or(f64::NAN),
     );
     service.stop();
-    let _ = retrainer.kill();
-    let _ = retrainer.wait();
 }

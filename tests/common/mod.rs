@@ -95,3 +95,13 @@ pub fn assert_no_panic(stderr: &str) {
         "the binary panicked:\n{stderr}"
     );
 }
+
+/// A child process killed when dropped, so a failed assertion leaves nothing running.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
