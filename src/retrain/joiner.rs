@@ -141,7 +141,7 @@ pub async fn run(
 }
 
 /// The record, or None after logging a receive error (and a short pause: the
-/// error is usually a broker away, which librdkafka reconnects to by itself).
+/// error is usually a broker away, which the Kafka client reconnects to by itself).
 async fn received(record: Result<FollowedRecord, KafkaError>) -> Option<FollowedRecord> {
     match record {
         Ok(r) => Some(r),
