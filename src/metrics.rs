@@ -40,6 +40,26 @@ pub struct Metrics {
     pub drift_class_share: prometheus::GaugeVec,
 }
 
+/// Registers `metric` in `registry` and returns its handle. Every definition is a
+/// constant in code, so a bad one is a programming error that the tests catch.
+pub fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("metric definition is valid");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+/// The Prometheus text exposition of everything in `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 fn buckets_seconds() -> Vec<f64> {
     vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -49,123 +69,167 @@ fn buckets_seconds() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definition is valid");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric names are unique");
-                m
-            }};
-        }
         Self {
-            messages_in: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_messages_in_total",
-                    "Messages read from the input topics."
+            messages_in: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_messages_in_total",
+                        "Messages read from the input topics.",
+                    ),
+                    &["topic"],
                 ),
-                &["topic"]
-            )),
-            predictions: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_predictions_total",
-                    "Predictions acknowledged by the broker."
+            ),
+            predictions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_predictions_total",
+                        "Predictions acknowledged by the broker.",
+                    ),
+                    &["label", "model_version"],
                 ),
-                &["label", "model_version"]
-            )),
-            dlq: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_dlq_messages_total",
-                    "Messages sent to the dead-letter topic."
+            ),
+            dlq: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_dlq_messages_total",
+                        "Messages sent to the dead-letter topic.",
+                    ),
+                    &["reason"],
                 ),
-                &["reason"]
-            )),
-            windows: reg!(IntCounter::new(
-                "triage_windows_total",
-                "Windows processed."
-            )),
-            window_size: reg!(Histogram::with_opts(
-                HistogramOpts::new("triage_window_size_messages", "Messages per window.").buckets(
-                    vec![
-                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0
-                    ]
-                )
-            )),
-            stage_seconds: reg!(HistogramVec::new(
-                HistogramOpts::new(
-                    "triage_stage_duration_seconds",
-                    "Seconds per window and stage."
-                )
-                .buckets(buckets_seconds()),
-                &["stage"]
-            )),
-            end_to_end_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "triage_end_to_end_latency_seconds",
-                    "From the message timestamp to the acknowledgement of its prediction."
-                )
-                .buckets(buckets_seconds())
-            )),
-            consumer_lag: reg!(IntGaugeVec::new(
-                Opts::new(
-                    "triage_consumer_lag_messages",
-                    "Messages behind the high watermark."
+            ),
+            windows: register(
+                &registry,
+                IntCounter::new("triage_windows_total", "Windows processed."),
+            ),
+            window_size: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("triage_window_size_messages", "Messages per window.")
+                        .buckets(vec![
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                        ]),
                 ),
-                &["topic", "partition"]
-            )),
-            model_info: reg!(IntGaugeVec::new(
-                Opts::new("triage_model_info", "1 for the model version being served."),
-                &["model_version", "embedding_model"]
-            )),
-            model_swaps: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_model_swaps_total",
-                    "Hot swaps of the champion model, by result."
+            ),
+            stage_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "triage_stage_duration_seconds",
+                        "Seconds per window and stage.",
+                    )
+                    .buckets(buckets_seconds()),
+                    &["stage"],
                 ),
-                &["result"]
-            )),
-            produce_retries: reg!(IntCounter::new(
-                "triage_produce_retries_total",
-                "Records produced again after a delivery failure."
-            )),
-            dlq_truncated: reg!(IntCounter::new(
-                "triage_dlq_truncated_total",
-                "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers)."
-            )),
-            ready: reg!(IntGauge::new("triage_ready", "1 when /readyz answers 200.")),
-            brokers_up: reg!(IntGauge::new("triage_brokers_up", "Brokers in state UP.")),
-            assigned_partitions: reg!(IntGauge::new(
-                "triage_assigned_partitions",
-                "Input partitions assigned to this instance."
-            )),
-            http_requests: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_http_requests_total",
-                    "HTTP requests by path and status."
+            ),
+            end_to_end_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "triage_end_to_end_latency_seconds",
+                        "From the message timestamp to the acknowledgement of its prediction.",
+                    )
+                    .buckets(buckets_seconds()),
                 ),
-                &["path", "status"]
-            )),
-            drift_value: reg!(prometheus::GaugeVec::new(
-                Opts::new(
-                    "triage_drift_statistic",
-                    "Drift statistics over the recent windows (statistic: prediction_psi, mmd2, mmd_p_value, mean_confidence, low_confidence_share, text_length_psi, invalid_share, accuracy, macro_f1, messages)."
+            ),
+            consumer_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "triage_consumer_lag_messages",
+                        "Messages behind the high watermark.",
+                    ),
+                    &["topic", "partition"],
                 ),
-                &["statistic", "model_version"]
-            )),
-            drift_detected: reg!(IntGaugeVec::new(
-                Opts::new(
-                    "triage_drift_detected",
-                    "1 when a drift detector fires over the recent windows."
+            ),
+            model_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("triage_model_info", "1 for the model version being served."),
+                    &["model_version", "embedding_model"],
                 ),
-                &["detector", "model_version"]
-            )),
-            drift_class_share: reg!(prometheus::GaugeVec::new(
-                Opts::new(
-                    "triage_drift_class_share",
-                    "Share of predictions per label over the recent windows."
+            ),
+            model_swaps: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_model_swaps_total",
+                        "Hot swaps of the champion model, by result.",
+                    ),
+                    &["result"],
                 ),
-                &["label", "model_version"]
-            )),
+            ),
+            produce_retries: register(
+                &registry,
+                IntCounter::new(
+                    "triage_produce_retries_total",
+                    "Records produced again after a delivery failure.",
+                ),
+            ),
+            dlq_truncated: register(
+                &registry,
+                IntCounter::new(
+                    "triage_dlq_truncated_total",
+                    "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers).",
+                ),
+            ),
+            ready: register(
+                &registry,
+                IntGauge::new("triage_ready", "1 when /readyz answers 200."),
+            ),
+            brokers_up: register(
+                &registry,
+                IntGauge::new("triage_brokers_up", "Brokers in state UP."),
+            ),
+            assigned_partitions: register(
+                &registry,
+                IntGauge::new(
+                    "triage_assigned_partitions",
+                    "Input partitions assigned to this instance.",
+                ),
+            ),
+            http_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_http_requests_total",
+                        "HTTP requests by path and status.",
+                    ),
+                    &["path", "status"],
+                ),
+            ),
+            drift_value: register(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "triage_drift_statistic",
+                        "Drift statistics over the recent windows (statistic: prediction_psi, mmd2, mmd_p_value, mean_confidence, low_confidence_share, text_length_psi, invalid_share, accuracy, macro_f1, messages).",
+                    ),
+                    &["statistic", "model_version"],
+                ),
+            ),
+            drift_detected: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "triage_drift_detected",
+                        "1 when a drift detector fires over the recent windows.",
+                    ),
+                    &["detector", "model_version"],
+                ),
+            ),
+            drift_class_share: register(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "triage_drift_class_share",
+                        "Share of predictions per label over the recent windows.",
+                    ),
+                    &["label", "model_version"],
+                ),
+            ),
             registry,
         }
     }
@@ -217,9 +281,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        render(&self.registry)
     }
 }
 

@@ -2,11 +2,12 @@
 //! the webhook and jobs (`triage_retrain_*`) and the label join (`triage_performance_*`).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use super::labels::{LabelJoin, LabelResult};
+use crate::metrics::register;
 
 /// What `triage_retrain_alerts_total{action}` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,95 +104,122 @@ impl RetrainMetrics {
     /// statuses at zero, so alert rules and dashboards see them before the first event.
     pub fn new(handled: &[String]) -> Self {
         let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definition is valid");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("metric names are unique");
-                m
-            }};
-        }
         let m = Self {
-            webhook_requests: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_retrain_webhook_requests_total",
-                    "Webhook requests to POST /v1/alerts, by HTTP status."
+            webhook_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_retrain_webhook_requests_total",
+                        "Webhook requests to POST /v1/alerts, by HTTP status.",
+                    ),
+                    &["status"],
                 ),
-                &["status"]
-            )),
-            alerts: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_retrain_alerts_total",
-                    "Alerts received, by alert name and action (accepted, coalesced, ignored, unauthorised)."
+            ),
+            alerts: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_retrain_alerts_total",
+                        "Alerts received, by alert name and action (accepted, coalesced, ignored, unauthorised).",
+                    ),
+                    &["alert", "action"],
                 ),
-                &["alert", "action"]
-            )),
-            jobs: reg!(IntCounterVec::new(
-                Opts::new(
-                    "triage_retrain_jobs_total",
-                    "Finished retrain jobs, by verdict (promoted, rejected, failed)."
+            ),
+            jobs: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_retrain_jobs_total",
+                        "Finished retrain jobs, by verdict (promoted, rejected, failed).",
+                    ),
+                    &["verdict"],
                 ),
-                &["verdict"]
-            )),
-            job_duration: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "triage_retrain_job_duration_seconds",
-                    "Seconds per retrain job."
-                )
-                .buckets(vec![
-                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
-                ])
-            )),
-            running: reg!(IntGauge::new(
-                "triage_retrain_running",
-                "1 while a retrain job runs."
-            )),
-            last_job_timestamp: reg!(Gauge::new(
-                "triage_retrain_last_job_timestamp_seconds",
-                "When the last retrain job finished, Unix seconds (0: none yet)."
-            )),
+            ),
+            job_duration: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "triage_retrain_job_duration_seconds",
+                        "Seconds per retrain job.",
+                    )
+                    .buckets(vec![
+                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+                    ]),
+                ),
+            ),
+            running: register(
+                &registry,
+                IntGauge::new("triage_retrain_running", "1 while a retrain job runs."),
+            ),
+            last_job_timestamp: register(
+                &registry,
+                Gauge::new(
+                    "triage_retrain_last_job_timestamp_seconds",
+                    "When the last retrain job finished, Unix seconds (0: none yet).",
+                ),
+            ),
             performance: PerformanceMetrics {
-                accuracy: reg!(GaugeVec::new(
-                    Opts::new(
-                        "triage_performance_accuracy",
-                        "Rolling accuracy per model version over its last retrain.performance_window predictions joined with late labels."
+                accuracy: register(
+                    &registry,
+                    GaugeVec::new(
+                        Opts::new(
+                            "triage_performance_accuracy",
+                            "Rolling accuracy per model version over its last retrain.performance_window predictions joined with late labels.",
+                        ),
+                        &["model_version"],
                     ),
-                    &["model_version"]
-                )),
-                macro_f1: reg!(GaugeVec::new(
-                    Opts::new(
-                        "triage_performance_macro_f1",
-                        "Rolling macro-F1 per model version over its last retrain.performance_window predictions joined with late labels."
+                ),
+                macro_f1: register(
+                    &registry,
+                    GaugeVec::new(
+                        Opts::new(
+                            "triage_performance_macro_f1",
+                            "Rolling macro-F1 per model version over its last retrain.performance_window predictions joined with late labels.",
+                        ),
+                        &["model_version"],
                     ),
-                    &["model_version"]
-                )),
-                labelled: reg!(IntGaugeVec::new(
-                    Opts::new(
-                        "triage_performance_labelled_predictions",
-                        "Predictions joined with a late label behind each version's rolling scores."
+                ),
+                labelled: register(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "triage_performance_labelled_predictions",
+                            "Predictions joined with a late label behind each version's rolling scores.",
+                        ),
+                        &["model_version"],
                     ),
-                    &["model_version"]
-                )),
-                labels: reg!(IntCounterVec::new(
-                    Opts::new(
-                        "triage_performance_labels_total",
-                        "Late label records by result (joined, relabelled, unknown_id, unknown_class, invalid)."
+                ),
+                labels: register(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "triage_performance_labels_total",
+                            "Late label records by result (joined, relabelled, unknown_id, unknown_class, invalid).",
+                        ),
+                        &["result"],
                     ),
-                    &["result"]
-                )),
-                join_size: reg!(IntGauge::new(
-                    "triage_performance_join_size",
-                    "Predictions held for the label join."
-                )),
-                waiting: reg!(IntGauge::new(
-                    "triage_performance_waiting_labels",
-                    "Late labels waiting for their prediction."
-                )),
-                invalid_predictions: reg!(IntCounter::new(
-                    "triage_performance_invalid_predictions_total",
-                    "Prediction records the label join could not read (skipped)."
-                )),
+                ),
+                join_size: register(
+                    &registry,
+                    IntGauge::new(
+                        "triage_performance_join_size",
+                        "Predictions held for the label join.",
+                    ),
+                ),
+                waiting: register(
+                    &registry,
+                    IntGauge::new(
+                        "triage_performance_waiting_labels",
+                        "Late labels waiting for their prediction.",
+                    ),
+                ),
+                invalid_predictions: register(
+                    &registry,
+                    IntCounter::new(
+                        "triage_performance_invalid_predictions_total",
+                        "Prediction records the label join could not read (skipped).",
+                    ),
+                ),
             },
             registry,
         };
@@ -228,9 +256,7 @@ impl RetrainMetrics {
 
     /// The Prometheus text format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        crate::metrics::render(&self.registry)
     }
 }
 
