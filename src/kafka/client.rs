@@ -14,7 +14,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::offsets::{TopicError, starts_at};
 use super::{KafkaSettings, base_config};
+
+/// Each broker request of a time-range read: a broker that is away answers nothing.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A producer with the connection settings only (no idempotence, no escape hatch):
 /// what a demo or a benchmark needs to put messages on a topic.
@@ -125,15 +129,8 @@ pub struct TimedRecord {
 /// Why a time-range read gave nothing usable.
 #[derive(Debug, thiserror::Error)]
 pub enum RangeReadError {
-    #[error("cannot read topic {topic} on {brokers}: {source}; is the broker running?")]
-    Kafka {
-        topic: String,
-        brokers: String,
-        #[source]
-        source: Box<KafkaError>,
-    },
-    #[error("topic {topic} does not exist on {brokers}; create it with `triage topics create`")]
-    MissingTopic { topic: String, brokers: String },
+    #[error(transparent)]
+    Topic(#[from] TopicError),
     #[error(
         "reading topic {topic} timed out after {seconds:.0} s with {missing} record(s) still to read up to the high watermarks; is the broker overloaded?"
     )]
@@ -158,12 +155,15 @@ pub fn read_time_range(
     timeout: Duration,
 ) -> Result<Vec<TimedRecord>, RangeReadError> {
     let started = Instant::now();
-    let kafka = |source| RangeReadError::Kafka {
-        topic: topic.to_string(),
-        brokers: k.brokers.clone(),
-        source: Box::new(source),
+    let kafka = |source| TopicError::kafka(topic, &k.brokers, source);
+    // A broker that is away answers nothing: give up on it sooner than on a slow read.
+    let left = || {
+        Timeout::After(
+            timeout
+                .saturating_sub(started.elapsed())
+                .min(CONNECT_TIMEOUT),
+        )
     };
-    let left = || Timeout::After(timeout.saturating_sub(started.elapsed()));
     // A group id of its own, never used to commit: the read leaves no trace.
     let group = format!(
         "triage-range-reader-{}-{}",
@@ -181,50 +181,19 @@ pub fn read_time_range(
         .set("enable.partition.eof", "true")
         .create()
         .map_err(kafka)?;
-    // A broker that is away answers nothing: give up on it sooner than on a slow read.
-    let connect = Timeout::After(timeout.min(Duration::from_secs(10)));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), connect)
-        .map_err(kafka)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(RangeReadError::MissingTopic {
-            topic: topic.to_string(),
-            brokers: k.brokers.clone(),
-        });
-    }
-    // The end of each partition, fixed now: later records are not waited for.
-    let mut high = BTreeMap::new();
-    for &p in &partitions {
-        let (_, h) = consumer.fetch_watermarks(topic, p, left()).map_err(kafka)?;
-        high.insert(p, h);
-    }
-    let mut query = TopicPartitionList::new();
-    for &p in &partitions {
-        query
-            .add_partition_offset(topic, p, Offset::Offset(from_ms))
-            .map_err(kafka)?;
-    }
-    let starts = consumer.offsets_for_times(query, left()).map_err(kafka)?;
+    // The end of each partition is fixed now: later records are not waited for.
     let mut assignment = TopicPartitionList::new();
     // Per partition: the next offset to read and the end.
     let mut pending: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
-    for element in starts.elements() {
-        let p = element.partition();
-        let end = high.get(&p).copied().unwrap_or(0);
-        // Offset::End: no record at or after from_ms.
-        if let Offset::Offset(start) = element.offset()
-            && start < end
+    for p in starts_at(&consumer, topic, &k.brokers, from_ms, &left)? {
+        // No start: no record at or after from_ms.
+        if let Some(start) = p.start
+            && start < p.high
         {
             assignment
-                .add_partition_offset(topic, p, Offset::Offset(start))
+                .add_partition_offset(topic, p.partition, Offset::Offset(start))
                 .map_err(kafka)?;
-            pending.insert(p, (start, end));
+            pending.insert(p.partition, (start, p.high));
         }
     }
     let mut records = Vec::new();
@@ -249,7 +218,7 @@ pub fn read_time_range(
                 pending.remove(&p);
                 continue;
             }
-            Err(e) => return Err(kafka(e)),
+            Err(e) => return Err(kafka(e).into()),
         };
         let p = m.partition();
         let Some((next, end)) = pending.get_mut(&p) else {

@@ -16,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::offsets::{TopicError, starts_at};
 use super::{KafkaSettings, apply_escape_hatch, base_config};
 
 /// How long each broker request of the start-up may take.
@@ -34,18 +35,7 @@ pub struct FollowedRecord {
 }
 
 /// Why following could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum FollowError {
-    #[error("cannot follow topic {topic} on {brokers}: {source}; is the broker running?")]
-    Kafka {
-        topic: String,
-        brokers: String,
-        #[source]
-        source: Box<KafkaError>,
-    },
-    #[error("topic {topic} does not exist on {brokers}; create it with `triage topics create`")]
-    MissingTopic { topic: String, brokers: String },
-}
+pub type FollowError = TopicError;
 
 /// Where to start one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,46 +80,33 @@ impl Follower {
             // An assigned offset that retention deleted meanwhile: the oldest left.
             .set("auto.offset.reset", "earliest");
         apply_escape_hatch(&mut config, k);
-        let first = from.first().map(|f| f.topic.clone()).unwrap_or_default();
-        let consumer: StreamConsumer = config.create().map_err(|source| FollowError::Kafka {
-            topic: first,
-            brokers: k.brokers.clone(),
-            source: Box::new(source),
-        })?;
+        let first = from.first().map_or("", |f| f.topic.as_str());
+        let consumer: StreamConsumer = config
+            .create()
+            .map_err(|source| TopicError::kafka(first, &k.brokers, source))?;
         let mut assignment = TopicPartitionList::new();
         let mut backlog = BTreeMap::new();
+        let timeout = || Timeout::After(REQUEST_TIMEOUT);
         for f in from {
-            let kafka = |source| FollowError::Kafka {
-                topic: f.topic.clone(),
-                brokers: k.brokers.clone(),
-                source: Box::new(source),
-            };
-            for (partition, start, high) in start_offsets(&consumer, f).map_err(|e| match e {
-                StartError::Kafka(source) => kafka(source),
-                StartError::Missing => FollowError::MissingTopic {
-                    topic: f.topic.clone(),
-                    brokers: k.brokers.clone(),
-                },
-            })? {
+            for p in starts_at(&consumer, &f.topic, &k.brokers, f.since_ms, &timeout)? {
+                // No record at or after since_ms: only new ones.
+                let mut start = p.start.unwrap_or(p.high);
+                if let Some(n) = f.at_most_per_partition {
+                    start = start.max(p.high - n);
+                }
+                let start = start.clamp(p.low, p.high);
                 assignment
-                    .add_partition_offset(&f.topic, partition, Offset::Offset(start))
-                    .map_err(kafka)?;
-                if start < high {
-                    backlog.insert((f.topic.clone(), partition), high);
+                    .add_partition_offset(&f.topic, p.partition, Offset::Offset(start))
+                    .map_err(|source| TopicError::kafka(&f.topic, &k.brokers, source))?;
+                if start < p.high {
+                    backlog.insert((f.topic.clone(), p.partition), p.high);
                 }
             }
         }
+        let topics: Vec<&str> = from.iter().map(|f| f.topic.as_str()).collect();
         consumer
             .assign(&assignment)
-            .map_err(|source| FollowError::Kafka {
-                topic: from
-                    .iter()
-                    .map(|f| f.topic.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                brokers: k.brokers.clone(),
-                source: Box::new(source),
-            })?;
+            .map_err(|source| TopicError::kafka(&topics.join(","), &k.brokers, source))?;
         Ok(Self { consumer, backlog })
     }
 
@@ -177,56 +154,4 @@ impl Follower {
         }
         self.backlog.is_empty()
     }
-}
-
-enum StartError {
-    Kafka(KafkaError),
-    Missing,
-}
-
-impl From<KafkaError> for StartError {
-    fn from(e: KafkaError) -> Self {
-        Self::Kafka(e)
-    }
-}
-
-/// `(partition, start offset, high watermark)` of each partition of `f.topic`.
-fn start_offsets(
-    consumer: &StreamConsumer,
-    f: &FollowFrom,
-) -> Result<Vec<(i32, i64, i64)>, StartError> {
-    let metadata = consumer.fetch_metadata(Some(&f.topic), Timeout::After(REQUEST_TIMEOUT))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == f.topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(StartError::Missing);
-    }
-    let mut query = TopicPartitionList::new();
-    for &p in &partitions {
-        query.add_partition_offset(&f.topic, p, Offset::Offset(f.since_ms))?;
-    }
-    let by_time = consumer.offsets_for_times(query, Timeout::After(REQUEST_TIMEOUT))?;
-    let mut out = Vec::with_capacity(partitions.len());
-    for &p in &partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(&f.topic, p, Timeout::After(REQUEST_TIMEOUT))?;
-        let found = by_time
-            .find_partition(&f.topic, p)
-            .map(|e| e.offset())
-            .unwrap_or(Offset::End);
-        let mut start = match found {
-            Offset::Offset(o) => o,
-            // No record at or after since_ms: only new ones.
-            _ => high,
-        };
-        if let Some(n) = f.at_most_per_partition {
-            start = start.max(high - n);
-        }
-        out.push((p, start.clamp(low, high), high));
-    }
-    Ok(out)
 }

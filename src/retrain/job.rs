@@ -30,6 +30,7 @@ use crate::config::{DataFormat, LabelRuleKind, Settings};
 use crate::embed::Embedder;
 use crate::feature::labels::LabelRule;
 use crate::feature::read_labelled;
+use crate::kafka::TopicError;
 use crate::kafka::client::{RangeReadError, read_time_range};
 use crate::registry::decision::{
     Contender, Decision, Inputs, Rows, Scores, Source, Step, Trigger, Verdict,
@@ -506,7 +507,7 @@ fn read_topics(
     } else {
         match read_time_range(k, &k.labels_topic, from_ms, to_ms, timeout) {
             Ok(records) => records,
-            Err(RangeReadError::MissingTopic { topic, .. }) => {
+            Err(RangeReadError::Topic(TopicError::MissingTopic { topic, .. })) => {
                 note = Some(format!("labels topic {topic} does not exist"));
                 Vec::new()
             }
