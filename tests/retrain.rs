@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::broker::Broker;
-use common::kafka::{Msg, Names, produce};
+use common::kafka::{Msg, Names, produce, support_config};
 use common::*;
 use serde_json::Value;
 
@@ -18,43 +18,15 @@ const NARROW: [&str; 4] = ["ORDER", "REFUND", "SHIPPING", "ACCOUNT"];
 
 /// config/support.toml with this test's broker and topics.
 fn write_config(dir: &Path, broker: &Broker, names: &Names, labels_topic: &str) -> PathBuf {
-    let support = std::fs::read_to_string(repo().join("config/support.toml")).unwrap();
-    let text = format!(
-        r#"{support}
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{input}"]
-predictions_topic = "{pred}"
-dlq_topic = "{dlq}"
-features_topic = "{feat}"
-labels_topic = "{labels_topic}"
-
-[retrain]
-window_s = 3600
-"#,
-        brokers = broker.address(),
-        group = names.group,
-        input = names.input,
-        pred = names.predictions,
-        dlq = names.dlq,
-        feat = names.features,
+    let text = support_config(
+        &broker.address(),
+        names,
+        &format!("labels_topic = \"{labels_topic}\""),
+        "[retrain]\nwindow_s = 3600",
     );
     let path = dir.join("triage.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The support CSV's rows as (class, question, id).
-fn support_rows() -> Vec<(String, String, String)> {
-    csv::Reader::from_path(shared("support/customer-support-2200.csv"))
-        .unwrap()
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            (r[0].to_string(), r[1].to_string(), r[2].to_string())
-        })
-        .collect()
 }
 
 /// Writes a CSV file with a header.

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::alertmanager::Alertmanager;
 use common::broker::{Broker, free_port};
-use common::kafka::{Collector, Msg, Names, http, produce, produce_with, wait_http};
+use common::kafka::{
+    Collector, Msg, Names, http, produce, produce_with, support_config, wait_http,
+};
 use common::prometheus::Prometheus;
 use common::*;
 
@@ -34,17 +36,14 @@ fn trained_registry() -> &'static PathBuf {
 
 /// Support questions as messages: {"id", "question", "class_name"}.
 fn questions(range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
-    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
-    let mut reader = csv::Reader::from_reader(src.as_bytes());
-    reader
-        .records()
+    support_rows()
+        .into_iter()
         .skip(range.start)
         .take(range.len())
         .enumerate()
-        .map(|(i, r)| {
-            let r = r.unwrap();
+        .map(|(i, (class, question, _))| {
             let id = format!("m-{}", range.start + i);
-            let payload = serde_json::json!({"id": id, "question": &r[1], "class_name": &r[0]});
+            let payload = serde_json::json!({"id": id, "question": question, "class_name": class});
             (id, payload.to_string().into_bytes())
         })
         .collect()
@@ -78,32 +77,12 @@ impl Setup {
         let broker = Broker::start(&dir);
         let names = Names::new(tag);
         let config = dir.join("triage.toml");
-        let support = std::fs::read_to_string(repo().join("config/support.toml")).unwrap();
+        let stream = format!(
+            "[stream]\nmax_wait_ms = 200\nmax_message_bytes = 2000\ndrain_timeout_ms = 5000\n{extra_toml}"
+        );
         std::fs::write(
             &config,
-            format!(
-                r#"{support}
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{input}"]
-predictions_topic = "{pred}"
-dlq_topic = "{dlq}"
-features_topic = "{feat}"
-
-[stream]
-max_wait_ms = 200
-max_message_bytes = 2000
-drain_timeout_ms = 5000
-{extra_toml}
-"#,
-                brokers = broker.address(),
-                group = names.group,
-                input = names.input,
-                pred = names.predictions,
-                dlq = names.dlq,
-                feat = names.features,
-            ),
+            support_config(&broker.address(), &names, "", &stream),
         )
         .unwrap();
         let setup = Self {
@@ -971,13 +950,9 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
 
 /// Support questions by intent, in file order: (id, question).
 fn questions_by_intent() -> BTreeMap<String, Vec<(String, String)>> {
-    let src = std::fs::read_to_string(shared("support/customer-support-2200.csv")).unwrap();
     let mut by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for r in csv::Reader::from_reader(src.as_bytes()).records() {
-        let r = r.unwrap();
-        by.entry(r[0].to_string())
-            .or_default()
-            .push((r[2].to_string(), r[1].to_string()));
+    for (class, question, id) in support_rows() {
+        by.entry(class).or_default().push((id, question));
     }
     by
 }

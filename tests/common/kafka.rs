@@ -39,6 +39,30 @@ impl Names {
     }
 }
 
+/// config/support.toml pointed at `brokers` with `names`' topics and group, then
+/// `kafka_extra` (more lines of the [kafka] table) and `more` (further tables).
+pub fn support_config(brokers: &str, names: &Names, kafka_extra: &str, more: &str) -> String {
+    let support = std::fs::read_to_string(super::repo().join("config/support.toml")).unwrap();
+    format!(
+        r#"{support}
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{input}"]
+predictions_topic = "{pred}"
+dlq_topic = "{dlq}"
+features_topic = "{feat}"
+{kafka_extra}
+{more}
+"#,
+        group = names.group,
+        input = names.input,
+        pred = names.predictions,
+        dlq = names.dlq,
+        feat = names.features,
+    )
+}
+
 /// A message to produce: optional key, optional payload.
 pub type Msg = (Option<Vec<u8>>, Option<Vec<u8>>);
 

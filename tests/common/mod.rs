@@ -72,6 +72,18 @@ pub fn slice_lines(src: &Path, dst: &Path, range: std::ops::Range<usize>, keep_h
     std::fs::write(dst, out.join("\n") + "\n").unwrap();
 }
 
+/// The shared support CSV's rows as (class, question, id), in file order.
+pub fn support_rows() -> Vec<(String, String, String)> {
+    csv::Reader::from_path(shared("support/customer-support-2200.csv"))
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[1].to_string(), r[2].to_string())
+        })
+        .collect()
+}
+
 /// Every 5th row of the shared support CSV (40 questions per intent, 440 in all),
 /// written to `dir/support-440.csv`.
 pub fn support_subset(dir: &Path) -> PathBuf {
