@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
-bash scripts/install-prometheus.sh
-bash scripts/install-alertmanager.sh
+# Prometheus and Alertmanager from Debian, one apt-get update for both when missing.
+bash scripts/install-debian.sh prometheus:prometheus,promtool \
+  prometheus-alertmanager:prometheus-alertmanager,amtool
 
 echo "==> promtool: config check and alert-rule unit tests"
 promtool check config deploy/prometheus/prometheus.yml
