@@ -124,9 +124,21 @@ impl DriftReference {
         .into_vec();
         // Random order: the MMD test uses the first `mmd_sample` rows.
         let sample: Vec<Vec<f32>> = picked.iter().map(|&i| features.row(i).to_vec()).collect();
+        // The calibration pool: the training rows and the held-out rows that the MMD
+        // test does not compare against (a bigger pool makes draws more like live
+        // windows; see `MmdNull`).
+        let in_test: std::collections::HashSet<usize> =
+            picked.iter().take(plan.mmd_sample).copied().collect();
+        let spare: Vec<usize> = (0..features.nrows())
+            .filter(|i| !in_test.contains(i))
+            .collect();
+        let spare = features.select(ndarray::Axis(0), &spare);
+        let pool =
+            ndarray::concatenate(ndarray::Axis(0), &[training.features.view(), spare.view()])
+                .unwrap_or_else(|_| training.features.to_owned());
         let mmd = MmdNull::calibrate(
             &sample,
-            training.features,
+            pool.view(),
             plan.mmd_sample,
             plan.mmd_null_draws,
             plan.seed,

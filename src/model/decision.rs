@@ -77,15 +77,23 @@ pub fn blended_macro_f1(
     embedding_weight: f64,
     offsets: &[f64],
 ) -> f64 {
-    let predicted: Vec<usize> = embedding
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let t = text.map(|t| t[i].probabilities.as_slice());
-            blend(&e.probabilities, t, embedding_weight, offsets).label
-        })
+    let predicted: Vec<usize> = blended(embedding, text, embedding_weight, offsets)
+        .map(|p| p.label)
         .collect();
     evaluate(labels, truth, &predicted).macro_f1
+}
+
+/// The blend's predictions, row by row, from each model's predictions of the rows.
+pub fn blended<'a>(
+    embedding: &'a [Prediction],
+    text: Option<&'a [Prediction]>,
+    embedding_weight: f64,
+    offsets: &'a [f64],
+) -> impl Iterator<Item = Prediction> + 'a {
+    embedding.iter().enumerate().map(move |(i, e)| {
+        let t = text.map(|t| t[i].probabilities.as_slice());
+        blend(&e.probabilities, t, embedding_weight, offsets)
+    })
 }
 
 /// Scores blend weights 0, 0.1, ..., 1 and returns the best (the highest weight on

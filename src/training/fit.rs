@@ -9,8 +9,10 @@ use super::cv::{
     FoldData, Plan, Selection, fit_balanced, fixed_folds, fold_rows, select_alpha, stratified_folds,
 };
 use crate::config::Settings;
-use crate::model::decision::{Decision, Scored, blended_macro_f1, choose_weight, tune_offsets};
-use crate::model::{ClassifierError, FitParams, Model, Ngrams, TextHead};
+use crate::model::decision::{
+    Decision, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
+};
+use crate::model::{ClassifierError, FitParams, Model, Ngrams, Prediction, TextHead};
 use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
 
 /// The training split, as the fit sees it.
@@ -21,11 +23,18 @@ pub struct TrainingSet<'a> {
     pub label_names: &'a [String],
 }
 
+/// A fitted model, how each part was chosen, and how the final rule (blend and
+/// offsets) predicted each training row when that row's fold was held out (empty
+/// when no cross-validation ran): what the model does on rows it has not seen,
+/// unlike its predictions of the rows it was fitted on.
+pub struct Fitted {
+    pub model: Model,
+    pub selection: ModelSelection,
+    pub out_of_fold: Vec<Prediction>,
+}
+
 /// Fits a model on the training split and says how each part was chosen.
-pub fn fit_model(
-    settings: &Settings,
-    data: &TrainingSet<'_>,
-) -> Result<(Model, ModelSelection), ClassifierError> {
+pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, ClassifierError> {
     let t = &settings.training;
     let ngram_settings = &settings.features.ngrams;
     let params = FitParams {
@@ -157,7 +166,16 @@ pub fn fit_model(
         offsets: offsets.clone(),
         cv_macro_f1,
     };
+    let out_of_fold = if cross_validate {
+        blended(&emb.out_of_fold, text_oof, weight, &offsets).collect()
+    } else {
+        Vec::new()
+    };
     let model = Model::new(embedding, text.map(|(head, _)| head), weight, offsets)
         .map_err(|e| ClassifierError::Fit(e.to_string()))?;
-    Ok((model, selection))
+    Ok(Fitted {
+        model,
+        selection,
+        out_of_fold,
+    })
 }
