@@ -269,6 +269,37 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     );
     assert_eq!(champion(&dir), "v2");
 
+    // 2b. A challenger that scores below the champion on the same held-out slice
+    // (a fit stopped after one L-BFGS iteration, no n-grams, gates off so only the
+    // comparison decides) is rejected, and the decision says by how much.
+    let (code, d) = retrain(
+        &dir,
+        &config,
+        &["--training-data", "none"],
+        &[
+            ("TRIAGE__TRAINING__MAX_ITERATIONS", "1"),
+            ("TRIAGE__FEATURES__NGRAMS__ENABLED", "false"),
+            ("TRIAGE__TRAINING__MIN_MACRO_F1", "0"),
+            ("TRIAGE__TRAINING__MIN_MACRO_RECALL", "0"),
+            ("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0"),
+        ],
+    );
+    print_figures(&d);
+    assert_eq!(code, 3, "{d:#}");
+    assert_eq!(d["verdict"], "rejected");
+    let champion_f1 = d["champion"]["metrics"]["macro_f1"].as_f64().unwrap();
+    let challenger_f1 = d["challenger"]["metrics"]["macro_f1"].as_f64().unwrap();
+    assert!(
+        challenger_f1 < champion_f1,
+        "a worse challenger: {challenger_f1} vs champion {champion_f1}"
+    );
+    assert!(
+        d["reason"].as_str().unwrap().contains(": -0."),
+        "{}",
+        d["reason"]
+    );
+    assert_eq!(champion(&dir), "v2");
+
     // 3. By default the champion's own training data is added: v2's is the first
     // run's train.jsonl, read back with the run files' own fields.
     let (code, d) = retrain(
@@ -279,6 +310,7 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     );
     print_figures(&d);
     assert_eq!(code, 3, "{d:#}");
+    assert_eq!(d["challenger"]["version"], "v5");
     let original = &d["inputs"]["sources"][1];
     let description = original["description"].as_str().unwrap();
     assert!(
@@ -316,6 +348,9 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         .iter()
         .map(|d| d["verdict"].as_str().unwrap())
         .collect();
-    assert_eq!(verdicts, ["promoted", "rejected", "rejected", "failed"]);
+    assert_eq!(
+        verdicts,
+        ["promoted", "rejected", "rejected", "rejected", "failed"]
+    );
     eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
 }
