@@ -948,40 +948,6 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
     assert!(stderr.contains("154 messages: 150 predicted"), "{stderr}");
 }
 
-/// Support questions by intent, in file order: (id, question).
-fn questions_by_intent() -> BTreeMap<String, Vec<(String, String)>> {
-    let mut by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for (class, question, id) in support_rows() {
-        by.entry(class).or_default().push((id, question));
-    }
-    by
-}
-
-/// Messages (without their label) and the late labels for `rows` of each intent.
-fn phase(
-    by: &BTreeMap<String, Vec<(String, String)>>,
-    intents: &[&str],
-    rows: std::ops::Range<usize>,
-    tag: &str,
-) -> (Vec<Msg>, Vec<Msg>) {
-    let mut messages = Vec::new();
-    let mut labels = Vec::new();
-    for i in rows {
-        for intent in intents {
-            let (_, question) = &by[*intent][i];
-            let id = format!("{tag}-{intent}-{i}");
-            let message = serde_json::json!({ "id": id, "question": question });
-            let label = serde_json::json!({ "id": id, "label": intent });
-            messages.push((
-                Some(id.clone().into_bytes()),
-                Some(message.to_string().into_bytes()),
-            ));
-            labels.push((Some(id.into_bytes()), Some(label.to_string().into_bytes())));
-        }
-    }
-    (messages, labels)
-}
-
 /// POSTs an Alertmanager notification to the retrainer; returns the status.
 fn post_alert(addr: &str, token: Option<&str>) -> u16 {
     use std::io::{Read, Write};
