@@ -8,13 +8,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::alertmanager::Alertmanager;
-use common::broker::{Broker, free_port};
-use common::kafka::{Collector, Names, http, produce, support_config, wait_http};
+use common::broker::Broker;
+use common::kafka::{Collector, Names, http, produce, support_config};
 use common::prometheus::Prometheus;
+use common::server::Server;
 use common::*;
 
 /// Intents the first champion knows; the traffic then brings all eleven.
@@ -150,63 +150,25 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     // model quality), Alertmanager routing to it, the consumer, Prometheus on both.
     let token_file = dir.join("retrain.token");
     std::fs::write(&token_file, "d4c3b2a1f0e9d8c7b6a5948372615040\n").unwrap();
-    let retrainer_addr = format!("127.0.0.1:{}", free_port());
-    let retrainer_log = dir.join("retrainer.log");
-    let _retrainer = Killed(
-        cli()
-            .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
-            .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
-            .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
-            .env("TRIAGE__RETRAIN__COOLDOWN_S", "0")
-            .env("TRIAGE__TRAINING__MIN_MACRO_F1", "0.5")
-            .env("TRIAGE__TRAINING__MIN_MACRO_RECALL", "0.5")
-            .env("TRIAGE__LOG__LEVEL", "info")
-            .arg("retrainer")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&retrainer_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let retrainer_says = || std::fs::read_to_string(&retrainer_log).unwrap_or_default();
-    assert!(
-        wait_http(
-            &retrainer_addr,
-            "/healthz",
-            Duration::from_secs(30),
-            |s, _| s == 200
-        ),
-        "retrainer did not start:\n{}",
-        retrainer_says()
-    );
-    let am = Alertmanager::start(&dir, &retrainer_addr, &token_file, |c| {
+    let mut retrainer = cli();
+    retrainer
+        .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
+        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
+        .env("TRIAGE__RETRAIN__COOLDOWN_S", "0")
+        .env("TRIAGE__TRAINING__MIN_MACRO_F1", "0.5")
+        .env("TRIAGE__TRAINING__MIN_MACRO_RECALL", "0.5");
+    let retrainer = Server::start(retrainer, "retrainer", dir.join("retrainer.log"));
+    let am = Alertmanager::start(&dir, &retrainer.addr, &token_file, |c| {
         c.replace("group_wait: 1m", "group_wait: 1s")
     });
-    let service_addr = format!("127.0.0.1:{}", free_port());
-    let service_log = dir.join("run.log");
-    let _service = Killed(
-        cli()
-            .env("TRIAGE__HTTP__LISTEN", &service_addr)
-            .env("TRIAGE__LOG__LEVEL", "info")
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&service_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let service_says = || std::fs::read_to_string(&service_log).unwrap_or_default();
-    assert!(
-        wait_http(&service_addr, "/readyz", Duration::from_secs(60), |s, _| s
-            == 200),
-        "triage run did not become ready:\n{}",
-        service_says()
-    );
+    let service = Server::start(cli(), "run", dir.join("run.log"));
     let prom = Prometheus::start_with(
         &dir,
-        &service_addr,
+        &service.addr,
         |rules| rules,
         |config| {
             config
-                .replace("127.0.0.1:9465", &retrainer_addr)
+                .replace("127.0.0.1:9465", &retrainer.addr)
                 .replace("127.0.0.1:9093", &am.addr)
         },
     );
@@ -226,7 +188,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     }
     // The HTTP surface: one good and one bad request.
     for (body, want) in [(r#"{"text": "where is my refund"}"#, 200), ("{}", 400)] {
-        let (status, text) = http(&service_addr, "POST", "/v1/classify", body.as_bytes()).unwrap();
+        let (status, text) = http(&service.addr, "POST", "/v1/classify", body.as_bytes()).unwrap();
         assert_eq!(status, want, "{text}");
     }
 
@@ -236,7 +198,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     assert!(
         prom.wait("up", Duration::from_secs(120), |_| jobs("failed") >= 1.0),
         "no failed job:\n{}\n{}",
-        retrainer_says(),
+        retrainer.log(),
         am.log()
     );
 
@@ -256,7 +218,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         out.wait_count(&names.predictions, messages.len(), Duration::from_secs(180))
             && out.wait_count(&names.dlq, 1, Duration::from_secs(10)),
         "predictions or dead letter missing:\n{}",
-        service_says()
+        service.log()
     );
     produce(&brokers, "labels", &labels);
     assert!(
@@ -266,7 +228,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
             |r| !r.is_empty()
         ),
         "no late-label scores:\n{}",
-        retrainer_says()
+        retrainer.log()
     );
 
     // A retrain on that traffic promotes v2; the consumers switch at their next window.
@@ -274,7 +236,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     assert!(
         prom.wait("up", Duration::from_secs(300), |_| jobs("promoted") >= 1.0),
         "no promotion:\n{}",
-        retrainer_says()
+        retrainer.log()
     );
     let (messages, _) = phase_with(&by_intent, &all, 70..75, "t", true);
     produce(&brokers, &names.input, &messages);
@@ -285,7 +247,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
             |r| !r.is_empty()
         ),
         "the consumer did not switch:\n{}",
-        service_says()
+        service.log()
     );
     // Two scrapes more, so every rate and increase spans the last events.
     std::thread::sleep(Duration::from_secs(3));

@@ -149,6 +149,7 @@ pub mod alertmanager;
 pub mod broker;
 pub mod kafka;
 pub mod prometheus;
+pub mod server;
 
 pub fn assert_no_panic(stderr: &str) {
     assert!(
