@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
-# Prometheus and Alertmanager from Debian, one apt-get update for both when missing.
+# Prometheus, Alertmanager and docker-compose (validates docker-compose.yml without an
+# engine) from Debian, one apt-get update for all when missing.
 bash scripts/install-debian.sh prometheus:prometheus,promtool \
   prometheus-alertmanager:prometheus-alertmanager,amtool docker-compose:docker-compose
 
