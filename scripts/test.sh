@@ -42,6 +42,9 @@ if grep -v -E "schema for kind (ServiceMonitor|PrometheusRule|ScaledObject) " <<
   echo "$kv_out"
   exit 1
 fi
+# What no schema checks: the manifests name the same Services, ports, labels, workload,
+# consumer group, topic and Secrets (with the venv's Python, which has PyYAML).
+"$(dirname "$KUBERNETES_VALIDATE")/python" scripts/check-k8s-refs.py
 # The PrometheusRule's spec is a rules file promtool can check.
 sed -n '/^spec:/,$p' deploy/k8s/prometheusrule.yaml | sed '1d;s/^  //' >"${TMPDIR:-/tmp}/triage-k8s-rules.yml"
 promtool check rules "${TMPDIR:-/tmp}/triage-k8s-rules.yml" >/dev/null
