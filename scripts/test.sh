@@ -44,7 +44,9 @@ if grep -v -E "schema for kind (ServiceMonitor|PrometheusRule|ScaledObject) " <<
 fi
 # What no schema checks: the manifests name the same Services, ports, labels, workload,
 # consumer group, topic and Secrets (with the venv's Python, which has PyYAML).
+# The same for docker-compose.yml: scrape targets, webhook URL and token file, mounts.
 "$(dirname "$KUBERNETES_VALIDATE")/python" scripts/check-k8s-refs.py
+"$(dirname "$KUBERNETES_VALIDATE")/python" scripts/check-compose-refs.py
 # The PrometheusRule's spec is a rules file promtool can check.
 sed -n '/^spec:/,$p' deploy/k8s/prometheusrule.yaml | sed '1d;s/^  //' >"${TMPDIR:-/tmp}/triage-k8s-rules.yml"
 promtool check rules "${TMPDIR:-/tmp}/triage-k8s-rules.yml" >/dev/null
