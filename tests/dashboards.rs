@@ -162,6 +162,30 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         c.replace("group_wait: 1m", "group_wait: 1s")
     });
     let service = Server::start(cli(), "run", dir.join("run.log"));
+    // The image's health check (`triage probe`) against both, a missing path and a
+    // port nobody listens on.
+    let closed = format!("127.0.0.1:{}", common::broker::free_port());
+    for (listen, args, healthy) in [
+        (&service.addr, vec!["probe", "/readyz"], true),
+        (&retrainer.addr, vec!["probe", "--retrainer"], true),
+        (&service.addr, vec!["probe", "/nope"], false),
+        (&closed, vec!["probe"], false),
+    ] {
+        let (out, _, stderr) = run(cli()
+            .env("TRIAGE__HTTP__LISTEN", listen)
+            .env("TRIAGE__RETRAIN__LISTEN", listen)
+            .args(&args));
+        assert_eq!(
+            out.status.success(),
+            healthy,
+            "{args:?} on {listen}: {stderr}"
+        );
+        assert!(
+            healthy || stderr.contains("404") || stderr.contains("nothing answers"),
+            "{stderr}"
+        );
+    }
+
     let prom = Prometheus::start_with(
         &dir,
         &service.addr,
