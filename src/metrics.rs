@@ -69,7 +69,7 @@ fn buckets_seconds() -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        Self {
+        let metrics = Self {
             messages_in: register(
                 &registry,
                 IntCounterVec::new(
@@ -231,7 +231,14 @@ impl Metrics {
                 ),
             ),
             registry,
+        };
+        // Swap results exist at zero from the start: an increase() (a dashboard's
+        // annotation, an alert) then sees the first swap, which a series born at 1
+        // would hide.
+        for result in ["swapped", "refused"] {
+            metrics.model_swaps.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// Exports a drift report for `version` (labels name the classes).
@@ -306,6 +313,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("triage_stage_duration_seconds_bucket{stage=\"embed\""));
+        assert!(text.contains("triage_model_swaps_total{result=\"swapped\"} 0"));
     }
 
     #[test]

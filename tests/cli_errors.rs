@@ -254,3 +254,23 @@ fn inspect_reports_malformed_rows_and_labels_without_a_model() {
         serde_json::json!({"negative": 1, "neutral": 1, "positive": 1})
     );
 }
+
+#[test]
+fn probe_says_why_there_is_nothing_to_ask() {
+    let dir = scratch("probe");
+    for (env, args, says) in [
+        ("", vec!["probe"], "http.listen is empty"),
+        ("127.0.0.1:9", vec!["probe", "healthz"], "is not a path"),
+        // Caught by the configuration's own check first.
+        (
+            "not-an-address",
+            vec!["probe"],
+            "http.listen: \"not-an-address\" is not an address",
+        ),
+    ] {
+        let (out, _, stderr) = run(triage(&dir).env("TRIAGE__HTTP__LISTEN", env).args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_no_panic(&stderr);
+    }
+}

@@ -6,16 +6,17 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::alertmanager::Alertmanager;
-use common::broker::{Broker, free_port};
+use common::broker::Broker;
 use common::kafka::{
     Collector, Msg, Names, http, produce, produce_with, support_config, wait_http,
 };
 use common::prometheus::Prometheus;
+use common::server::Server as Service;
 use common::*;
 
 /// A registry with one support-intent champion (v1), trained once for the suite.
@@ -113,35 +114,9 @@ impl Setup {
 
     /// Starts `triage run` with extra environment variables.
     fn start_with(&self, name: &str, env: &[(&str, &str)]) -> Service {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = self
-            .triage()
-            .env("TRIAGE__HTTP__LISTEN", &addr)
-            .env("TRIAGE__LOG__LEVEL", "info")
-            .envs(env.iter().copied())
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let service = Service {
-            child,
-            addr,
-            log: self.dir.join(format!("{name}.log")),
-        };
-        assert!(
-            wait_http(&service.addr, "/readyz", Duration::from_secs(60), |s, _| s
-                == 200),
-            "service did not become ready:\n{}",
-            service.log()
-        );
-        service
+        let mut cmd = self.triage();
+        cmd.envs(env.iter().copied());
+        Service::start(cmd, "run", self.dir.join(format!("{name}.log")))
     }
 
     fn collector(&self) -> Collector {
@@ -149,53 +124,6 @@ impl Setup {
             &self.broker.address(),
             &[&self.names.predictions, &self.names.dlq],
         )
-    }
-}
-
-struct Service {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Service {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit {status}:\n{}", self.log());
-        self.log()
-    }
-
-    fn kill(mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-
-    fn metric(&self, name_and_labels: &str) -> f64 {
-        let (_, body) = http(&self.addr, "GET", "/metrics", b"").unwrap();
-        body.lines()
-            .find(|l| l.starts_with(name_and_labels))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -948,40 +876,6 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
     assert!(stderr.contains("154 messages: 150 predicted"), "{stderr}");
 }
 
-/// Support questions by intent, in file order: (id, question).
-fn questions_by_intent() -> BTreeMap<String, Vec<(String, String)>> {
-    let mut by: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for (class, question, id) in support_rows() {
-        by.entry(class).or_default().push((id, question));
-    }
-    by
-}
-
-/// Messages (without their label) and the late labels for `rows` of each intent.
-fn phase(
-    by: &BTreeMap<String, Vec<(String, String)>>,
-    intents: &[&str],
-    rows: std::ops::Range<usize>,
-    tag: &str,
-) -> (Vec<Msg>, Vec<Msg>) {
-    let mut messages = Vec::new();
-    let mut labels = Vec::new();
-    for i in rows {
-        for intent in intents {
-            let (_, question) = &by[*intent][i];
-            let id = format!("{tag}-{intent}-{i}");
-            let message = serde_json::json!({ "id": id, "question": question });
-            let label = serde_json::json!({ "id": id, "label": intent });
-            messages.push((
-                Some(id.clone().into_bytes()),
-                Some(message.to_string().into_bytes()),
-            ));
-            labels.push((Some(id.into_bytes()), Some(label.to_string().into_bytes())));
-        }
-    }
-    (messages, labels)
-}
-
 /// POSTs an Alertmanager notification to the retrainer; returns the status.
 fn post_alert(addr: &str, token: Option<&str>) -> u16 {
     use std::io::{Read, Write};
@@ -1035,35 +929,17 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     let token = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
     let token_file = s.dir.join("retrain.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let retrainer_addr = format!("127.0.0.1:{}", free_port());
-    let retrainer_log = s.dir.join("retrainer.log");
-    let _retrainer = Killed(
-        s.triage()
-            .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
-            .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
-            .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
-            .env("TRIAGE__LOG__LEVEL", "info")
-            .arg("retrainer")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&retrainer_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut retrainer_cmd = s.triage();
+    retrainer_cmd
+        .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
+        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none");
+    let retrainer = Service::start(retrainer_cmd, "retrainer", s.dir.join("retrainer.log"));
+    let retrainer_addr = retrainer.addr.clone();
     let retrainer_metrics = || {
         http(&retrainer_addr, "GET", "/metrics", b"")
             .map(|(_, body)| body)
             .unwrap_or_default()
     };
-    assert!(
-        wait_http(
-            &retrainer_addr,
-            "/healthz",
-            Duration::from_secs(30),
-            |s, _| s == 200
-        ),
-        "retrainer did not start:\n{}",
-        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
-    );
     // Without the token, or with a wrong one: refused, nothing starts.
     assert_eq!(post_alert(&retrainer_addr, None), 401);
     assert_eq!(
@@ -1164,14 +1040,14 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
             + jobs("failed")
             >= 1.0),
         "the job did not finish:\n{}",
-        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+        retrainer.log()
     );
     let job_done_at = started.elapsed();
     assert_eq!(
         jobs("promoted"),
         1.0,
         "the challenger was not promoted:\n{}",
-        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+        retrainer.log()
     );
 
     // The consumers switch at their next window; the drift signals recover on

@@ -200,6 +200,15 @@ pub enum Command {
 
     /// Print the effective configuration (after file and environment) as TOML.
     Config,
+
+    /// Ask a triage on this host whether it is healthy: GET PATH on http.listen (or
+    /// retrain.listen with --retrainer; an any-address listener is reached on
+    /// loopback), exit 0 on 200 and 1 otherwise, saying what answered. For container
+    /// health checks: the image has no curl and needs no shell.
+    ///
+    /// Example: triage probe /readyz
+    ///          triage probe --retrainer /healthz
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +358,20 @@ pub struct DriftEvalArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The path to GET: /healthz (alive) or /readyz (`triage run`: model loaded,
+    /// partitions assigned, brokers up).
+    #[arg(default_value = "/healthz", value_name = "PATH")]
+    pub path: String,
+    /// Probe `triage retrainer` (retrain.listen) instead of `triage run` (http.listen).
+    #[arg(long)]
+    pub retrainer: bool,
+    /// Give up after this many seconds (connect, then answer).
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Args)]

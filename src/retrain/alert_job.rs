@@ -6,6 +6,7 @@
 use futures::future::BoxFuture;
 
 use super::job::{self, JobOptions};
+use super::metrics::DecisionScores;
 use super::{JobOutcome, RetrainJob, Trigger};
 use crate::config::Settings;
 use crate::embed::{EmbedderPool, OnnxEmbedder};
@@ -14,11 +15,15 @@ use crate::registry::decision::{self, Decision, Verdict};
 /// Fits, judges and (maybe) promotes a challenger for each trigger.
 pub struct TrainingJob {
     settings: Settings,
+    scores: DecisionScores,
 }
 
 impl TrainingJob {
     pub fn new(settings: Settings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            scores: DecisionScores::new(),
+        }
     }
 }
 
@@ -26,6 +31,7 @@ impl RetrainJob for TrainingJob {
     fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome> {
         let settings = self.settings.clone();
         let recorded = decision::Trigger::Alert(trigger.names().join(","));
+        let scores = self.scores.clone();
         Box::pin(async move {
             let ran = tokio::task::spawn_blocking(move || {
                 let sessions = settings.stream.workers.max(1);
@@ -45,12 +51,19 @@ impl RetrainJob for TrainingJob {
             })
             .await;
             match ran {
-                Ok(decision) => outcome_of(&decision),
+                Ok(decision) => {
+                    scores.record(decision.champion.as_ref(), decision.challenger.as_ref());
+                    outcome_of(&decision)
+                }
                 Err(e) => JobOutcome::Failed {
                     reason: format!("the retrain job stopped: {e}"),
                 },
             }
         })
+    }
+
+    fn decision_scores(&self) -> Option<DecisionScores> {
+        Some(self.scores.clone())
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus::{
 
 use super::labels::{LabelJoin, LabelResult};
 use crate::metrics::register;
+use crate::registry::decision::Contender;
 
 /// What `triage_retrain_alerts_total{action}` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,71 @@ impl AlertAction {
 
 /// The `alert` label of unauthorised requests.
 pub const UNKNOWN_ALERT: &str = "unknown";
+
+/// The last decision's held-out scores of the champion and the challenger, by role and
+/// model version (`triage_retrain_decision_accuracy`, `triage_retrain_decision_macro_f1`):
+/// the numbers the verdict compared, for dashboards. Owned by the job that decides;
+/// the retrainer registers them beside its own. Cloning shares the same series.
+#[derive(Clone)]
+pub struct DecisionScores {
+    accuracy: GaugeVec,
+    macro_f1: GaugeVec,
+}
+
+impl DecisionScores {
+    pub fn new() -> Self {
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["role", "model_version"])
+                .expect("metric definition is valid")
+        };
+        Self {
+            accuracy: gauge(
+                "triage_retrain_decision_accuracy",
+                "Accuracy on the last retrain's held-out recent rows, by role (champion, challenger) and model version.",
+            ),
+            macro_f1: gauge(
+                "triage_retrain_decision_macro_f1",
+                "Macro-F1 on the last retrain's held-out recent rows, by role (champion, challenger) and model version.",
+            ),
+        }
+    }
+
+    /// Adds both gauges to `registry`.
+    pub fn register(&self, registry: &Registry) {
+        for g in [&self.accuracy, &self.macro_f1] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+        }
+    }
+
+    /// Shows a decision's contenders, replacing the previous decision's. A decision
+    /// that scored neither (it failed before) leaves the last scores in place.
+    pub fn record(&self, champion: Option<&Contender>, challenger: Option<&Contender>) {
+        if champion.is_none() && challenger.is_none() {
+            return;
+        }
+        self.accuracy.reset();
+        self.macro_f1.reset();
+        for (role, contender) in [("champion", champion), ("challenger", challenger)] {
+            if let Some(c) = contender {
+                let labels = [role, c.version.as_str()];
+                self.accuracy
+                    .with_label_values(&labels)
+                    .set(c.metrics.accuracy);
+                self.macro_f1
+                    .with_label_values(&labels)
+                    .set(c.metrics.macro_f1);
+            }
+        }
+    }
+}
+
+impl Default for DecisionScores {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Handles of every metric the retrainer exports. Cloning shares the same series.
 #[derive(Clone)]
@@ -281,5 +347,33 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn decision_scores_show_the_last_decision_by_role() {
+        use crate::registry::decision::Scores;
+        let contender = |version: &str, f1: f64| Contender {
+            version: version.into(),
+            metrics: Scores {
+                accuracy: f1 + 0.05,
+                macro_f1: f1,
+                per_class_f1: Default::default(),
+            },
+        };
+        let scores = DecisionScores::new();
+        let registry = Registry::new();
+        scores.register(&registry);
+        scores.record(Some(&contender("v1", 0.4)), Some(&contender("v2", 0.9)));
+        scores.record(Some(&contender("v2", 0.8)), Some(&contender("v3", 0.7)));
+        scores.record(Some(&contender("v2", 0.1)), None);
+        scores.record(None, None);
+        let text = crate::metrics::render(&registry);
+        assert!(
+            text.contains(
+                "triage_retrain_decision_macro_f1{model_version=\"v2\",role=\"champion\"} 0.1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("v1") && !text.contains("v3"), "{text}");
     }
 }

@@ -162,6 +162,12 @@ impl JobOutcome {
 pub trait RetrainJob: Send + Sync + 'static {
     /// Runs one retrain for `trigger` and says what it decided.
     fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome>;
+
+    /// The gauges the job keeps its decisions' scores in, if any; the receiver
+    /// exports them on its /metrics.
+    fn decision_scores(&self) -> Option<metrics::DecisionScores> {
+        None
+    }
 }
 
 /// Why `triage retrainer` could not run.
@@ -198,6 +204,9 @@ pub async fn run(
             source,
         })?;
     let metrics = RetrainMetrics::new(&settings.alerts);
+    if let Some(scores) = job.decision_scores() {
+        scores.register(&metrics.registry);
+    }
     // One shutdown for the server and the join.
     let shutdown = shutdown.boxed().shared();
     let joiner = tokio::spawn(joiner::run(

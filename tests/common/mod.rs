@@ -96,10 +96,60 @@ pub fn support_subset(dir: &Path) -> PathBuf {
     data
 }
 
+/// Support questions by intent, in file order: (id, question).
+pub fn questions_by_intent() -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let mut by: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for (class, question, id) in support_rows() {
+        by.entry(class).or_default().push((id, question));
+    }
+    by
+}
+
+/// Messages (without their label) and the late labels for `rows` of each intent.
+pub fn phase(
+    by: &std::collections::BTreeMap<String, Vec<(String, String)>>,
+    intents: &[&str],
+    rows: std::ops::Range<usize>,
+    tag: &str,
+) -> (Vec<kafka::Msg>, Vec<kafka::Msg>) {
+    phase_with(by, intents, rows, tag, false)
+}
+
+/// Like [`phase`]; with `carry_label` each message also carries its label in
+/// `class_name` (config/support.toml's label field), as well as the late label.
+pub fn phase_with(
+    by: &std::collections::BTreeMap<String, Vec<(String, String)>>,
+    intents: &[&str],
+    rows: std::ops::Range<usize>,
+    tag: &str,
+    carry_label: bool,
+) -> (Vec<kafka::Msg>, Vec<kafka::Msg>) {
+    let mut messages = Vec::new();
+    let mut labels = Vec::new();
+    for i in rows {
+        for intent in intents {
+            let (_, question) = &by[*intent][i];
+            let id = format!("{tag}-{intent}-{i}");
+            let mut message = serde_json::json!({ "id": id, "question": question });
+            if carry_label {
+                message["class_name"] = serde_json::json!(intent);
+            }
+            let label = serde_json::json!({ "id": id, "label": intent });
+            messages.push((
+                Some(id.clone().into_bytes()),
+                Some(message.to_string().into_bytes()),
+            ));
+            labels.push((Some(id.into_bytes()), Some(label.to_string().into_bytes())));
+        }
+    }
+    (messages, labels)
+}
+
 pub mod alertmanager;
 pub mod broker;
 pub mod kafka;
 pub mod prometheus;
+pub mod server;
 
 pub fn assert_no_panic(stderr: &str) {
     assert!(

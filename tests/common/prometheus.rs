@@ -89,6 +89,46 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A range query over the last `span` at `step`: the series, or Prometheus's
+    /// error (e.g. a parse error) as text.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        span: Duration,
+        step: Duration,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let path = format!(
+            "/api/v1/query_range?query={}&start={:.3}&end={end:.3}&step={}",
+            encode(expr),
+            end - span.as_secs_f64(),
+            step.as_secs_f64()
+        );
+        let (status, body) = http(&self.addr, "GET", &path, b"").expect("prometheus answers");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        if status != 200 {
+            return Err(v["error"].as_str().unwrap_or(&body).to_string());
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Every loaded rule as Prometheus reports it (/api/v1/rules): name, query,
+    /// health and last error.
+    pub fn rules(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(&self.addr, "GET", "/api/v1/rules", b"").expect("prometheus answers");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// The first sample's value of `expr`, if any.
     pub fn value(&self, expr: &str) -> Option<f64> {
         self.query(expr)

@@ -8,6 +8,7 @@ mod drift;
 mod evaluate;
 mod inspect;
 mod models;
+mod probe;
 mod retrain;
 mod retrainer;
 mod run;
@@ -53,6 +54,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
             idle_s,
         }) => topics::tail(settings, topic, count, idle_s),
         Command::Config => config::config(settings),
+        Command::Probe(args) => probe::probe(settings, &args),
     }
 }
 
