@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, `make test`, .ci/run): installs what the tests need
-# (runtime + model, the tansu broker, Prometheus, Alertmanager), then format check,
+# (runtime + model, the tansu broker, Prometheus, Alertmanager, Chromium), then format check,
 # lints, the alert-rule unit tests, the Alertmanager routes, and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
-# Prometheus and Alertmanager from Debian, one apt-get update for both when missing.
+# Prometheus, Alertmanager and Chromium with its WebDriver (the console's browser
+# test) from Debian, one apt-get update for all when missing.
 bash scripts/install-debian.sh prometheus:prometheus,promtool \
-  prometheus-alertmanager:prometheus-alertmanager,amtool
+  prometheus-alertmanager:prometheus-alertmanager,amtool \
+  chromium:chromium chromium-driver:chromedriver
 
 echo "==> promtool: config check and alert-rule unit tests"
 promtool check config deploy/prometheus/prometheus.yml
