@@ -5,11 +5,21 @@ use std::time::Duration;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-/// The console's views, in navigation order: (path, name).
-pub const VIEWS: [(&str, &str); 4] = [
+/// A console's views, in navigation order: (path, name).
+pub type Nav = &'static [(&'static str, &'static str)];
+
+/// `triage run`'s console.
+pub const SERVICE: Nav = &[
     ("/", "Classify"),
     ("/models", "Models"),
     ("/drift", "Drift & quality"),
+    ("/retraining", "Retraining"),
+];
+
+/// `triage retrainer`'s console.
+pub const RETRAINER: Nav = &[
+    ("/", "Late labels"),
+    ("/models", "Models"),
     ("/retraining", "Retraining"),
 ];
 
@@ -49,9 +59,9 @@ footer{max-width:1100px;margin:0 auto;padding:0 1rem 1.5rem;color:#6b7280;font-s
 @media (max-width:600px){main{padding:.6rem}th,td{padding:.2rem .35rem}.grid{grid-template-columns:1fr}}
 "#;
 
-/// A whole page: `body` under the navigation with `active` highlighted; `elapsed`
-/// is the server time spent on the view, printed in the footer.
-pub fn page(active: &str, title: &str, body: Markup, elapsed: Duration) -> Markup {
+/// A whole page: `body` under the navigation `nav` with `active` highlighted;
+/// `elapsed` is the server time spent on the view, printed in the footer.
+pub fn page(nav: Nav, active: &str, title: &str, body: Markup, elapsed: Duration) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -65,7 +75,7 @@ pub fn page(active: &str, title: &str, body: Markup, elapsed: Duration) -> Marku
                 header {
                     b { "triage" }
                     nav {
-                        @for (path, name) in VIEWS {
+                        @for &(path, name) in nav {
                             a.on[path == active] href=(path) { (name) } " "
                         }
                     }
@@ -92,6 +102,7 @@ mod tests {
     #[test]
     fn page_has_a_viewport_inline_css_and_marks_the_active_view() {
         let html = page(
+            SERVICE,
             "/models",
             "Models <x>",
             html! { p { "body" } },

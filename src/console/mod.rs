@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod drift;
+pub mod labels;
 pub mod layout;
 pub mod models;
 pub mod retraining;
@@ -25,6 +26,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::Markup;
+use prometheus::IntCounterVec;
 use serde::Deserialize;
 use tracing::debug;
 
@@ -40,10 +42,19 @@ use models::ModelsData;
 /// A version's labels and drift reference summary, read once per version.
 type CachedReference = Option<(String, Arc<(Vec<String>, ReferenceSummary)>)>;
 
-/// What the console's handlers share.
+/// What every view needs: the registry, where requests are counted, the navigation.
+#[derive(Clone)]
+pub struct Pages {
+    pub registry: Registry,
+    /// `triage_http_requests_total{path, status}`.
+    requests: IntCounterVec,
+    nav: layout::Nav,
+}
+
+/// What the service console's handlers share.
 #[derive(Clone)]
 pub struct Console {
-    pub registry: Registry,
+    pub pages: Pages,
     pub drift: DriftSettings,
     /// The service's worker: the form is classified like `POST /v1/classify`.
     pub worker: WorkerHandle,
@@ -62,7 +73,11 @@ impl Console {
         max_texts: usize,
     ) -> Self {
         Self {
-            registry,
+            pages: Pages {
+                registry,
+                requests: metrics.http_requests.clone(),
+                nav: layout::SERVICE,
+            },
             drift,
             worker,
             metrics,
@@ -72,35 +87,66 @@ impl Console {
     }
 }
 
-/// The console's routes, with their state.
+/// The service console's routes, with their state.
 pub fn router(console: Console) -> Router {
+    let pages = console.pages.clone();
     Router::new()
         .route("/", get(classify_get).post(classify_post))
-        .route("/models", get(models))
         .route("/drift", get(drift))
-        .route("/retraining", get(retraining))
         .with_state(console)
+        .merge(registry_views(pages))
+}
+
+/// The views both consoles have: they read only the registry.
+fn registry_views(pages: Pages) -> Router {
+    Router::new()
+        .route("/models", get(models))
+        .route("/retraining", get(retraining))
+        .with_state(pages)
+}
+
+/// The retrainer's console: late-label accuracy (from the label join's metrics in
+/// `metrics`, the retrainer's registry, where its requests are counted too),
+/// models and retraining runs.
+pub fn retrainer_router(registry: Registry, metrics: &prometheus::Registry) -> Router {
+    let requests = crate::metrics::register(
+        metrics,
+        IntCounterVec::new(
+            prometheus::Opts::new(
+                "triage_http_requests_total",
+                "Console requests by path and status.",
+            ),
+            &["path", "status"],
+        ),
+    );
+    let pages = Pages {
+        registry,
+        requests,
+        nav: layout::RETRAINER,
+    };
+    Router::new()
+        .route("/", get(late_labels))
+        .with_state((pages.clone(), metrics.clone()))
+        .merge(registry_views(pages))
 }
 
 /// Wraps a view in the page, counts and times it. `Server-Timing` carries the
 /// same time as the footer, for tools.
 fn respond(
-    c: &Console,
+    c: &Pages,
     path: &'static str,
     status: StatusCode,
     body: Markup,
     started: Instant,
 ) -> Response {
-    let title = layout::VIEWS
+    let title = c
+        .nav
         .iter()
         .find(|(p, _)| *p == path)
         .map_or("triage", |(_, name)| name);
     let elapsed = started.elapsed();
-    let html = layout::page(path, title, body, elapsed).into_string();
-    c.metrics
-        .http_requests
-        .with_label_values(&[path, status.as_str()])
-        .inc();
+    let html = layout::page(c.nav, path, title, body, elapsed).into_string();
+    c.requests.with_label_values(&[path, status.as_str()]).inc();
     debug!(
         path,
         status = status.as_u16(),
@@ -180,7 +226,7 @@ async fn classify_page(c: Console, text: String) -> Response {
             ),
         }
     };
-    let registry = c.registry.clone();
+    let registry = c.pages.registry.clone();
     let champion = blocking(move || registry.resolve("champion").ok())
         .await
         .ok()
@@ -190,7 +236,7 @@ async fn classify_page(c: Console, text: String) -> Response {
         _ => champion,
     };
     let body = classify::view(&text, serving.as_deref(), c.max_texts, &outcome);
-    respond(&c, "/", status, body, started)
+    respond(&c.pages, "/", status, body, started)
 }
 
 /// `?v=` shows that version's card (default: the champion); `?a=&b=` compares two.
@@ -256,7 +302,7 @@ fn load_models(registry: &Registry, q: &ModelsQuery) -> ModelsData {
     d
 }
 
-async fn models(State(c): State<Console>, Query(q): Query<ModelsQuery>) -> Response {
+async fn models(State(c): State<Pages>, Query(q): Query<ModelsQuery>) -> Response {
     let started = Instant::now();
     let registry = c.registry.clone();
     let data = blocking(move || load_models(&registry, &q))
@@ -282,7 +328,7 @@ impl Console {
         {
             return Ok(r.clone());
         }
-        let (registry, name) = (self.registry.clone(), version.to_string());
+        let (registry, name) = (self.pages.registry.clone(), version.to_string());
         let loaded = blocking(move || registry.load(&name))
             .await?
             .map_err(|e| e.to_string())?;
@@ -322,10 +368,16 @@ async fn drift(State(c): State<Console>) -> Response {
                 .push(format!("The reference of {version}: {e}")),
         }
     }
-    respond(&c, "/drift", StatusCode::OK, drift::view(&data), started)
+    respond(
+        &c.pages,
+        "/drift",
+        StatusCode::OK,
+        drift::view(&data),
+        started,
+    )
 }
 
-async fn retraining(State(c): State<Console>) -> Response {
+async fn retraining(State(c): State<Pages>) -> Response {
     let started = Instant::now();
     let registry = c.registry.clone();
     let body = match blocking(move || registry.decisions()).await {
@@ -337,4 +389,55 @@ async fn retraining(State(c): State<Console>) -> Response {
         Err(e) => maud::html! { p.notice { (e) } },
     };
     respond(&c, "/retraining", StatusCode::OK, body, started)
+}
+
+async fn late_labels(State((c, metrics)): State<(Pages, prometheus::Registry)>) -> Response {
+    let started = Instant::now();
+    let registry = c.registry.clone();
+    let champion = blocking(move || registry.resolve("champion").ok())
+        .await
+        .ok()
+        .flatten();
+    let data = labels::LateLabels::from_metrics(&metrics.gather(), champion);
+    respond(&c, "/", StatusCode::OK, labels::view(&data), started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::decision::Verdict;
+    use crate::registry::decision::fixture::decision;
+    use crate::retrain::metrics::RetrainMetrics;
+    use crate::retrain::webhook::tests::get;
+
+    #[tokio::test]
+    async fn the_retrainer_console_serves_its_views_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        registry
+            .record_decision(&decision("retrain-1", Verdict::Rejected))
+            .unwrap();
+        let metrics = RetrainMetrics::new(&[]);
+        metrics
+            .performance
+            .accuracy
+            .with_label_values(&["v1"])
+            .set(0.9);
+        let app = retrainer_router(registry, &metrics.registry);
+        for (path, shows) in [
+            ("/", ">0.900<"),
+            ("/models", "triage train"),
+            ("/retraining", "retrain-1"),
+        ] {
+            let (status, html) = get(&app, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {html}");
+            assert!(html.contains(shows), "{path} shows {shows}: {html}");
+            assert!(html.contains(">Late labels</a>") && !html.contains("/drift"));
+        }
+        assert!(
+            metrics
+                .render()
+                .contains(r#"triage_http_requests_total{path="/retraining",status="200"} 1"#)
+        );
+    }
 }

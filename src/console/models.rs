@@ -124,11 +124,18 @@ fn card_view(c: &ModelCard, champion: Option<&str>) -> Markup {
 }
 
 fn compare_form(d: &ModelsData) -> Markup {
+    // Preselected: the pair compared, else the champion against the newest other.
+    let champion = d.champion.as_deref().unwrap_or_default();
+    let other = d
+        .cards
+        .iter()
+        .map(|c| c.version.as_str())
+        .find(|v| *v != champion);
     let (a, b) = d
         .compare
         .as_ref()
         .map(|(a, b, _)| (a.as_str(), b.as_str()))
-        .unwrap_or_default();
+        .unwrap_or((champion, other.unwrap_or_default()));
     html! {
         section.card {
             h2 { "Compare two versions" }
@@ -207,6 +214,8 @@ mod tests {
         assert!(html.contains("&lt;refund&gt;") && !html.contains("<refund>"));
         assert!(html.contains("Confusion matrix of v1"));
         assert!(html.contains("No promotion"));
+        assert!(html.contains(r#"<option value="v1" selected>v1</option></select> against"#));
+        assert!(html.contains(r#"<option value="v2" selected>v2</option><option value="v1">"#));
     }
 
     #[test]
