@@ -121,11 +121,15 @@ impl Browser {
         assert_eq!(status, 200, "no browser session: {body}");
         let reply: Value = serde_json::from_str(&body).unwrap();
         let session = reply["value"]["sessionId"].as_str().unwrap().to_string();
-        Self {
+        let browser = Self {
             _driver: driver_process,
             driver,
             session,
-        }
+        };
+        // Finding an element waits for it (a submitted form's answer page loads
+        // while the next command is already asking for its label).
+        browser.command("POST", "/timeouts", json!({"implicit": 15_000}));
+        browser
     }
 
     /// One WebDriver command on the session; returns its `value`.
@@ -195,11 +199,13 @@ impl Browser {
         self.command("POST", "/execute/sync", json!({"script": js, "args": []}))
     }
 
-    fn resize(&self, width: u32, height: u32) {
+    /// Emulates a phone's screen: `width` CSS pixels, touch, the viewport meta obeyed.
+    fn phone(&self, width: u32, height: u32) {
         self.command(
             "POST",
-            "/window/rect",
-            json!({"width": width, "height": height}),
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                   "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": true}}),
         );
     }
 
@@ -221,9 +227,8 @@ impl Browser {
 
     /// Page wider than the window: a phone would scroll sideways.
     fn overflows(&self) -> bool {
-        let widths = self.script(
-            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
-        );
+        let widths =
+            self.script("return [document.documentElement.scrollWidth, window.innerWidth]");
         widths[0].as_i64() > widths[1].as_i64()
     }
 }
@@ -427,7 +432,7 @@ fn console_classifies_in_a_browser_and_shows_models_drift_and_retraining() {
     assert!(browser.text("#late-labels").contains("accuracy"));
 
     // Phone width: every view fits without sideways scrolling.
-    browser.resize(390, 844);
+    browser.phone(390, 844);
     for (name, path, _) in views {
         browser.open(&format!("{base}{path}"));
         assert!(!browser.overflows(), "{path} is wider than a phone");
