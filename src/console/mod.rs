@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,17 @@ pub struct Pages {
     /// `triage_http_requests_total{path, status}`.
     requests: IntCounterVec,
     nav: layout::Nav,
+}
+
+impl Pages {
+    /// The registry's champion, if there is one.
+    async fn champion(&self) -> Option<String> {
+        let registry = self.registry.clone();
+        blocking(move || registry.resolve("champion").ok())
+            .await
+            .ok()
+            .flatten()
+    }
 }
 
 /// What the service console's handlers share.
@@ -180,39 +192,49 @@ pub struct ClassifyForm {
 }
 
 async fn classify_get(State(c): State<Console>, Query(form): Query<ClassifyForm>) -> Response {
-    classify_page(c, form.text).await
+    classify_page(c, Ok(form.text)).await
 }
 
-async fn classify_post(State(c): State<Console>, Form(form): Form<ClassifyForm>) -> Response {
-    classify_page(c, form.text).await
-}
-
-async fn classify_page(c: Console, text: String) -> Response {
-    let started = Instant::now();
-    let messages = classify::messages(&text);
-    let (status, outcome) = if messages.is_empty() {
-        let status = if text.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let outcome = if text.is_empty() {
-            Outcome::Empty
-        } else {
-            Outcome::Refused("Every line is blank: write one message per line.".into())
-        };
-        (status, outcome)
-    } else if messages.len() > c.max_texts {
-        (
-            StatusCode::BAD_REQUEST,
-            Outcome::Refused(format!(
-                "{} messages; at most {} per submit (http.max_texts_per_request).",
-                messages.len(),
-                c.max_texts
-            )),
+async fn classify_post(
+    State(c): State<Console>,
+    form: Result<Form<ClassifyForm>, FormRejection>,
+) -> Response {
+    let form = form.map(|Form(f)| f.text).map_err(|e| {
+        format!(
+            "The form could not be read ({}): send it from this page, as application/x-www-form-urlencoded with a text field.",
+            e.body_text()
         )
+    });
+    classify_page(c, form).await
+}
+
+/// What a submit asks for: its messages, or why it is refused.
+fn judge(text: &str, max_texts: usize) -> Result<Vec<String>, String> {
+    let messages = classify::messages(text);
+    if messages.is_empty() {
+        Err("Every line is blank: write one message per line.".into())
+    } else if messages.len() > max_texts {
+        Err(format!(
+            "{} messages; at most {max_texts} per submit (http.max_texts_per_request).",
+            messages.len()
+        ))
     } else {
-        match c.worker.classify(messages.clone()).await {
+        Ok(messages)
+    }
+}
+
+/// `form`: the submitted text, or why it could not be read.
+async fn classify_page(c: Console, form: Result<String, String>) -> Response {
+    let started = Instant::now();
+    let judged = match &form {
+        Ok(text) if text.is_empty() => None,
+        Ok(text) => Some(judge(text, c.max_texts)),
+        Err(why) => Some(Err(why.clone())),
+    };
+    let (status, outcome) = match judged {
+        None => (StatusCode::OK, Outcome::Empty),
+        Some(Err(why)) => (StatusCode::BAD_REQUEST, Outcome::Refused(why)),
+        Some(Ok(messages)) => match c.worker.classify(messages.clone()).await {
             Ok(classified) => (
                 StatusCode::OK,
                 Outcome::Labelled {
@@ -224,17 +246,13 @@ async fn classify_page(c: Console, text: String) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Outcome::Refused(e.to_string()),
             ),
-        }
+        },
     };
-    let registry = c.pages.registry.clone();
-    let champion = blocking(move || registry.resolve("champion").ok())
-        .await
-        .ok()
-        .flatten();
     let serving = match &outcome {
         Outcome::Labelled { model_version, .. } => Some(model_version.clone()),
-        _ => champion,
+        _ => c.pages.champion().await,
     };
+    let text = form.unwrap_or_default();
     let body = classify::view(&text, serving.as_deref(), c.max_texts, &outcome);
     respond(&c.pages, "/", status, body, started)
 }
@@ -393,11 +411,7 @@ async fn retraining(State(c): State<Pages>) -> Response {
 
 async fn late_labels(State((c, metrics)): State<(Pages, prometheus::Registry)>) -> Response {
     let started = Instant::now();
-    let registry = c.registry.clone();
-    let champion = blocking(move || registry.resolve("champion").ok())
-        .await
-        .ok()
-        .flatten();
+    let champion = c.champion().await;
     let data = labels::LateLabels::from_metrics(&metrics.gather(), champion);
     respond(&c, "/", StatusCode::OK, labels::view(&data), started)
 }
@@ -409,6 +423,92 @@ mod tests {
     use crate::registry::decision::fixture::decision;
     use crate::retrain::metrics::RetrainMetrics;
     use crate::retrain::webhook::tests::get;
+
+    async fn post_form(app: &Router, content_type: &str, body: &str) -> (StatusCode, String) {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app.clone(), request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[tokio::test]
+    async fn the_service_console_classifies_the_form_and_refuses_bad_input_on_the_page() {
+        use crate::inference::testing;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = testing::settings(dir.path());
+        let version = testing::train_champion(&settings, 0);
+        let p = testing::pipeline(&settings);
+        let registry = Registry::new(settings.registry_dir());
+        let console = Console::new(
+            registry,
+            settings.drift.clone(),
+            p.worker.clone(),
+            p.metrics.clone(),
+            2,
+        );
+        let app = router(console);
+
+        let (status, html) =
+            post_form(&app, FORM, "text=great+tasty+lovely%0A%0Aawful+rude+dirty").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains(r#"id="label-0">positive<"#), "{html}");
+        assert!(html.contains(r#"id="label-1">negative<"#), "{html}");
+        assert!(html.contains(&format!(r#"<b id="model-version">{version}</b>"#)));
+
+        for (content_type, body, says) in [
+            (FORM, "text=a%0Ab%0Ac", "at most 2 per submit"),
+            (FORM, "text=+%0A+", "Every line is blank"),
+            (
+                "application/json",
+                r#"{"text":"x"}"#,
+                "The form could not be read",
+            ),
+        ] {
+            let (status, html) = post_form(&app, content_type, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {html}");
+            assert!(html.contains(says), "{body}: {html}");
+        }
+        let (status, html) = get(&app, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(&format!("Champion <b>{version}</b>")),
+            "{html}"
+        );
+
+        let (_, html) = get(&app, "/drift").await;
+        assert!(html.contains("no-windows"), "{html}");
+        let texts: Vec<String> = (0..60).map(|i| testing::review(i).0).collect();
+        let observe = crate::inference::worker::Observe {
+            truth: vec![None; texts.len()],
+            invalid: 0,
+        };
+        p.worker.classify_window(texts, observe).await.unwrap();
+        let (status, html) = get(&app, "/drift").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(r#"id="detectors""#) && html.contains("reference"),
+            "{html}"
+        );
+        let (_, html) = get(&app, "/models").await;
+        assert!(html.contains("Confusion matrix of v1"));
+        assert!(
+            p.metrics
+                .render()
+                .contains(r#"triage_http_requests_total{path="/",status="400"} 3"#)
+        );
+    }
 
     #[tokio::test]
     async fn the_retrainer_console_serves_its_views_and_counts_them() {
