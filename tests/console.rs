@@ -245,11 +245,14 @@ impl Drop for Browser {
 }
 
 /// A live service with a trained champion, traffic it has classified (so drift
-/// has windows) and one retraining run recorded.
+/// has windows), one retraining run recorded, and the retrainer with the traffic's
+/// labels joined.
 struct Live {
     _service: Killed,
+    _retrainer: Killed,
     _broker: Broker,
     addr: String,
+    retrainer_addr: String,
     dir: PathBuf,
 }
 
@@ -326,10 +329,44 @@ fn live_service() -> Live {
         matches!(out.status.code(), Some(0 | 3)),
         "retrain: {stdout}\n{stderr}"
     );
+    // The retrainer, joining the predictions with labels that arrive later.
+    let labels: Vec<Msg> = traffic
+        .iter()
+        .filter_map(|(key, payload)| {
+            let message: Value = serde_json::from_slice(payload.as_ref()?).ok()?;
+            let label = json!({"id": message["id"], "label": message["class_name"]});
+            Some((key.clone(), Some(label.to_string().into_bytes())))
+        })
+        .collect();
+    produce(&broker.address(), "labels", &labels);
+    let retrainer_addr = format!("127.0.0.1:{}", free_port());
+    let retrainer_log = dir.join("retrainer.log");
+    let retrainer = Killed(
+        with_config()
+            .env("TRIAGE__RETRAIN__LISTEN", &retrainer_addr)
+            .env(
+                "TRIAGE__RETRAIN__WEBHOOK_TOKEN",
+                "console-test-token-0123456789abcdef",
+            )
+            .arg("retrainer")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&retrainer_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_http(&retrainer_addr, "/", Duration::from_secs(60), |s, body| s
+            == 200
+            && body.contains("labelled predictions")),
+        "the retrainer's console shows no late-label accuracy:\n{}",
+        std::fs::read_to_string(&retrainer_log).unwrap_or_default()
+    );
     Live {
         _service: service,
+        _retrainer: retrainer,
         _broker: broker,
         addr,
+        retrainer_addr,
         dir,
     }
 }
@@ -430,6 +467,14 @@ fn console_classifies_in_a_browser_and_shows_models_drift_and_retraining() {
     browser.open(&format!("{base}/drift"));
     assert_eq!(browser.count("#detectors svg"), 4, "a chart per detector");
     assert!(browser.text("#late-labels").contains("accuracy"));
+
+    // The retrainer's console: accuracy on the late labels, per model version.
+    browser.open(&format!("http://{}/", live.retrainer_addr));
+    assert!(
+        browser.text("#late-labels").contains("v1"),
+        "v1's late-label scores"
+    );
+    browser.screenshot("retrainer.png");
 
     // Phone width: every view fits without sideways scrolling.
     browser.phone(390, 844);
