@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The test command (README, `make test`, .ci/run): installs what the tests need
 # (runtime + model, the tansu broker, Prometheus, Alertmanager, docker-compose,
-# kubernetes-validate), then format check, lints, the alert-rule unit tests, the
-# Alertmanager routes, the deployment files, and every test.
+# kubernetes-validate, Chromium), then format check, lints, the alert-rule unit tests,
+# the Alertmanager routes, the deployment files, and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
-# Prometheus, Alertmanager and docker-compose (validates docker-compose.yml without an
-# engine) from Debian, one apt-get update for all when missing.
+# Prometheus, Alertmanager, docker-compose (validates docker-compose.yml without an
+# engine) and Chromium with its WebDriver (the console's browser test) from Debian,
+# one apt-get update for all when missing.
 bash scripts/install-debian.sh prometheus:prometheus,promtool \
-  prometheus-alertmanager:prometheus-alertmanager,amtool docker-compose:docker-compose
+  prometheus-alertmanager:prometheus-alertmanager,amtool docker-compose:docker-compose \
+  chromium:chromium chromium-driver:chromedriver
 
 echo "==> promtool: config check and alert-rule unit tests"
 promtool check config deploy/prometheus/prometheus.yml

@@ -28,6 +28,7 @@
 pub mod checksum;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod drift;
 pub mod embed;
 pub mod feature;

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// 1 when a detector fires, by detector and model version.
     pub drift_detected: IntGaugeVec,
     pub drift_class_share: prometheus::GaugeVec,
+    /// The last windows' drift reports, for the console's charts.
+    pub drift_recent: crate::drift::recent::RecentDrift,
 }
 
 /// Registers `metric` in `registry` and returns its handle. Every definition is a
@@ -230,6 +232,7 @@ impl Metrics {
                     &["label", "model_version"],
                 ),
             ),
+            drift_recent: Default::default(),
             registry,
         };
         // Swap results exist at zero from the start: an increase() (a dashboard's
@@ -274,6 +277,7 @@ impl Metrics {
                 .with_label_values(&[label, version])
                 .set(*share);
         }
+        self.drift_recent.push(version, r);
     }
 
     /// Drops every drift series: after a hot swap they describe a model that no

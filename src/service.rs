@@ -174,6 +174,13 @@ async fn serve_http(
         state: state.clone(),
         worker: worker.clone(),
         max_texts: settings.http.max_texts_per_request,
+        console: crate::console::Console::new(
+            Registry::new(settings.registry_dir()),
+            settings.drift.clone(),
+            worker.clone(),
+            metrics.clone(),
+            settings.http.max_texts_per_request,
+        ),
     };
     let limit = settings.http.max_request_bytes;
     tokio::spawn(async move {

@@ -24,13 +24,7 @@ fn trained_registry() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = scratch("stream-model");
-        let data = support_subset(&dir);
-        let (out, stdout, stderr) = run(triage(&dir)
-            .arg("--config")
-            .arg(repo().join("config/support.toml"))
-            .args(["train", "--data"])
-            .arg(&data));
-        assert!(out.status.success(), "{stdout}\n{stderr}");
+        train_support(&dir, &[]);
         dir
     })
 }

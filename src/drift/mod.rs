@@ -3,6 +3,7 @@
 //! windows (so small windows are not noise) and reports every detector.
 
 pub mod mmd;
+pub mod recent;
 pub mod reference;
 pub mod stats;
 

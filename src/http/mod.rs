@@ -1,5 +1,6 @@
 //! The HTTP surface of `triage run`: `/metrics`, `/healthz`, `/readyz` and
-//! `POST /v1/classify` (same worker and model as the stream).
+//! `POST /v1/classify` (same worker and model as the stream), and the console for
+//! people at `/` ([`crate::console`]).
 
 use std::sync::Arc;
 
@@ -21,17 +22,20 @@ pub struct AppState {
     pub state: Arc<PipelineState>,
     pub worker: WorkerHandle,
     pub max_texts: usize,
+    pub console: crate::console::Console,
 }
 
 /// The routes, with a request body limit of `max_request_bytes` (413 beyond it).
 pub fn router(app: AppState, max_request_bytes: usize) -> Router {
+    let console = crate::console::router(app.console.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/classify", post(classify))
-        .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(app)
+        .merge(console)
+        .layer(DefaultBodyLimit::max(max_request_bytes))
 }
 
 pub async fn serve(

@@ -187,11 +187,13 @@ pub enum RetrainError {
 /// Runs the receiver on `settings.listen` (alerts about a version other than
 /// `champion()` are superseded), and beside it the label join over
 /// `kafka`'s predictions and labels topics, until `shutdown` resolves; then waits
-/// for a running job to finish (a pending follow-up is dropped).
+/// for a running job to finish (a pending follow-up is dropped). `registry` feeds
+/// the console at `/` (late-label accuracy, models, retraining runs).
 pub async fn run(
     settings: &RetrainSettings,
     kafka: &KafkaSettings,
     champion: webhook::ChampionLookup,
+    registry: crate::registry::Registry,
     job: Arc<dyn RetrainJob>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RetrainError> {
@@ -220,6 +222,7 @@ pub async fn run(
         Duration::from_secs(settings.cooldown_s),
         metrics.clone(),
     );
+    let console = crate::console::retrainer_router(registry, &metrics.registry);
     let state = WebhookState {
         token: Arc::new(token),
         scheduler: scheduler.clone(),
@@ -232,9 +235,9 @@ pub async fn run(
         address = %settings.listen,
         alerts = ?settings.alerts,
         cooldown_s = settings.cooldown_s,
-        "Retrainer listening: POST /v1/alerts, GET /metrics, GET /healthz."
+        "Retrainer listening: POST /v1/alerts, GET /metrics, GET /healthz, the console at /."
     );
-    let served = axum::serve(listener, webhook::router(state))
+    let served = axum::serve(listener, webhook::router(state).merge(console))
         .with_graceful_shutdown(shutdown)
         .await;
     scheduler.shutdown().await;

@@ -198,7 +198,7 @@ async fn healthz(State(app): State<WebhookState>) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use axum::body::Body;
@@ -263,7 +263,8 @@ mod tests {
         (status, value)
     }
 
-    async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+    /// `GET path` on `app`, without a socket (the console's tests use it too).
+    pub(crate) async fn get(app: &Router, path: &str) -> (StatusCode, String) {
         let request = Request::builder().uri(path).body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();

@@ -145,6 +145,20 @@ pub fn phase_with(
     (messages, labels)
 }
 
+/// Trains a support-intent champion (v1) on [`support_subset`] into `dir`'s
+/// registry, as `triage train` with config/support.toml does (`env`: settings
+/// over it, e.g. fewer cross-validation folds).
+pub fn train_support(dir: &Path, env: &[(&str, &str)]) {
+    let data = support_subset(dir);
+    let (out, stdout, stderr) = run(triage(dir)
+        .envs(env.iter().copied())
+        .arg("--config")
+        .arg(repo().join("config/support.toml"))
+        .args(["train", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+}
+
 pub mod alertmanager;
 pub mod broker;
 pub mod kafka;

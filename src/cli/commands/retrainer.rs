@@ -15,6 +15,7 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
         &settings.retrain,
         &settings.kafka,
         champion_of(crate::registry::Registry::new(settings.registry_dir())),
+        crate::registry::Registry::new(settings.registry_dir()),
         Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
     ));
