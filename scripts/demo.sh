@@ -240,7 +240,7 @@ note "messages labelled: $(predicted) (by label: $(q by-label "http://$SERVICE/m
 triage topics tail --count "$N_STATIONARY" --idle-s 10 >"$WORK/predictions-stationary.jsonl"
 note "sample predictions (label, confidence, model):"
 q predictions "$WORK/predictions-stationary.jsonl" "$WORK/data/stationary.jsonl" 4
-wait_for 60 "drift statistics in Prometheus" at_least 200 q metric "http://$SERVICE/metrics" triage_drift_statistic statistic=messages
+wait_for 60 "drift statistics in Prometheus" at_least "$((N_STATIONARY < 200 ? N_STATIONARY : 200))" q metric "http://$SERVICE/metrics" triage_drift_statistic statistic=messages
 sleep 5
 note "drift statistics (Prometheus, triage_drift_statistic):"
 q promql "$PROM" "triage_drift_statistic{statistic=~\"prediction_psi|mmd_p_value|mean_confidence|messages\"}" | sed 's/^/      /'
