@@ -104,7 +104,7 @@ bash scripts/install-debian.sh prometheus:prometheus prometheus-alertmanager:pro
 if [[ -n "${TRIAGE_BIN:-}" ]]; then
   TRIAGE="$TRIAGE_BIN"
 else
-  say "build: cargo build --release (the first time a few minutes; then seconds)"
+  say "build: cargo build --release (the first time 10-30 min on 2 cores, once; then seconds)"
   cargo build --release --quiet
   TRIAGE="${CARGO_TARGET_DIR:-target}/release/triage"
 fi

@@ -35,11 +35,10 @@ pub(super) fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<
         labels_topic.as_ref().is_none_or(|t| !t.is_empty()),
         "--labels-topic without a name needs kafka.labels_topic set (it is empty): name the topic"
     );
+    let topic = args
+        .topic
+        .unwrap_or_else(|| settings.kafka.input_topics[0].clone());
     let options = ProduceOptions {
-        topic: args
-            .topic
-            .unwrap_or_else(|| settings.kafka.input_topics[0].clone()),
-        file: args.file,
         scenario,
         mix: args.mix,
         rows: args.rows,
@@ -49,6 +48,7 @@ pub(super) fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<
         strip_labels: args.strip_labels,
         seed: args.seed,
         progress: !args.json,
+        ..ProduceOptions::stationary(args.file, topic)
     };
     let summary = runtime()?.block_on(crate::tools::produce::produce(settings, &options))?;
     if args.json {
@@ -71,17 +71,8 @@ pub(super) fn send_rows(
     rows: usize,
 ) -> anyhow::Result<ExitCode> {
     let options = ProduceOptions {
-        file: data.to_path_buf(),
-        topic,
-        scenario: Scenario::Stationary,
-        mix: None,
         rows: Some(rows),
-        rate: None,
-        labels_topic: None,
-        labels_delay: Duration::ZERO,
-        strip_labels: false,
-        seed: 0,
-        progress: false,
+        ..ProduceOptions::stationary(data.to_path_buf(), topic)
     };
     let summary = runtime()?.block_on(crate::tools::produce::produce(settings, &options))?;
     report(&summary);

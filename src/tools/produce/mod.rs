@@ -49,6 +49,25 @@ pub struct ProduceOptions {
     pub progress: bool,
 }
 
+impl ProduceOptions {
+    /// The whole file, as it is, as fast as possible, no late labels.
+    pub fn stationary(file: PathBuf, topic: String) -> Self {
+        Self {
+            file,
+            topic,
+            scenario: Scenario::Stationary,
+            mix: None,
+            rows: None,
+            rate: None,
+            labels_topic: None,
+            labels_delay: Duration::ZERO,
+            strip_labels: false,
+            seed: 0,
+            progress: false,
+        }
+    }
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProduceSummary {
