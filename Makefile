@@ -7,7 +7,7 @@ setup:        ## fetch ONNX Runtime + all-MiniLM-L6-v2 into ~/.cache/triage (cac
 build:        ## release build of the triage binary
 	cargo build --release
 
-demo:         ## set up, train on real reviews, evaluate, classify
+demo:         ## the whole loop: broker, Prometheus, Alertmanager, drift, late labels, retrain, promote
 	bash scripts/demo.sh
 
 test:         ## set up, then fmt check, clippy, and every test

@@ -274,3 +274,34 @@ fn probe_says_why_there_is_nothing_to_ask() {
         assert_no_panic(&stderr);
     }
 }
+
+#[test]
+fn produce_refuses_impossible_replays_with_the_fix_before_touching_kafka() {
+    let dir = scratch("produce-args");
+    let data = dir.join("m.jsonl");
+    std::fs::write(&data, "{\"review_id\":\"a\",\"text\":\"hi\",\"stars\":5}\n").unwrap();
+    // No broker anywhere: each must fail on its arguments, at once.
+    let cases: [(&[&str], &str); 5] = [
+        (&["--scenario", "prior-shift"], "--keep"),
+        (&["--scenario", "covariate-shift"], "--mix"),
+        (&["--mix", "m.jsonl"], "stationary"),
+        (&["--rate", "0/s"], "messages per second"),
+        (&["--labels-delay-s=-1"], "--labels-delay-s"),
+    ];
+    for (args, fix) in cases {
+        let started = std::time::Instant::now();
+        let (out, stdout, stderr) = run(triage(&dir)
+            .current_dir(&dir)
+            .env("TRIAGE__KAFKA__BROKERS", "127.0.0.1:1")
+            .args(["produce", "--file"])
+            .arg(&data)
+            .args(args));
+        assert!(!out.status.success(), "{args:?}: {stdout}");
+        assert!(stderr.contains(fix), "{args:?} should name {fix}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    let (out, _, stderr) = run(triage(&dir).args(["produce", "--file", "/nonexistent.jsonl"]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("/nonexistent.jsonl"), "{stderr}");
+}

@@ -156,6 +156,25 @@ pub enum Command {
     ///          triage bench --data unseen.jsonl --overload 2 --overload-secs 90 --json
     Bench(BenchArgs),
 
+    /// Replay a JSON-lines or CSV file into a topic as messages keyed by id, at
+    /// --rate messages per second or as fast as the broker takes them, with a
+    /// progress bar (on a terminal) and a summary (sent, failed, elapsed, rate).
+    ///
+    /// Scenarios, for watching drift detection work: stationary (the file as it
+    /// is), prior-shift (only the --keep labels), covariate-shift (each message from
+    /// the --mix file with probability --share), gradual-shift (that share moving
+    /// from --from to --to over the replay). The same --seed gives the same replay.
+    /// With --labels-topic, each delivered message's label is sent there as
+    /// {"id","label"} --labels-delay-s later (an agent's late label, which
+    /// `triage retrainer` joins with the predictions); --strip-labels leaves the
+    /// label out of the messages so that ground truth only arrives late.
+    ///
+    /// Example: triage produce --file unseen.jsonl --rate 50/s
+    ///
+    /// Example: triage produce --file support.jsonl --scenario covariate-shift --mix
+    /// other.jsonl --share 0.5 --labels-topic labels --labels-delay-s 30 --strip-labels
+    Produce(ProduceArgs),
+
     /// Receive Alertmanager's webhook and retrain when drift alerts fire.
     ///
     /// Listens on retrain.listen for POST /v1/alerts (Alertmanager's webhook,
@@ -271,6 +290,74 @@ pub struct TrainArgs {
     /// Print one JSON document (the outcome and the model card) instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The file to replay (JSON lines or CSV, read with the [data] settings).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: PathBuf,
+    /// Topic (default: the first of kafka.input_topics).
+    #[arg(long, short = 't')]
+    pub topic: Option<String>,
+    /// Messages per second (50 or 50/s); default: as fast as possible.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Messages to send, at most (default: every row of --file).
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// How the traffic moves away from the file.
+    #[arg(long, value_enum, default_value_t = ScenarioArg::Stationary)]
+    pub scenario: ScenarioArg,
+    /// prior-shift: the labels to keep (after the label rule), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
+    pub keep: Vec<String>,
+    /// covariate-shift, gradual-shift: the second file to mix in.
+    #[arg(long, value_name = "FILE")]
+    pub mix: Option<PathBuf>,
+    /// covariate-shift: the share of messages from --mix (0 to 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub share: f64,
+    /// gradual-shift: the share of --mix at the first message.
+    #[arg(long, default_value_t = 0.0)]
+    pub from: f64,
+    /// gradual-shift: the share of --mix at the last message.
+    #[arg(long, default_value_t = 1.0)]
+    pub to: f64,
+    /// Send each delivered message's label to this topic as {"id","label"}
+    /// (without a value: kafka.labels_topic).
+    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "")]
+    pub labels_topic: Option<String>,
+    /// Seconds between a message and its late label.
+    #[arg(long, default_value_t = 0.0, value_name = "S")]
+    pub labels_delay_s: f64,
+    /// Leave the label field out of the messages (ground truth only arrives late).
+    #[arg(long)]
+    pub strip_labels: bool,
+    /// Seed of the scenario's mixing: the same seed, the same replay.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioArg {
+    Stationary,
+    PriorShift,
+    CovariateShift,
+    GradualShift,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.trim().trim_end_matches("/s");
+    match n.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give messages per second above 0, e.g. 50 or 50/s"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod evaluate;
 mod inspect;
 mod models;
 mod probe;
+mod produce;
 mod retrain;
 mod retrainer;
 mod run;
@@ -40,6 +41,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         },
         Command::Retrainer => retrainer::retrainer(settings),
         Command::Bench(args) => bench::bench(settings, args),
+        Command::Produce(args) => produce::produce(settings, args),
         Command::Drift(DriftCommand::Eval(args)) => drift::drift_eval(settings, &registry, args),
         Command::Topics(TopicsCommand::Create {
             partitions,

@@ -41,9 +41,7 @@ pub(super) fn send(
     rows: usize,
 ) -> anyhow::Result<ExitCode> {
     let topic = topic.unwrap_or_else(|| settings.kafka.input_topics[0].clone());
-    let sent = runtime()?.block_on(console::send_file(settings, data, &topic, rows))?;
-    println!("sent {sent} messages to {topic}");
-    Ok(ExitCode::SUCCESS)
+    super::produce::send_rows(settings, data, topic, rows)
 }
 
 pub(super) fn tail(
