@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
+# moto's S3-compatible server for the registry-on-object-storage tests (cached venv).
+TRIAGE_MOTO="$(bash scripts/install-moto.sh)"
+export TRIAGE_MOTO
 # Prometheus and Alertmanager from Debian, one apt-get update for both when missing.
 bash scripts/install-debian.sh prometheus:prometheus,promtool \
   prometheus-alertmanager:prometheus-alertmanager,amtool
