@@ -37,7 +37,7 @@ impl Moto {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match moto.request("PUT", &format!("/{bucket}")) {
-                Some(status) if status == 200 => break,
+                Some(200) => break,
                 Some(status) => panic!("moto refused to create bucket {bucket}: HTTP {status}"),
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
                 None => panic!("moto_server did not listen on port {port} within 30 s"),
