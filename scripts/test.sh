@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TRIAGE_TANSU="$(bash scripts/install-tansu.sh)"
 export TRIAGE_TANSU
+# moto's S3-compatible server for the registry-on-object-storage tests (cached venv).
+TRIAGE_MOTO="$(bash scripts/install-moto.sh)"
+export TRIAGE_MOTO
 # Prometheus, Alertmanager, docker-compose (validates docker-compose.yml without an
 # engine) and Chromium with its WebDriver (the console's browser test) from Debian,
 # one apt-get update for all when missing.

@@ -21,7 +21,6 @@ use crate::inference::worker::{self, ModelFollower, WorkerHandle};
 use crate::inference::{InferenceError, Predictor};
 use crate::kafka::{KafkaError, KafkaSink, KafkaSource, TopicCheckError};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 use crate::stream::state::{PipelineState, Totals};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +54,7 @@ async fn start_workers(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> Result<WorkerHandle, ServiceError> {
-    let registry = Registry::new(settings.registry_dir());
+    let registry = settings.registry().map_err(InferenceError::from)?;
     let workers = settings.stream.workers.max(1);
     let embedder_settings = settings.clone();
     let embedders =
@@ -175,7 +174,7 @@ async fn serve_http(
         worker: worker.clone(),
         max_texts: settings.http.max_texts_per_request,
         console: crate::console::Console::new(
-            Registry::new(settings.registry_dir()),
+            settings.registry().map_err(InferenceError::from)?,
             settings.drift.clone(),
             worker.clone(),
             metrics.clone(),

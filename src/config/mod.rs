@@ -68,7 +68,11 @@ pub struct PathSettings {
     /// reads) overrides the default when this key is not set explicitly.
     pub cache_dir: PathBuf,
     /// The model registry: a directory of immutable model versions and aliases.
+    /// With `registry_url` set, it only keeps local work files (retraining data).
     pub registry_dir: PathBuf,
+    /// The model registry on object storage, e.g. `s3://bucket/prefix`; wins over
+    /// `registry_dir` when set. Credentials and endpoint: the `AWS_*` variables.
+    pub registry_url: String,
     /// Cached training embeddings. Empty: `<cache_dir>/features`.
     pub feature_cache_dir: PathBuf,
 }
@@ -78,6 +82,7 @@ impl Default for PathSettings {
         Self {
             cache_dir: PathBuf::from("~/.cache/triage"),
             registry_dir: PathBuf::from(".triage/registry"),
+            registry_url: String::new(),
             feature_cache_dir: PathBuf::new(),
         }
     }
@@ -495,6 +500,12 @@ impl Settings {
     /// The registry directory with `~` expanded.
     pub fn registry_dir(&self) -> PathBuf {
         expand_home(&self.paths.registry_dir)
+    }
+
+    /// The model registry: `paths.registry_url` when set, else `paths.registry_dir`.
+    pub fn registry(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
+        let url = self.paths.registry_url.trim();
+        crate::registry::Registry::open((!url.is_empty()).then_some(url), self.registry_dir())
     }
 
     /// ONNX Runtime threads per embedder when `workers` embedders share the machine:

@@ -97,6 +97,19 @@ impl Settings {
             "use 0 for one thread per core",
         );
 
+        let url = self.paths.registry_url.trim();
+        let url_problem = if url.is_empty() {
+            None
+        } else {
+            crate::registry::store::check_url(url).err()
+        };
+        c.check(
+            url_problem.is_none(),
+            "paths.registry_url",
+            || url_problem.clone().unwrap_or_default(),
+            "use s3://BUCKET/PREFIX (endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), or leave it empty for the folder paths.registry_dir",
+        );
+
         let d = &self.data;
         c.check(
             !d.text_field.trim().is_empty(),
@@ -515,6 +528,18 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_registry_url_is_checked_at_load_with_the_key_and_the_fix() {
+        let mut s = Settings::default();
+        s.paths.registry_url = "s3://models/triage".into();
+        assert_eq!(s.validate(), Ok(()));
+        s.paths.registry_url = "models/triage".into();
+        let text = s.validate().unwrap_err().to_string();
+        assert!(text.contains("paths.registry_url"), "{text}");
+        assert!(text.contains("s3://BUCKET/PREFIX"), "{text}");
+        assert!(text.contains("AWS_ENDPOINT_URL"), "{text}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -91,6 +92,9 @@ pub struct ModelFollower {
     registry: Registry,
     /// The alias value last acted on (swapped to, or refused).
     seen: Option<String>,
+    /// When the aliases were last read: a bucket registry is read at most once per
+    /// `registry.follow_interval()` (one small GET), a folder before every job.
+    last_read: Option<Instant>,
     serving: Arc<ModelVersion>,
     /// What every embedder of the service computes; a champion must match it.
     spec: EmbeddingSpec,
@@ -108,15 +112,21 @@ impl ModelFollower {
         Self {
             registry,
             seen: Some(serving.card.version.clone()),
+            last_read: None,
             serving,
             spec,
             metrics,
         }
     }
 
-    /// The model to serve: checks the alias (a small file read) and loads a new
+    /// The model to serve: checks the alias (a small file or object read) and loads a new
     /// champion if it changed.
     pub fn poll(&mut self) -> Arc<ModelVersion> {
+        let interval = self.registry.follow_interval();
+        if self.last_read.is_some_and(|at| at.elapsed() < interval) {
+            return self.serving.clone();
+        }
+        self.last_read = Some(Instant::now());
         let champion = match self.registry.aliases() {
             Ok(a) => a.champion,
             Err(err) => {

@@ -1,18 +1,15 @@
 //! The registry's journals: the champion's history (`events.jsonl`, one line per alias
 //! change) and, through the same reader, the retraining decisions (`decisions.jsonl`).
-//! Both are append-only JSON lines, written with one `write` per line so concurrent
-//! writers cannot interleave halves of a line.
+//! Both are append-only JSON lines; an append rewrites the object through the store's
+//! read-modify-write, so concurrent writers cannot lose or tear each other's lines.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{RegistryError, io};
+use super::RegistryError;
 
 /// Who moved an alias (the `by` field of an alias change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +96,10 @@ pub struct AliasChange {
     /// Who; `unknown` for lines written before triage recorded it.
     #[serde(default = "Actor::unknown")]
     pub by: Actor,
+    /// The alias file's `seq` after this change; orders the history when two
+    /// writers' lines land out of order. None in lines written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A line of a journal that could not be read; reading goes on without it.
@@ -127,14 +128,9 @@ impl<T> Default for Journal<T> {
     }
 }
 
-/// Reads a JSON-lines journal; a missing file is an empty journal. Blank lines are
+/// Reads a JSON-lines journal (`location` names it in the log). Blank lines are
 /// ignored, unreadable ones counted in `skipped` and logged once.
-pub(super) fn read_journal<T: DeserializeOwned>(path: &Path) -> Result<Journal<T>, RegistryError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
-        Err(e) => return Err(io(path)(e)),
-    };
+pub(super) fn parse_journal<T: DeserializeOwned>(text: &str, location: &str) -> Journal<T> {
     let mut journal = Journal::default();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -150,22 +146,17 @@ pub(super) fn read_journal<T: DeserializeOwned>(path: &Path) -> Result<Journal<T
     }
     if !journal.skipped.is_empty() {
         let lines: Vec<usize> = journal.skipped.iter().map(|s| s.line).collect();
-        warn!(target: "triage::registry", path = %path.display(), skipped = journal.skipped.len(), ?lines, "Unreadable journal lines skipped.");
+        warn!(target: "triage::registry", path = %location, skipped = journal.skipped.len(), ?lines, "Unreadable journal lines skipped.");
     }
-    Ok(journal)
+    journal
 }
 
-/// Appends `entry` as one JSON line, in a single write, and syncs it.
-pub(super) fn append_line<T: Serialize>(path: &Path, entry: &T) -> Result<(), RegistryError> {
-    let mut line = serde_json::to_string(entry).map_err(|e| io(path)(e.into()))?;
+/// `entry` as one JSON line, newline included.
+pub(super) fn json_line<T: Serialize>(entry: &T) -> Result<String, RegistryError> {
+    let mut line =
+        serde_json::to_string(entry).map_err(|e| RegistryError::Runtime(e.to_string()))?;
     line.push('\n');
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    file.write_all(line.as_bytes()).map_err(io(path))?;
-    file.sync_data().map_err(io(path))
+    Ok(line)
 }
 
 #[cfg(test)]
@@ -199,6 +190,7 @@ mod tests {
             to: Some("v1".into()),
             reason: "rolled back by hand".into(),
             by: Actor::Retrainer,
+            seq: Some(7),
         };
         let json = serde_json::to_string(&change).unwrap();
         assert!(json.contains(r#""by":"retrainer""#), "{json}");
@@ -208,15 +200,9 @@ mod tests {
 
     #[test]
     fn journal_skips_and_counts_unreadable_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.jsonl");
         let good = r#"{"at":"t","action":"promote","from":null,"to":"v1","reason":"r","by":"cli"}"#;
-        std::fs::write(
-            &path,
-            format!("{good}\n{{\"at\": \"torn\n\n{good}\nnot json\n"),
-        )
-        .unwrap();
-        let journal: Journal<AliasChange> = read_journal(&path).unwrap();
+        let text = format!("{good}\n{{\"at\": \"torn\n\n{good}\nnot json\n");
+        let journal: Journal<AliasChange> = parse_journal(&text, "events.jsonl");
         assert_eq!(journal.entries.len(), 2);
         let lines: Vec<usize> = journal.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, [2, 5]);
@@ -224,8 +210,7 @@ mod tests {
 
     #[test]
     fn missing_journal_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal: Journal<AliasChange> = read_journal(&dir.path().join("none.jsonl")).unwrap();
+        let journal: Journal<AliasChange> = parse_journal("", "none.jsonl");
         assert_eq!(journal, Journal::default());
     }
 }

@@ -1,26 +1,27 @@
-//! The model registry: a directory of immutable model versions and the `champion`
-//! and `previous` aliases.
+//! The model registry: immutable model versions and the `champion` and `previous`
+//! aliases, in a folder or in a bucket on object storage (see [`store`]).
 //!
 //! ```text
-//! <registry_dir>/
-//!   versions/v1/{model.json, card.json, reference.json}
+//! <registry_dir or registry_url>/
+//!   versions/v1/{model.json, reference.json, card.json}
 //!   versions/v2/...
 //!   aliases.json      {"champion": "v2", "previous": "v1", "history": ["v1"]}
 //!   events.jsonl      one line per champion change: when, what, from, to, why, by whom
 //!   decisions.jsonl   one line per retraining decision (see [`decision::Decision`])
 //! ```
-//! A version is written to a temporary folder and renamed into place, so a reader
-//! never sees half a version. Alias changes are written the same way, under a lock
-//! file, so two writers cannot lose each other's change.
+//! A version's files are each created only if absent (`model.json` first: creating it
+//! claims the number, so two writers never share one), and its `card.json` last: a
+//! version without a card is unfinished and invisible. Nothing is ever overwritten.
+//! Aliases and journals are changed by read-modify-write that cannot lose a
+//! concurrent change (a lock file in a folder, conditional puts in a bucket).
 
 pub mod card;
 pub mod decision;
 pub mod history;
+pub mod store;
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -30,6 +31,15 @@ use crate::model::Model;
 pub use card::ModelCard;
 pub use decision::Decision;
 pub use history::{Actor, AliasAction, AliasChange, Journal, SkippedLine};
+use store::Store;
+
+const ALIASES: &str = "aliases.json";
+const EVENTS: &str = "events.jsonl";
+const DECISIONS: &str = "decisions.jsonl";
+
+/// How often a service following a bucket registry reads its aliases (one small GET);
+/// a folder's alias file is read before every window, as it is cheap.
+const BUCKET_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -39,26 +49,46 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    #[error("registry object {location}: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error(
+        "paths.registry_url {url:?}: {reason}; fix the URL (e.g. s3://BUCKET/PREFIX) or unset it to use paths.registry_dir"
+    )]
+    BadUrl { url: String, reason: String },
+    #[error("cannot start the registry's I/O runtime: {0}")]
+    Runtime(String),
     #[error(
         "{path} is not a valid {what}: {reason}; the file is damaged, promote or train another version"
     )]
     Corrupt {
-        path: PathBuf,
+        path: String,
         what: &'static str,
         reason: String,
     },
     #[error("no model version {0:?} in the registry; `triage models list` shows the versions")]
     UnknownVersion(String),
     #[error(
+        "version {version} already has {location}: versions are immutable; register a new version instead"
+    )]
+    VersionExists { version: String, location: String },
+    #[error(
         "no champion yet in {0}; train one with `triage train --data FILE`, or promote one with `triage models promote VERSION`"
     )]
-    NoChampion(PathBuf),
+    NoChampion(String),
     #[error("there is no previous champion to roll back to")]
     NothingToRollBack,
     #[error(
         "registry {path} is locked by another writer (lock file {lock}); if no triage is running, delete the lock file"
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "{location} kept changing under {attempts} attempts to update it; other writers are busy, try again"
+    )]
+    Contended { location: String, attempts: u32 },
 }
 
 /// Where the aliases point, and the champions before the current one (most recent last).
@@ -67,6 +97,10 @@ pub struct Aliases {
     pub champion: Option<String>,
     pub previous: Option<String>,
     pub history: Vec<String>,
+    /// How many times the aliases changed: numbers the history's events, whose
+    /// appends may land out of order when two writers race.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A loaded model version.
@@ -77,39 +111,17 @@ pub struct ModelVersion {
     pub reference: DriftReference,
 }
 
-/// A model registry rooted at a directory (created on first write).
+/// A model registry in a folder (created on first write) or a bucket.
 #[derive(Debug, Clone)]
 pub struct Registry {
+    store: Store,
+    /// A folder on this machine: the registry itself, or for a bucket registry the
+    /// place for local work files (the retraining job's data).
     root: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    what: &'static str,
-) -> Result<T, RegistryError> {
-    let bytes = fs::read(path).map_err(io(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| RegistryError::Corrupt {
-        path: path.to_path_buf(),
-        what,
-        reason: e.to_string(),
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RegistryError> {
-    let mut file = fs::File::create(path).map_err(io(path))?;
-    let json = serde_json::to_vec_pretty(value).map_err(|e| RegistryError::Io {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    file.write_all(&json).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, RegistryError> {
+    serde_json::to_vec_pretty(value).map_err(|e| RegistryError::Runtime(e.to_string()))
 }
 
 /// The version number of `v12` (or `12`).
@@ -117,42 +129,125 @@ fn version_number(name: &str) -> Option<u64> {
     name.strip_prefix('v').unwrap_or(name).parse().ok()
 }
 
+fn version_key(version: &str, file: &str) -> String {
+    format!("versions/{version}/{file}")
+}
+
 impl Registry {
+    /// A registry in a folder.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            store: Store::folder(root.clone()),
+            root,
+        }
     }
 
+    /// The registry at `url` when one is given (`paths.registry_url`), else the folder
+    /// `dir` (`paths.registry_dir`, which for a bucket registry keeps local work files).
+    pub fn open(url: Option<&str>, dir: PathBuf) -> Result<Self, RegistryError> {
+        match url {
+            Some(url) => Ok(Self {
+                store: Store::bucket(url)?,
+                root: dir,
+            }),
+            None => Ok(Self::new(dir)),
+        }
+    }
+
+    #[cfg(test)]
+    fn in_memory(work_dir: &Path) -> Self {
+        Self {
+            store: Store::memory(),
+            root: work_dir.to_path_buf(),
+        }
+    }
+
+    /// The local folder: the registry itself, or local work files for a bucket registry.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn versions_dir(&self) -> PathBuf {
-        self.root.join("versions")
+    /// The folder or the bucket URL, for messages.
+    pub fn location(&self) -> String {
+        self.store.location()
     }
 
-    /// The folder of a version.
-    pub fn version_dir(&self, version: &str) -> PathBuf {
-        self.versions_dir().join(version)
+    /// How often a service should read the aliases to follow the champion.
+    pub fn follow_interval(&self) -> Duration {
+        if self.store.is_bucket() {
+            BUCKET_FOLLOW_INTERVAL
+        } else {
+            Duration::ZERO
+        }
     }
 
-    /// The file the champion alias lives in (watched by serving processes).
-    pub fn aliases_path(&self) -> PathBuf {
-        self.root.join("aliases.json")
+    /// Where the champion's history lives (`events.jsonl`), for messages.
+    pub fn events_location(&self) -> String {
+        self.store.describe(EVENTS)
     }
 
-    /// All versions, oldest first.
-    pub fn versions(&self) -> Result<Vec<String>, RegistryError> {
-        let dir = self.versions_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir)(e)),
+    /// Where the retraining decisions live (`decisions.jsonl`), for messages.
+    pub fn decisions_location(&self) -> String {
+        self.store.describe(DECISIONS)
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, RegistryError> {
+        let Some(bytes) = self.store.get(key)? else {
+            return Ok(None);
         };
-        let mut versions: Vec<(u64, String)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| name.starts_with('v'))
-            .filter_map(|name| version_number(&name).map(|n| (n, name)))
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt {
+                path: self.store.describe(key),
+                what,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads a part of a version that must be there.
+    fn read_part<T: for<'de> Deserialize<'de>>(
+        &self,
+        version: &str,
+        file: &str,
+        what: &'static str,
+    ) -> Result<T, RegistryError> {
+        let key = version_key(version, file);
+        self.read_json(&key, what)?
+            .ok_or_else(|| RegistryError::Corrupt {
+                path: self.store.describe(&key),
+                what,
+                reason: "the file is missing".into(),
+            })
+    }
+
+    /// `(number, name, finished)` of every version directory, unsorted.
+    fn version_entries(&self) -> Result<Vec<(u64, String, bool)>, RegistryError> {
+        let mut found: std::collections::BTreeMap<String, bool> = Default::default();
+        for key in self.store.list("versions")? {
+            let mut parts = key.split('/').skip(1);
+            if let (Some(version), Some(file)) = (parts.next(), parts.next()) {
+                *found.entry(version.to_string()).or_default() |= file == "card.json";
+            }
+        }
+        Ok(found
+            .into_iter()
+            .filter(|(name, _)| name.starts_with('v'))
+            .filter_map(|(name, done)| version_number(&name).map(|n| (n, name, done)))
+            .collect())
+    }
+
+    /// All finished versions, oldest first.
+    pub fn versions(&self) -> Result<Vec<String>, RegistryError> {
+        let mut versions: Vec<(u64, String)> = self
+            .version_entries()?
+            .into_iter()
+            .filter(|(_, _, done)| *done)
+            .map(|(n, name, _)| (n, name))
             .collect();
         versions.sort();
         Ok(versions.into_iter().map(|(_, v)| v).collect())
@@ -166,35 +261,40 @@ impl Registry {
         mut card: ModelCard,
         reference: &DriftReference,
     ) -> Result<String, RegistryError> {
-        let versions_dir = self.versions_dir();
-        fs::create_dir_all(&versions_dir).map_err(io(&versions_dir))?;
-        let tmp = versions_dir.join(format!(".tmp-{}-{}", std::process::id(), nanos()));
-        fs::create_dir(&tmp).map_err(io(&tmp))?;
-        let result = (|| {
-            let mut next = self
-                .versions()?
-                .last()
-                .and_then(|v| version_number(v))
-                .unwrap_or(0)
-                + 1;
-            write_json(&tmp.join("model.json"), classifier)?;
-            write_json(&tmp.join("reference.json"), reference)?;
-            // Another writer may take the same number: rename fails, try the next one.
-            loop {
-                let version = format!("v{next}");
-                card.version = version.clone();
-                write_json(&tmp.join("card.json"), &card)?;
-                let target = versions_dir.join(&version);
-                if !target.exists() && fs::rename(&tmp, &target).is_ok() {
-                    return Ok(version);
-                }
-                next += 1;
+        let model = to_json(classifier)?;
+        let reference = to_json(reference)?;
+        let mut next = self
+            .version_entries()?
+            .iter()
+            .map(|(n, _, _)| *n)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        // Creating model.json claims the number; another writer may have taken it.
+        let version = loop {
+            let version = format!("v{next}");
+            if self
+                .store
+                .create(&version_key(&version, "model.json"), model.clone())?
+            {
+                break version;
             }
-        })();
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+            next += 1;
+        };
+        card.version = version.clone();
+        for (file, bytes) in [
+            ("reference.json", reference),
+            ("card.json", to_json(&card)?),
+        ] {
+            let key = version_key(&version, file);
+            if !self.store.create(&key, bytes)? {
+                return Err(RegistryError::VersionExists {
+                    version,
+                    location: self.store.describe(&key),
+                });
+            }
         }
-        result
+        Ok(version)
     }
 
     /// Resolves `champion`, `previous`, `v3` or `3` to a version name that exists.
@@ -203,7 +303,7 @@ impl Registry {
         let version = match name {
             "champion" => aliases
                 .champion
-                .ok_or_else(|| RegistryError::NoChampion(self.root.clone()))?,
+                .ok_or_else(|| RegistryError::NoChampion(self.location()))?,
             "previous" => aliases
                 .previous
                 .ok_or_else(|| RegistryError::UnknownVersion("previous".into()))?,
@@ -212,7 +312,11 @@ impl Registry {
                 None => return Err(RegistryError::UnknownVersion(other.into())),
             },
         };
-        if self.version_dir(&version).join("card.json").is_file() {
+        if self
+            .store
+            .get(&version_key(&version, "card.json"))?
+            .is_some()
+        {
             Ok(version)
         } else {
             Err(RegistryError::UnknownVersion(version))
@@ -221,19 +325,18 @@ impl Registry {
 
     pub fn card(&self, version: &str) -> Result<ModelCard, RegistryError> {
         let version = self.resolve(version)?;
-        read_json(&self.version_dir(&version).join("card.json"), "model card")
+        self.read_part(&version, "card.json", "model card")
     }
 
     /// Loads a whole version and checks that its parts agree.
     pub fn load(&self, version: &str) -> Result<ModelVersion, RegistryError> {
         let version = self.resolve(version)?;
-        let dir = self.version_dir(&version);
-        let card: ModelCard = read_json(&dir.join("card.json"), "model card")?;
-        let model_path = dir.join("model.json");
-        let stored: serde_json::Value = read_json(&model_path, "model")?;
-        let reference: DriftReference = read_json(&dir.join("reference.json"), "drift reference")?;
+        let card: ModelCard = self.read_part(&version, "card.json", "model card")?;
+        let stored: serde_json::Value = self.read_part(&version, "model.json", "model")?;
+        let reference: DriftReference =
+            self.read_part(&version, "reference.json", "drift reference")?;
         let corrupt = |reason: String| RegistryError::Corrupt {
-            path: model_path.clone(),
+            path: self.store.describe(&version_key(&version, "model.json")),
             what: "model",
             reason,
         };
@@ -260,21 +363,7 @@ impl Registry {
     }
 
     pub fn aliases(&self) -> Result<Aliases, RegistryError> {
-        let path = self.aliases_path();
-        if !path.exists() {
-            return Ok(Aliases::default());
-        }
-        read_json(&path, "alias file")
-    }
-
-    /// The champion's history file (`events.jsonl`).
-    pub fn events_path(&self) -> PathBuf {
-        self.root.join("events.jsonl")
-    }
-
-    /// The retraining decisions file (`decisions.jsonl`).
-    pub fn decisions_path(&self) -> PathBuf {
-        self.root.join("decisions.jsonl")
+        Ok(self.read_json(ALIASES, "alias file")?.unwrap_or_default())
     }
 
     /// Makes `version` the champion; the old champion becomes `previous`. `by` is
@@ -313,13 +402,15 @@ impl Registry {
     /// Every change of the champion alias, oldest first. Lines that cannot be read
     /// are skipped and listed in the journal's `skipped`, not an error.
     pub fn history(&self) -> Result<Journal<AliasChange>, RegistryError> {
-        history::read_journal(&self.events_path())
+        let mut journal: Journal<AliasChange> = self.read_journal(EVENTS)?;
+        // In the order the aliases changed (lines from before `seq` first, as written).
+        journal.entries.sort_by_key(|c| c.seq.unwrap_or(0));
+        Ok(journal)
     }
 
     /// Appends a retraining decision to `decisions.jsonl`.
     pub fn record_decision(&self, decision: &Decision) -> Result<(), RegistryError> {
-        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-        history::append_line(&self.decisions_path(), decision)?;
+        self.append(DECISIONS, decision)?;
         info!(target: "triage::registry", id = %decision.id, verdict = %decision.verdict, "Retraining decision recorded.");
         Ok(())
     }
@@ -327,7 +418,32 @@ impl Registry {
     /// Every retraining decision, oldest first; unreadable lines are skipped and
     /// listed in the journal's `skipped`.
     pub fn decisions(&self) -> Result<Journal<Decision>, RegistryError> {
-        history::read_journal(&self.decisions_path())
+        self.read_journal(DECISIONS)
+    }
+
+    fn read_journal<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Journal<T>, RegistryError> {
+        let bytes = self.store.get(key)?.unwrap_or_default();
+        Ok(history::parse_journal(
+            &String::from_utf8_lossy(&bytes),
+            &self.store.describe(key),
+        ))
+    }
+
+    /// Appends `entry` as one JSON line; no line of a concurrent writer is lost.
+    fn append<T: Serialize>(&self, key: &str, entry: &T) -> Result<(), RegistryError> {
+        let line = history::json_line(entry)?;
+        self.store.update(key, |current| {
+            let mut text = current.map(<[u8]>::to_vec).unwrap_or_default();
+            if text.last().is_some_and(|b| *b != b'\n') {
+                // A torn last line stays a line of its own (and is skipped on read).
+                text.push(b'\n');
+            }
+            text.extend_from_slice(line.as_bytes());
+            Ok((Some(text), ()))
+        })
     }
 
     fn update_aliases(
@@ -335,20 +451,25 @@ impl Registry {
         action: AliasAction,
         reason: &str,
         by: Actor,
-        change: impl FnOnce(&mut Aliases) -> Result<(), RegistryError>,
+        change: impl Fn(&mut Aliases) -> Result<(), RegistryError>,
     ) -> Result<Aliases, RegistryError> {
-        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-        let _lock = LockFile::acquire(&self.root)?;
-        let mut aliases = self.aliases()?;
-        let before = aliases.champion.clone();
-        change(&mut aliases)?;
-        aliases.previous = aliases.history.last().cloned();
-        let path = self.aliases_path();
-        let tmp = self
-            .root
-            .join(format!(".aliases.{}.tmp", std::process::id()));
-        write_json(&tmp, &aliases)?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let (aliases, before) = self.store.update(ALIASES, |current| {
+            let mut aliases: Aliases = match current {
+                Some(bytes) => {
+                    serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+                        path: self.store.describe(ALIASES),
+                        what: "alias file",
+                        reason: e.to_string(),
+                    })?
+                }
+                None => Aliases::default(),
+            };
+            let before = aliases.champion.clone();
+            change(&mut aliases)?;
+            aliases.previous = aliases.history.last().cloned();
+            aliases.seq += 1;
+            Ok((Some(to_json(&aliases)?), (aliases, before)))
+        })?;
         let event = AliasChange {
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             action,
@@ -356,51 +477,17 @@ impl Registry {
             to: aliases.champion.clone(),
             reason: reason.to_string(),
             by,
+            seq: Some(aliases.seq),
         };
-        history::append_line(&self.events_path(), &event)?;
+        self.append(EVENTS, &event)?;
         info!(target: "triage::registry", %action, from = ?event.from, to = ?event.to, reason, %by, "Champion alias moved.");
         Ok(aliases)
     }
-}
 
-fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
-/// An exclusive lock file, removed on drop.
-struct LockFile(PathBuf);
-
-impl LockFile {
-    fn acquire(root: &Path) -> Result<Self, RegistryError> {
-        let path = root.join(".lock");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => return Ok(Self(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if Instant::now() > deadline {
-                        return Err(RegistryError::Locked {
-                            path: root.to_path_buf(),
-                            lock: path,
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(io(&path)(e)),
-            }
-        }
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+    /// Replaces an object as is, bypassing every rule: for tests that damage a registry.
+    #[cfg(test)]
+    fn overwrite(&self, key: &str, bytes: &[u8]) {
+        self.store.overwrite(key, bytes.to_vec());
     }
 }
 
@@ -436,250 +523,359 @@ mod tests {
         (model, card::fixture::card(&["a", "b"], 2), reference)
     }
 
+    /// Runs `test` on a folder registry and on a bucket registry (object_store's
+    /// in-memory store: the bucket code path; tests/registry_s3.rs runs it on S3).
+    fn each_backend(test: impl Fn(&Registry)) {
+        let dir = tempfile::tempdir().unwrap();
+        test(&Registry::new(dir.path().join("registry")));
+        test(&Registry::in_memory(dir.path()));
+    }
+
     #[test]
     fn versions_round_trip_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        let v1 = registry
-            .register(&classifier, card.clone(), &reference)
-            .unwrap();
-        let v2 = registry.register(&classifier, card, &reference).unwrap();
-        assert_eq!((v1.as_str(), v2.as_str()), ("v1", "v2"));
-        assert_eq!(registry.versions().unwrap(), ["v1", "v2"]);
-        let loaded = registry.load("v2").unwrap();
-        assert_eq!(loaded.classifier, classifier);
-        assert_eq!(loaded.reference, reference);
-        assert_eq!(loaded.card.version, "v2");
-        assert_eq!(registry.load("2").unwrap().card.version, "v2");
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v1 = registry
+                .register(&classifier, card.clone(), &reference)
+                .unwrap();
+            let v2 = registry.register(&classifier, card, &reference).unwrap();
+            assert_eq!((v1.as_str(), v2.as_str()), ("v1", "v2"));
+            assert_eq!(registry.versions().unwrap(), ["v1", "v2"]);
+            let loaded = registry.load("v2").unwrap();
+            assert_eq!(loaded.classifier, classifier);
+            assert_eq!(loaded.reference, reference);
+            assert_eq!(loaded.card.version, "v2");
+            assert_eq!(registry.load("2").unwrap().card.version, "v2");
+        });
     }
 
     #[test]
     fn versions_sort_numerically() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        for _ in 0..11 {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..11 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            let versions = registry.versions().unwrap();
+            assert_eq!(versions.last().unwrap(), "v11");
+            assert_eq!(versions[1], "v2");
+        });
+    }
+
+    #[test]
+    fn a_version_is_never_overwritten_and_an_unfinished_one_is_invisible() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
             registry
                 .register(&classifier, card.clone(), &reference)
                 .unwrap();
-        }
-        let versions = registry.versions().unwrap();
-        assert_eq!(versions.last().unwrap(), "v11");
-        assert_eq!(versions[1], "v2");
+            // Another writer claimed v2 and has not finished it (no card yet).
+            assert!(
+                registry
+                    .store
+                    .create("versions/v2/model.json", b"{}".to_vec())
+                    .unwrap()
+            );
+            assert_eq!(registry.versions().unwrap(), ["v1"]);
+            assert!(matches!(
+                registry.resolve("v2"),
+                Err(RegistryError::UnknownVersion(_))
+            ));
+            // The next version takes the next free number; v1's files stay as they were.
+            let before = registry.store.get("versions/v1/model.json").unwrap();
+            assert!(
+                !registry
+                    .store
+                    .create("versions/v1/model.json", b"{}".to_vec())
+                    .unwrap()
+            );
+            assert_eq!(
+                registry.store.get("versions/v1/model.json").unwrap(),
+                before
+            );
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            assert_eq!(v, "v3");
+            assert_eq!(registry.versions().unwrap(), ["v1", "v3"]);
+        });
+    }
+
+    #[test]
+    fn concurrent_registrations_get_distinct_versions() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let names: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            registry
+                                .register(&classifier, card.clone(), &reference)
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut sorted = names.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 4, "{names:?}");
+            assert_eq!(registry.versions().unwrap(), ["v1", "v2", "v3", "v4"]);
+        });
+    }
+
+    #[test]
+    fn concurrent_promotions_lose_no_alias_change_and_no_event() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..4 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            std::thread::scope(|s| {
+                for v in ["v1", "v2", "v3", "v4"] {
+                    s.spawn(move || {
+                        for _ in 0..3 {
+                            registry.promote(v, "race", Actor::Cli).unwrap();
+                        }
+                    });
+                }
+            });
+            // Every promotion that changed the champion pushed the old one to history.
+            let history = registry.history().unwrap();
+            assert_eq!(history.entries.len(), 12);
+            // In seq order the events form one chain: each starts where the last ended.
+            for pair in history.entries.windows(2) {
+                assert_eq!(pair[1].from, pair[0].to, "{:?}", history.entries);
+            }
+            let changes = history.entries.iter().filter(|c| c.from != c.to).count();
+            let aliases = registry.aliases().unwrap();
+            assert_eq!(aliases.history.len(), changes - 1, "{aliases:?}");
+        });
     }
 
     #[test]
     fn promote_and_rollback_move_champion_and_previous() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        for _ in 0..3 {
-            registry
-                .register(&classifier, card.clone(), &reference)
-                .unwrap();
-        }
-        assert!(matches!(
-            registry.resolve("champion"),
-            Err(RegistryError::NoChampion(_))
-        ));
-        registry.promote("v1", "test", Actor::Cli).unwrap();
-        registry.promote("v2", "test", Actor::Cli).unwrap();
-        let a = registry.promote("v3", "test", Actor::Cli).unwrap();
-        assert_eq!(a.champion.as_deref(), Some("v3"));
-        assert_eq!(a.previous.as_deref(), Some("v2"));
-        assert_eq!(registry.resolve("previous").unwrap(), "v2");
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..3 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            assert!(matches!(
+                registry.resolve("champion"),
+                Err(RegistryError::NoChampion(_))
+            ));
+            registry.promote("v1", "test", Actor::Cli).unwrap();
+            registry.promote("v2", "test", Actor::Cli).unwrap();
+            let a = registry.promote("v3", "test", Actor::Cli).unwrap();
+            assert_eq!(a.champion.as_deref(), Some("v3"));
+            assert_eq!(a.previous.as_deref(), Some("v2"));
+            assert_eq!(registry.resolve("previous").unwrap(), "v2");
 
-        let a = registry.rollback("test", Actor::Cli).unwrap();
-        assert_eq!(
-            (a.champion.as_deref(), a.previous.as_deref()),
-            (Some("v2"), Some("v1"))
-        );
-        let a = registry.rollback("test", Actor::Cli).unwrap();
-        assert_eq!(
-            (a.champion.as_deref(), a.previous.as_deref()),
-            (Some("v1"), None)
-        );
-        assert!(matches!(
-            registry.rollback("test", Actor::Cli),
-            Err(RegistryError::NothingToRollBack)
-        ));
-        assert_eq!(registry.resolve("champion").unwrap(), "v1");
+            let a = registry.rollback("test", Actor::Cli).unwrap();
+            assert_eq!(
+                (a.champion.as_deref(), a.previous.as_deref()),
+                (Some("v2"), Some("v1"))
+            );
+            let a = registry.rollback("test", Actor::Cli).unwrap();
+            assert_eq!(
+                (a.champion.as_deref(), a.previous.as_deref()),
+                (Some("v1"), None)
+            );
+            assert!(matches!(
+                registry.rollback("test", Actor::Cli),
+                Err(RegistryError::NothingToRollBack)
+            ));
+            assert_eq!(registry.resolve("champion").unwrap(), "v1");
 
-        let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
-        assert_eq!(events.lines().count(), 5);
+            let events = registry.store.get(EVENTS).unwrap().unwrap();
+            assert_eq!(String::from_utf8(events).unwrap().lines().count(), 5);
+        });
     }
 
     #[test]
     fn history_records_every_alias_change_with_who_and_why_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        for _ in 0..2 {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..2 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            assert!(registry.history().unwrap().entries.is_empty());
             registry
-                .register(&classifier, card.clone(), &reference)
+                .promote("v1", "trained and passed every gate", Actor::Training)
                 .unwrap();
-        }
-        assert!(registry.history().unwrap().entries.is_empty());
-        registry
-            .promote("v1", "trained and passed every gate", Actor::Training)
-            .unwrap();
-        registry
-            .promote("v2", "challenger beat the champion", Actor::Retrainer)
-            .unwrap();
-        registry.rollback("bad on Mondays", Actor::Cli).unwrap();
-        let history = registry.history().unwrap();
-        assert!(history.skipped.is_empty());
-        let summary: Vec<_> = history
-            .entries
-            .iter()
-            .map(|c| {
-                (
-                    c.action,
-                    c.from.as_deref(),
-                    c.to.as_deref(),
-                    c.by,
-                    c.reason.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    AliasAction::Promote,
-                    None,
-                    Some("v1"),
-                    Actor::Training,
-                    "trained and passed every gate"
-                ),
-                (
-                    AliasAction::Promote,
-                    Some("v1"),
-                    Some("v2"),
-                    Actor::Retrainer,
-                    "challenger beat the champion"
-                ),
-                (
-                    AliasAction::Rollback,
-                    Some("v2"),
-                    Some("v1"),
-                    Actor::Cli,
-                    "bad on Mondays"
-                ),
-            ]
-        );
-        for change in &history.entries {
-            assert!(
-                humantime::parse_rfc3339(&change.at).is_ok(),
-                "{} is not RFC 3339",
-                change.at
+            registry
+                .promote("v2", "challenger beat the champion", Actor::Retrainer)
+                .unwrap();
+            registry.rollback("bad on Mondays", Actor::Cli).unwrap();
+            let history = registry.history().unwrap();
+            assert!(history.skipped.is_empty());
+            let summary: Vec<_> = history
+                .entries
+                .iter()
+                .map(|c| {
+                    (
+                        c.action,
+                        c.from.as_deref(),
+                        c.to.as_deref(),
+                        c.by,
+                        c.reason.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    (
+                        AliasAction::Promote,
+                        None,
+                        Some("v1"),
+                        Actor::Training,
+                        "trained and passed every gate"
+                    ),
+                    (
+                        AliasAction::Promote,
+                        Some("v1"),
+                        Some("v2"),
+                        Actor::Retrainer,
+                        "challenger beat the champion"
+                    ),
+                    (
+                        AliasAction::Rollback,
+                        Some("v2"),
+                        Some("v1"),
+                        Actor::Cli,
+                        "bad on Mondays"
+                    ),
+                ]
             );
-        }
+            for change in &history.entries {
+                assert!(
+                    humantime::parse_rfc3339(&change.at).is_ok(),
+                    "{} is not RFC 3339",
+                    change.at
+                );
+            }
+        });
     }
 
     #[test]
     fn history_keeps_old_lines_and_skips_a_damaged_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        registry.register(&classifier, card, &reference).unwrap();
-        // A line from before `by` existed, then a torn line.
-        std::fs::write(
-            registry.events_path(),
-            concat!(
-                r#"{"at":"2026-01-01T00:00:00Z","action":"promote","from":null,"to":"v1","reason":"old"}"#,
-                "\n",
-                r#"{"at":"2026-01-01T00:00:01Z","act"#,
-                "\n",
-            ),
-        )
-        .unwrap();
-        registry.promote("v1", "again", Actor::Cli).unwrap();
-        let history = registry.history().unwrap();
-        assert_eq!(history.entries.len(), 2);
-        assert_eq!(history.entries[0].by, Actor::Unknown);
-        assert_eq!(history.entries[1].by, Actor::Cli);
-        assert_eq!(history.skipped.len(), 1);
-        assert_eq!(history.skipped[0].line, 2);
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry.register(&classifier, card, &reference).unwrap();
+            // A line from before `by` existed, then a torn line without its newline.
+            registry.overwrite(
+                EVENTS,
+                concat!(
+                    r#"{"at":"2026-01-01T00:00:00Z","action":"promote","from":null,"to":"v1","reason":"old"}"#,
+                    "\n",
+                    r#"{"at":"2026-01-01T00:00:01Z","act"#,
+                )
+                .as_bytes(),
+            );
+            registry.promote("v1", "again", Actor::Cli).unwrap();
+            let history = registry.history().unwrap();
+            assert_eq!(history.entries.len(), 2);
+            assert_eq!(history.entries[0].by, Actor::Unknown);
+            assert_eq!(history.entries[1].by, Actor::Cli);
+            assert_eq!(history.skipped.len(), 1);
+            assert_eq!(history.skipped[0].line, 2);
+        });
     }
 
     #[test]
     fn decisions_are_appended_and_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path().join("fresh"));
-        assert!(registry.decisions().unwrap().entries.is_empty());
-        let first = decision::fixture::decision("r-1", decision::Verdict::Rejected);
-        let second = decision::fixture::decision("r-2", decision::Verdict::Promoted);
-        registry.record_decision(&first).unwrap();
-        registry.record_decision(&second).unwrap();
-        let read = registry.decisions().unwrap();
-        assert_eq!(read.entries, [first, second]);
-        assert!(read.skipped.is_empty());
+        each_backend(|registry| {
+            assert!(registry.decisions().unwrap().entries.is_empty());
+            let first = decision::fixture::decision("r-1", decision::Verdict::Rejected);
+            let second = decision::fixture::decision("r-2", decision::Verdict::Promoted);
+            registry.record_decision(&first).unwrap();
+            registry.record_decision(&second).unwrap();
+            let read = registry.decisions().unwrap();
+            assert_eq!(read.entries, [first, second]);
+            assert!(read.skipped.is_empty());
+        });
     }
 
     #[test]
     fn promoting_the_champion_again_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        registry.register(&classifier, card, &reference).unwrap();
-        registry.promote("v1", "t", Actor::Cli).unwrap();
-        let a = registry.promote("v1", "t", Actor::Cli).unwrap();
-        assert_eq!(a.previous, None);
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry.register(&classifier, card, &reference).unwrap();
+            registry.promote("v1", "t", Actor::Cli).unwrap();
+            let a = registry.promote("v1", "t", Actor::Cli).unwrap();
+            assert_eq!(a.previous, None);
+        });
     }
 
     #[test]
     fn unknown_version_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let err = registry.promote("v9", "t", Actor::Cli).unwrap_err();
-        assert!(err.to_string().contains("v9"), "{err}");
-        assert!(registry.resolve("latest").is_err());
+        each_backend(|registry| {
+            let err = registry.promote("v9", "t", Actor::Cli).unwrap_err();
+            assert!(err.to_string().contains("v9"), "{err}");
+            assert!(registry.resolve("latest").is_err());
+        });
     }
 
     #[test]
     fn corrupt_model_file_is_refused_with_its_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        let v = registry.register(&classifier, card, &reference).unwrap();
-        let path = registry.version_dir(&v).join("model.json");
-        std::fs::write(&path, b"{\"labels\": [\"a\"").unwrap();
-        let err = registry.load(&v).unwrap_err();
-        assert!(matches!(err, RegistryError::Corrupt { .. }));
-        assert!(err.to_string().contains("model.json"), "{err}");
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            registry.overwrite(&version_key(&v, "model.json"), b"{\"labels\": [\"a\"");
+            let err = registry.load(&v).unwrap_err();
+            assert!(matches!(err, RegistryError::Corrupt { .. }));
+            assert!(err.to_string().contains("v1/model.json"), "{err}");
+        });
     }
 
     #[test]
     fn model_whose_classes_do_not_match_its_labels_is_refused_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, card, reference) = model();
-        let v = registry.register(&classifier, card, &reference).unwrap();
-        let path = registry.version_dir(&v).join("model.json");
-        // Three classes for the two labels "a" and "b".
-        let mut stored: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        stored["embedding"]["model"]["classes"] = serde_json::json!([0, 1, 2]);
-        std::fs::write(&path, stored.to_string()).unwrap();
-        let err = registry.load(&v).unwrap_err();
-        assert!(matches!(err, RegistryError::Corrupt { .. }), "{err:?}");
-        assert!(
-            err.to_string()
-                .contains("the embedding model: 3 classes but 2 intercepts and 2 weight columns"),
-            "{err}"
-        );
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            let key = version_key(&v, "model.json");
+            // Three classes for the two labels "a" and "b".
+            let mut stored: serde_json::Value =
+                serde_json::from_slice(&registry.store.get(&key).unwrap().unwrap()).unwrap();
+            stored["embedding"]["model"]["classes"] = serde_json::json!([0, 1, 2]);
+            registry.overwrite(&key, stored.to_string().as_bytes());
+            let err = registry.load(&v).unwrap_err();
+            assert!(matches!(err, RegistryError::Corrupt { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains(
+                    "the embedding model: 3 classes but 2 intercepts and 2 weight columns"
+                ),
+                "{err}"
+            );
+        });
     }
 
     #[test]
     fn model_disagreeing_with_its_card_is_refused() {
+        each_backend(|registry| {
+            let (classifier, _, reference) = model();
+            let card = card::fixture::card(&["a", "b"], 3);
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            let err = registry.load(&v).unwrap_err();
+            assert!(err.to_string().contains("card says 3"), "{err}");
+        });
+    }
+
+    #[test]
+    fn a_bucket_registry_is_followed_once_a_second_and_a_folder_at_every_window() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        let (classifier, _, reference) = model();
-        let card = card::fixture::card(&["a", "b"], 3);
-        let v = registry.register(&classifier, card, &reference).unwrap();
-        let err = registry.load(&v).unwrap_err();
-        assert!(err.to_string().contains("card says 3"), "{err}");
+        assert_eq!(Registry::new(dir.path()).follow_interval(), Duration::ZERO);
+        assert_eq!(
+            Registry::in_memory(dir.path()).follow_interval(),
+            BUCKET_FOLLOW_INTERVAL
+        );
     }
 }

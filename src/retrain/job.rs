@@ -90,7 +90,10 @@ pub fn run(
     trigger: Trigger,
     options: &JobOptions,
 ) -> Decision {
-    let registry = Registry::new(settings.registry_dir());
+    let registry = match settings.registry() {
+        Ok(registry) => registry,
+        Err(e) => return failed_to_start(settings, trigger, e.to_string()),
+    };
     let mut job = Job::new(settings, &registry, trigger);
     info!(target: "triage::retrain", id = %job.decision.id, trigger = %job.decision.trigger, "Retraining started.");
     let outcome = job.execute(embedder, options);
@@ -99,8 +102,18 @@ pub fn run(
 
 /// Records a run that could not start (e.g. the embedder did not load): verdict
 /// failed, champion untouched.
+/// Should the registry itself not open, the decision goes to the local
+/// `paths.registry_dir`, with that reason, rather than nowhere.
 pub fn failed_to_start(settings: &Settings, trigger: Trigger, reason: String) -> Decision {
-    let registry = Registry::new(settings.registry_dir());
+    let (registry, reason) = match settings.registry() {
+        Ok(registry) => (registry, reason),
+        Err(e) => (
+            Registry::new(settings.registry_dir()),
+            format!(
+                "{reason}; the model registry did not open ({e}), so this decision is recorded in paths.registry_dir"
+            ),
+        ),
+    };
     let job = Job::new(settings, &registry, trigger);
     job.finish(Err(reason))
 }

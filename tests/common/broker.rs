@@ -8,19 +8,7 @@ use std::time::{Duration, Instant};
 
 /// The tansu binary: `$TRIAGE_TANSU`, or the one scripts/install-tansu.sh installs.
 pub fn tansu_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TRIAGE_TANSU") {
-        return PathBuf::from(bin);
-    }
-    let out = Command::new("bash")
-        .arg(super::repo().join("scripts/install-tansu.sh"))
-        .output()
-        .expect("scripts/install-tansu.sh runs");
-    assert!(
-        out.status.success(),
-        "installing tansu failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    super::tool("TRIAGE_TANSU", "install-tansu.sh")
 }
 
 pub struct Broker {

@@ -50,6 +50,24 @@ pub fn triage(dir: &Path) -> Command {
     cmd
 }
 
+/// A tool the tests run: the path in `$env`, or the one `scripts/<script>` installs
+/// (it prints the binary's path; a cached install is reused).
+pub fn tool(env: &str, script: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env) {
+        return PathBuf::from(bin);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/{script} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// Runs and returns the output; stdout and stderr as text.
 pub fn run(cmd: &mut Command) -> (Output, String, String) {
     let out = cmd.output().expect("triage runs");
@@ -162,6 +180,7 @@ pub fn train_support(dir: &Path, env: &[(&str, &str)]) {
 pub mod alertmanager;
 pub mod broker;
 pub mod kafka;
+pub mod moto;
 pub mod prometheus;
 pub mod server;
 

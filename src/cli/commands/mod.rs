@@ -24,10 +24,9 @@ use serde::Serialize;
 use super::args::{Command, DriftCommand, TopicsCommand};
 use crate::config::Settings;
 use crate::embed::{EmbedderPool, OnnxEmbedder};
-use crate::registry::Registry;
 
 pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let registry = Registry::new(settings.registry_dir());
+    let registry = settings.registry()?;
     match command {
         Command::Train(args) => train::train(settings, &registry, args),
         Command::Evaluate(args) => evaluate::evaluate(settings, &registry, args),

@@ -69,7 +69,7 @@ pub(super) fn models(
             } else if rows.is_empty() {
                 println!(
                     "no models in {}; train one with `triage train --data FILE`",
-                    registry.root().display()
+                    registry.location()
                 );
             } else {
                 println!(
@@ -165,7 +165,7 @@ fn history(registry: &Registry, json: bool) -> anyhow::Result<()> {
     if journal.entries.is_empty() {
         println!(
             "no champion changes recorded in {} yet; `triage train --data FILE` promotes a model that passes the gates, `triage models promote VERSION` promotes one by hand",
-            registry.events_path().display()
+            registry.events_location()
         );
     } else {
         let moves: Vec<String> = journal
@@ -194,7 +194,7 @@ fn history(registry: &Registry, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    note_skipped(&journal.skipped, &registry.events_path());
+    note_skipped(&journal.skipped, &registry.events_location());
     Ok(())
 }
 
@@ -209,7 +209,7 @@ fn decisions(registry: &Registry, json: bool) -> anyhow::Result<()> {
     if journal.entries.is_empty() {
         println!(
             "no retraining decisions recorded in {} yet; the retraining job writes one per run, promoted or not",
-            registry.decisions_path().display()
+            registry.decisions_location()
         );
     } else {
         let contender = |c: &Option<Contender>| match c {
@@ -243,11 +243,11 @@ fn decisions(registry: &Registry, json: bool) -> anyhow::Result<()> {
             "\nevery field (inputs, time range, per-class F1): `triage models decisions --json`"
         );
     }
-    note_skipped(&journal.skipped, &registry.decisions_path());
+    note_skipped(&journal.skipped, &registry.decisions_location());
     Ok(())
 }
 
-fn note_skipped(skipped: &[SkippedLine], path: &Path) {
+fn note_skipped(skipped: &[SkippedLine], location: &str) {
     if skipped.is_empty() {
         return;
     }
@@ -255,7 +255,7 @@ fn note_skipped(skipped: &[SkippedLine], path: &Path) {
     println!(
         "\nnote: {} unreadable line(s) of {} skipped (line {}); the rest is shown",
         skipped.len(),
-        path.display(),
+        location,
         lines.join(", ")
     );
 }

@@ -10,12 +10,13 @@ use crate::config::Settings;
 use crate::retrain::alert_job::TrainingJob;
 
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let registry = settings.registry()?;
     let rt = runtime()?;
     let served = rt.block_on(crate::retrain::run(
         &settings.retrain,
         &settings.kafka,
-        champion_of(crate::registry::Registry::new(settings.registry_dir())),
-        crate::registry::Registry::new(settings.registry_dir()),
+        champion_of(registry.clone()),
+        registry,
         Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
     ));
@@ -26,7 +27,7 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The registry's champion, read at each notification (a small file read).
+/// The registry's champion, read at each notification (a small file or object read).
 fn champion_of(registry: crate::registry::Registry) -> crate::retrain::webhook::ChampionLookup {
     Arc::new(move || registry.aliases().ok().and_then(|a| a.champion))
 }
