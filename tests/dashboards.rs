@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::alertmanager::Alertmanager;
 use common::broker::Broker;
-use common::kafka::{Collector, Names, http, produce, support_config};
+use common::kafka::{Collector, Names, http, produce, write_support_config};
 use common::prometheus::Prometheus;
 use common::server::Server;
 use common::*;
@@ -111,17 +111,13 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     let dir = scratch("dashboards");
     let broker = Broker::start(&dir);
     let names = Names::new("dash");
-    let config = dir.join("triage.toml");
-    std::fs::write(
-        &config,
-        support_config(
-            &broker.address(),
-            &names,
-            "",
-            "[stream]\nmax_wait_ms = 200\nmax_message_bytes = 2000\n",
-        ),
-    )
-    .unwrap();
+    let config = write_support_config(
+        &dir,
+        &broker.address(),
+        &names,
+        "",
+        "[stream]\nmax_wait_ms = 200\nmax_message_bytes = 2000\n",
+    );
     let cli = || {
         let mut cmd = triage(&dir);
         cmd.arg("--config").arg(&config);

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, free_port};
-use common::kafka::{Names, http, support_config, wait_http};
+use common::kafka::{Names, http, wait_http, write_support_config};
 use common::moto::Moto;
 use common::*;
 use serde_json::Value;
@@ -273,17 +273,13 @@ fn two_services_and_the_retrainer_follow_a_promotion_on_one_s3_registry() {
 
     let broker = Broker::start(&dir);
     let names = Names::new("s3follow");
-    let config = dir.join("triage.toml");
-    std::fs::write(
-        &config,
-        support_config(
-            &broker.address(),
-            &names,
-            "",
-            "[stream]\nmax_wait_ms = 200\n",
-        ),
-    )
-    .unwrap();
+    let config = write_support_config(
+        &dir,
+        &broker.address(),
+        &names,
+        "",
+        "[stream]\nmax_wait_ms = 200\n",
+    );
     let with_config = |extra: &[(&str, String)]| {
         let mut cmd = s3.triage_with(&dir, &config);
         cmd.envs(extra.iter().cloned());

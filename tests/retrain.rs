@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::broker::Broker;
-use common::kafka::{Msg, Names, produce, support_config};
+use common::kafka::{Msg, Names, produce, write_support_config};
 use common::*;
 use serde_json::Value;
 
@@ -18,15 +18,13 @@ const NARROW: [&str; 4] = ["ORDER", "REFUND", "SHIPPING", "ACCOUNT"];
 
 /// config/support.toml with this test's broker and topics.
 fn write_config(dir: &Path, broker: &Broker, names: &Names, labels_topic: &str) -> PathBuf {
-    let text = support_config(
+    write_support_config(
+        dir,
         &broker.address(),
         names,
         &format!("labels_topic = \"{labels_topic}\""),
         "[retrain]\nwindow_s = 3600",
-    );
-    let path = dir.join("triage.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 /// Writes a CSV file with a header.

@@ -63,6 +63,19 @@ features_topic = "{feat}"
     )
 }
 
+/// [`support_config`] written to `dir`/triage.toml; returns its path.
+pub fn write_support_config(
+    dir: &std::path::Path,
+    brokers: &str,
+    names: &Names,
+    kafka_extra: &str,
+    more: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("triage.toml");
+    std::fs::write(&path, support_config(brokers, names, kafka_extra, more)).unwrap();
+    path
+}
+
 /// A message to produce: optional key, optional payload.
 pub type Msg = (Option<Vec<u8>>, Option<Vec<u8>>);
 
