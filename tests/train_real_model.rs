@@ -74,14 +74,45 @@ fn training_prints_metrics_and_promotes_a_champion() {
     assert_eq!(sel["class_balance"], "none");
     assert_eq!(sel["decision"], "macro_f1");
     assert_eq!(sel["cv_folds"], 5);
-    let alphas = [0.3, 1.0, 3.0];
+    // Every configured alpha was tried, in ascending order; the grid goes on past an
+    // edge that scores best, so the chosen alpha has a worse neighbour on each side
+    // unless it is an edge that did not score best.
     let scores = sel["embedding"]["cv_scores"].as_array().unwrap();
-    assert_eq!(scores.len(), 3, "{sel}");
-    for (s, a) in scores.iter().zip(alphas) {
-        assert_eq!(s["value"].as_f64().unwrap(), a);
+    let tried: Vec<f64> = scores
+        .iter()
+        .map(|s| s["value"].as_f64().unwrap())
+        .collect();
+    for a in [0.3, 1.0, 3.0] {
+        assert!(tried.contains(&a), "{sel}");
+    }
+    assert!(tried.windows(2).all(|w| w[0] < w[1]), "{sel}");
+    assert_eq!(
+        sel["embedding"]["grid_extended"].as_bool().unwrap(),
+        tried.len() > 3,
+        "{sel}"
+    );
+    for s in scores {
         assert!((0.0..=1.0).contains(&s["macro_f1"].as_f64().unwrap()));
     }
-    assert!(alphas.contains(&sel["embedding"]["alpha"].as_f64().unwrap()));
+    let chosen = sel["embedding"]["alpha"].as_f64().unwrap();
+    let at = tried.iter().position(|&a| a == chosen).unwrap();
+    let f1 = |i: usize| scores[i]["macro_f1"].as_f64().unwrap();
+    if tried.len() > 3 {
+        let inside = at > 0 && at + 1 < tried.len();
+        assert!(
+            inside || !(1e-4..=1e4).contains(&chosen),
+            "extended until inside or a bound: {sel}"
+        );
+        if inside {
+            // The larger alpha wins ties.
+            assert!(f1(at) >= f1(at - 1) && f1(at) > f1(at + 1), "{sel}");
+        }
+    }
+    assert!(
+        t.stdout.contains("CV macro-F1 by alpha:"),
+        "train prints the grid: {}",
+        t.stdout
+    );
     assert_eq!(sel["weight_scores"].as_array().unwrap().len(), 11);
     let weight = sel["embedding_weight"].as_f64().unwrap();
     assert_eq!(sel["ngrams"].is_object(), weight < 1.0, "{sel}");

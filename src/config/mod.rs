@@ -261,7 +261,8 @@ pub struct TrainingSettings {
     /// Seed for the split and the reference sample: same seed, same split.
     pub seed: u64,
     /// L2 regularisation strengths to choose from by cross-validation (like 1/C in
-    /// scikit-learn); one value skips the search.
+    /// scikit-learn); one value skips the search. Extended past an edge that scores
+    /// best (`training::cv::select_alpha`).
     pub alphas: Vec<f64>,
     /// Stratified folds of the cross-validation on the training split.
     pub cv_folds: usize,
@@ -271,7 +272,7 @@ pub struct TrainingSettings {
     pub decision: crate::model::decision::Decision,
     /// L-BFGS iterations at most.
     pub max_iterations: u64,
-    /// L-BFGS stops when the gradient norm falls below this.
+    /// L-BFGS stops when every gradient component of the mean loss is below this.
     pub gradient_tolerance: f64,
     /// Data gate: every class needs at least this many rows.
     pub min_rows_per_class: usize,

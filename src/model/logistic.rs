@@ -1,13 +1,15 @@
 //! Multinomial logistic regression (linfa-logistic) over one block of features,
 //! with the label set it was trained on.
 
-use linfa::prelude::*;
 use linfa_logistic::MultiFittedLogisticRegression;
-use linfa_logistic::MultiLogisticRegression;
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Slice};
 use serde::{Deserialize, Serialize};
 
-/// Hyperparameters of the logistic regression.
+use super::solver::{FitWork, Objective, Stopping, minimise};
+
+/// Hyperparameters of the logistic regression. `alpha` is the L2 strength on the
+/// summed loss (as linfa-logistic); `gradient_tolerance` bounds the largest
+/// gradient component of the mean loss (see [`super::solver`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FitParams {
     pub alpha: f64,
@@ -59,13 +61,28 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Fits on rows of `x` with label indices `y` into `labels`.
+    /// Fits on rows of `x` with label indices `y` into `labels`, from zero weights,
+    /// on one thread.
     pub fn fit(
         x: ArrayView2<'_, f32>,
         y: &[usize],
         labels: Vec<String>,
         params: &FitParams,
     ) -> Result<Self, ClassifierError> {
+        Self::fit_from(x, y, labels, params, None, 1).map(|(model, _)| model)
+    }
+
+    /// Fits as [`Classifier::fit`] does, starting from the weights of `start` (a fit
+    /// on the same features, e.g. at a neighbouring alpha: a warm start), with the
+    /// rows shared by `threads`. Also says what the fit cost.
+    pub fn fit_from(
+        x: ArrayView2<'_, f32>,
+        y: &[usize],
+        labels: Vec<String>,
+        params: &FitParams,
+        start: Option<&Classifier>,
+        threads: usize,
+    ) -> Result<(Self, FitWork), ClassifierError> {
         if x.nrows() != y.len() {
             return Err(ClassifierError::Length {
                 rows: x.nrows(),
@@ -78,22 +95,72 @@ impl Classifier {
                 labels: labels.len(),
             });
         }
-        let mut present: Vec<usize> = y.to_vec();
-        present.sort_unstable();
-        present.dedup();
-        if present.len() < 2 {
-            return Err(ClassifierError::TooFewClasses(present.len()));
+        // Like linfa-logistic: the classes are the label indices present, in order.
+        let mut classes: Vec<usize> = y.to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        if classes.len() < 2 {
+            return Err(ClassifierError::TooFewClasses(classes.len()));
         }
-        let records: Array2<f64> = x.mapv(f64::from);
-        let targets = Array1::from(y.to_vec());
-        let dataset = Dataset::new(records, targets);
-        let model = MultiLogisticRegression::default()
-            .alpha(params.alpha)
-            .max_iterations(params.max_iterations)
-            .gradient_tolerance(params.gradient_tolerance)
-            .fit(&dataset)
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(ClassifierError::Fit(
+                "a feature is NaN or infinite; check the embeddings".into(),
+            ));
+        }
+        if !(params.alpha.is_finite() && params.alpha >= 0.0) {
+            return Err(ClassifierError::Fit(format!(
+                "alpha {} must be finite and not negative (training.alphas)",
+                params.alpha
+            )));
+        }
+        let mut column = vec![usize::MAX; labels.len()];
+        for (c, &label) in classes.iter().enumerate() {
+            column[label] = c;
+        }
+        let targets = y.iter().map(|&label| column[label]).collect();
+        let objective = Objective::new(x, targets, classes.len(), params.alpha, threads);
+        let initial = start.and_then(|s| s.start_for(x.ncols(), &classes));
+        let stopping = Stopping {
+            max_iterations: params.max_iterations,
+            gradient_tolerance: params.gradient_tolerance,
+        };
+        let (solution, work) = minimise(&objective, initial, stopping);
+        let (d1, k) = objective.shape();
+        let solution = solution
+            .into_shape_with_order((d1, k))
             .map_err(|e| ClassifierError::Fit(e.to_string()))?;
-        Ok(Self { labels, model })
+        // linfa-logistic's fitted model has no public constructor; its serde form
+        // (the registry's format) is the stable way in.
+        let model = serde_json::from_value(serde_json::json!({
+            "intercept": solution.row(d1 - 1).to_owned(),
+            "params": solution.slice_axis(Axis(0), Slice::from(..d1 - 1)).to_owned(),
+            "classes": classes,
+        }))
+        .map_err(|e| ClassifierError::Fit(format!("building the fitted model: {e}")))?;
+        Ok((Self { labels, model }, work))
+    }
+
+    /// This model's weights as a starting point for a fit over `features` columns
+    /// and `classes` (zeros for a class this model lacks); `None` when the
+    /// features differ.
+    fn start_for(&self, features: usize, classes: &[usize]) -> Option<Array1<f64>> {
+        if self.dimension() != features {
+            return None;
+        }
+        let (w, b) = (self.model.params(), self.model.intercept());
+        let mut start = Array2::<f64>::zeros((features + 1, classes.len()));
+        for (c, label) in classes.iter().enumerate() {
+            if let Some(mine) = self.model.classes().iter().position(|l| l == label) {
+                start
+                    .column_mut(c)
+                    .slice_axis_mut(Axis(0), Slice::from(..features))
+                    .assign(&w.column(mine));
+                start[[features, c]] = b[mine];
+            }
+        }
+        start
+            .into_shape_with_order(features * classes.len() + classes.len())
+            .ok()
     }
 
     /// The label set; prediction indices point into it.

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod evaluation;
 pub mod logistic;
 pub mod ngrams;
+pub mod solver;
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use decision::blend;
 pub use logistic::{Classifier, ClassifierError, FitParams, Prediction, argmax};
 pub use ngrams::{NgramSettings, Ngrams, NgramsError};
+pub use solver::FitWork;
 
 /// Why a model's parts do not make one model (at training, or loading `model.json`).
 #[derive(Debug, thiserror::Error)]

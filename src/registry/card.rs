@@ -113,12 +113,6 @@ pub struct ModelSelection {
 impl ModelSelection {
     /// A few lines for people: what was chosen and the cross-validation scores.
     pub fn render(&self) -> String {
-        let scores = |s: &[Scored]| {
-            s.iter()
-                .map(|s| format!("{} -> {:.4}", s.value, s.macro_f1))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut out = format!(
             "selection: class balance {}, decision {}, {}\n",
             serde_json::to_string(&self.class_balance)
@@ -132,20 +126,15 @@ impl ModelSelection {
                 None => "no cross-validation".into(),
             }
         );
-        out += &format!(
-            "  embedding model: alpha {} (CV macro-F1 by alpha: {})\n",
-            self.embedding.alpha,
-            scores(&self.embedding.cv_scores)
-        );
+        out += &format!("  embedding model: {}\n", self.embedding.render());
         match &self.ngrams {
             Some(n) => {
                 out += &format!(
-                    "  n-gram model: {} word {}-{} grams, alpha {} (CV macro-F1 by alpha: {})\n",
+                    "  n-gram model: {} word {}-{} grams, {}\n",
                     n.vocabulary_size,
                     n.features.min_n,
                     n.features.max_n,
-                    n.fit.alpha,
-                    scores(&n.fit.cv_scores)
+                    n.fit.render()
                 );
                 out += &format!("  blend: embedding weight {}\n", self.embedding_weight);
             }
@@ -161,11 +150,37 @@ impl ModelSelection {
     }
 }
 
-/// The alpha chosen for one model, and the out-of-fold macro-F1 of each alpha tried.
+/// The alpha chosen for one model, and the out-of-fold macro-F1 of each alpha tried
+/// (the grid: the configured `training.alphas`, extended when the best was at an
+/// edge; from the smallest alpha up since triage 0.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadSelection {
     pub alpha: f64,
     pub cv_scores: Vec<Scored>,
+    /// Alphas beyond the configured grid were tried. Absent (false) in older cards.
+    #[serde(default)]
+    pub grid_extended: bool,
+}
+
+impl HeadSelection {
+    /// `alpha A (CV macro-F1 by alpha: a -> f, ...[; grid extended])`.
+    fn render(&self) -> String {
+        let scores = self
+            .cv_scores
+            .iter()
+            .map(|s| format!("{} -> {:.4}", s.value, s.macro_f1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let extended = if self.grid_extended {
+            "; grid extended past the configured alphas"
+        } else {
+            ""
+        };
+        format!(
+            "alpha {} (CV macro-F1 by alpha: {scores}{extended})",
+            self.alpha
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,6 +285,7 @@ mod tests {
             embedding: HeadSelection {
                 alpha: 1.0,
                 cv_scores: vec![scored(0.3, 0.61), scored(1.0, 0.64)],
+                grid_extended: false,
             },
             ngrams,
             embedding_weight: weight,
@@ -281,12 +297,17 @@ mod tests {
 
     #[test]
     fn render_names_every_choice_and_its_scores() {
+        let scored = |v, f| Scored {
+            value: v,
+            macro_f1: f,
+        };
         let ngrams = NgramSelection {
             features: NgramSettings::default(),
             vocabulary_size: 1000,
             fit: HeadSelection {
                 alpha: 3.0,
-                cv_scores: vec![],
+                cv_scores: vec![scored(1.0, 0.5), scored(3.0, 0.55), scored(9.0, 0.52)],
+                grid_extended: true,
             },
         };
         let text = selection(Some(ngrams), 0.4).render();
@@ -298,7 +319,13 @@ mod tests {
             text.contains("alpha 1 (CV macro-F1 by alpha: 0.3 -> 0.6100, 1 -> 0.6400)"),
             "{text}"
         );
-        assert!(text.contains("1000 word 1-2 grams, alpha 3"), "{text}");
+        assert!(
+            text.contains(
+                "1000 word 1-2 grams, alpha 3 (CV macro-F1 by alpha: 1 -> 0.5000, 3 -> 0.5500, 9 -> 0.5200; grid extended past the configured alphas)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("alpha 1 (CV macro-F1 by alpha: 0.3 -> 0.6100, 1 -> 0.6400; grid"));
         assert!(text.contains("embedding weight 0.4"), "{text}");
         let text = selection(None, 1.0).render();
         assert!(text.contains("n-gram model: dropped"), "{text}");

@@ -4,9 +4,6 @@
 //! are fitted to data (the n-gram vocabulary) are fitted inside each fold, on the
 //! fold's training rows only, so the scores are not flattered by the held rows.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::SeedableRng;
@@ -19,7 +16,7 @@ use super::split::rows_by_class;
 use crate::config::ClassBalance;
 use crate::model::decision::Scored;
 use crate::model::evaluation::evaluate;
-use crate::model::{Classifier, ClassifierError, FitParams, Prediction};
+use crate::model::{Classifier, ClassifierError, FitParams, FitWork, Prediction};
 
 /// The fold (`0..k`) of every row: each class dealt round-robin over the folds after
 /// a seeded shuffle, so every fold has the class mix of the whole.
@@ -64,29 +61,58 @@ pub fn fixed_folds(x: ArrayView2<'_, f32>, folds: &[usize]) -> Vec<FoldData> {
         .collect()
 }
 
+/// How one logistic regression is fitted beside its data.
+#[derive(Debug, Clone, Copy)]
+pub struct FitRun<'a> {
+    pub params: FitParams,
+    pub balance: ClassBalance,
+    /// Seeds the oversampling.
+    pub seed: u64,
+    /// A model to start from (a warm start), e.g. the same fold at the previous alpha.
+    pub start: Option<&'a Classifier>,
+    /// Threads the fit shares its rows between.
+    pub threads: usize,
+}
+
 /// Fits one logistic regression on `x` with the class balance applied.
 pub fn fit_balanced(
     x: ArrayView2<'_, f32>,
     y: &[usize],
     labels: &[String],
-    params: &FitParams,
-    balance: ClassBalance,
-    seed: u64,
-) -> Result<Classifier, ClassifierError> {
-    let rows = rows_to_fit(y, balance, seed);
-    let xs = x.select(Axis(0), &rows);
+    run: &FitRun<'_>,
+) -> Result<(Classifier, FitWork), ClassifierError> {
+    let rows = rows_to_fit(y, run.balance, run.seed);
     let ys: Vec<usize> = rows.iter().map(|&r| y[r]).collect();
-    Classifier::fit(xs.view(), &ys, labels.to_vec(), params)
+    let fit = |x: ArrayView2<'_, f32>| {
+        Classifier::fit_from(x, &ys, labels.to_vec(), &run.params, run.start, run.threads)
+    };
+    if run.balance == ClassBalance::None {
+        // Every row once, in order: no copy.
+        return fit(x);
+    }
+    let xs = x.select(Axis(0), &rows);
+    fit(xs.view())
 }
+
+/// The smallest and largest alpha an extended grid may reach: beyond them the
+/// model is as good as unregularised, or as good as constant.
+pub const ALPHA_BOUNDS: (f64, f64) = (1e-4, 1e4);
 
 /// What cross-validating one model found.
 #[derive(Debug, Clone)]
 pub struct Selection {
     pub alpha: f64,
-    /// Out-of-fold macro-F1 of every alpha tried, in the order given.
+    /// Out-of-fold macro-F1 of every alpha tried, from the smallest alpha up.
     pub scores: Vec<Scored>,
+    /// Whether alphas beyond the configured grid were tried because the best was
+    /// at an edge.
+    pub extended: bool,
     /// Out-of-fold predictions of the chosen alpha, one per training row.
     pub out_of_fold: Vec<Prediction>,
+    /// A fold's model at the chosen alpha: a warm start for the final fit.
+    pub start: Option<Classifier>,
+    /// The fits cross-validation ran.
+    pub work: FitWork,
 }
 
 /// How to cross-validate.
@@ -100,117 +126,189 @@ pub struct Plan<'a> {
     pub params: FitParams,
     pub balance: ClassBalance,
     pub seed: u64,
-    /// Fits run at once (each is single-threaded).
+    /// Threads each fit shares its rows between.
     pub threads: usize,
     /// Names the model in logs and the progress bar.
     pub name: &'a str,
 }
 
+/// One alpha cross-validated: its score, predictions and fold models.
+struct Tried {
+    score: Scored,
+    out_of_fold: Vec<Prediction>,
+    models: Vec<Classifier>,
+}
+
 /// Scores every alpha by out-of-fold macro-F1 and returns the best (the largest
-/// alpha on ties: the simpler model).
+/// alpha on ties: the simpler model). When the best is the smallest or the largest
+/// alpha of the grid, the grid is extended past it in steps of about 3 along
+/// 1, 3, 10, 30, ... (see [`ladder_below`]) until the best is inside or
+/// [`ALPHA_BOUNDS`] is reached.
+///
+/// The alphas run from the largest down, each fold starting from its model at the
+/// previous alpha (a warm start along the regularisation path).
 pub fn select_alpha(
     y: &[usize],
     labels: &[String],
     plan: &Plan<'_>,
 ) -> Result<Selection, ClassifierError> {
+    let mut grid: Vec<f64> = plan.alphas.to_vec();
+    grid.sort_by(f64::total_cmp);
+    grid.dedup();
     let k = plan.data.len();
-    let jobs: Vec<(usize, usize)> = (0..plan.alphas.len())
-        .flat_map(|a| (0..k).map(move |f| (a, f)))
-        .collect();
-    let bar = ProgressBar::new(jobs.len() as u64).with_style(
+    let bar = ProgressBar::new((grid.len() * k) as u64).with_style(
         ProgressStyle::with_template("cross-validating {msg} {bar:30} {pos}/{len} fits  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(plan.name.to_string());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<FoldResult>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..plan.threads.clamp(1, jobs.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let job = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(a, f)) = jobs.get(job) else { break };
-                    let result = fit_fold(y, labels, plan, a, f);
-                    if let Ok(mut r) = results.lock() {
-                        r[job] = Some(result);
-                    }
-                    bar.inc(1);
-                }
-            });
+    let mut work = FitWork::default();
+    let mut run = |alpha: f64, from: Option<&[Classifier]>| -> Result<Tried, ClassifierError> {
+        let tried = cross_validate(y, labels, plan, alpha, from, &mut work, &bar)?;
+        info!(target: "triage::training", model = plan.name, alpha, cv_macro_f1 = format!("{:.4}", tried.score.macro_f1), "Cross-validated.");
+        Ok(tried)
+    };
+    // Ascending by alpha once filled; run from the largest down.
+    let mut tried: Vec<Tried> = Vec::with_capacity(grid.len());
+    for &alpha in grid.iter().rev() {
+        let next = run(alpha, tried.last().map(|t| t.models.as_slice()))?;
+        tried.push(next);
+    }
+    tried.reverse();
+    let mut extended = false;
+    // One value means no search (see `training.alphas`).
+    while grid.len() > 1 {
+        let best = best_index(&tried);
+        let (low, high) = (tried[0].score.value, tried[tried.len() - 1].score.value);
+        let (below, above) = (ladder_below(low), ladder_above(high));
+        if best == 0 && below >= ALPHA_BOUNDS.0 {
+            bar.inc_length(k as u64);
+            let next = run(below, Some(&tried[0].models))?;
+            tried.insert(0, next);
+        } else if best == tried.len() - 1 && above <= ALPHA_BOUNDS.1 {
+            bar.inc_length(k as u64);
+            let next = run(above, Some(&tried[best].models))?;
+            tried.push(next);
+        } else {
+            break;
         }
-    });
+        extended = true;
+    }
     bar.finish_and_clear();
-    let results = results.into_inner().unwrap_or_default();
-
-    let mut per_alpha: Vec<Vec<Option<Prediction>>> = vec![vec![None; y.len()]; plan.alphas.len()];
-    for (&(a, f), result) in jobs.iter().zip(results) {
-        let predictions =
-            result.unwrap_or_else(|| Err(ClassifierError::Fit("a fold did not run".into())))?;
-        let (_, held) = fold_rows(plan.folds, f);
-        for (row, p) in held.into_iter().zip(predictions) {
-            per_alpha[a][row] = Some(p);
-        }
-    }
-    let mut best: Option<(Scored, Vec<Prediction>)> = None;
-    let mut scores = Vec::with_capacity(plan.alphas.len());
-    for (&alpha, predictions) in plan.alphas.iter().zip(per_alpha) {
-        let predictions: Vec<Prediction> = predictions.into_iter().flatten().collect();
-        let predicted: Vec<usize> = predictions.iter().map(|p| p.label).collect();
-        let score = Scored {
-            value: alpha,
-            macro_f1: evaluate(labels, y, &predicted).macro_f1,
-        };
-        info!(target: "triage::training", model = plan.name, alpha, cv_macro_f1 = format!("{:.4}", score.macro_f1), "Cross-validated.");
-        scores.push(score);
-        let better = best.as_ref().is_none_or(|(b, _)| {
-            score.macro_f1 > b.macro_f1 || (score.macro_f1 == b.macro_f1 && alpha > b.value)
-        });
-        if better {
-            best = Some((score, predictions));
-        }
-    }
-    let (chosen, out_of_fold) =
-        best.ok_or_else(|| ClassifierError::Fit("no alpha to try".into()))?;
+    let scores = tried.iter().map(|t| t.score).collect();
+    let best = tried.swap_remove(best_index(&tried));
+    info!(target: "triage::training", model = plan.name, fits = work.fits, iterations = work.iterations, evaluations = work.evaluations, at_limit = work.at_limit, "Cross-validation work.");
     Ok(Selection {
-        alpha: chosen.value,
+        alpha: best.score.value,
         scores,
-        out_of_fold,
+        extended,
+        out_of_fold: best.out_of_fold,
+        start: best.models.into_iter().next(),
+        work,
     })
 }
 
-/// Out-of-fold predictions of one (alpha, fold) fit.
-type FoldResult = Result<Vec<Prediction>, ClassifierError>;
+/// The largest of 1, 3, 10, 30, ... (times powers of ten) at most `alpha / 2.5`:
+/// 0.3 -> 0.1 -> 0.03 -> 0.01.
+pub fn ladder_below(alpha: f64) -> f64 {
+    ladder(alpha / 2.5, true)
+}
 
-fn fit_fold(
+/// The smallest of 1, 3, 10, 30, ... at least `alpha * 2.5`: 3 -> 10 -> 30.
+pub fn ladder_above(alpha: f64) -> f64 {
+    ladder(alpha * 2.5, false)
+}
+
+fn ladder(target: f64, below: bool) -> f64 {
+    let exponent = target.log10().floor() as i32;
+    // Decimal strings, so 0.03 is the f64 nearest 0.03, as if typed in the config.
+    let rungs = (exponent - 1..=exponent + 1)
+        .flat_map(|e| [format!("1e{e}"), format!("3e{e}")])
+        .filter_map(|r| r.parse::<f64>().ok());
+    if below {
+        rungs.filter(|&r| r <= target).fold(f64::NAN, f64::max)
+    } else {
+        rungs.filter(|&r| r >= target).fold(f64::NAN, f64::min)
+    }
+}
+
+/// The best of the alphas tried (ascending): highest macro-F1, the larger alpha on
+/// ties.
+fn best_index(tried: &[Tried]) -> usize {
+    let mut best = 0;
+    for (i, t) in tried.iter().enumerate() {
+        if t.score.macro_f1 >= tried[best].score.macro_f1 {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Fits every fold at `alpha` (each from its model in `from`) and scores the
+/// out-of-fold predictions.
+fn cross_validate(
     y: &[usize],
     labels: &[String],
     plan: &Plan<'_>,
-    alpha: usize,
-    fold: usize,
-) -> Result<Vec<Prediction>, ClassifierError> {
-    let (train, _) = fold_rows(plan.folds, fold);
-    let y_train: Vec<usize> = train.iter().map(|&r| y[r]).collect();
+    alpha: f64,
+    from: Option<&[Classifier]>,
+    work: &mut FitWork,
+    bar: &ProgressBar,
+) -> Result<Tried, ClassifierError> {
     let params = FitParams {
-        alpha: plan.alphas[alpha],
+        alpha,
         ..plan.params
     };
-    let data = &plan.data[fold];
-    let model = fit_balanced(
-        data.train.view(),
-        &y_train,
-        labels,
-        &params,
-        plan.balance,
-        plan.seed.wrapping_add(fold as u64),
-    )?;
-    model.predict(data.held.view())
+    let mut out_of_fold: Vec<Option<Prediction>> = vec![None; y.len()];
+    let mut models = Vec::with_capacity(plan.data.len());
+    for (fold, data) in plan.data.iter().enumerate() {
+        let (train, held) = fold_rows(plan.folds, fold);
+        let y_train: Vec<usize> = train.iter().map(|&r| y[r]).collect();
+        let run = FitRun {
+            params,
+            balance: plan.balance,
+            seed: plan.seed.wrapping_add(fold as u64),
+            start: from.and_then(|models| models.get(fold)),
+            threads: plan.threads,
+        };
+        let (model, fit_work) = fit_balanced(data.train.view(), &y_train, labels, &run)?;
+        *work += fit_work;
+        for (row, p) in held.into_iter().zip(model.predict(data.held.view())?) {
+            out_of_fold[row] = Some(p);
+        }
+        models.push(model);
+        bar.inc(1);
+    }
+    let out_of_fold: Vec<Prediction> = out_of_fold.into_iter().flatten().collect();
+    if out_of_fold.len() != y.len() {
+        return Err(ClassifierError::Fit(
+            "a row is in no fold: the folds do not cover the training split".into(),
+        ));
+    }
+    let predicted: Vec<usize> = out_of_fold.iter().map(|p| p.label).collect();
+    Ok(Tried {
+        score: Scored {
+            value: alpha,
+            macro_f1: evaluate(labels, y, &predicted).macro_f1,
+        },
+        out_of_fold,
+        models,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    #[test]
+    fn the_ladder_steps_by_about_three_in_round_numbers() {
+        assert_eq!(ladder_below(0.3), 0.1);
+        assert_eq!(ladder_below(0.1), 0.03);
+        assert_eq!(ladder_below(0.03), 0.01);
+        assert_eq!(ladder_above(3.0), 10.0);
+        assert_eq!(ladder_above(10.0), 30.0);
+        assert_eq!(ladder_above(0.3), 1.0);
+    }
 
     #[test]
     fn folds_are_stratified_and_cover_every_row() {
@@ -257,9 +355,19 @@ mod tests {
         };
         let s = select_alpha(&y, &labels, &plan).unwrap();
         assert_eq!(s.alpha, 0.1);
-        assert_eq!(s.scores.len(), 2);
-        assert!(s.scores[0].macro_f1 < 0.5, "{:?}", s.scores);
-        assert!(s.scores[1].macro_f1 > 0.9, "{:?}", s.scores);
+        // Ascending. The best was at the lower edge, so the grid went on down
+        // (0.03, 0.01, ...) while that kept scoring as well: the largest of the
+        // equal best is chosen, and it is inside the grid now.
+        assert!(s.extended);
+        assert_eq!(s.scores[s.scores.len() - 1].value, 1e4);
+        assert!(
+            s.scores[s.scores.len() - 1].macro_f1 < 0.5,
+            "{:?}",
+            s.scores
+        );
+        let best = s.scores.iter().position(|x| x.value == s.alpha).unwrap();
+        assert!(best > 0, "{:?}", s.scores);
+        assert!(s.scores[best].macro_f1 > 0.9, "{:?}", s.scores);
         assert_eq!(s.out_of_fold.len(), n);
     }
 }

@@ -6,13 +6,14 @@ use ndarray::ArrayView2;
 use tracing::info;
 
 use super::cv::{
-    FoldData, Plan, Selection, fit_balanced, fixed_folds, fold_rows, select_alpha, stratified_folds,
+    FitRun, FoldData, Plan, Selection, fit_balanced, fixed_folds, fold_rows, select_alpha,
+    stratified_folds,
 };
 use crate::config::Settings;
 use crate::model::decision::{
     Decision, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
 };
-use crate::model::{ClassifierError, FitParams, Model, Ngrams, Prediction, TextHead};
+use crate::model::{ClassifierError, FitParams, FitWork, Model, Ngrams, Prediction, TextHead};
 use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
 
 /// The training split, as the fit sees it.
@@ -52,7 +53,10 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
                 return Ok(Selection {
                     alpha: t.alphas[0],
                     scores: Vec::new(),
+                    extended: false,
                     out_of_fold: Vec::new(),
+                    start: None,
+                    work: FitWork::default(),
                 });
             }
             let fold_data = fold_data();
@@ -68,19 +72,25 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
             };
             select_alpha(data.labels, data.label_names, &plan)
         };
-    let fit = |x: ArrayView2<'_, f32>, alpha| {
-        fit_balanced(
-            x,
-            data.labels,
-            data.label_names,
-            &FitParams { alpha, ..params },
-            t.class_balance,
-            t.seed,
-        )
+    // The final fit of a model starts from a fold's model at the chosen alpha.
+    let fit = |x: ArrayView2<'_, f32>, sel: &Selection| {
+        let run = FitRun {
+            params: FitParams {
+                alpha: sel.alpha,
+                ..params
+            },
+            balance: t.class_balance,
+            seed: t.seed,
+            start: sel.start.as_ref(),
+            threads,
+        };
+        let (model, work) = fit_balanced(x, data.labels, data.label_names, &run)?;
+        info!(target: "triage::training", iterations = work.iterations, evaluations = work.evaluations, "Final fit.");
+        Ok::<_, ClassifierError>(model)
     };
 
     let emb = select(&|| fixed_folds(data.embeddings, &folds), "embedding model")?;
-    let embedding = fit(data.embeddings, emb.alpha)?;
+    let embedding = fit(data.embeddings, &emb)?;
     info!(target: "triage::training", alpha = emb.alpha, "Embedding model fitted.");
 
     let mut weight = 1.0;
@@ -116,7 +126,7 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
             // and not built at all when the blend drops the n-gram model.
             let ngrams = Ngrams::fit(data.texts, data.labels, ngram_settings);
             info!(target: "triage::training", features = ngrams.dimension(), "N-gram vocabulary built.");
-            let classifier = fit(ngrams.transform(data.texts).view(), sel.alpha)?;
+            let classifier = fit(ngrams.transform(data.texts).view(), &sel)?;
             info!(target: "triage::training", alpha = sel.alpha, embedding_weight = weight, "N-gram model fitted.");
             text = Some((TextHead { ngrams, classifier }, sel));
         } else {
@@ -152,6 +162,7 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
         embedding: HeadSelection {
             alpha: emb.alpha,
             cv_scores: emb.scores,
+            grid_extended: emb.extended,
         },
         ngrams: text.as_ref().map(|(head, sel)| NgramSelection {
             features: ngram_settings.clone(),
@@ -159,6 +170,7 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
             fit: HeadSelection {
                 alpha: sel.alpha,
                 cv_scores: sel.scores.clone(),
+                grid_extended: sel.extended,
             },
         }),
         embedding_weight: weight,
