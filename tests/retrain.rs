@@ -245,7 +245,8 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         history.lines().last().unwrap().contains("\"retrainer\""),
         "{history}"
     );
-    let work = dir.join("registry/retrain").join(d["id"].as_str().unwrap());
+    let first_run = d["id"].as_str().unwrap().to_string();
+    let work = dir.join("registry/retrain").join(&first_run);
     assert!(work.join("train.jsonl").is_file() && work.join("held-out.jsonl").is_file());
 
     // 2. A challenger that cannot beat the champion by the margin is stored, not promoted.
@@ -325,8 +326,44 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     );
     assert_eq!(champion(&dir), "v2");
 
-    // 4. Too few recent rows: the run fails without training, and says why.
-    let (code, d) = retrain(&dir, &config, &["--since", "1ms"], &[]);
+    // 3b. One job at a time on a machine: while another process holds the job lock
+    // (this test's own process stands in for a running `triage retrainer`), a
+    // `triage retrain` by hand is refused and recorded, and trains nothing.
+    let lock = dir.join("registry/retrain/.job.lock");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let (code, d) = retrain(&dir, &config, &[], &[]);
+    assert_eq!(code, 1, "{d:#}");
+    assert_eq!(d["verdict"], "failed");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("another retraining job") && reason.contains(".job.lock"),
+        "{reason}"
+    );
+    assert!(d["challenger"].is_null());
+    assert!(lock.is_file(), "the holder's lock is left alone");
+    std::fs::remove_file(&lock).unwrap();
+
+    // 4. Too few recent rows: the run fails without training, and says why. With
+    // retrain.keep_runs = 1 the older runs' files go, but not the champion's (v2 was
+    // trained on the first run's train.jsonl).
+    let runs = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("registry/retrain"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(runs().len(), 4, "{:?}", runs());
+    let (code, d) = retrain(
+        &dir,
+        &config,
+        &["--since", "1ms"],
+        &[("TRIAGE__RETRAIN__KEEP_RUNS", "1")],
+    );
+    let kept = runs();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.contains(&first_run), "{kept:?} lost {first_run}");
     eprintln!("  reason: {}", d["reason"].as_str().unwrap());
     assert_eq!(code, 1, "{d:#}");
     assert_eq!(d["verdict"], "failed");
@@ -348,7 +385,9 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         .collect();
     assert_eq!(
         verdicts,
-        ["promoted", "rejected", "rejected", "rejected", "failed"]
+        [
+            "promoted", "rejected", "rejected", "rejected", "failed", "failed"
+        ]
     );
     eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
 }

@@ -414,6 +414,10 @@ pub struct RetrainSettings {
     pub held_out_fraction: f64,
     /// Fewer recent labelled rows than this: the job fails without training.
     pub min_recent_rows: usize,
+    /// Work folders of past runs kept (`<registry_dir>/retrain/<id>/`, the data each
+    /// challenger was trained and judged on); older ones are removed after a job,
+    /// except those holding the champion's or the previous champion's training data.
+    pub keep_runs: usize,
     /// The original training data added to the recent rows: a labelled file (read
     /// with [data] and [labels]), empty for the champion card's data file if it still
     /// exists, or `none` for the recent rows only.
@@ -448,6 +452,7 @@ impl Default for RetrainSettings {
             window_s: 24 * 3600,
             held_out_fraction: 0.3,
             min_recent_rows: 60,
+            keep_runs: 20,
             training_data: PathBuf::new(),
             min_improvement: 0.01,
             join_window_s: 3 * 24 * 3600,

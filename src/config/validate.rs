@@ -305,6 +305,12 @@ impl Settings {
             "use 60 or more",
         );
         c.check(
+            r.keep_runs >= 1,
+            "retrain.keep_runs",
+            || "0 would remove the files of the run that just ended".into(),
+            "use 20, or 1 to keep only the last run's files",
+        );
+        c.check(
             r.min_improvement.is_finite() && (0.0..1.0).contains(&r.min_improvement),
             "retrain.min_improvement",
             || {

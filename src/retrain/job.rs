@@ -26,6 +26,7 @@ use super::collect::{
     split_recent, without_held_out,
 };
 use super::verdict::{Standing, judge};
+use super::workdir::{JobLock, prune};
 use crate::config::{DataFormat, LabelRuleKind, Settings};
 use crate::embed::Embedder;
 use crate::feature::labels::LabelRule;
@@ -95,9 +96,34 @@ pub fn run(
         Err(e) => return failed_to_start(settings, trigger, e.to_string()),
     };
     let mut job = Job::new(settings, &registry, trigger);
+    let lock = match JobLock::acquire(&job.retrain_dir()) {
+        Ok(lock) => lock,
+        Err(reason) => return job.finish(Err(reason)),
+    };
     info!(target: "triage::retrain", id = %job.decision.id, trigger = %job.decision.trigger, "Retraining started.");
     let outcome = job.execute(embedder, options);
-    job.finish(outcome)
+    let decision = job.finish(outcome);
+    prune(
+        &registry.root().join("retrain"),
+        settings.retrain.keep_runs,
+        &champions_data(&registry),
+    );
+    drop(lock);
+    decision
+}
+
+/// The training data files of the champion and the previous champion: a later job
+/// reads the champion's back, a rollback makes the previous one champion.
+fn champions_data(registry: &Registry) -> Vec<PathBuf> {
+    let Ok(aliases) = registry.aliases() else {
+        return Vec::new();
+    };
+    [aliases.champion, aliases.previous]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| registry.card(&v).ok())
+        .map(|card| PathBuf::from(card.data.path))
+        .collect()
 }
 
 /// Records a run that could not start (e.g. the embedder did not load): verdict

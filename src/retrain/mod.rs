@@ -30,6 +30,7 @@ pub mod scheduler;
 pub mod token;
 pub mod verdict;
 pub mod webhook;
+pub mod workdir;
 
 use std::collections::BTreeMap;
 use std::future::Future;
