@@ -1010,8 +1010,15 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     assert!(
         prom.wait("up", Duration::from_secs(120), |_| !firing(narrow_version)
             .is_empty()),
-        "drift alert did not fire:\n{}",
-        service.log()
+        "drift alert did not fire:\n{}\n{}",
+        service.log(),
+        http(&service.addr, "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("triage_drift"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let alert_at = started.elapsed();
     let accepted = || {
