@@ -111,7 +111,19 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let (rows, dim, classes) = (arg(&args, 0, 10_000), arg(&args, 1, 384), arg(&args, 2, 77));
+    // `cargo test --all-targets` runs this file too, without `--bench`: then a small
+    // set, so the test suite checks that it runs without paying for the real size.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (rows, dim, classes) = if benching {
+        (10_000, 384, 77)
+    } else {
+        (1_000, 64, 8)
+    };
+    let (rows, dim, classes) = (
+        arg(&args, 0, rows),
+        arg(&args, 1, dim),
+        arg(&args, 2, classes),
+    );
     // The training log: every alpha's score and the work (fits, L-BFGS iterations,
     // gradient evaluations) of each cross-validation, which timing noise does not touch.
     tracing_subscriber::fmt()

@@ -68,7 +68,7 @@ pub struct DriftReference {
     pub embedding_mean: Vec<f32>,
     /// Up to `training.reference_sample_size` held-out embeddings, seeded choice.
     pub sample: Vec<Vec<f32>>,
-    /// Text length in characters.
+    /// Text length in characters, over every row of the training file.
     pub text_length: Histogram,
     /// The embedding-drift detector's calibration (absent in references from before
     /// it existed: those models have no embedding-drift detector; retrain them).
