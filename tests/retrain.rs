@@ -80,6 +80,25 @@ fn retrain(dir: &Path, config: &Path, extra: &[&str], env: &[(&str, &str)]) -> (
     (out.status.code().unwrap_or(-1), decision)
 }
 
+/// Held-out macro-F1 of the champion and the challenger in a decision.
+fn macro_f1s(d: &Value) -> (f64, f64) {
+    let f1 = |who: &str| d[who]["metrics"]["macro_f1"].as_f64().unwrap();
+    (f1("champion"), f1("challenger"))
+}
+
+/// A run that trained a challenger and kept the champion (v2): exit 3, verdict
+/// rejected, `reason` in the decision's reason.
+fn assert_rejected(dir: &Path, code: i32, d: &Value, reason: &str) {
+    assert_eq!(code, 3, "{d:#}");
+    assert_eq!(d["verdict"], "rejected");
+    assert!(
+        d["reason"].as_str().unwrap().contains(reason),
+        "{}",
+        d["reason"]
+    );
+    assert_eq!(champion(dir), "v2");
+}
+
 fn print_figures(d: &Value) {
     let f1 = |c: &Value| {
         if c.is_null() {
@@ -228,8 +247,7 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         d["rows"]["train"].as_u64().unwrap() + held_out,
         recent.len() as u64
     );
-    let champion_f1 = d["champion"]["metrics"]["macro_f1"].as_f64().unwrap();
-    let challenger_f1 = d["challenger"]["metrics"]["macro_f1"].as_f64().unwrap();
+    let (champion_f1, challenger_f1) = macro_f1s(&d);
     assert_eq!(d["champion"]["version"], "v1");
     assert_eq!(d["challenger"]["version"], "v2");
     assert!(
@@ -257,16 +275,9 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         &[("TRIAGE__RETRAIN__MIN_IMPROVEMENT", "0.9")],
     );
     print_figures(&d);
-    assert_eq!(code, 3, "{d:#}");
-    assert_eq!(d["verdict"], "rejected");
+    assert_rejected(&dir, code, &d, "short of");
     assert_eq!(d["champion"]["version"], "v2");
     assert_eq!(d["challenger"]["version"], "v3");
-    assert!(
-        d["reason"].as_str().unwrap().contains("short of"),
-        "{}",
-        d["reason"]
-    );
-    assert_eq!(champion(&dir), "v2");
 
     // 2b. A challenger that scores below the champion on the same held-out slice
     // (a fit stopped after one L-BFGS iteration, no n-grams, gates off so only the
@@ -284,20 +295,12 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         ],
     );
     print_figures(&d);
-    assert_eq!(code, 3, "{d:#}");
-    assert_eq!(d["verdict"], "rejected");
-    let champion_f1 = d["champion"]["metrics"]["macro_f1"].as_f64().unwrap();
-    let challenger_f1 = d["challenger"]["metrics"]["macro_f1"].as_f64().unwrap();
+    assert_rejected(&dir, code, &d, ": -0.");
+    let (champion_f1, challenger_f1) = macro_f1s(&d);
     assert!(
         challenger_f1 < champion_f1,
         "a worse challenger: {challenger_f1} vs champion {champion_f1}"
     );
-    assert!(
-        d["reason"].as_str().unwrap().contains(": -0."),
-        "{}",
-        d["reason"]
-    );
-    assert_eq!(champion(&dir), "v2");
 
     // 3. By default the champion's own training data is added: v2's is the first
     // run's train.jsonl, read back with the run files' own fields.

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::evaluation::{ClassMetrics, Evaluation};
+use super::evaluation::{ClassMetrics, Evaluation, label_width};
 
 /// One metric for both models; `difference` is `b - a` when both have it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -113,13 +113,7 @@ impl Comparison {
                 signed(d.difference)
             );
         }
-        let width = self
-            .per_class
-            .iter()
-            .map(|c| c.label.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let width = label_width(self.per_class.iter().map(|c| c.label.as_str()), 5);
         let group = 3 * w + 4;
         let _ = write!(s, "\n{:<width$}", "class");
         for metric in ["precision", "recall", "f1"] {

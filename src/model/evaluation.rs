@@ -92,6 +92,11 @@ pub fn evaluate(labels: &[String], truth: &[usize], predicted: &[usize]) -> Eval
     }
 }
 
+/// Width of a class-name column: the longest label, at least `min`.
+pub(crate) fn label_width<'a>(labels: impl IntoIterator<Item = &'a str>, min: usize) -> usize {
+    labels.into_iter().map(str::len).max().unwrap_or(5).max(min)
+}
+
 impl Evaluation {
     /// A human-readable report: summary, per-class table, confusion matrix.
     pub fn render(&self) -> String {
@@ -101,13 +106,7 @@ impl Evaluation {
             "rows {}  accuracy {:.4}  macro-F1 {:.4}  macro-precision {:.4}  macro-recall {:.4}",
             self.rows, self.accuracy, self.macro_f1, self.macro_precision, self.macro_recall
         );
-        let width = self
-            .per_class
-            .iter()
-            .map(|c| c.label.len())
-            .max()
-            .unwrap_or(5)
-            .max(9);
+        let width = label_width(self.per_class.iter().map(|c| c.label.as_str()), 9);
         let _ = writeln!(
             s,
             "\n{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}",

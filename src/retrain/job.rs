@@ -96,7 +96,8 @@ pub fn run(
         Err(e) => return failed_to_start(settings, trigger, e.to_string()),
     };
     let mut job = Job::new(settings, &registry, trigger);
-    let lock = match JobLock::acquire(&job.retrain_dir()) {
+    let work = job.retrain_dir();
+    let lock = match JobLock::acquire(&work) {
         Ok(lock) => lock,
         Err(reason) => return job.finish(Err(reason)),
     };
@@ -104,7 +105,7 @@ pub fn run(
     let outcome = job.execute(embedder, options);
     let decision = job.finish(outcome);
     prune(
-        &registry.root().join("retrain"),
+        &work,
         settings.retrain.keep_runs,
         &champions_data(&registry),
     );

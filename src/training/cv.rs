@@ -189,7 +189,8 @@ pub fn select_alpha(
         let beats = |edge: usize, inner: usize| {
             tried[edge].score.macro_f1 > tried[inner].score.macro_f1 + 1e-12
         };
-        if best == 0 && n > 1 && !beats(0, 1) || best == n - 1 && n > 1 && !beats(n - 1, n - 2) {
+        // (`n` > 1: the grid has two alphas or more.)
+        if best == 0 && !beats(0, 1) || best == n - 1 && !beats(n - 1, n - 2) {
             break;
         }
         if best == 0 && below >= ALPHA_BOUNDS.0 {
