@@ -1,5 +1,6 @@
 //! The ONNX embedder with the real all-MiniLM-L6-v2 model (needs `make setup`):
-//! token counts, and batching by tokens or by bytes giving the same vectors.
+//! token counts, a token length set after loading, and batching by tokens or by bytes
+//! giving the same vectors.
 
 mod common;
 
@@ -33,6 +34,37 @@ fn token_lengths_count_special_tokens_and_stop_at_max_length() {
         .unwrap();
     // [CLS] hello [SEP]; [CLS] hello world [SEP]; [CLS] [SEP]; truncated to 16.
     assert_eq!(lengths, [3, 4, 2, 16]);
+}
+
+#[test]
+fn a_loaded_embedder_takes_another_token_length_as_if_loaded_with_it() {
+    let texts = reviews(6);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let loaded_at_16 = embedder(|s| s.embedding.max_length = 16)
+        .embed(&refs)
+        .unwrap();
+    let mut e = embedder(|s| s.embedding.max_length = 128);
+    let at_128 = e.embed(&refs).unwrap();
+    e.set_max_length(16).unwrap();
+    assert_eq!(e.spec().max_length, 16);
+    assert_eq!(e.token_lengths(&refs).unwrap(), [16; 6]);
+    let switched = e.embed(&refs).unwrap();
+    for (i, (a, b)) in switched.iter().zip(&loaded_at_16).enumerate() {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-5,
+            "text {i}: differs by {diff} from an embedder loaded at 16"
+        );
+    }
+    assert_ne!(
+        switched[0], at_128[0],
+        "the reviews are longer than 16 tokens"
+    );
+    assert!(e.set_max_length(0).is_err() && e.set_max_length(513).is_err());
 }
 
 #[test]

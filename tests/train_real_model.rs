@@ -62,7 +62,7 @@ fn training_prints_metrics_and_promotes_a_champion() {
         serde_json::json!(["negative", "neutral", "positive"])
     );
     assert_eq!(card["embedding"]["dimension"], 384);
-    assert_eq!(card["embedding"]["max_length"], 256);
+    assert_eq!(card["embedding"]["max_length"], 128);
     assert_eq!(
         card["data"]["train_rows"].as_u64().unwrap() + card["data"]["test_rows"].as_u64().unwrap(),
         300
@@ -239,6 +239,20 @@ fn classify_and_evaluate_label_the_same_texts_alike() {
         columns,
         "classify {counts:?} vs evaluate {columns:?}"
     );
+
+    // Configured for another token length, classify still embeds at the champion's
+    // (its card's 128), so every probability is the same.
+    let (out, at_256, stderr) = run(triage(&t.dir)
+        .env("TRIAGE__EMBEDDING__MAX_LENGTH", "256")
+        .args(["classify", "--json"])
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert!(out.status.success(), "{stderr}");
+    let probabilities = |out: &str| -> Vec<Value> {
+        out.lines()
+            .map(|l| json(l)["probabilities"].clone())
+            .collect()
+    };
+    assert_eq!(probabilities(&at_256), probabilities(&stdout));
 }
 
 #[test]

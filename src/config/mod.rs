@@ -100,7 +100,8 @@ pub struct EmbeddingSettings {
     pub model_dir: PathBuf,
     /// ONNX Runtime shared library. Empty: `<cache_dir>/onnxruntime/1.31.1/libonnxruntime.so.1.31.1`.
     pub onnx_runtime_path: PathBuf,
-    /// Tokens per text; longer texts are truncated. all-MiniLM-L6-v2 was trained on 256.
+    /// Tokens per text for models trained with these settings; longer texts are
+    /// truncated. Serving embeds at the length in the model's card, whatever this is.
     pub max_length: usize,
     /// ONNX Runtime intra-op threads per embedder. 0: one per available core, or in
     /// `triage run` the cores split between `stream.workers`.
@@ -129,7 +130,7 @@ impl Default for EmbeddingSettings {
             model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
             model_dir: PathBuf::new(),
             onnx_runtime_path: PathBuf::new(),
-            max_length: 256,
+            max_length: 128,
             threads: 0,
             batch_size: 32,
             batching: BatchingKind::Tokens,

@@ -26,6 +26,22 @@ pub struct EmbeddingSpec {
 impl EmbeddingSpec {
     /// Why vectors from `self` cannot feed a model trained on `trained`, if they cannot.
     pub fn incompatibility(&self, trained: &EmbeddingSpec) -> Option<String> {
+        if let Some(reason) = self.unservable(trained) {
+            return Some(reason);
+        }
+        if self.max_length != trained.max_length {
+            return Some(format!(
+                "embedding.max_length {} differs from the model's {}",
+                self.max_length, trained.max_length
+            ));
+        }
+        None
+    }
+
+    /// Why an embedder like `self` cannot serve a model trained on `trained` even at
+    /// the model's own token length ([`Embedder::set_max_length`]), if it cannot: the
+    /// graph, the dimension and the pooling must be the model's.
+    pub fn unservable(&self, trained: &EmbeddingSpec) -> Option<String> {
         if self.model_id != trained.model_id {
             return Some(format!(
                 "embedding model {} differs from the model's {}",
@@ -39,10 +55,10 @@ impl EmbeddingSpec {
                 short(&trained.model_sha256)
             ));
         }
-        if self.max_length != trained.max_length {
+        if !(1..=MAX_TOKENS).contains(&trained.max_length) {
             return Some(format!(
-                "embedding.max_length {} differs from the model's {}",
-                self.max_length, trained.max_length
+                "the model's embedding.max_length {} is outside 1..={MAX_TOKENS}",
+                trained.max_length
             ));
         }
         if self.dimension != trained.dimension {
@@ -60,6 +76,9 @@ impl EmbeddingSpec {
         None
     }
 }
+
+/// The longest input the embedding model takes (its position table).
+pub const MAX_TOKENS: usize = 512;
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
@@ -97,4 +116,68 @@ pub trait Embedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// What produced the vectors.
     fn spec(&self) -> &EmbeddingSpec;
+    /// Truncates texts to `max_length` tokens from now on: a served model is embedded
+    /// at the token length it was trained with (its card's), whatever the config's.
+    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> EmbeddingSpec {
+        EmbeddingSpec {
+            model_id: "m".into(),
+            model_sha256: "a".repeat(64),
+            max_length: 256,
+            dimension: 384,
+            pooling: "mean".into(),
+        }
+    }
+
+    #[test]
+    fn the_token_length_is_adoptable_but_the_graph_is_not() {
+        let trained = spec();
+        let shorter = EmbeddingSpec {
+            max_length: 128,
+            ..spec()
+        };
+        assert!(shorter.unservable(&trained).is_none());
+        let reason = shorter.incompatibility(&trained).unwrap();
+        assert!(
+            reason.contains("max_length 128 differs from the model's 256"),
+            "{reason}"
+        );
+
+        let other_graph = EmbeddingSpec {
+            model_sha256: "b".repeat(64),
+            ..shorter.clone()
+        };
+        assert!(
+            other_graph
+                .unservable(&trained)
+                .unwrap()
+                .contains("checksum")
+        );
+        let other_pooling = EmbeddingSpec {
+            pooling: "cls".into(),
+            ..shorter.clone()
+        };
+        assert!(
+            other_pooling
+                .unservable(&trained)
+                .unwrap()
+                .contains("pooling")
+        );
+        let too_long = EmbeddingSpec {
+            max_length: 4096,
+            ..spec()
+        };
+        assert!(
+            shorter
+                .unservable(&too_long)
+                .unwrap()
+                .contains("outside 1..=512")
+        );
+    }
 }

@@ -173,4 +173,25 @@ impl Embedder for OnnxEmbedder {
     fn spec(&self) -> &EmbeddingSpec {
         &self.spec
     }
+
+    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
+        if max_length == self.spec.max_length {
+            return Ok(());
+        }
+        if !(1..=super::MAX_TOKENS).contains(&max_length) {
+            return Err(EmbedError::Inference(format!(
+                "embedding.max_length {max_length} is outside 1..={}",
+                super::MAX_TOKENS
+            )));
+        }
+        // fastembed applies max_length only as the tokenizer's truncation.
+        let tokenizer = &mut self.model.tokenizer;
+        let mut truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
+        truncation.max_length = max_length;
+        tokenizer
+            .with_truncation(Some(truncation))
+            .map_err(|e| EmbedError::Inference(format!("setting the token length: {e}")))?;
+        self.spec.max_length = max_length;
+        Ok(())
+    }
 }

@@ -65,6 +65,12 @@ impl<E: Embedder + Send> Embedder for EmbedderPool<E> {
     fn spec(&self) -> &EmbeddingSpec {
         self.members[0].spec()
     }
+
+    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
+        self.members
+            .iter_mut()
+            .try_for_each(|m| m.set_max_length(max_length))
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +112,11 @@ mod tests {
 
         fn spec(&self) -> &EmbeddingSpec {
             &self.spec
+        }
+
+        fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
+            self.spec.max_length = max_length;
+            Ok(())
         }
     }
 

@@ -57,9 +57,10 @@ impl<E: Embedder> Predictor<E> {
         Self::new(embedder, Arc::new(registry.load(version)?))
     }
 
-    /// Pairs an embedder with an already loaded model, if they are compatible.
-    pub fn new(embedder: E, model: Arc<ModelVersion>) -> Result<Self, InferenceError> {
-        check_compatible(embedder.spec(), &model)?;
+    /// Pairs an embedder with an already loaded model, if they are compatible; the
+    /// embedder takes the model's token length.
+    pub fn new(mut embedder: E, model: Arc<ModelVersion>) -> Result<Self, InferenceError> {
+        adopt(&mut embedder, &model)?;
         Ok(Self { embedder, model })
     }
 
@@ -75,10 +76,10 @@ impl<E: Embedder> Predictor<E> {
         self.embedder.spec()
     }
 
-    /// Replaces the model if it is compatible with the embedder; otherwise keeps the
-    /// current one and says why.
+    /// Replaces the model if it is compatible with the embedder (which then embeds at
+    /// the new model's token length); otherwise keeps the current one and says why.
     pub fn swap(&mut self, model: Arc<ModelVersion>) -> Result<(), InferenceError> {
-        check_compatible(self.embedder.spec(), &model)?;
+        adopt(&mut self.embedder, &model)?;
         self.model = model;
         Ok(())
     }
@@ -127,18 +128,28 @@ impl<E: Embedder> Predictor<E> {
     }
 }
 
-/// Refuses a model trained with other embedding settings than `spec`.
-pub(crate) fn check_compatible(
+/// Refuses a model that an embedder like `spec` cannot serve: one trained on another
+/// graph, dimension or pooling. The token length is not checked: [`adopt`] sets it.
+pub(crate) fn check_servable(
     spec: &crate::embed::EmbeddingSpec,
     model: &ModelVersion,
 ) -> Result<(), InferenceError> {
-    match spec.incompatibility(&model.card.embedding) {
+    match spec.unservable(&model.card.embedding) {
         Some(reason) => Err(InferenceError::Incompatible {
             version: model.card.version.clone(),
             reason,
         }),
         None => Ok(()),
     }
+}
+
+/// Makes `embedder` embed the way `model` was trained: refuses a model it cannot serve,
+/// and otherwise truncates at the model's token length (a service configured for 128
+/// tokens keeps serving a champion trained at 256, at 256).
+fn adopt<E: Embedder>(embedder: &mut E, model: &ModelVersion) -> Result<(), InferenceError> {
+    check_servable(embedder.spec(), model)?;
+    embedder.set_max_length(model.card.embedding.max_length)?;
+    Ok(())
 }
 
 /// Labels for a batch of texts, with their embeddings and the time each stage took.
@@ -155,4 +166,49 @@ pub struct Classified {
 pub struct StageTimes {
     pub embed: std::time::Duration,
     pub classify: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{FakeEmbedder, settings, train_champion};
+    use super::*;
+
+    fn champion(max_length: usize) -> (tempfile::TempDir, Arc<ModelVersion>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.embedding.max_length = max_length;
+        train_champion(&s, 0);
+        let model = Registry::new(s.registry_dir()).load("champion").unwrap();
+        assert_eq!(model.card.embedding.max_length, max_length);
+        (dir, Arc::new(model))
+    }
+
+    #[test]
+    fn a_predictor_embeds_at_its_models_token_length() {
+        let (_dir, model) = champion(5);
+        let mut predictor = Predictor::new(FakeEmbedder::new(), model.clone()).unwrap();
+        assert_eq!(predictor.embedder_spec().max_length, 5);
+        // "great" is the 6th word: cut off at 5, so both texts embed alike.
+        let texts = ["the visit 1 was fine great", "the visit 1 was fine"];
+        let labelled = predictor.classify(&texts).unwrap();
+        assert_eq!(labelled[0].probabilities, labelled[1].probabilities);
+
+        // A swap to a model of another length re-truncates; one of another graph is
+        // refused and leaves the length alone.
+        let mut longer = (*model).clone();
+        longer.card.embedding.max_length = 64;
+        longer.card.version = "v-long".into();
+        predictor.swap(Arc::new(longer)).unwrap();
+        assert_eq!(predictor.embedder_spec().max_length, 64);
+        let labelled = predictor.classify(&texts).unwrap();
+        assert_ne!(labelled[0].probabilities, labelled[1].probabilities);
+
+        let mut other = (*model).clone();
+        other.card.embedding.model_sha256 = "f".repeat(64);
+        other.card.embedding.max_length = 7;
+        let err = predictor.swap(Arc::new(other)).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert_eq!(predictor.embedder_spec().max_length, 64);
+        assert_eq!(predictor.version(), "v-long");
+    }
 }

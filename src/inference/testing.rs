@@ -36,7 +36,8 @@ const NEGATIVE: &[&str] = &["awful", "cold", "rude", "dirty", "slow"];
 const POSITIVE: &[&str] = &["great", "lovely", "friendly", "tasty", "fast"];
 
 /// Embeds by counting class words (two dimensions) plus a hashed word spread
-/// (the rest), so a logistic regression separates the classes. A text containing
+/// (the rest) among the first `max_length` words, so a logistic regression
+/// separates the classes. A text containing
 /// `POISON` fails, as a corrupt input can fail a real embedder.
 pub struct FakeEmbedder {
     spec: EmbeddingSpec,
@@ -59,7 +60,8 @@ impl Embedder for FakeEmbedder {
                     return Err(EmbedError::Inference(format!("cannot embed {t:?}")));
                 }
                 let mut v = vec![0.0f32; self.spec.dimension];
-                for word in t.split_whitespace() {
+                // Truncated like a real embedder, at one token per word.
+                for word in t.split_whitespace().take(self.spec.max_length) {
                     let w = word.to_lowercase();
                     if NEGATIVE.contains(&w.as_str()) {
                         v[0] += 1.0;
@@ -79,6 +81,11 @@ impl Embedder for FakeEmbedder {
 
     fn spec(&self) -> &EmbeddingSpec {
         &self.spec
+    }
+
+    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
+        self.spec.max_length = max_length;
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
-use super::{InferenceError, Predictor, check_compatible};
+use super::{InferenceError, Predictor, check_servable};
 use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
 use crate::embed::EmbeddingSpec;
@@ -96,7 +96,8 @@ pub struct ModelFollower {
     /// `registry.follow_interval()` (one small GET), a folder before every job.
     last_read: Option<Instant>,
     serving: Arc<ModelVersion>,
-    /// What every embedder of the service computes; a champion must match it.
+    /// What every embedder of the service computes; a champion must match it (but for
+    /// its token length, which each worker adopts on the swap).
     spec: EmbeddingSpec,
     metrics: Arc<Metrics>,
 }
@@ -144,7 +145,7 @@ impl ModelFollower {
             .registry
             .load(&version)
             .map_err(InferenceError::from)
-            .and_then(|model| check_compatible(&self.spec, &model).map(|()| model));
+            .and_then(|model| check_servable(&self.spec, &model).map(|()| model));
         match loaded {
             Ok(model) => {
                 let (old_labels, new_labels) = (&self.serving.card.labels, &model.card.labels);

@@ -14,7 +14,7 @@ use crate::drift::reference::{DriftReference, ReferencePlan, TrainingRows};
 use crate::embed::{EmbedError, Embedder};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
-use crate::feature::{FeatureError, embed_texts, read_labelled};
+use crate::feature::{EmbedStats, FeatureError, embed_texts, read_labelled};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
@@ -61,6 +61,9 @@ pub fn train(
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let t = &settings.training;
+    // A model is trained at the configured token length, whatever the embedder last
+    // served or scored (a retrainer's embedder also scores the champion at its own).
+    embedder.set_max_length(settings.embedding.max_length)?;
     let data = read_labelled(&options.data, settings)?;
     let (examples, checks) = data_checks::check(
         data.examples,
@@ -246,8 +249,10 @@ pub fn evaluate_file(
     Ok(outcomes.remove(0))
 }
 
-/// Scores several registered models on the same labelled file, read and embedded
-/// once; one outcome per version, in order. Every model must suit the embedder.
+/// Scores several registered models on the same labelled file, read once and
+/// embedded once per token length among the models (each model is scored on the
+/// embeddings it was trained on); one outcome per version, in order. Every model must
+/// suit the embedder's graph; the embedder keeps its own token length afterwards.
 pub fn evaluate_versions(
     settings: &Settings,
     embedder: &mut dyn Embedder,
@@ -260,7 +265,7 @@ pub fn evaluate_versions(
         .iter()
         .map(|version| {
             let model = registry.load(version)?;
-            match embedder.spec().incompatibility(&model.card.embedding) {
+            match embedder.spec().unservable(&model.card.embedding) {
                 Some(reason) => Err(TrainError::Incompatible {
                     version: model.card.version,
                     reason,
@@ -271,9 +276,24 @@ pub fn evaluate_versions(
         .collect::<Result<Vec<_>, _>>()?;
     let data = read_labelled(data_path, settings)?;
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let (features, stats) = embed_texts(embedder, &texts, None)?;
+    let own_length = embedder.spec().max_length;
+    let mut embedded: Vec<(usize, Array2<f32>, EmbedStats)> = Vec::new();
+    for model in &models {
+        let length = model.card.embedding.max_length;
+        if embedded.iter().all(|(l, ..)| *l != length) {
+            embedder.set_max_length(length)?;
+            let result = embed_texts(embedder, &texts, None);
+            embedder.set_max_length(own_length)?;
+            let (features, stats) = result?;
+            embedded.push((length, features, stats));
+        }
+    }
     let mut outcomes = Vec::with_capacity(models.len());
     for model in models {
+        let (_, features, stats) = embedded
+            .iter()
+            .find(|(l, ..)| *l == model.card.embedding.max_length)
+            .expect("every model's token length was embedded above");
         // Map the file's labels into the model's label set; unknown ones are appended
         // so their rows count as misses instead of vanishing.
         let mut labels = model.classifier.labels().to_vec();
@@ -304,4 +324,68 @@ pub fn evaluate_versions(
         });
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::testing::{FakeEmbedder, settings, train_champion};
+
+    #[test]
+    fn each_model_is_scored_at_its_own_token_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.embedding.max_length = 4;
+        let short = train_champion(&s, 0);
+        s.embedding.max_length = 64;
+        let long = train_champion(&s, 100);
+        // The class word is the 5th: a model trained at 4 tokens cannot see it, one at
+        // 64 can; embedded once at one length, both would score alike.
+        let rows: Vec<String> = (0..40)
+            .map(|i| {
+                let (word, stars) = if i % 2 == 0 { ("great", 5) } else { ("awful", 1) };
+                serde_json::json!({"review_id": format!("e{i}"), "text": format!("the visit {i} was {word}"), "stars": stars})
+                    .to_string()
+            })
+            .collect();
+        let file = dir.path().join("eval.jsonl");
+        std::fs::write(&file, rows.join("\n") + "\n").unwrap();
+        let registry = Registry::new(s.registry_dir());
+        let mut embedder = FakeEmbedder::new();
+        embedder.set_max_length(32).unwrap();
+
+        let both =
+            evaluate_versions(&s, &mut embedder, &registry, &file, &[&short, &long]).unwrap();
+        assert_eq!(
+            embedder.spec().max_length,
+            32,
+            "the embedder keeps its length"
+        );
+        assert_eq!(both[1].metrics.accuracy, 1.0);
+        assert!(
+            both[0].metrics.accuracy <= 0.6,
+            "{}",
+            both[0].metrics.accuracy
+        );
+        for (outcome, version) in both.iter().zip([&short, &long]) {
+            let alone = evaluate_file(&s, &mut embedder, &registry, &file, version).unwrap();
+            assert_eq!(alone.metrics, outcome.metrics);
+        }
+
+        // Training takes the configured length, whatever the embedder last used.
+        s.embedding.max_length = 6;
+        let options = TrainOptions {
+            data: dir.path().join("train-0.jsonl"),
+            promote: false,
+        };
+        let outcome = train(&s, &mut embedder, &registry, &options).unwrap();
+        assert_eq!(
+            registry
+                .card(&outcome.version)
+                .unwrap()
+                .embedding
+                .max_length,
+            6
+        );
+    }
 }

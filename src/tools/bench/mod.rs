@@ -173,6 +173,10 @@ pub async fn run(
     settings.data.format = crate::config::DataFormat::Jsonl;
     settings.data.id_field = "id".into();
     settings.data.text_field = "text".into();
+    // The service embeds at its champion's token length, whatever the config's: so
+    // does the bound.
+    let champion = settings.registry()?.card("champion")?;
+    settings.embedding.max_length = champion.embedding.max_length;
     let rows = texts.len();
 
     let mut rounds = Vec::new();

@@ -32,6 +32,10 @@ pub enum ReplayError {
         label: String,
         known: String,
     },
+    #[error(
+        "model {version} was trained with another embedder: {reason}; run with the embedding settings in its model card"
+    )]
+    Incompatible { version: String, reason: String },
     #[error("{path} has no rows with label {label:?}, so there is no prior shift to replay")]
     NoPriorRows { path: String, label: String },
     #[error("{path} has no usable rows in field {field:?}; set --inject-text-field")]
@@ -63,6 +67,13 @@ pub fn load(
 ) -> Result<Replay, ReplayError> {
     let labels = model.classifier.labels();
     let version = &model.card.version;
+    if let Some(reason) = embedder.spec().unservable(&model.card.embedding) {
+        return Err(ReplayError::Incompatible {
+            version: version.clone(),
+            reason,
+        });
+    }
+    embedder.set_max_length(model.card.embedding.max_length)?;
     let prior_label = sources
         .prior_label
         .map(str::to_string)
