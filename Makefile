@@ -1,7 +1,7 @@
 # triage: the two commands you need are `make demo` and `make test`.
 .PHONY: setup build demo test lint fmt hooks clean-cache quantize bench
 
-setup:        ## fetch ONNX Runtime + all-MiniLM-L6-v2 into ~/.cache/triage (cached, checksummed)
+setup:        ## fetch ONNX Runtime + all-MiniLM-L6-v2 (fp32, and its int8 graph) into ~/.cache/triage (cached, checksummed)
 	bash scripts/setup.sh
 
 build:        ## release build of the triage binary
@@ -13,7 +13,7 @@ demo:         ## the whole loop: broker, Prometheus, Alertmanager, drift, late l
 test:         ## set up, then fmt check, clippy, and every test
 	bash scripts/test.sh
 
-quantize:     ## optional: an int8 copy of the embedding model (throw-away venv; docs/performance.md)
+quantize:     ## the int8 graph alone (setup runs it; throw-away venv; docs/performance.md)
 	bash scripts/quantize.sh
 
 bench:        ## criterion benches of the pure parts (classify cost per window)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::config::Settings;
-use crate::embed::{EmbedError, OnnxEmbedder};
+use crate::embed::{EmbedError, Embedder, OnnxEmbedder};
 use crate::file::{FileError, FileSink, FileSource, InputFormat, Outputs};
 use crate::inference::decode::Decoder;
 use crate::inference::pipeline::{self, Pipeline, PipelineError, WindowSettings};
@@ -62,6 +62,8 @@ async fn start_workers(
             .await??;
     // One loaded model, shared by every worker's predictor.
     let champion = Arc::new(registry.load("champion").map_err(InferenceError::from)?);
+    let graphs = embedders[0].graphs();
+    let configured = embedders[0].loaded().clone();
     let predictors = embedders
         .into_iter()
         .map(|embedder| Predictor::new(embedder, champion.clone()))
@@ -69,7 +71,8 @@ async fn start_workers(
     let follower = ModelFollower::new(
         registry,
         champion.clone(),
-        predictors[0].embedder_spec().clone(),
+        configured,
+        graphs,
         metrics.clone(),
     );
     info!(

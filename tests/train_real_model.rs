@@ -62,7 +62,7 @@ fn training_prints_metrics_and_promotes_a_champion() {
         serde_json::json!(["negative", "neutral", "positive"])
     );
     assert_eq!(card["embedding"]["dimension"], 384);
-    assert_eq!(card["embedding"]["max_length"], 128);
+    assert_eq!(card["embedding"]["max_length"], 256);
     assert_eq!(
         card["data"]["train_rows"].as_u64().unwrap() + card["data"]["test_rows"].as_u64().unwrap(),
         300
@@ -241,9 +241,9 @@ fn classify_and_evaluate_label_the_same_texts_alike() {
     );
 
     // Configured for another token length, classify still embeds at the champion's
-    // (its card's 128), so every probability is the same.
-    let (out, at_256, stderr) = run(triage(&t.dir)
-        .env("TRIAGE__EMBEDDING__MAX_LENGTH", "256")
+    // (its card's 256), so every probability is the same.
+    let (out, at_64, stderr) = run(triage(&t.dir)
+        .env("TRIAGE__EMBEDDING__MAX_LENGTH", "64")
         .args(["classify", "--json"])
         .stdin(std::fs::File::open(&input).unwrap()));
     assert!(out.status.success(), "{stderr}");
@@ -252,7 +252,7 @@ fn classify_and_evaluate_label_the_same_texts_alike() {
             .map(|l| json(l)["probabilities"].clone())
             .collect()
     };
-    assert_eq!(probabilities(&at_256), probabilities(&stdout));
+    assert_eq!(probabilities(&at_64), probabilities(&stdout));
 }
 
 #[test]

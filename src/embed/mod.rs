@@ -2,12 +2,14 @@
 //! and the length-grouped batching that keeps padding small.
 
 pub mod batching;
+pub mod graphs;
 mod onnx;
 mod pool;
 mod runtime;
 
 use serde::{Deserialize, Serialize};
 
+pub use graphs::GraphCatalog;
 pub use onnx::OnnxEmbedder;
 pub use pool::EmbedderPool;
 pub use runtime::RuntimeError;
@@ -29,6 +31,13 @@ impl EmbeddingSpec {
         if let Some(reason) = self.unservable(trained) {
             return Some(reason);
         }
+        if self.model_sha256 != trained.model_sha256 {
+            return Some(format!(
+                "embedding model checksum {} differs from the model's {}",
+                short(&self.model_sha256),
+                short(&trained.model_sha256)
+            ));
+        }
         if self.max_length != trained.max_length {
             return Some(format!(
                 "embedding.max_length {} differs from the model's {}",
@@ -38,21 +47,15 @@ impl EmbeddingSpec {
         None
     }
 
-    /// Why an embedder like `self` cannot serve a model trained on `trained` even at
-    /// the model's own token length ([`Embedder::set_max_length`]), if it cannot: the
-    /// graph, the dimension and the pooling must be the model's.
+    /// Why an embedder like `self` cannot serve a model trained on `trained` even
+    /// after [`Embedder::adopt`] (which takes the model's graph, found by checksum,
+    /// and its token length), if it cannot: the model id, the dimension and the
+    /// pooling must be the model's.
     pub fn unservable(&self, trained: &EmbeddingSpec) -> Option<String> {
         if self.model_id != trained.model_id {
             return Some(format!(
                 "embedding model {} differs from the model's {}",
                 self.model_id, trained.model_id
-            ));
-        }
-        if self.model_sha256 != trained.model_sha256 {
-            return Some(format!(
-                "embedding model checksum {} differs from the model's {}",
-                short(&self.model_sha256),
-                short(&trained.model_sha256)
             ));
         }
         if !(1..=MAX_TOKENS).contains(&trained.max_length) {
@@ -80,7 +83,7 @@ impl EmbeddingSpec {
 /// The longest input the embedding model takes (its position table).
 pub const MAX_TOKENS: usize = 512;
 
-fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
@@ -108,6 +111,13 @@ pub enum EmbedError {
     },
     #[error("embedding failed: {0}")]
     Inference(String),
+    #[error("cannot embed as the model was trained: {0}")]
+    Unservable(String),
+    #[error(
+        "no embedding graph with checksum {} in {searched}; run `make setup` (it makes the fp32 and int8 graphs), or point embedding.model_dir at the folder with the graph the model was trained on",
+        short(.sha256)
+    )]
+    GraphNotFound { sha256: String, searched: String },
 }
 
 /// Turns texts into fixed-size vectors. Takes `&mut self`: one owner, one worker.
@@ -116,9 +126,14 @@ pub trait Embedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// What produced the vectors.
     fn spec(&self) -> &EmbeddingSpec;
-    /// Truncates texts to `max_length` tokens from now on: a served model is embedded
-    /// at the token length it was trained with (its card's), whatever the config's.
-    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError>;
+    /// What the embedder was loaded with (the configuration's graph and length): what
+    /// new models are trained on.
+    fn loaded(&self) -> &EmbeddingSpec;
+    /// Embeds from now on as `trained` was embedded: at its token length, and with its
+    /// graph (found by checksum) when that is not the current one. A served model is
+    /// embedded the way it was trained, whatever the configuration says; on an error
+    /// the embedder is unchanged.
+    fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError>;
 }
 
 #[cfg(test)]
@@ -136,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn the_token_length_is_adoptable_but_the_graph_is_not() {
+    fn graph_and_token_length_are_adoptable_but_not_the_model_or_its_shape() {
         let trained = spec();
         let shorter = EmbeddingSpec {
             max_length: 128,
@@ -151,14 +166,11 @@ mod tests {
 
         let other_graph = EmbeddingSpec {
             model_sha256: "b".repeat(64),
-            ..shorter.clone()
+            ..spec()
         };
-        assert!(
-            other_graph
-                .unservable(&trained)
-                .unwrap()
-                .contains("checksum")
-        );
+        assert!(other_graph.unservable(&trained).is_none());
+        let reason = other_graph.incompatibility(&trained).unwrap();
+        assert!(reason.contains("checksum"), "{reason}");
         let other_pooling = EmbeddingSpec {
             pooling: "cls".into(),
             ..shorter.clone()

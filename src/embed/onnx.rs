@@ -3,9 +3,13 @@
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
+use ort::environment::Environment;
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::batching::{embed_grouped, length_batches, padded_tokens};
+use super::graphs::GraphCatalog;
 use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
 use crate::checksum::hex;
 use crate::config::{BatchingKind, PoolingKind, Settings};
@@ -23,17 +27,68 @@ pub const MODEL_FILES: [&str; 5] = [
 pub struct OnnxEmbedder {
     model: TextEmbedding,
     spec: EmbeddingSpec,
+    /// The graph and length it was loaded with (the configuration's).
+    loaded: EmbeddingSpec,
+    plan: Arc<SessionPlan>,
+}
+
+/// What every session of one configuration shares, to build more (another graph
+/// for a model trained on it) the same way.
+struct SessionPlan {
+    environment: Environment,
+    /// Intra-op threads; `None`: ONNX Runtime's own default.
+    threads: Option<usize>,
+    spin: bool,
+    pooling: PoolingKind,
+    model_id: String,
     batch_size: usize,
     batching: BatchingKind,
     /// Padded size budget per call, in the unit `batching` groups by.
     budget: usize,
+    graphs: Arc<GraphCatalog>,
+}
+
+/// The files of one model folder, read and checksummed.
+struct Graph {
+    dir: PathBuf,
+    onnx: Vec<u8>,
+    tokenizer_files: TokenizerFiles,
+    sha256: String,
+}
+
+impl Graph {
+    /// Every missing or unreadable file is an error that names it and the fix.
+    fn read(dir: PathBuf) -> Result<Self, EmbedError> {
+        let read = |name: &str| -> Result<Vec<u8>, EmbedError> {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(EmbedError::ModelFileMissing { path });
+            }
+            std::fs::read(&path).map_err(|source| EmbedError::Io { path, source })
+        };
+        let [onnx, tokenizer, config, special, tokenizer_config] = MODEL_FILES.map(read);
+        let onnx = onnx?;
+        let tokenizer_files = TokenizerFiles {
+            tokenizer_file: tokenizer?,
+            config_file: config?,
+            special_tokens_map_file: special?,
+            tokenizer_config_file: tokenizer_config?,
+        };
+        let sha256 = hex(&Sha256::digest(&onnx));
+        Ok(Self {
+            dir,
+            onnx,
+            tokenizer_files,
+            sha256,
+        })
+    }
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxEmbedder")
             .field("spec", &self.spec)
-            .field("batch_size", &self.batch_size)
+            .field("batch_size", &self.plan.batch_size)
             .finish()
     }
 }
@@ -51,76 +106,107 @@ impl OnnxEmbedder {
     /// [`Settings::threads_per_embedder`] threads.
     pub fn load_many(settings: &Settings, workers: usize) -> Result<Vec<Self>, EmbedError> {
         let e = &settings.embedding;
-        let dir = settings.model_dir();
         // Check the model files before the runtime: both errors name their fix, and a
         // missing model is the likelier one after a partial set-up.
-        let read = |name: &str| -> Result<Vec<u8>, EmbedError> {
-            let path = dir.join(name);
-            if !path.is_file() {
-                return Err(EmbedError::ModelFileMissing { path });
-            }
-            std::fs::read(&path).map_err(|source| EmbedError::Io { path, source })
-        };
-        let [onnx, tokenizer, config, special, tokenizer_config] = MODEL_FILES.map(read);
-        let onnx = onnx?;
-        let tokenizer_files = TokenizerFiles {
-            tokenizer_file: tokenizer?,
-            config_file: config?,
-            special_tokens_map_file: special?,
-            tokenizer_config_file: tokenizer_config?,
-        };
+        let graph = Graph::read(settings.model_dir())?;
         let environment = runtime::environment(&settings.onnx_runtime_path())?;
-        let model_sha256 = hex(&Sha256::digest(&onnx));
+        let workers = workers.max(1);
+        let graphs = GraphCatalog::for_settings(settings);
+        graphs.remember(&graph.dir, &graph.sha256);
+        let plan = Arc::new(SessionPlan {
+            environment,
+            // Alone and unset: ONNX Runtime's own default (one thread per physical core).
+            threads: (workers > 1 || e.threads > 0).then(|| settings.threads_per_embedder(workers)),
+            spin: e.spin,
+            pooling: e.pooling,
+            model_id: e.model_id.clone(),
+            batch_size: e.batch_size,
+            batching: e.batching,
+            budget: e.batch_budget(),
+            graphs: Arc::new(graphs),
+        });
+        (0..workers)
+            .map(|_| Self::session(&plan, &graph, e.max_length))
+            .collect()
+    }
 
-        let pooling = match e.pooling {
+    /// One ONNX Runtime session of `graph`, truncating at `max_length`.
+    fn session(
+        plan: &Arc<SessionPlan>,
+        graph: &Graph,
+        max_length: usize,
+    ) -> Result<Self, EmbedError> {
+        let load_err = |reason: String| EmbedError::Load {
+            dir: graph.dir.clone(),
+            reason,
+        };
+        let pooling = match plan.pooling {
             PoolingKind::Mean => Pooling::Mean,
             PoolingKind::Cls => Pooling::Cls,
         };
-        let workers = workers.max(1);
-        // Alone and unset: ONNX Runtime's own default (one thread per physical core).
-        let threads =
-            (workers > 1 || e.threads > 0).then(|| settings.threads_per_embedder(workers));
-        let load_err = |reason: String| EmbedError::Load {
-            dir: dir.clone(),
-            reason,
+        let user_model =
+            UserDefinedEmbeddingModel::new(graph.onnx.clone(), graph.tokenizer_files.clone())
+                .with_pooling(pooling);
+        let mut options = InitOptionsUserDefined::new()
+            .with_environment(plan.environment.clone())
+            .with_max_length(max_length);
+        if let Some(threads) = plan.threads {
+            options = options.with_intra_threads(threads);
+        }
+        if !plan.spin {
+            options = options.with_session_config("session.intra_op.allow_spinning", "0");
+        }
+        let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
+            .map_err(|err| load_err(err.to_string()))?;
+        // One probe tells the dimension and proves the model runs.
+        let probe = model
+            .embed(["dimension probe"], None)
+            .map_err(|err| load_err(err.to_string()))?;
+        let dimension = probe.first().map_or(0, Vec::len);
+        if dimension == 0 {
+            return Err(load_err("the model returned an empty vector".into()));
+        }
+        let spec = EmbeddingSpec {
+            model_id: plan.model_id.clone(),
+            model_sha256: graph.sha256.clone(),
+            max_length,
+            dimension,
+            pooling: format!("{:?}", plan.pooling).to_lowercase(),
         };
-        let session = || -> Result<Self, EmbedError> {
-            let user_model = UserDefinedEmbeddingModel::new(onnx.clone(), tokenizer_files.clone())
-                .with_pooling(pooling.clone());
-            let mut options = InitOptionsUserDefined::new()
-                .with_environment(environment.clone())
-                .with_max_length(e.max_length);
-            if let Some(threads) = threads {
-                options = options.with_intra_threads(threads);
-            }
-            if !e.spin {
-                options = options.with_session_config("session.intra_op.allow_spinning", "0");
-            }
-            let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
-                .map_err(|err| load_err(err.to_string()))?;
-            // One probe tells the dimension and proves the model runs.
-            let probe = model
-                .embed(["dimension probe"], None)
-                .map_err(|err| load_err(err.to_string()))?;
-            let dimension = probe.first().map_or(0, Vec::len);
-            if dimension == 0 {
-                return Err(load_err("the model returned an empty vector".into()));
-            }
-            Ok(Self {
-                model,
-                spec: EmbeddingSpec {
-                    model_id: e.model_id.clone(),
-                    model_sha256: model_sha256.clone(),
-                    max_length: e.max_length,
-                    dimension,
-                    pooling: format!("{:?}", e.pooling).to_lowercase(),
-                },
-                batch_size: e.batch_size,
-                batching: e.batching,
-                budget: e.batch_budget(),
-            })
-        };
-        (0..workers).map(|_| session()).collect()
+        Ok(Self {
+            model,
+            loaded: spec.clone(),
+            spec,
+            plan: plan.clone(),
+        })
+    }
+
+    /// Where this embedder looks for a model's graph: to check before a hot swap
+    /// that every worker will find it.
+    pub fn graphs(&self) -> Arc<GraphCatalog> {
+        self.plan.graphs.clone()
+    }
+
+    /// Truncates at `max_length` tokens from now on (fastembed applies its
+    /// max_length only as the tokenizer's truncation).
+    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
+        if max_length == self.spec.max_length {
+            return Ok(());
+        }
+        if !(1..=super::MAX_TOKENS).contains(&max_length) {
+            return Err(EmbedError::Unservable(format!(
+                "embedding.max_length {max_length} is outside 1..={}",
+                super::MAX_TOKENS
+            )));
+        }
+        let tokenizer = &mut self.model.tokenizer;
+        let mut truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
+        truncation.max_length = max_length;
+        tokenizer
+            .with_truncation(Some(truncation))
+            .map_err(|e| EmbedError::Inference(format!("setting the token length: {e}")))?;
+        self.spec.max_length = max_length;
+        Ok(())
     }
 
     /// Tokens per text after truncation to `max_length`, special tokens included:
@@ -140,7 +226,7 @@ impl OnnxEmbedder {
 
     /// The lengths batches are planned by: tokens, or bytes.
     fn plan_lengths(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
-        match self.batching {
+        match self.plan.batching {
             BatchingKind::Tokens => self.token_lengths(texts),
             BatchingKind::Chars => Ok(texts.iter().map(|t| t.len()).collect()),
         }
@@ -150,11 +236,11 @@ impl OnnxEmbedder {
     /// embedder's batch plan (every batch padded to its longest text).
     pub fn padding(&self, texts: &[&str]) -> Result<(usize, usize), EmbedError> {
         let tokens = self.token_lengths(texts)?;
-        let plan = match self.batching {
+        let plan = match self.plan.batching {
             BatchingKind::Tokens => tokens.clone(),
             BatchingKind::Chars => self.plan_lengths(texts)?,
         };
-        let batches = length_batches(&plan, self.batch_size, self.budget);
+        let batches = length_batches(&plan, self.plan.batch_size, self.plan.budget);
         Ok((tokens.iter().sum(), padded_tokens(&batches, &tokens)))
     }
 }
@@ -163,35 +249,43 @@ impl Embedder for OnnxEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let lengths = self.plan_lengths(texts)?;
         let model = &mut self.model;
-        embed_grouped(texts, &lengths, self.batch_size, self.budget, |batch| {
-            model
-                .embed(batch, Some(batch.len()))
-                .map_err(|e| EmbedError::Inference(e.to_string()))
-        })
+        embed_grouped(
+            texts,
+            &lengths,
+            self.plan.batch_size,
+            self.plan.budget,
+            |batch| {
+                model
+                    .embed(batch, Some(batch.len()))
+                    .map_err(|e| EmbedError::Inference(e.to_string()))
+            },
+        )
     }
 
     fn spec(&self) -> &EmbeddingSpec {
         &self.spec
     }
 
-    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
-        if max_length == self.spec.max_length {
+    fn loaded(&self) -> &EmbeddingSpec {
+        &self.loaded
+    }
+
+    fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
+        if let Some(reason) = self.spec.unservable(trained) {
+            return Err(EmbedError::Unservable(reason));
+        }
+        if trained.model_sha256 != self.spec.model_sha256 {
+            // Another graph: a new session of it, replacing this one only once it runs.
+            let graph = Graph::read(self.plan.graphs.find(&trained.model_sha256)?)?;
+            let session = Self::session(&self.plan, &graph, trained.max_length)?;
+            if let Some(reason) = session.spec.incompatibility(trained) {
+                return Err(EmbedError::Unservable(reason));
+            }
+            let loaded = std::mem::replace(&mut self.loaded, session.loaded.clone());
+            *self = session;
+            self.loaded = loaded;
             return Ok(());
         }
-        if !(1..=super::MAX_TOKENS).contains(&max_length) {
-            return Err(EmbedError::Inference(format!(
-                "embedding.max_length {max_length} is outside 1..={}",
-                super::MAX_TOKENS
-            )));
-        }
-        // fastembed applies max_length only as the tokenizer's truncation.
-        let tokenizer = &mut self.model.tokenizer;
-        let mut truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
-        truncation.max_length = max_length;
-        tokenizer
-            .with_truncation(Some(truncation))
-            .map_err(|e| EmbedError::Inference(format!("setting the token length: {e}")))?;
-        self.spec.max_length = max_length;
-        Ok(())
+        self.set_max_length(trained.max_length)
     }
 }

@@ -66,10 +66,22 @@ impl<E: Embedder + Send> Embedder for EmbedderPool<E> {
         self.members[0].spec()
     }
 
-    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
-        self.members
-            .iter_mut()
-            .try_for_each(|m| m.set_max_length(max_length))
+    fn loaded(&self) -> &EmbeddingSpec {
+        self.members[0].loaded()
+    }
+
+    fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
+        // All or none: a member that fails puts the ones before it back.
+        let before = self.spec().clone();
+        for i in 0..self.members.len() {
+            if let Err(err) = self.members[i].adopt(trained) {
+                for member in &mut self.members[..i] {
+                    member.adopt(&before)?;
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -114,8 +126,12 @@ mod tests {
             &self.spec
         }
 
-        fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
-            self.spec.max_length = max_length;
+        fn loaded(&self) -> &EmbeddingSpec {
+            &self.spec
+        }
+
+        fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
+            self.spec.max_length = trained.max_length;
             Ok(())
         }
     }

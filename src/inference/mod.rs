@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::embed::{EmbedError, Embedder};
+use crate::embed::{EmbedError, Embedder, GraphCatalog};
 use crate::model::ClassifierError;
 use crate::registry::{ModelVersion, Registry, RegistryError};
 
@@ -128,13 +128,24 @@ impl<E: Embedder> Predictor<E> {
     }
 }
 
-/// Refuses a model that an embedder like `spec` cannot serve: one trained on another
-/// graph, dimension or pooling. The token length is not checked: [`adopt`] sets it.
+/// Refuses a model that an embedder like `spec` cannot serve: one trained with another
+/// model id, dimension or pooling, or on a graph that `graphs` cannot find. The token
+/// length is not checked: [`Embedder::adopt`] takes it.
 pub(crate) fn check_servable(
     spec: &crate::embed::EmbeddingSpec,
+    graphs: &GraphCatalog,
     model: &ModelVersion,
 ) -> Result<(), InferenceError> {
-    match spec.unservable(&model.card.embedding) {
+    let trained = &model.card.embedding;
+    let reason = match spec.unservable(trained) {
+        Some(reason) => Some(reason),
+        None if trained.model_sha256 != spec.model_sha256 => graphs
+            .find(&trained.model_sha256)
+            .err()
+            .map(|e| e.to_string()),
+        None => None,
+    };
+    match reason {
         Some(reason) => Err(InferenceError::Incompatible {
             version: model.card.version.clone(),
             reason,
@@ -143,13 +154,23 @@ pub(crate) fn check_servable(
     }
 }
 
-/// Makes `embedder` embed the way `model` was trained: refuses a model it cannot serve,
-/// and otherwise truncates at the model's token length (a service configured for 128
-/// tokens keeps serving a champion trained at 256, at 256).
+/// Makes `embedder` embed the way `model` was trained (its graph and token length:
+/// a service configured for the int8 graph keeps serving a champion trained on the
+/// fp32 one, on the fp32 one), or says why it cannot.
 fn adopt<E: Embedder>(embedder: &mut E, model: &ModelVersion) -> Result<(), InferenceError> {
-    check_servable(embedder.spec(), model)?;
-    embedder.set_max_length(model.card.embedding.max_length)?;
-    Ok(())
+    embedder
+        .adopt(&model.card.embedding)
+        .map_err(|err| match err {
+            EmbedError::Unservable(reason) => InferenceError::Incompatible {
+                version: model.card.version.clone(),
+                reason,
+            },
+            err @ EmbedError::GraphNotFound { .. } => InferenceError::Incompatible {
+                version: model.card.version.clone(),
+                reason: err.to_string(),
+            },
+            err => InferenceError::Embed(err),
+        })
 }
 
 /// Labels for a batch of texts, with their embeddings and the time each stage took.
@@ -207,7 +228,11 @@ mod tests {
         other.card.embedding.model_sha256 = "f".repeat(64);
         other.card.embedding.max_length = 7;
         let err = predictor.swap(Arc::new(other)).unwrap_err();
-        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no embedding graph with checksum ffffffffffff"),
+            "{err}"
+        );
         assert_eq!(predictor.embedder_spec().max_length, 64);
         assert_eq!(predictor.version(), "v-long");
     }

@@ -41,12 +41,14 @@ const POSITIVE: &[&str] = &["great", "lovely", "friendly", "tasty", "fast"];
 /// `POISON` fails, as a corrupt input can fail a real embedder.
 pub struct FakeEmbedder {
     spec: EmbeddingSpec,
+    loaded: EmbeddingSpec,
 }
 
 impl FakeEmbedder {
     pub fn new() -> Self {
         Self {
             spec: embed_spec_for_tests(),
+            loaded: embed_spec_for_tests(),
         }
     }
 }
@@ -83,8 +85,22 @@ impl Embedder for FakeEmbedder {
         &self.spec
     }
 
-    fn set_max_length(&mut self, max_length: usize) -> Result<(), EmbedError> {
-        self.spec.max_length = max_length;
+    fn loaded(&self) -> &EmbeddingSpec {
+        &self.loaded
+    }
+
+    /// Takes any token length; has one graph only.
+    fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
+        if let Some(reason) = self.spec.unservable(trained) {
+            return Err(EmbedError::Unservable(reason));
+        }
+        if trained.model_sha256 != self.spec.model_sha256 {
+            return Err(EmbedError::GraphNotFound {
+                sha256: trained.model_sha256.clone(),
+                searched: "the fake embedder".into(),
+            });
+        }
+        self.spec.max_length = trained.max_length;
         Ok(())
     }
 }
@@ -143,7 +159,13 @@ pub fn pipeline(settings: &Settings) -> Arc<Pipeline> {
     let registry = Registry::new(settings.registry_dir());
     let champion = Arc::new(registry.load("champion").unwrap());
     let predictor = Predictor::new(FakeEmbedder::new(), champion.clone()).unwrap();
-    let follower = ModelFollower::new(registry, champion, embed_spec_for_tests(), metrics.clone());
+    let follower = ModelFollower::new(
+        registry,
+        champion,
+        embed_spec_for_tests(),
+        Arc::new(crate::embed::GraphCatalog::default()),
+        metrics.clone(),
+    );
     let worker = worker::spawn(
         vec![predictor],
         Some(follower),

@@ -17,7 +17,7 @@ pub use super::Classified;
 use super::{InferenceError, Predictor, check_servable};
 use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
-use crate::embed::EmbeddingSpec;
+use crate::embed::{EmbeddingSpec, GraphCatalog};
 use crate::metrics::Metrics;
 use crate::registry::ModelVersion;
 use crate::registry::Registry;
@@ -96,9 +96,11 @@ pub struct ModelFollower {
     /// `registry.follow_interval()` (one small GET), a folder before every job.
     last_read: Option<Instant>,
     serving: Arc<ModelVersion>,
-    /// What every embedder of the service computes; a champion must match it (but for
-    /// its token length, which each worker adopts on the swap).
+    /// What every embedder of the service computes; a champion must match it but for
+    /// its graph and token length, which each worker adopts on the swap.
     spec: EmbeddingSpec,
+    /// Where the workers find a champion's graph: one they cannot find is refused here.
+    graphs: Arc<GraphCatalog>,
     metrics: Arc<Metrics>,
 }
 
@@ -107,6 +109,7 @@ impl ModelFollower {
         registry: Registry,
         serving: Arc<ModelVersion>,
         spec: EmbeddingSpec,
+        graphs: Arc<GraphCatalog>,
         metrics: Arc<Metrics>,
     ) -> Self {
         set_model_info(&metrics, &serving.card.version, &spec.model_id);
@@ -116,6 +119,7 @@ impl ModelFollower {
             last_read: None,
             serving,
             spec,
+            graphs,
             metrics,
         }
     }
@@ -145,7 +149,7 @@ impl ModelFollower {
             .registry
             .load(&version)
             .map_err(InferenceError::from)
-            .and_then(|model| check_servable(&self.spec, &model).map(|()| model));
+            .and_then(|model| check_servable(&self.spec, &self.graphs, &model).map(|()| model));
         match loaded {
             Ok(model) => {
                 let (old_labels, new_labels) = (&self.serving.card.labels, &model.card.labels);

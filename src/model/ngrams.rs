@@ -7,7 +7,7 @@
 //! (sublinear) times the smoothed idf `ln((1 + n) / (1 + df)) + 1`, and each row is
 //! scaled to unit length: the usual TF-IDF recipe for linear text classifiers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,9 @@ impl Ngrams {
                 let i = *index.get(g.as_str())?;
                 Some((i, (1.0 + (c as f32).ln()) * idf[i]))
             }));
+            // Summed in index order: HashMap order would change the f32 norm's last
+            // bit from run to run, and with it, now and then, a selection.
+            row.sort_unstable_by_key(|&(i, _)| i);
             let norm = row.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
             if norm > 0.0 {
                 for &(i, v) in &row {
@@ -218,7 +221,8 @@ impl Ngrams {
     /// The feature rows of `texts`: one unit-length (or all-zero) row per text.
     pub fn transform(&self, texts: &[&str]) -> Array2<f32> {
         let mut x = Array2::<f32>::zeros((texts.len(), self.dimension()));
-        let mut tf: HashMap<usize, u32> = HashMap::new();
+        // Ordered, so the norm sums in the same order in every process.
+        let mut tf: BTreeMap<usize, u32> = BTreeMap::new();
         for (text, mut row) in texts.iter().zip(x.rows_mut()) {
             tf.clear();
             for_each_ngram(text, self.min_n, self.max_n, |g| {
@@ -260,6 +264,21 @@ fn for_each_ngram(text: &str, min_n: usize, max_n: usize, mut f: impl FnMut(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_text_gives_the_same_bits_every_time() {
+        let texts: Vec<String> = (0..40)
+            .map(|i| format!("order {i} was late and the driver never called back about parcel {i} or the refund"))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let labels: Vec<usize> = (0..40).map(|i| i % 2).collect();
+        let model = Ngrams::fit(&refs, &labels, &settings(200, 1));
+        let first = model.transform(&refs);
+        for _ in 0..30 {
+            let again = Ngrams::fit(&refs, &labels, &settings(200, 1));
+            assert_eq!(again.transform(&refs), first);
+        }
+    }
 
     fn settings(max_features: usize, min_df: usize) -> NgramSettings {
         NgramSettings {

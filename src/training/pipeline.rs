@@ -11,7 +11,7 @@ use super::gates;
 use super::split::stratified_split;
 use crate::config::Settings;
 use crate::drift::reference::{DriftReference, ReferencePlan, TrainingRows};
-use crate::embed::{EmbedError, Embedder};
+use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{EmbedStats, FeatureError, embed_texts, read_labelled};
@@ -61,9 +61,14 @@ pub fn train(
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let t = &settings.training;
-    // A model is trained at the configured token length, whatever the embedder last
-    // served or scored (a retrainer's embedder also scores the champion at its own).
-    embedder.set_max_length(settings.embedding.max_length)?;
+    // A model is trained on the configured graph and token length, whatever the
+    // embedder last served or scored (a retrainer's embedder also scores the champion
+    // on the champion's).
+    let configured = EmbeddingSpec {
+        max_length: settings.embedding.max_length,
+        ..embedder.loaded().clone()
+    };
+    embedder.adopt(&configured)?;
     let data = read_labelled(&options.data, settings)?;
     let (examples, checks) = data_checks::check(
         data.examples,
@@ -250,9 +255,9 @@ pub fn evaluate_file(
 }
 
 /// Scores several registered models on the same labelled file, read once and
-/// embedded once per token length among the models (each model is scored on the
-/// embeddings it was trained on); one outcome per version, in order. Every model must
-/// suit the embedder's graph; the embedder keeps its own token length afterwards.
+/// embedded once per graph and token length among the models (each model is scored
+/// on embeddings like those it was trained on); one outcome per version, in order.
+/// Every model's graph must be findable; the embedder is left as it was.
 pub fn evaluate_versions(
     settings: &Settings,
     embedder: &mut dyn Embedder,
@@ -276,24 +281,27 @@ pub fn evaluate_versions(
         .collect::<Result<Vec<_>, _>>()?;
     let data = read_labelled(data_path, settings)?;
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let own_length = embedder.spec().max_length;
-    let mut embedded: Vec<(usize, Array2<f32>, EmbedStats)> = Vec::new();
+    let own = embedder.spec().clone();
+    let mut embedded: Vec<(&EmbeddingSpec, Array2<f32>, EmbedStats)> = Vec::new();
     for model in &models {
-        let length = model.card.embedding.max_length;
-        if embedded.iter().all(|(l, ..)| *l != length) {
-            embedder.set_max_length(length)?;
+        let spec = &model.card.embedding;
+        if embedded
+            .iter()
+            .all(|(s, ..)| s.incompatibility(spec).is_some())
+        {
+            embedder.adopt(spec)?;
             let result = embed_texts(embedder, &texts, None);
-            embedder.set_max_length(own_length)?;
+            embedder.adopt(&own)?;
             let (features, stats) = result?;
-            embedded.push((length, features, stats));
+            embedded.push((spec, features, stats));
         }
     }
     let mut outcomes = Vec::with_capacity(models.len());
-    for model in models {
+    for model in &models {
         let (_, features, stats) = embedded
             .iter()
-            .find(|(l, ..)| *l == model.card.embedding.max_length)
-            .expect("every model's token length was embedded above");
+            .find(|(s, ..)| s.incompatibility(&model.card.embedding).is_none())
+            .expect("every model's embedding settings were embedded above");
         // Map the file's labels into the model's label set; unknown ones are appended
         // so their rows count as misses instead of vanishing.
         let mut labels = model.classifier.labels().to_vec();
@@ -316,7 +324,7 @@ pub fn evaluate_versions(
         let preds = model.classifier.predict(&texts, features.view())?;
         let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
         outcomes.push(EvaluateOutcome {
-            version: model.card.version,
+            version: model.card.version.clone(),
             data: data.summary.clone(),
             unknown_labels,
             metrics: evaluate(&labels, &truth, &predicted),
@@ -352,7 +360,11 @@ mod tests {
         std::fs::write(&file, rows.join("\n") + "\n").unwrap();
         let registry = Registry::new(s.registry_dir());
         let mut embedder = FakeEmbedder::new();
-        embedder.set_max_length(32).unwrap();
+        let at_32 = EmbeddingSpec {
+            max_length: 32,
+            ..embedder.spec().clone()
+        };
+        embedder.adopt(&at_32).unwrap();
 
         let both =
             evaluate_versions(&s, &mut embedder, &registry, &file, &[&short, &long]).unwrap();

@@ -173,10 +173,9 @@ pub async fn run(
     settings.data.format = crate::config::DataFormat::Jsonl;
     settings.data.id_field = "id".into();
     settings.data.text_field = "text".into();
-    // The service embeds at its champion's token length, whatever the config's: so
-    // does the bound.
-    let champion = settings.registry()?.card("champion")?;
-    settings.embedding.max_length = champion.embedding.max_length;
+    // The service embeds as its champion was trained (graph and token length),
+    // whatever the config says: so does the bound.
+    let champion = Arc::new(settings.registry()?.card("champion")?.embedding);
     let rows = texts.len();
 
     let mut rounds = Vec::new();
@@ -187,9 +186,9 @@ pub async fn run(
     let mut cpu = CpuShares::default();
     let repeat = options.repeat.max(1);
     for round in 0..repeat {
-        let (s, t) = (settings.clone(), texts.clone());
+        let (s, t, c) = (settings.clone(), texts.clone(), champion.clone());
         // The bound's embedder is dropped before the service loads its own.
-        let b = tokio::task::spawn_blocking(move || embedding_bound(&s, &t)).await??;
+        let b = tokio::task::spawn_blocking(move || embedding_bound(&s, &c, &t)).await??;
         let bound = b.per_second;
         let Drained {
             throughput,

@@ -8,7 +8,7 @@ use super::child::{Service, cpu_seconds};
 use super::lane::{Arrival, Rig, collect, lane, payload, producer, reader, rig};
 use super::{CpuShares, OverloadReport, OverloadSample, StageCosts};
 use crate::config::Settings;
-use crate::embed::{Embedder, OnnxEmbedder};
+use crate::embed::{Embedder, EmbeddingSpec, OnnxEmbedder};
 use crate::stats::{median, percentile};
 use crate::tools::common::metric_sum;
 
@@ -16,13 +16,20 @@ use crate::tools::common::metric_sum;
 /// embedders side by side, with the same threads each, taking windows in turn.
 /// Returns messages/s (from the first window to the last, like the service's
 /// clock), and tokenising alone in ms per message.
-pub(super) fn embedding_bound(settings: &Settings, texts: &[String]) -> anyhow::Result<Bound> {
+pub(super) fn embedding_bound(
+    settings: &Settings,
+    champion: &EmbeddingSpec,
+    texts: &[String],
+) -> anyhow::Result<Bound> {
     let window = settings.stream.max_messages;
     let windows: Vec<Vec<&str>> = texts
         .chunks(window)
         .map(|c| c.iter().map(String::as_str).collect())
         .collect();
     let mut embedders = OnnxEmbedder::load_many(settings, settings.stream.workers)?;
+    for e in &mut embedders {
+        e.adopt(champion)?;
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| -> anyhow::Result<()> {

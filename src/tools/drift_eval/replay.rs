@@ -67,13 +67,13 @@ pub fn load(
 ) -> Result<Replay, ReplayError> {
     let labels = model.classifier.labels();
     let version = &model.card.version;
-    if let Some(reason) = embedder.spec().unservable(&model.card.embedding) {
-        return Err(ReplayError::Incompatible {
+    // Embedded as the model was trained: its graph and token length.
+    embedder
+        .adopt(&model.card.embedding)
+        .map_err(|err| ReplayError::Incompatible {
             version: version.clone(),
-            reason,
-        });
-    }
-    embedder.set_max_length(model.card.embedding.max_length)?;
+            reason: err.to_string(),
+        })?;
     let prior_label = sources
         .prior_label
         .map(str::to_string)
