@@ -149,8 +149,9 @@ pub enum Command {
     /// back in --repeat rounds (medians reported), where the service's time goes
     /// per stage, latency at an offered rate (default half the throughput),
     /// optionally an overload run (memory, consumer lag and time in the service,
-    /// sampled every second), and peak RSS. Needs a running broker and a champion
-    /// trained with the same embedding settings; creates its own topics.
+    /// sampled every second), and peak RSS. Needs a running broker and a champion;
+    /// the bound and the service embed as the champion was trained (its graph and
+    /// token length). Creates its own topics.
     ///
     /// Example: triage bench --data ../shared/data/yelp/reviews-5k.jsonl --rows 1000
     ///          triage bench --data unseen.jsonl --overload 2 --overload-secs 90 --json
