@@ -4,7 +4,7 @@
 
 mod common;
 
-use triage::config::{BatchingKind, Settings};
+use triage::config::{BatchingKind, Settings, Truncation};
 use triage::embed::{Embedder, OnnxEmbedder};
 
 fn reviews(n: usize) -> Vec<String> {
@@ -98,6 +98,50 @@ fn a_loaded_embedder_adopts_another_length_and_graph_as_if_loaded_with_them() {
     assert!(e.adopt(&spec_with(&loaded, 0)).is_err());
     assert!(e.adopt(&spec_with(&loaded, 513)).is_err());
     assert_eq!(e.spec(), &loaded);
+}
+
+#[test]
+fn head_tail_truncation_keeps_the_end_of_a_long_text_and_leaves_short_ones_alone() {
+    let texts = reviews(40);
+    let long = texts
+        .iter()
+        .find(|t| t.split_whitespace().count() > 300)
+        .expect("a long review");
+    let short = texts
+        .iter()
+        .find(|t| t.split_whitespace().count() < 40)
+        .expect("a short review");
+    let mut head = embedder(|s| s.embedding.max_length = 128);
+    let mut head_tail = embedder(|s| {
+        s.embedding.max_length = 128;
+        s.embedding.truncation = Truncation::HeadTail;
+    });
+    assert_eq!(head_tail.spec().truncation, Truncation::HeadTail);
+    let (a, b) = (
+        head.embed(&[long, short]).unwrap(),
+        head_tail.embed(&[long, short]).unwrap(),
+    );
+    assert_eq!(a[1], b[1], "a short text is not cut");
+    let cosine: f32 = a[0].iter().zip(&b[0]).map(|(x, y)| x * y).sum();
+    assert!(
+        cosine < 0.99,
+        "the long review's end should change its vector ({cosine})"
+    );
+
+    // The same as the text cut by hand: its first 31 and last 95 tokens.
+    let ends: Vec<&str> = long.split_whitespace().collect();
+    let tail_only = ends[ends.len() - 60..].join(" ");
+    let v_tail = head.embed(&[&tail_only]).unwrap();
+    let to_tail = |v: &[f32]| -> f32 { v.iter().zip(&v_tail[0]).map(|(x, y)| x * y).sum() };
+    assert!(
+        to_tail(&b[0]) > to_tail(&a[0]),
+        "head_tail is closer to the review's end"
+    );
+
+    // A head embedder adopts head_tail from a model card, and back.
+    let spec = head_tail.spec().clone();
+    head.adopt(&spec).unwrap();
+    assert_eq!(head.embed(&[long]).unwrap()[0], b[0]);
 }
 
 fn spec_with(

@@ -9,6 +9,8 @@ mod runtime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::Truncation;
+
 pub use graphs::GraphCatalog;
 pub use onnx::OnnxEmbedder;
 pub use pool::EmbedderPool;
@@ -21,6 +23,9 @@ pub struct EmbeddingSpec {
     /// sha256 of the ONNX graph file.
     pub model_sha256: String,
     pub max_length: usize,
+    /// Which tokens of a longer text were kept; cards from before it say nothing: head.
+    #[serde(default)]
+    pub truncation: Truncation,
     pub dimension: usize,
     pub pooling: String,
 }
@@ -44,7 +49,21 @@ impl EmbeddingSpec {
                 self.max_length, trained.max_length
             ));
         }
+        if self.truncation != trained.truncation {
+            return Some(format!(
+                "embedding.truncation {:?} differs from the model's {:?}",
+                self.truncation, trained.truncation
+            ));
+        }
         None
+    }
+
+    /// [`Self::unservable`] as an error, for [`Embedder::adopt`].
+    pub fn check_servable(&self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
+        match self.unservable(trained) {
+            Some(reason) => Err(EmbedError::Unservable(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Why an embedder like `self` cannot serve a model trained on `trained` even
@@ -145,6 +164,7 @@ mod tests {
             model_id: "m".into(),
             model_sha256: "a".repeat(64),
             max_length: 256,
+            truncation: Truncation::Head,
             dimension: 384,
             pooling: "mean".into(),
         }
@@ -181,6 +201,23 @@ mod tests {
                 .unwrap()
                 .contains("pooling")
         );
+        let head_tail = EmbeddingSpec {
+            truncation: Truncation::HeadTail,
+            ..spec()
+        };
+        assert!(head_tail.unservable(&trained).is_none());
+        assert!(
+            head_tail
+                .incompatibility(&trained)
+                .unwrap()
+                .contains("truncation")
+        );
+        // A card written before the field existed reads as head.
+        let mut old = serde_json::to_value(spec()).unwrap();
+        old.as_object_mut().unwrap().remove("truncation");
+        let old: EmbeddingSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(old, trained);
+
         let too_long = EmbeddingSpec {
             max_length: 4096,
             ..spec()

@@ -12,7 +12,7 @@ use super::batching::{embed_grouped, length_batches, padded_tokens};
 use super::graphs::GraphCatalog;
 use super::{EmbedError, Embedder, EmbeddingSpec, runtime};
 use crate::checksum::hex;
-use crate::config::{BatchingKind, PoolingKind, Settings};
+use crate::config::{BatchingKind, PoolingKind, Settings, Truncation};
 
 /// Files a model folder must hold.
 pub const MODEL_FILES: [&str; 5] = [
@@ -126,15 +126,16 @@ impl OnnxEmbedder {
             graphs: Arc::new(graphs),
         });
         (0..workers)
-            .map(|_| Self::session(&plan, &graph, e.max_length))
+            .map(|_| Self::session(&plan, &graph, e.max_length, e.truncation))
             .collect()
     }
 
-    /// One ONNX Runtime session of `graph`, truncating at `max_length`.
+    /// One ONNX Runtime session of `graph`, truncating to `max_length` tokens.
     fn session(
         plan: &Arc<SessionPlan>,
         graph: &Graph,
         max_length: usize,
+        truncation: Truncation,
     ) -> Result<Self, EmbedError> {
         let load_err = |reason: String| EmbedError::Load {
             dir: graph.dir.clone(),
@@ -170,6 +171,7 @@ impl OnnxEmbedder {
             model_id: plan.model_id.clone(),
             model_sha256: graph.sha256.clone(),
             max_length,
+            truncation,
             dimension,
             pooling: format!("{:?}", plan.pooling).to_lowercase(),
         };
@@ -245,8 +247,63 @@ impl OnnxEmbedder {
     }
 }
 
+impl OnnxEmbedder {
+    /// With `head_tail` truncation, each text longer than the token budget with its
+    /// middle cut out (the tokenizer then sees at most `max_length` tokens); `None`
+    /// with `head`, where the tokenizer's own truncation keeps the first tokens.
+    fn cut_middles(&mut self, texts: &[&str]) -> Result<Option<Vec<String>>, EmbedError> {
+        if self.spec.truncation == Truncation::Head {
+            return Ok(None);
+        }
+        let keep = self.spec.max_length.saturating_sub(2); // [CLS] and [SEP]
+        let tokenizer = &mut self.model.tokenizer;
+        let saved = tokenizer.get_truncation().cloned();
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| {
+            EmbedError::Inference(format!("tokenising: {e}"))
+        };
+        tokenizer.with_truncation(None).map_err(err)?;
+        let cut = texts
+            .iter()
+            .map(|text| {
+                let encoding = tokenizer.encode(*text, false)?;
+                Ok(keep_head_and_tail(text, encoding.get_offsets(), keep)
+                    .unwrap_or_else(|| (*text).to_string()))
+            })
+            .collect::<Result<Vec<String>, _>>();
+        tokenizer.with_truncation(saved).map_err(err)?;
+        cut.map(Some).map_err(err)
+    }
+}
+
+/// `text` less the tokens between its first quarter and its last three quarters of
+/// `keep` tokens, the two parts joined by a space; `None` when it has `keep` tokens or
+/// fewer. `offsets` are the byte spans of its tokens, special tokens excluded.
+fn keep_head_and_tail(text: &str, offsets: &[(usize, usize)], keep: usize) -> Option<String> {
+    if offsets.len() <= keep || keep == 0 {
+        return None;
+    }
+    let head = keep / 4;
+    let tail = keep - head;
+    let head_end = if head == 0 { 0 } else { offsets[head - 1].1 };
+    let tail_start = offsets[offsets.len() - tail].0;
+    Some(format!(
+        "{} {}",
+        text.get(..head_end)?,
+        text.get(tail_start..)?
+    ))
+}
+
 impl Embedder for OnnxEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let cut = self.cut_middles(texts)?;
+        let cut_refs: Vec<&str>;
+        let texts = match &cut {
+            Some(cut) => {
+                cut_refs = cut.iter().map(String::as_str).collect();
+                &cut_refs[..]
+            }
+            None => texts,
+        };
         let lengths = self.plan_lengths(texts)?;
         let model = &mut self.model;
         embed_grouped(
@@ -271,13 +328,12 @@ impl Embedder for OnnxEmbedder {
     }
 
     fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
-        if let Some(reason) = self.spec.unservable(trained) {
-            return Err(EmbedError::Unservable(reason));
-        }
+        self.spec.check_servable(trained)?;
         if trained.model_sha256 != self.spec.model_sha256 {
             // Another graph: a new session of it, replacing this one only once it runs.
             let graph = Graph::read(self.plan.graphs.find(&trained.model_sha256)?)?;
-            let session = Self::session(&self.plan, &graph, trained.max_length)?;
+            let session =
+                Self::session(&self.plan, &graph, trained.max_length, trained.truncation)?;
             if let Some(reason) = session.spec.incompatibility(trained) {
                 return Err(EmbedError::Unservable(reason));
             }
@@ -286,6 +342,49 @@ impl Embedder for OnnxEmbedder {
             self.loaded = loaded;
             return Ok(());
         }
-        self.set_max_length(trained.max_length)
+        self.set_max_length(trained.max_length)?;
+        self.spec.truncation = trained.truncation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Byte spans of the words of `text`: one token per word.
+    fn words(text: &str) -> Vec<(usize, usize)> {
+        let mut spans = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+            match (c.is_whitespace(), start) {
+                (false, None) => start = Some(i),
+                (true, Some(s)) => {
+                    spans.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        spans
+    }
+
+    #[test]
+    fn a_long_text_keeps_its_first_quarter_and_last_three_quarters() {
+        let text = "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12";
+        // 8 tokens kept of 12: the first 2, the last 6.
+        let cut = keep_head_and_tail(text, &words(text), 8).unwrap();
+        assert_eq!(cut, "w1 w2 w7 w8 w9 w10 w11 w12");
+        assert_eq!(keep_head_and_tail(text, &words(text), 12), None);
+        assert_eq!(keep_head_and_tail(text, &words(text), 0), None);
+        // Fewer than 4 kept: the tail only.
+        assert_eq!(
+            keep_head_and_tail(text, &words(text), 3).unwrap(),
+            " w10 w11 w12"
+        );
+        // Multi-byte text is cut on the spans' byte boundaries.
+        let text = "été à côté du café où l'on a bu, très bien, merci encore";
+        let cut = keep_head_and_tail(text, &words(text), 8).unwrap();
+        assert_eq!(cut, "été à a bu, très bien, merci encore");
     }
 }

@@ -103,6 +103,7 @@ mod tests {
                 model_id: "fake".into(),
                 model_sha256: "0".into(),
                 max_length: 8,
+                truncation: crate::config::Truncation::Head,
                 dimension: 2,
                 pooling: "mean".into(),
             },
@@ -132,6 +133,7 @@ mod tests {
 
         fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
             self.spec.max_length = trained.max_length;
+            self.spec.truncation = trained.truncation;
             Ok(())
         }
     }

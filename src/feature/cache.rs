@@ -39,6 +39,9 @@ impl FeatureCache {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
+        if spec.truncation != crate::config::Truncation::Head {
+            h.update(format!("{:?}", spec.truncation).as_bytes());
+        }
         hex(&h.finalize())
     }
 
@@ -97,6 +100,7 @@ mod tests {
             model_id: "m".into(),
             model_sha256: "abc".into(),
             max_length,
+            truncation: crate::config::Truncation::Head,
             dimension: 3,
             pooling: "mean".into(),
         }

@@ -26,6 +26,7 @@ pub fn embed_spec_for_tests() -> EmbeddingSpec {
         model_id: "fake-bag-of-words".into(),
         model_sha256: "0".repeat(64),
         max_length: 64,
+        truncation: crate::config::Truncation::Head,
         dimension: 12,
         pooling: "sum".into(),
     }
@@ -91,9 +92,7 @@ impl Embedder for FakeEmbedder {
 
     /// Takes any token length; has one graph only.
     fn adopt(&mut self, trained: &EmbeddingSpec) -> Result<(), EmbedError> {
-        if let Some(reason) = self.spec.unservable(trained) {
-            return Err(EmbedError::Unservable(reason));
-        }
+        self.spec.check_servable(trained)?;
         if trained.model_sha256 != self.spec.model_sha256 {
             return Err(EmbedError::GraphNotFound {
                 sha256: trained.model_sha256.clone(),
@@ -101,6 +100,7 @@ impl Embedder for FakeEmbedder {
             });
         }
         self.spec.max_length = trained.max_length;
+        self.spec.truncation = trained.truncation;
         Ok(())
     }
 }

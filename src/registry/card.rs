@@ -218,6 +218,7 @@ pub(crate) mod fixture {
                 model_id: "test-model".into(),
                 model_sha256: "0".repeat(64),
                 max_length: 256,
+                truncation: crate::config::Truncation::Head,
                 dimension,
                 pooling: "mean".into(),
             },
