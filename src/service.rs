@@ -146,8 +146,19 @@ pub async fn run_kafka(
         shutdown,
     )
     .await;
-    // What was written is committed, whether the pipeline stopped cleanly or not.
-    tokio::task::spawn_blocking(move || source.close()).await?;
+    // What was written is committed, whether the pipeline stopped cleanly or not; but
+    // not at any cost: with the broker gone, librdkafka's final commit and group leave
+    // wait for a coordinator that may never come back, and a service told to stop
+    // must stop. What is not committed is delivered again (at least once).
+    let close_timeout = Duration::from_millis(settings.stream.drain_timeout_ms);
+    let close = tokio::task::spawn_blocking(move || source.close());
+    match tokio::time::timeout(close_timeout, close).await {
+        Ok(joined) => joined?,
+        Err(_) => error!(
+            seconds = close_timeout.as_secs_f64(),
+            "Could not commit the last offsets and leave the group in stream.drain_timeout_ms (is the broker reachable?); stopping anyway: messages after the last commit will be delivered again."
+        ),
+    }
     sink.flush(Duration::from_secs(5));
     result?;
     info!("Stopped.");

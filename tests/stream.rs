@@ -424,6 +424,46 @@ fn broker_outage_is_survived_and_shown_in_readiness() {
 }
 
 #[test]
+fn a_service_told_to_stop_while_the_broker_is_gone_stops_in_bounded_time() {
+    let mut s = Setup::new("stop-outage", 2, "");
+    let mut service = s.start("a");
+    produce(
+        &s.broker.address(),
+        &s.names.input,
+        &keyed(&questions(0..20)),
+    );
+    {
+        let mut out = s.collector();
+        assert!(out.wait_count(&s.names.predictions.clone(), 20, Duration::from_secs(60)));
+    }
+    s.broker.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = std::time::Instant::now();
+    service.signal("-INT");
+    // drain_timeout_ms is 5 s here: the close gives up after it, the producer's flush
+    // after 5 s more.
+    let deadline = asked + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 30 s after SIGINT with the broker gone:\n{}",
+            service.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = service.log();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("stopping anyway"), "{log}");
+    eprintln!(
+        "stopped {:.1} s after SIGINT",
+        asked.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
 fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
     let s = Setup::new("swap", 1, "");
     // v2: same data from the feature cache, stored without promotion.

@@ -11,11 +11,16 @@ use crate::config::Settings;
 
 pub(super) fn run_service(settings: &Settings) -> anyhow::Result<ExitCode> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    runtime()?.block_on(crate::service::run_kafka(
+    let rt = runtime()?;
+    let result = rt.block_on(crate::service::run_kafka(
         settings.clone(),
         metrics,
         shutdown_signal(),
-    ))?;
+    ));
+    // A close that timed out (broker gone) is still blocked in librdkafka: dropping
+    // the runtime would wait for it forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
