@@ -19,8 +19,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// The demo on the shipped data set, in a process group of its own, with the test
 /// build of triage; its stdout lines arrive on the returned channel.
 fn demo(dir: &Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
-    let mut cmd = Command::new("bash");
-    cmd.arg(common::repo().join("scripts/demo.sh"))
+    // As from a terminal, with SIGINT and SIGTERM at their defaults: a test runner
+    // started in the background (nohup, some CI runners) hands its children SIGINT
+    // ignored, and bash cannot trap a signal ignored on entry, so Ctrl-C would never
+    // reach the demo's clean-up.
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT,TERM", "bash"])
+        .arg(common::repo().join("scripts/demo.sh"))
         .env("TRIAGE_BIN", env!("CARGO_BIN_EXE_triage"))
         .env("TRIAGE_TANSU", common::broker::tansu_bin())
         .env("DEMO_DIR", dir)
