@@ -92,17 +92,6 @@ fn processes_of(pgid: u32, dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 /// Every service the demo starts, by a word of its command line.
 const SERVICES: [&str; 5] = [
     "tansu",
@@ -153,7 +142,7 @@ fn an_interrupted_demo_stops_every_process_it_started() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("the demo exits");
+    let status = common::wait_exit(&mut child, Duration::from_secs(60)).expect("the demo exits");
     let (_, rest) = read_until(&rx, "\u{0}", Duration::from_millis(500));
     assert!(!status.success(), "{status}\n{output}{rest}");
     assert!(
@@ -171,7 +160,7 @@ fn a_failing_demo_stops_every_process_it_started() {
     let pgid = child.id();
     let (reached, output) = read_until(&rx, "demo-phase: services", Duration::from_secs(400));
     assert!(reached, "the demo did not start its services:\n{output}");
-    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("the demo exits");
+    let status = common::wait_exit(&mut child, Duration::from_secs(60)).expect("the demo exits");
     let (_, rest) = read_until(&rx, "\u{0}", Duration::from_millis(500));
     assert_eq!(status.code(), Some(1), "{output}{rest}");
     // The failure may come in the same read as the phase line: look at all of it.

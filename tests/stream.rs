@@ -442,18 +442,13 @@ fn a_service_told_to_stop_while_the_broker_is_gone_stops_in_bounded_time() {
     service.signal("-INT");
     // drain_timeout_ms is 5 s here: the close gives up after it, the producer's flush
     // after 5 s more.
-    let deadline = asked + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 30 s after SIGINT with the broker gone:\n{}",
-            service.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status =
+        common::wait_exit(&mut service.child, Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!(
+                "still running 30 s after SIGINT with the broker gone:\n{}",
+                service.log()
+            )
+        });
     let log = service.log();
     assert!(status.success(), "exit {status}:\n{log}");
     assert!(log.contains("stopping anyway"), "{log}");

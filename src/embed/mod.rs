@@ -139,6 +139,19 @@ pub enum EmbedError {
     GraphNotFound { sha256: String, searched: String },
 }
 
+impl EmbedError {
+    /// Why a model cannot be embedded as it was trained (another model or shape, or a
+    /// graph no folder holds), when that is the error; `None` for I/O and runtime
+    /// failures.
+    pub fn mismatch(&self) -> Option<String> {
+        match self {
+            EmbedError::Unservable(reason) => Some(reason.clone()),
+            EmbedError::GraphNotFound { .. } => Some(self.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// Turns texts into fixed-size vectors. Takes `&mut self`: one owner, one worker.
 pub trait Embedder {
     /// One vector per text, in input order.

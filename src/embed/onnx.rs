@@ -226,8 +226,12 @@ impl OnnxEmbedder {
             .collect())
     }
 
-    /// The lengths batches are planned by: tokens, or bytes.
+    /// The lengths batches are planned by: tokens, or bytes. One text per call has
+    /// nothing to group, so the default (`batch_size` 1) tokenises nothing for it.
     fn plan_lengths(&self, texts: &[&str]) -> Result<Vec<usize>, EmbedError> {
+        if self.plan.batch_size <= 1 {
+            return Ok(vec![0; texts.len()]);
+        }
         match self.plan.batching {
             BatchingKind::Tokens => self.token_lengths(texts),
             BatchingKind::Chars => Ok(texts.iter().map(|t| t.len()).collect()),

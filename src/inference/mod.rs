@@ -128,10 +128,11 @@ impl<E: Embedder> Predictor<E> {
     }
 }
 
-/// Refuses a model that an embedder like `spec` cannot serve: one trained with another
+/// The follower's check before a hot swap, for every worker at once: refuses a model
+/// that an embedder like `spec` cannot serve: one trained with another
 /// model id, dimension or pooling, or on a graph that `graphs` cannot find. The token
 /// length is not checked: [`Embedder::adopt`] takes it.
-pub(crate) fn check_servable(
+pub(crate) fn check_followable(
     spec: &crate::embed::EmbeddingSpec,
     graphs: &GraphCatalog,
     model: &ModelVersion,
@@ -160,16 +161,12 @@ pub(crate) fn check_servable(
 fn adopt<E: Embedder>(embedder: &mut E, model: &ModelVersion) -> Result<(), InferenceError> {
     embedder
         .adopt(&model.card.embedding)
-        .map_err(|err| match err {
-            EmbedError::Unservable(reason) => InferenceError::Incompatible {
+        .map_err(|err| match err.mismatch() {
+            Some(reason) => InferenceError::Incompatible {
                 version: model.card.version.clone(),
                 reason,
             },
-            err @ EmbedError::GraphNotFound { .. } => InferenceError::Incompatible {
-                version: model.card.version.clone(),
-                reason: err.to_string(),
-            },
-            err => InferenceError::Embed(err),
+            None => InferenceError::Embed(err),
         })
 }
 

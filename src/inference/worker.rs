@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
-use super::{InferenceError, Predictor, check_servable};
+use super::{InferenceError, Predictor, check_followable};
 use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
 use crate::embed::{EmbeddingSpec, GraphCatalog};
@@ -149,7 +149,7 @@ impl ModelFollower {
             .registry
             .load(&version)
             .map_err(InferenceError::from)
-            .and_then(|model| check_servable(&self.spec, &self.graphs, &model).map(|()| model));
+            .and_then(|model| check_followable(&self.spec, &self.graphs, &model).map(|()| model));
         match loaded {
             Ok(model) => {
                 let (old_labels, new_labels) = (&self.serving.card.labels, &model.card.labels);

@@ -70,9 +70,12 @@ pub fn load(
     // Embedded as the model was trained: its graph and token length.
     embedder
         .adopt(&model.card.embedding)
-        .map_err(|err| ReplayError::Incompatible {
-            version: version.clone(),
-            reason: err.to_string(),
+        .map_err(|err| match err.mismatch() {
+            Some(reason) => ReplayError::Incompatible {
+                version: version.clone(),
+                reason,
+            },
+            None => ReplayError::Embed(err),
         })?;
     let prior_label = sources
         .prior_label
