@@ -29,6 +29,14 @@ pub struct Metrics {
     pub model_swaps: IntCounterVec,
     pub produce_retries: IntCounter,
     pub dlq_truncated: IntCounter,
+    /// Dead letters whose key or headers were past the envelope limits and were
+    /// written as their size and sha256, by part.
+    pub dlq_bounded: IntCounterVec,
+    /// Workers able to take a job (one being restarted after a panic is not).
+    pub workers_alive: IntGauge,
+    pub worker_restarts: IntCounter,
+    /// 1 while no worker can classify a known-good text (windows wait, unacknowledged).
+    pub worker_outage: IntGauge,
     pub ready: IntGauge,
     pub brokers_up: IntGauge,
     pub assigned_partitions: IntGauge,
@@ -175,6 +183,37 @@ impl Metrics {
                 IntCounter::new(
                     "triage_dlq_truncated_total",
                     "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers).",
+                ),
+            ),
+            dlq_bounded: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "triage_dlq_bounded_total",
+                        "Dead letters whose key or headers were past the envelope limits, written as their size and sha256, by part (key, headers).",
+                    ),
+                    &["part"],
+                ),
+            ),
+            workers_alive: register(
+                &registry,
+                IntGauge::new(
+                    "triage_workers_alive",
+                    "Classification workers able to take a job.",
+                ),
+            ),
+            worker_restarts: register(
+                &registry,
+                IntCounter::new(
+                    "triage_worker_restarts_total",
+                    "Classification workers restarted after a panic.",
+                ),
+            ),
+            worker_outage: register(
+                &registry,
+                IntGauge::new(
+                    "triage_worker_outage",
+                    "1 while no worker can classify a known-good text: windows wait unacknowledged.",
                 ),
             ),
             ready: register(

@@ -81,12 +81,17 @@ async fn start_workers(
         threads_per_worker = settings.threads_per_embedder(workers),
         "Champion loaded."
     );
+    // A worker that panics gets a fresh session like the others.
+    let rebuild_settings = settings.clone();
+    let rebuild: worker::Rebuild<OnnxEmbedder> =
+        Arc::new(move || OnnxEmbedder::load_one_of(&rebuild_settings, workers));
     worker::spawn(
         predictors,
         Some(follower),
         settings.stream.worker_queue,
         settings.drift.clone(),
         metrics.clone(),
+        Some(rebuild),
     )
     .map_err(ServiceError::Workers)
 }
@@ -114,6 +119,7 @@ fn pipeline(
         metrics: metrics.clone(),
         state: state.clone(),
         features,
+        worker_outage: Duration::from_millis(settings.stream.worker_outage_timeout_ms),
     })
 }
 

@@ -269,6 +269,218 @@ fn every_message_gets_a_prediction_or_a_dead_letter_with_its_reason() {
     );
 }
 
+/// A record at Kafka's default broker limit (max.message.bytes 1,048,588), less room
+/// for the batch around it.
+const AT_BROKER_LIMIT: usize = 1_048_000;
+
+#[test]
+fn hostile_envelopes_are_dead_lettered_and_nothing_stalls_even_after_kill_9() {
+    use common::kafka::{RawRecord, produce_raw};
+    // Commits rarely, so the kill lands before the first service's offsets were
+    // committed and the second reads the hostile records again.
+    let s = Setup::new(
+        "envelope",
+        2,
+        "[kafka.librdkafka_options]\n\"auto.commit.interval.ms\" = \"600000\"\n",
+    );
+    let valid = questions(0..300);
+    let mut records: Vec<RawRecord> = valid
+        .iter()
+        .map(|(id, p)| RawRecord {
+            key: Some(id.clone().into_bytes()),
+            payload: Some(p.clone()),
+            headers: vec![(b"trace".to_vec(), b"ok".to_vec())],
+        })
+        .collect();
+    let review = |id: &str| {
+        Some(
+            serde_json::json!({"id": id, "question": "where is my refund?"})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    let big = format!(
+        r#"{{"id": "h-big", "question": "{}"}}"#,
+        "z".repeat(AT_BROKER_LIMIT - 40)
+    );
+    // (what it is, the record, the dead-letter reason or None for a prediction)
+    let hostile: Vec<(&str, RawRecord, Option<&str>)> = vec![
+        (
+            "header name not UTF-8",
+            RawRecord {
+                key: Some(b"h-0".to_vec()),
+                payload: review("h-0"),
+                headers: vec![(b"\xff\xfe\x80name".to_vec(), b"v".to_vec())],
+            },
+            Some("header_not_utf8"),
+        ),
+        (
+            "1.2 MB key",
+            RawRecord {
+                key: Some(vec![b'k'; 1_200_000]),
+                payload: review("h-1"),
+                headers: vec![],
+            },
+            Some("key_too_large"),
+        ),
+        (
+            "5,000 headers",
+            RawRecord {
+                key: Some(b"h-2".to_vec()),
+                payload: review("h-2"),
+                headers: (0..5_000)
+                    .map(|i| (format!("x-{i}").into_bytes(), b"1".to_vec()))
+                    .collect(),
+            },
+            Some("too_many_headers"),
+        ),
+        (
+            "a 300 KB header value",
+            RawRecord {
+                key: Some(b"h-3".to_vec()),
+                payload: review("h-3"),
+                headers: vec![(b"blob".to_vec(), vec![b'b'; 300_000])],
+            },
+            Some("headers_too_large"),
+        ),
+        (
+            "a null key",
+            RawRecord {
+                key: None,
+                payload: review("h-4"),
+                headers: vec![],
+            },
+            None,
+        ),
+        (
+            "a record at the broker's size limit",
+            RawRecord {
+                key: Some(b"h-5".to_vec()),
+                payload: Some(big.into_bytes()),
+                headers: vec![],
+            },
+            Some("too_large"),
+        ),
+    ];
+    for (i, (_, record, _)) in hostile.iter().enumerate() {
+        records.insert(20 + i * 45, record.clone());
+    }
+    produce_raw(
+        &s.broker.address(),
+        &s.names.input,
+        &records,
+        &[("message.max.bytes", "4000000")],
+    );
+    let first = s.start("first");
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+    let started = std::time::Instant::now();
+    let some = out.wait_count(&pred, 60, Duration::from_secs(90));
+    assert!(
+        some,
+        "no predictions from the first service:\n{}",
+        first.stop()
+    );
+    first.kill();
+    eprintln!(
+        "envelope test: killed the first service (-9) after {} predictions",
+        out.on(&pred).len()
+    );
+    std::thread::sleep(Duration::from_secs(11));
+
+    let second = s.start("second");
+    let mut expected: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    expected.insert("h-4".into());
+    let dlq = s.names.dlq.clone();
+    let want_dead = hostile.iter().filter(|h| h.2.is_some()).count();
+    let complete = out.until(Duration::from_secs(120), |r| {
+        let dead: HashSet<&str> = r
+            .iter()
+            .filter(|o| o.topic == dlq)
+            .map(|o| o.headers["triage.error.reason"].as_str())
+            .collect();
+        expected.is_subset(&common::kafka::ids_of(r, &pred)) && dead.len() >= want_dead
+    });
+    let took = started.elapsed();
+    let restarts = second.metric("triage_dlq_bounded_total{part=\"key\"}");
+    let log = second.stop();
+    assert!(
+        complete,
+        "not every message came out after the restart:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(restarts >= 1.0, "the key was bounded: {restarts}");
+
+    // Valid messages: predicted (more than once only if redelivered), never dead.
+    let dead = out.on(&s.names.dlq);
+    let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.headers["triage.error.reason"].clone())
+            .or_default() += 1;
+        m
+    });
+    for (what, _, reason) in &hostile {
+        if let Some(reason) = reason {
+            let n = reasons.get(*reason).copied().unwrap_or(0);
+            assert!(
+                (1..=2).contains(&n),
+                "{what}: {n} dead letters ({reasons:?})"
+            );
+        }
+    }
+    assert_eq!(
+        reasons.len(),
+        want_dead,
+        "only the hostile records are dead letters: {reasons:?}"
+    );
+    for d in &dead {
+        let size = d.key.as_ref().map_or(0, Vec::len)
+            + d.payload.as_ref().map_or(0, Vec::len)
+            + d.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        assert!(size < 1_000_000, "a dead letter of {size} bytes");
+        assert!(d.headers.contains_key("triage.source.offset"));
+    }
+    let by_reason = |r: &str| {
+        dead.iter()
+            .find(|d| d.headers["triage.error.reason"] == r)
+            .unwrap()
+    };
+    let key = by_reason("key_too_large");
+    assert_eq!(key.headers["triage.original.key_size"], "1200000");
+    assert_eq!(
+        key.key.as_ref().map(Vec::len),
+        Some(64),
+        "the key's sha256 in hex"
+    );
+    assert_eq!(
+        by_reason("too_many_headers").headers["triage.original.header_count"],
+        "5000"
+    );
+    assert!(
+        by_reason("header_not_utf8")
+            .headers
+            .contains_key("triage.original.headers_sha256")
+    );
+    let cut = by_reason("too_large");
+    assert_eq!(cut.headers["triage.truncated"], "true");
+    assert!(cut.payload.as_ref().unwrap().len() > 900_000);
+    let null_key = out
+        .on(&s.names.predictions)
+        .into_iter()
+        .find(|o| o.json()["id"] == "h-4")
+        .unwrap();
+    assert_eq!(null_key.key.as_deref(), Some(&b"h-4"[..]), "keyed by id");
+    eprintln!(
+        "envelope test: {} valid messages and {} hostile records, all out {:.1} s after the first start (one kill -9); {} predictions, dead letters {reasons:?}",
+        valid.len(),
+        hostile.len(),
+        took.as_secs_f64(),
+        out.on(&s.names.predictions).len(),
+    );
+}
+
 #[test]
 fn crash_between_produce_and_commit_loses_nothing() {
     // Commits rarely, so the SIGKILL lands after the first 100 predictions were

@@ -358,6 +358,13 @@ pub struct StreamSettings {
     pub max_wait_ms: u64,
     /// Messages with a larger payload go to the dead-letter topic.
     pub max_message_bytes: usize,
+    /// The envelope is input too: a message whose key is longer, that has more
+    /// headers, or whose header names and values add up to more, goes to the
+    /// dead-letter topic (`key_too_large`, `too_many_headers`, `headers_too_large`;
+    /// a header name that is not UTF-8: `header_not_utf8`).
+    pub max_key_bytes: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
     /// Embedding workers: threads with a model each, embedding windows side by side
     /// (each with `embedding.threads` ONNX Runtime threads; 0 there: cores / workers).
     /// The offline commands embed with as many sessions, each a share of every call.
@@ -368,6 +375,11 @@ pub struct StreamSettings {
     pub max_in_flight_windows: usize,
     /// On shutdown or rebalance, in-flight windows get this long to be acknowledged.
     pub drain_timeout_ms: u64,
+    /// When no worker can classify (every try fails, a known-good text too), a window
+    /// waits this long for the workers to come back (it is not acknowledged, nothing
+    /// is read meanwhile), then the service stops with an error; its messages are
+    /// read again after the restart, never dead-lettered as our own failure.
+    pub worker_outage_timeout_ms: u64,
 }
 
 impl Default for StreamSettings {
@@ -376,10 +388,14 @@ impl Default for StreamSettings {
             max_messages: 64,
             max_wait_ms: 500,
             max_message_bytes: 64 * 1024,
+            max_key_bytes: 4 * 1024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
             workers: 2,
             worker_queue: 2,
             max_in_flight_windows: 4,
             drain_timeout_ms: 10_000,
+            worker_outage_timeout_ms: 60_000,
         }
     }
 }

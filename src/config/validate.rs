@@ -346,6 +346,42 @@ impl Settings {
             || format!("{} bytes cannot hold a message", st.max_message_bytes),
             "use 65536",
         );
+        // Room for what a valid message's outputs carry beyond its payload, key and
+        // headers: the embedding of its feature record, probabilities, positions.
+        const OUTPUT_RESERVE: usize = 16 * 1024;
+        let record_limit = self.kafka.max_record_bytes();
+        let envelope = st
+            .max_message_bytes
+            .saturating_add(st.max_key_bytes)
+            .saturating_add(st.max_header_bytes)
+            .saturating_add(OUTPUT_RESERVE);
+        c.check(
+            envelope <= record_limit,
+            "stream.max_message_bytes",
+            || {
+                format!(
+                    "stream.max_message_bytes + max_key_bytes + max_header_bytes + 16 KiB is {envelope} bytes, over the producer's record limit of {record_limit} (kafka.librdkafka_options.\"message.max.bytes\"): a valid message's prediction could not be written"
+                )
+            },
+            "lower stream.max_message_bytes, max_key_bytes or max_header_bytes, or raise message.max.bytes (and the topics' max.message.bytes)",
+        );
+        c.check(
+            st.max_headers >= 1 && st.max_key_bytes >= 1,
+            "stream.max_headers",
+            || "stream.max_headers and stream.max_key_bytes must be at least 1".into(),
+            "use 64 headers and 4096 key bytes",
+        );
+        c.check(
+            st.worker_outage_timeout_ms >= 1_000,
+            "stream.worker_outage_timeout_ms",
+            || {
+                format!(
+                    "{} ms is too short for a worker to restart",
+                    st.worker_outage_timeout_ms
+                )
+            },
+            "use 60000",
+        );
         c.check(
             st.worker_queue >= 1 && st.max_in_flight_windows >= 1,
             "stream.worker_queue",
@@ -588,6 +624,20 @@ mod tests {
         s.stream.max_in_flight_windows = 4;
         s.embedding.batch_tokens = 512;
         assert_eq!(keys(&s), vec!["stream.workers"]);
+    }
+
+    #[test]
+    fn envelope_limits_must_leave_a_valid_messages_outputs_writable() {
+        let mut s = Settings::default();
+        s.stream.max_key_bytes = 2_000_000;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("stream.max_message_bytes"), "{err}");
+        assert!(err.contains("message.max.bytes"), "{err}");
+        // A larger producer limit makes room.
+        s.kafka
+            .librdkafka_options
+            .insert("message.max.bytes".into(), "4000000".into());
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

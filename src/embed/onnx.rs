@@ -105,6 +105,21 @@ impl OnnxEmbedder {
     /// read and checksummed once, and each gets its own ONNX Runtime session with
     /// [`Settings::threads_per_embedder`] threads.
     pub fn load_many(settings: &Settings, workers: usize) -> Result<Vec<Self>, EmbedError> {
+        Self::load_sessions(settings, workers, workers)
+    }
+
+    /// One embedder like each of [`Self::load_many`]'s `workers`: a worker's
+    /// replacement after it died.
+    pub fn load_one_of(settings: &Settings, workers: usize) -> Result<Self, EmbedError> {
+        Self::load_sessions(settings, workers, 1).map(|mut one| one.swap_remove(0))
+    }
+
+    /// `count` sessions, each with the threads of one of `workers`.
+    fn load_sessions(
+        settings: &Settings,
+        workers: usize,
+        count: usize,
+    ) -> Result<Vec<Self>, EmbedError> {
         let e = &settings.embedding;
         // Check the model files before the runtime: both errors name their fix, and a
         // missing model is the likelier one after a partial set-up.
@@ -125,7 +140,7 @@ impl OnnxEmbedder {
             budget: e.batch_budget(),
             graphs: Arc::new(graphs),
         });
-        (0..workers)
+        (0..count.max(1))
             .map(|_| Self::session(&plan, &graph, e.max_length, e.truncation))
             .collect()
     }

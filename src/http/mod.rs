@@ -66,6 +66,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
         "ready": ready,
         "assigned_partitions": s.assigned.load(Relaxed),
         "brokers_up": s.brokers_up.load(Relaxed),
+        "workers_alive": s.metrics.workers_alive.get(),
+        "worker_outage": s.metrics.worker_outage.get() == 1,
     });
     let status = if ready {
         StatusCode::OK

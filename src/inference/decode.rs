@@ -6,7 +6,9 @@ use serde_json::Value;
 use crate::config::Settings;
 use crate::feature::labels::LabelRule;
 use crate::feature::readers::{LabelValue, ReaderSpec, RowError, jsonl};
+use crate::stream::Message;
 pub use crate::stream::Rejection;
+use crate::stream::envelope::EnvelopeLimits;
 
 /// A valid message.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,21 +28,45 @@ impl From<RowError> for Rejection {
     }
 }
 
-/// Decodes payloads with the configured fields, size limit and label rule.
+/// Decodes messages with the configured envelope limits, fields, size limit and
+/// label rule.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     spec: ReaderSpec,
     rule: LabelRule,
     max_message_bytes: usize,
+    envelope: EnvelopeLimits,
 }
 
 impl Decoder {
     pub fn new(settings: &Settings) -> Self {
+        let st = &settings.stream;
         Self {
             spec: ReaderSpec::new(&settings.data, Some(&settings.labels.field)),
             rule: LabelRule::new(&settings.labels),
-            max_message_bytes: settings.stream.max_message_bytes,
+            max_message_bytes: st.max_message_bytes,
+            envelope: EnvelopeLimits {
+                max_key_bytes: st.max_key_bytes,
+                max_headers: st.max_headers,
+                max_header_bytes: st.max_header_bytes,
+                max_record_bytes: settings.kafka.max_record_bytes(),
+            },
         }
+    }
+
+    /// The envelope and record limits the outputs are held to.
+    pub fn limits(&self) -> &EnvelopeLimits {
+        &self.envelope
+    }
+
+    /// Decodes one message: what its source could not frame, then its envelope (key
+    /// and headers), then its payload.
+    pub fn decode_message(&self, m: &Message) -> Result<Decoded, Rejection> {
+        if let Some(why) = &m.rejected {
+            return Err(why.clone());
+        }
+        self.envelope.check(m)?;
+        self.decode(m.payload.as_deref(), || m.position.fallback_id())
     }
 
     /// Decodes one payload; `fallback_id` names messages without an id field

@@ -4,6 +4,12 @@
 //! writes them and acknowledges the window's positions. Acknowledgements follow
 //! writes, so a crash anywhere means duplicates after a restart, never loss.
 //!
+//! Our own failures are not data: when classification fails, a known-good text is
+//! classified too. If that works, the message is at fault and goes to the dead
+//! letters alone (`classification_failed`); if not, no worker can classify, and the
+//! window waits for them (unacknowledged, nothing read meanwhile) up to
+//! `stream.worker_outage_timeout_ms`, then the pipeline stops with an error.
+//!
 //! The loop has clear priorities (`select! { biased; }`): shutdown, then a sink
 //! failure, then the window timer, then new messages. Waiting for a free window
 //! slot (`max_in_flight_windows`) is the backpressure: meanwhile nothing is read.
@@ -13,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::decode::{Decoded, Decoder, Rejection};
 use super::records::{self, Timings};
 use super::window::WindowBuffer;
-use super::worker::{self, Classified, WorkerHandle};
+use super::worker::{self, Classified, WorkerError, WorkerHandle};
 use crate::metrics::Metrics;
+use crate::stream::envelope;
 use crate::stream::state::{PipelineState, Totals};
 use crate::stream::{Acknowledge, Message, Position, Record, Sink, SinkError, Source, SourceError};
 
@@ -40,6 +47,10 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error("{0}; the window was not acknowledged and will be read again after a restart")]
     Sink(#[from] SinkError),
+    #[error(
+        "no classification worker could classify for {waited_s:.0} s (stream.worker_outage_timeout_ms): {last}; the window was not acknowledged and will be read again after a restart"
+    )]
+    Workers { waited_s: f64, last: String },
 }
 
 /// What every window task shares: the decoder, the workers, metrics and state.
@@ -50,6 +61,8 @@ pub struct Pipeline {
     pub state: Arc<PipelineState>,
     /// Write a feature record per prediction.
     pub features: bool,
+    /// How long a window waits for the workers when none can classify.
+    pub worker_outage: Duration,
 }
 
 /// Runs until the source ends (every window written), `shutdown` resolves (in-flight
@@ -61,7 +74,7 @@ pub async fn run<S: Source, K: Sink>(
     sink: K,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Totals, PipelineError> {
-    let (fatal, mut failed) = mpsc::channel::<SinkError>(1);
+    let (fatal, mut failed) = mpsc::channel::<PipelineError>(1);
     let mut windows = Windows {
         pipeline: pipeline.clone(),
         sink,
@@ -83,7 +96,7 @@ pub async fn run<S: Source, K: Sink>(
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(Ending::Shutdown),
-            Some(err) = failed.recv() => break Err(err.into()),
+            Some(err) = failed.recv() => break Err(err),
             _ = timer, if deadline.is_some() => windows.flush(&mut buffer).await,
             next = source.next() => match next {
                 Ok(Some(message)) => {
@@ -124,7 +137,7 @@ pub async fn run<S: Source, K: Sink>(
         warn!("Drain deadline passed; unacknowledged windows will be read again after restart.");
     }
     let stopped = match (stopped, failed.try_recv()) {
-        (Ok(_), Ok(err)) => Err(err.into()),
+        (Ok(_), Ok(err)) => Err(err),
         (stopped, _) => stopped,
     };
     stopped.map(|_| pipeline.state.totals())
@@ -146,7 +159,7 @@ struct Windows<K, A> {
     next_id: u64,
     /// Resolves when the newest window is written: Err if it, or one before it, failed.
     last: Option<oneshot::Receiver<()>>,
-    fatal: mpsc::Sender<SinkError>,
+    fatal: mpsc::Sender<PipelineError>,
 }
 
 impl<K: Sink, A: Acknowledge> Windows<K, A> {
@@ -212,9 +225,15 @@ impl WindowTask {
         pipeline: Arc<Pipeline>,
         sink: K,
         ack: A,
-        fatal: mpsc::Sender<SinkError>,
+        fatal: mpsc::Sender<PipelineError>,
     ) {
-        let produced = pipeline.process(&self.messages, self.id, self.opened).await;
+        let produced = match pipeline.process(&self.messages, self.id, self.opened).await {
+            Ok(produced) => produced,
+            Err(err) => {
+                let _ = fatal.try_send(err);
+                return;
+            }
+        };
         // Workers may finish windows out of order: records are written, and
         // positions acknowledged, in window order, so a partition keeps its order.
         if let Some(previous) = self.previous
@@ -228,7 +247,7 @@ impl WindowTask {
         }
         let started = Instant::now();
         if let Err(err) = sink.write(produced.records).await {
-            let _ = fatal.try_send(err);
+            let _ = fatal.try_send(err.into());
             return;
         }
         pipeline.stage("produce", started.elapsed());
@@ -264,14 +283,21 @@ impl Pipeline {
             .observe(d.as_secs_f64());
     }
 
-    /// Decodes, classifies and encodes one window.
-    async fn process(&self, messages: &[Message], window_id: u64, opened: Instant) -> Produced {
+    /// Decodes, classifies and encodes one window; fails only when no worker can
+    /// classify for `worker_outage`.
+    async fn process(
+        &self,
+        messages: &[Message],
+        window_id: u64,
+        opened: Instant,
+    ) -> Result<Produced, PipelineError> {
         let started = Instant::now();
-        let (valid, rejected) = self.decode(messages);
+        let (valid, mut rejected) = self.decode(messages);
         let decode = started.elapsed();
         self.stage("decode", decode);
 
-        let (classified, failed) = classify_all(&self.worker, valid, rejected.len()).await;
+        let (classified, failed) =
+            classify_all(&self.worker, valid, rejected.len(), self.worker_outage).await?;
         // From the window's first message read to predictions ready: what the
         // service adds, whatever the backlog. Under overload it stays bounded while
         // the backlog grows (stream.max_in_flight_windows, stream.worker_queue).
@@ -283,6 +309,7 @@ impl Pipeline {
             labels: Vec::with_capacity(messages.len()),
             dead_letters: Vec::new(),
         };
+        let limits = self.decoder.limits();
         for (batch, rows) in &classified {
             self.stage("embed", batch.times.embed);
             self.stage("classify", batch.times.classify);
@@ -295,30 +322,55 @@ impl Pipeline {
             for (row, (i, decoded)) in rows.iter().enumerate() {
                 let message = &messages[*i];
                 let labelled = &batch.labelled[row];
-                produced
-                    .labels
-                    .push((labelled.label.clone(), batch.model_version.clone()));
-                produced.records.push(records::prediction(
+                let mut outputs = vec![records::prediction(
                     message, decoded, labelled, window_id, &timings,
-                ));
+                )];
                 if self.features {
-                    produced.records.push(records::feature(
+                    outputs.push(records::feature(
                         message,
                         decoded,
                         &batch.embeddings[row],
                         &batch.model_version,
                     ));
                 }
+                // Config validation leaves room for a valid message's outputs; this is
+                // the guarantee: no record the sink is given can be refused as too large.
+                if let Some(big) = outputs.iter().find(|r| !limits.fits(r)) {
+                    rejected.push((
+                        *i,
+                        Rejection {
+                            reason: "output_too_large",
+                            detail: format!(
+                                "its {:?} record would be {} bytes, over the producer's limit of {} (message.max.bytes)",
+                                big.kind,
+                                envelope::record_bytes(big),
+                                limits.max_record_bytes
+                            ),
+                        },
+                    ));
+                    continue;
+                }
+                produced
+                    .labels
+                    .push((labelled.label.clone(), batch.model_version.clone()));
+                produced.records.extend(outputs);
             }
         }
         let now = SystemTime::now();
         for (i, why) in rejected.into_iter().chain(failed) {
             produced.dead_letters.push(why.reason);
-            produced
-                .records
-                .push(records::dead_letter(&messages[i], &why, now));
+            let (record, bounded) = records::dead_letter(&messages[i], &why, now, limits);
+            for (part, was) in [("key", bounded.key), ("headers", bounded.headers)] {
+                if was {
+                    self.metrics.dlq_bounded.with_label_values(&[part]).inc();
+                }
+            }
+            if bounded.payload {
+                self.metrics.dlq_truncated.inc();
+            }
+            produced.records.push(record);
         }
-        produced
+        Ok(produced)
     }
 
     /// Valid messages (with their index in the window) and rejected ones.
@@ -326,13 +378,7 @@ impl Pipeline {
         let mut valid = Vec::with_capacity(messages.len());
         let mut rejected = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            let decoded = match &m.rejected {
-                Some(why) => Err(why.clone()),
-                None => self
-                    .decoder
-                    .decode(m.payload.as_deref(), || m.position.fallback_id()),
-            };
-            match decoded {
+            match self.decoder.decode_message(m) {
                 Ok(d) => valid.push((i, d)),
                 Err(why) => rejected.push((i, why)),
             }
@@ -362,43 +408,96 @@ impl Pipeline {
     }
 }
 
+/// A text any working model classifies: the probe that tells a message at fault
+/// from workers that cannot classify at all.
+const KNOWN_GOOD: &str = "hello, this is a short message";
+
 /// Classifies a window's valid messages. If the whole batch fails, each message is
 /// tried alone, so one bad message goes to the dead letters instead of stalling
-/// its partition.
+/// its partition; but a message is dead-lettered only when a known-good text
+/// classifies at that moment. Otherwise the workers are down: the message is tried
+/// again once they are back, and after `outage` the window fails.
 async fn classify_all(
     worker: &WorkerHandle,
     valid: Rows,
     invalid: usize,
-) -> (Vec<(Classified, Rows)>, Vec<(usize, Rejection)>) {
+    outage: Duration,
+) -> Result<(Vec<(Classified, Rows)>, Vec<(usize, Rejection)>), PipelineError> {
     if valid.is_empty() {
-        return (Vec::new(), Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let texts: Vec<String> = valid.iter().map(|(_, d)| d.text.clone()).collect();
     let observe = worker::Observe {
         truth: valid.iter().map(|(_, d)| d.label.clone()).collect(),
         invalid,
     };
-    match worker.classify_window(texts, observe).await {
-        Ok(c) => (vec![(c, valid)], Vec::new()),
-        Err(err) => {
-            warn!(error = %err, messages = valid.len(), "Window classification failed; retrying one message at a time.");
-            let mut ok = Vec::new();
-            let mut failed = Vec::new();
-            for (i, d) in valid {
-                match worker.classify(vec![d.text.clone()]).await {
-                    Ok(c) => ok.push((c, vec![(i, d)])),
-                    Err(e) => failed.push((
-                        i,
-                        Rejection {
-                            reason: "classification_failed",
-                            detail: e.to_string(),
-                        },
-                    )),
+    let err = match worker.classify_window(texts, observe).await {
+        Ok(c) => return Ok((vec![(c, valid)], Vec::new())),
+        Err(err) => err,
+    };
+    warn!(error = %err, messages = valid.len(), "Window classification failed; retrying one message at a time.");
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (i, d) in valid {
+        loop {
+            let err = match worker.classify(vec![d.text.clone()]).await {
+                Ok(c) => {
+                    ok.push((c, vec![(i, d)]));
+                    break;
                 }
+                Err(err) => err,
+            };
+            if worker.classify(vec![KNOWN_GOOD.into()]).await.is_ok() {
+                failed.push((
+                    i,
+                    Rejection {
+                        reason: "classification_failed",
+                        detail: err.to_string(),
+                    },
+                ));
+                break;
             }
-            (ok, failed)
+            wait_for_workers(worker, outage, &err).await?;
         }
     }
+    Ok((ok, failed))
+}
+
+/// Waits until a known-good text classifies again, at most `outage`; meanwhile
+/// `triage_worker_outage` is 1 (and `/readyz` says not ready).
+async fn wait_for_workers(
+    worker: &WorkerHandle,
+    outage: Duration,
+    first: &WorkerError,
+) -> Result<(), PipelineError> {
+    let metrics = worker.metrics();
+    let started = Instant::now();
+    metrics.worker_outage.set(1);
+    error!(error = %first, wait_s = outage.as_secs_f64(), "No worker can classify a known-good text; the window waits for the workers, unacknowledged.");
+    let mut backoff = Duration::from_millis(100);
+    let mut last = first.to_string();
+    let result = loop {
+        if started.elapsed() >= outage {
+            break Err(PipelineError::Workers {
+                waited_s: started.elapsed().as_secs_f64(),
+                last,
+            });
+        }
+        tokio::time::sleep(backoff.min(outage.saturating_sub(started.elapsed()))).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        match worker.classify(vec![KNOWN_GOOD.into()]).await {
+            Ok(_) => {
+                info!(
+                    waited_s = started.elapsed().as_secs_f64(),
+                    "The workers classify again."
+                );
+                break Ok(());
+            }
+            Err(err) => last = err.to_string(),
+        }
+    };
+    metrics.worker_outage.set(0);
+    result
 }
 
 #[cfg(test)]
@@ -477,6 +576,9 @@ mod tests {
         _dir: tempfile::TempDir,
         settings: crate::config::Settings,
         log: Log,
+        faults: Arc<testing::Faults>,
+        /// The pipeline of the last run.
+        ran: std::sync::Mutex<Option<Arc<Pipeline>>>,
     }
 
     impl Rig {
@@ -488,7 +590,13 @@ mod tests {
                 _dir: dir,
                 settings,
                 log: Log::default(),
+                faults: Arc::default(),
+                ran: Default::default(),
             }
+        }
+
+        fn metrics(&self) -> Arc<Metrics> {
+            self.ran.lock().unwrap().as_ref().unwrap().metrics.clone()
         }
 
         /// A source holding `payloads` at offsets 0.., open until the sender drops.
@@ -507,7 +615,8 @@ mod tests {
             fail_on: Option<usize>,
         ) -> Result<Totals, PipelineError> {
             let sink = MemorySink::new(self.log.clone(), fail_on);
-            let pipeline = testing::pipeline(&self.settings);
+            let pipeline = testing::pipeline_with(&self.settings, self.faults.clone());
+            *self.ran.lock().unwrap() = Some(pipeline.clone());
             let windows = testing::windows(windows_of);
             run(pipeline, &windows, source, sink, std::future::pending()).await
         }
@@ -661,5 +770,235 @@ mod tests {
             .collect();
         assert!(versions[..8].iter().all(|v| *v == first), "{versions:?}");
         assert!(versions[8..].iter().all(|v| *v == second), "{versions:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_panics_is_restarted_and_nothing_is_dead_lettered_for_it() {
+        let rig = Rig::new();
+        rig.faults
+            .panics
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        let totals = rig.run_all(&reviews(0..20), 4).await;
+        assert_eq!((totals.predictions, totals.dead_letters), (20, 0));
+        let m = rig.metrics();
+        assert_eq!(m.worker_restarts.get(), 3);
+        assert_eq!(m.workers_alive.get(), 1, "the worker is back");
+        assert_eq!(m.worker_outage.get(), 0);
+        let (written, _) = replay(&rig.log);
+        let mut sorted = written;
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..20).collect::<Vec<_>>(), "each message once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_that_panics_its_worker_is_dead_lettered_alone() {
+        let rig = Rig::new();
+        let mut payloads = reviews(0..6);
+        payloads[4] = r#"{"review_id": "p", "text": "this text makes it PANIC"}"#.into();
+        let totals = rig.run_all(&payloads, 6).await;
+        assert_eq!((totals.predictions, totals.dead_letters), (5, 1));
+        assert_eq!(kinds(&rig.log)["classification_failed"], 1);
+        assert!(rig.metrics().worker_restarts.get() >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_no_worker_can_classify_nothing_is_acknowledged_or_dead_lettered() {
+        let mut rig = Rig::new();
+        rig.settings.stream.worker_outage_timeout_ms = 400;
+        rig.faults
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (_tx, mut source) = rig.source(&reviews(0..8));
+        let started = Instant::now();
+        let err = rig.run(&mut source, 4, None).await.unwrap_err();
+        assert!(matches!(err, PipelineError::Workers { .. }), "{err}");
+        assert!(
+            err.to_string().contains("read again after a restart"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let (written, acks) = replay(&rig.log);
+        assert!(written.is_empty(), "nothing written: {written:?}");
+        assert!(acks.is_empty(), "nothing acknowledged");
+        assert_eq!(rig.metrics().worker_outage.get(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_wait_out_a_short_outage_and_are_then_classified() {
+        let rig = Rig::new();
+        let faults = rig.faults.clone();
+        faults.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let healer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            faults
+                .down
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        let totals = rig.run_all(&reviews(0..12), 4).await;
+        healer.await.unwrap();
+        assert_eq!((totals.predictions, totals.dead_letters), (12, 0));
+        assert_eq!(rig.metrics().worker_outage.get(), 0);
+    }
+
+    mod record_path {
+        //! The property: whatever bytes a record carries in its key, header names and
+        //! values and payload, and however many headers, the core produces exactly
+        //! one prediction or one dead letter for it, never panics, and every record
+        //! it gives the sink fits the producer's limit.
+
+        use std::sync::OnceLock;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::stream::envelope::{EnvelopeLimits, record_bytes};
+
+        struct Core {
+            _rig: Rig,
+            runtime: tokio::runtime::Runtime,
+            pipeline: Arc<Pipeline>,
+        }
+
+        /// One trained pipeline for every case, with small limits so that cases
+        /// cross them: payload 4 KiB, key 256 B, 16 headers of 2 KiB in all, and a
+        /// producer limit of 24,000 bytes.
+        fn core() -> &'static Core {
+            static CORE: OnceLock<Core> = OnceLock::new();
+            CORE.get_or_init(|| {
+                let mut rig = Rig::new();
+                let st = &mut rig.settings.stream;
+                st.max_message_bytes = 4096;
+                st.max_key_bytes = 256;
+                st.max_headers = 16;
+                st.max_header_bytes = 2048;
+                rig.settings
+                    .kafka
+                    .librdkafka_options
+                    .insert("message.max.bytes".into(), "24000".into());
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let pipeline = testing::pipeline(&rig.settings);
+                Core {
+                    _rig: rig,
+                    runtime,
+                    pipeline,
+                }
+            })
+        }
+
+        fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..32),
+                prop::collection::vec(any::<u8>(), 0..max),
+            ]
+        }
+
+        fn payload() -> impl Strategy<Value = Option<Vec<u8>>> {
+            let review = (any::<String>(), 0..6i32, any::<Option<String>>()).prop_map(
+                |(text, stars, id)| {
+                    Some(
+                        serde_json::json!({"review_id": id, "text": format!("great {text}"), "stars": stars})
+                            .to_string()
+                            .into_bytes(),
+                    )
+                },
+            );
+            prop_oneof![
+                4 => review,
+                1 => Just(None),
+                2 => bytes(30_000).prop_map(Some),
+                1 => "[ -~]{4000,5000}".prop_map(|t| Some(
+                    serde_json::json!({"text": t}).to_string().into_bytes()
+                )),
+            ]
+        }
+
+        /// A record's key, headers and payload.
+        type Parts = (Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
+
+        fn message() -> impl Strategy<Value = Parts> {
+            (
+                prop::option::of(prop_oneof![
+                    4 => bytes(400),
+                    1 => prop::collection::vec(any::<u8>(), 20_000..30_000),
+                ]),
+                prop_oneof![
+                    3 => prop::collection::vec((bytes(40), bytes(600)), 0..8),
+                    1 => prop::collection::vec((bytes(8), bytes(8)), 0..40),
+                ],
+                payload(),
+            )
+        }
+
+        fn cases() -> u32 {
+            std::env::var("TRIAGE_PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: cases(),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn every_record_gets_one_output_that_fits(window in prop::collection::vec(message(), 1..6)) {
+                let core = core();
+                let messages: Vec<Message> = window
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (key, headers, payload))| Message {
+                        position: Position::Log { topic: "in".into(), partition: 0, offset: i as i64 },
+                        key,
+                        payload,
+                        headers,
+                        timestamp_ms: None,
+                        rejected: None,
+                    })
+                    .collect();
+                let produced = core
+                    .runtime
+                    .block_on(core.pipeline.process(&messages, 1, Instant::now()))
+                    .unwrap();
+                let limits: &EnvelopeLimits = core.pipeline.decoder.limits();
+                let mut outputs: HashMap<i64, Vec<&'static str>> = HashMap::new();
+                for r in &produced.records {
+                    prop_assert!(
+                        limits.fits(r),
+                        "a {:?} record of {} bytes (key {:?} bytes, payload {:?} bytes, {} headers)",
+                        r.kind,
+                        record_bytes(r),
+                        r.key.as_ref().map(Vec::len),
+                        r.payload.as_ref().map(Vec::len),
+                        r.headers.len()
+                    );
+                    let plain = r.key.as_ref().map_or(0, Vec::len)
+                        + r.payload.as_ref().map_or(0, Vec::len)
+                        + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    prop_assert!(plain <= limits.max_record_bytes);
+                    let (offset, kind) = match &r.kind {
+                        RecordKind::Prediction => {
+                            let v: serde_json::Value =
+                                serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+                            (v["source"]["offset"].as_i64().unwrap(), "prediction")
+                        }
+                        RecordKind::DeadLetter { position, .. } => (offset(position), "dead_letter"),
+                        RecordKind::Feature => continue,
+                    };
+                    outputs.entry(offset).or_default().push(kind);
+                }
+                for i in 0..messages.len() as i64 {
+                    let got = outputs.get(&i).cloned().unwrap_or_default();
+                    prop_assert_eq!(got.len(), 1, "message {} got {:?}", i, got);
+                }
+                prop_assert_eq!(outputs.len(), messages.len());
+            }
+        }
     }
 }

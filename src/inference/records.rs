@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::Labelled;
 use super::decode::{Decoded, Rejection};
+use crate::stream::envelope::{Bounded, EnvelopeLimits, bounded_detail};
 use crate::stream::{Message, Record, RecordKind};
 
 /// Per-window stage times, copied into every prediction.
@@ -84,21 +85,30 @@ fn key_of(message: &Message, decoded: &Decoded) -> Vec<u8> {
         .unwrap_or_else(|| decoded.id.as_bytes().to_vec())
 }
 
-/// The message unchanged, with headers saying why and where it came from.
-pub fn dead_letter(message: &Message, why: &Rejection, failed_at: SystemTime) -> Record {
-    let mut headers = message.headers.clone();
+/// The message as it came, with headers saying why and where it came from, bounded
+/// to what the producer takes ([`EnvelopeLimits::bound_dead_letter`]: a key or
+/// headers past the limits become their size and sha256, a payload too large is cut).
+pub fn dead_letter(
+    message: &Message,
+    why: &Rejection,
+    failed_at: SystemTime,
+    limits: &EnvelopeLimits,
+) -> (Record, Bounded) {
     let failed_at = humantime::format_rfc3339_millis(failed_at).to_string();
     let mut ours = vec![
         ("triage.error.reason", why.reason.to_string()),
-        ("triage.error.detail", why.detail.clone()),
+        (
+            "triage.error.detail",
+            bounded_detail(&why.detail).to_string(),
+        ),
     ];
     ours.extend(message.position.headers());
     ours.push(("triage.failed_at", failed_at));
-    headers.extend(
-        ours.into_iter()
-            .map(|(k, v)| (k.to_string(), v.into_bytes())),
-    );
-    Record {
+    let ours = ours
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_bytes()))
+        .collect();
+    let record = Record {
         kind: RecordKind::DeadLetter {
             reason: why.reason,
             detail: why.detail.clone(),
@@ -106,8 +116,9 @@ pub fn dead_letter(message: &Message, why: &Rejection, failed_at: SystemTime) ->
         },
         key: message.key.clone(),
         payload: message.payload.clone(),
-        headers,
-    }
+        headers: Vec::new(),
+    };
+    limits.bound_dead_letter(message, ours, record)
 }
 
 #[cfg(test)]
@@ -124,7 +135,7 @@ mod tests {
             },
             b"{\"text\":\"hi\"}".to_vec(),
         );
-        m.headers.push(("trace".into(), b"abc".to_vec()));
+        m.headers.push((b"trace".to_vec(), b"abc".to_vec()));
         m
     }
 
@@ -141,7 +152,14 @@ mod tests {
             reason: "not_json",
             detail: "payload is not JSON".into(),
         };
-        let r = dead_letter(&message(), &why, SystemTime::UNIX_EPOCH);
+        let limits = EnvelopeLimits {
+            max_key_bytes: 64,
+            max_headers: 8,
+            max_header_bytes: 1024,
+            max_record_bytes: 1_000_000,
+        };
+        let (r, bounded) = dead_letter(&message(), &why, SystemTime::UNIX_EPOCH, &limits);
+        assert_eq!(bounded, Bounded::default());
         assert_eq!(r.payload.as_deref(), Some(&b"{\"text\":\"hi\"}"[..]));
         assert_eq!(
             header(&r, "trace"),

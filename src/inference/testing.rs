@@ -4,6 +4,7 @@
 //! ONNX Runtime.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -39,23 +40,51 @@ const POSITIVE: &[&str] = &["great", "lovely", "friendly", "tasty", "fast"];
 /// Embeds by counting class words (two dimensions) plus a hashed word spread
 /// (the rest) among the first `max_length` words, so a logistic regression
 /// separates the classes. A text containing
-/// `POISON` fails, as a corrupt input can fail a real embedder.
+/// `POISON` fails, as a corrupt input can fail a real embedder, and one containing
+/// `PANIC` panics its worker; [`Faults`] make every call fail or panic, as a broken
+/// runtime would.
 pub struct FakeEmbedder {
     spec: EmbeddingSpec,
     loaded: EmbeddingSpec,
+    faults: Arc<Faults>,
+}
+
+/// Failures of our own, shared by the fake embedders of a test.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// The next this many calls panic.
+    pub panics: AtomicUsize,
+    /// While set, every call fails.
+    pub down: AtomicBool,
 }
 
 impl FakeEmbedder {
     pub fn new() -> Self {
+        Self::with_faults(Arc::default())
+    }
+
+    pub fn with_faults(faults: Arc<Faults>) -> Self {
         Self {
             spec: embed_spec_for_tests(),
             loaded: embed_spec_for_tests(),
+            faults,
         }
     }
 }
 
 impl Embedder for FakeEmbedder {
     fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if self.faults.down.load(Ordering::SeqCst) {
+            return Err(EmbedError::Inference("the runtime is down".into()));
+        }
+        let panic_now = self
+            .faults
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if panic_now || texts.iter().any(|t| t.contains("PANIC")) {
+            panic!("the fake embedder panics (as a runtime fault would)");
+        }
         texts
             .iter()
             .map(|t| {
@@ -155,10 +184,18 @@ pub fn train_champion(settings: &Settings, seed: usize) -> String {
 
 /// A pipeline over the champion of `settings`' registry, on one fake worker.
 pub fn pipeline(settings: &Settings) -> Arc<Pipeline> {
+    pipeline_with(settings, Arc::default())
+}
+
+/// [`pipeline`] on a fake worker with `faults`, restarted with the same faults.
+pub fn pipeline_with(settings: &Settings, faults: Arc<Faults>) -> Arc<Pipeline> {
     let metrics = Arc::new(Metrics::new());
     let registry = Registry::new(settings.registry_dir());
     let champion = Arc::new(registry.load("champion").unwrap());
-    let predictor = Predictor::new(FakeEmbedder::new(), champion.clone()).unwrap();
+    let predictor =
+        Predictor::new(FakeEmbedder::with_faults(faults.clone()), champion.clone()).unwrap();
+    let rebuild: worker::Rebuild<FakeEmbedder> =
+        Arc::new(move || Ok(FakeEmbedder::with_faults(faults.clone())));
     let follower = ModelFollower::new(
         registry,
         champion,
@@ -172,6 +209,7 @@ pub fn pipeline(settings: &Settings) -> Arc<Pipeline> {
         4,
         settings.drift.clone(),
         metrics.clone(),
+        Some(rebuild),
     )
     .unwrap();
     Arc::new(Pipeline {
@@ -183,6 +221,7 @@ pub fn pipeline(settings: &Settings) -> Arc<Pipeline> {
             std::time::Duration::from_secs(5),
         )),
         features: true,
+        worker_outage: std::time::Duration::from_millis(settings.stream.worker_outage_timeout_ms),
     })
 }
 

@@ -5,10 +5,16 @@
 //! loaded once for all of them). The drift monitor is shared too: every classified
 //! window feeds it, whichever worker ran it, except a window that a worker finishes
 //! on a model the others have already swapped out.
+//!
+//! A worker that panics is not lost: the panic is caught, its job answered with an
+//! error (the pipeline decides whether the message or the service is at fault), and
+//! the worker rebuilds its embedder and goes on (`triage_worker_restarts_total`).
+//! `triage_workers_alive` counts the workers able to take a job; `/readyz` needs one.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -26,7 +32,7 @@ struct Job {
     texts: Vec<String>,
     /// For stream windows: what the drift monitor needs beyond the texts.
     observe: Option<Observe>,
-    reply: oneshot::Sender<Result<Classified, InferenceError>>,
+    reply: oneshot::Sender<Result<Classified, WorkerError>>,
 }
 
 /// A stream window's ground truth (per text, when known) and dead-letter count.
@@ -42,15 +48,26 @@ pub enum WorkerError {
     Stopped,
     #[error("classification failed: {0}")]
     Failed(#[source] InferenceError),
+    #[error("the classification worker panicked ({0}) and is being restarted")]
+    Panicked(String),
 }
+
+/// Makes a fresh embedder for a worker whose own died with a panic.
+pub type Rebuild<E> = Arc<dyn Fn() -> Result<E, crate::embed::EmbedError> + Send + Sync>;
 
 /// A cheap, cloneable handle to the worker.
 #[derive(Clone)]
 pub struct WorkerHandle {
     tx: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerHandle {
+    /// The metrics the workers report their health in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Classifies `texts`; waits while the queue is full (backpressure).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Classified, WorkerError> {
         self.submit(texts, None).await
@@ -79,9 +96,7 @@ impl WorkerHandle {
             })
             .await
             .map_err(|_| WorkerError::Stopped)?;
-        rx.await
-            .map_err(|_| WorkerError::Stopped)?
-            .map_err(WorkerError::Failed)
+        rx.await.map_err(|_| WorkerError::Stopped)?
     }
 }
 
@@ -247,13 +262,15 @@ fn observe<E: Embedder>(
 }
 
 /// Starts one worker thread per predictor, all fed by one queue of `queue` jobs.
-/// With a `follower`, every worker serves the champion it follows.
+/// With a `follower`, every worker serves the champion it follows. A worker that
+/// panics gets a fresh embedder from `rebuild` (without one, it keeps its own).
 pub fn spawn<E: Embedder + Send + 'static>(
     predictors: Vec<Predictor<E>>,
     follower: Option<ModelFollower>,
     queue: usize,
     drift: DriftSettings,
     metrics: Arc<Metrics>,
+    rebuild: Option<Rebuild<E>>,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
@@ -262,6 +279,7 @@ pub fn spawn<E: Embedder + Send + 'static>(
         settings: drift,
         monitor: None,
     }));
+    metrics.workers_alive.set(predictors.len() as i64);
     for (i, predictor) in predictors.into_iter().enumerate() {
         let shared = Shared {
             jobs: rx.clone(),
@@ -269,11 +287,15 @@ pub fn spawn<E: Embedder + Send + 'static>(
             drift: drift.clone(),
             metrics: metrics.clone(),
         };
+        let rebuild = rebuild.clone();
         thread::Builder::new()
             .name(format!("triage-worker-{i}"))
-            .spawn(move || work(predictor, &shared))?;
+            .spawn(move || {
+                work(predictor, &shared, rebuild.as_ref());
+                shared.metrics.workers_alive.dec();
+            })?;
     }
-    Ok(WorkerHandle { tx })
+    Ok(WorkerHandle { tx, metrics })
 }
 
 /// What the workers share.
@@ -285,8 +307,9 @@ struct Shared {
 }
 
 /// One worker's loop: takes the next job, serves the followed model, classifies,
-/// feeds drift, replies.
-fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
+/// feeds drift, replies. A panic while classifying is caught: the job gets an
+/// error and the worker restarts with a fresh embedder.
+fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared, rebuild: Option<&Rebuild<E>>) {
     loop {
         // Whoever holds the lock waits for the next job; the others wait for the lock.
         let job = lock(&shared.jobs).blocking_recv();
@@ -300,13 +323,72 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared) {
             }
         }
         let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
-        let result = predictor.classify_with_embeddings(&refs);
+        let result = match catch_unwind(AssertUnwindSafe(|| {
+            predictor.classify_with_embeddings(&refs)
+        })) {
+            Ok(result) => result.map_err(WorkerError::Failed),
+            Err(panic) => {
+                let why = panic_message(panic.as_ref());
+                let _ = job.reply.send(Err(WorkerError::Panicked(why.clone())));
+                restart(&mut predictor, shared, rebuild, &why);
+                continue;
+            }
+        };
         if let (Ok(classified), Some(observed)) = (&result, job.observe) {
             feed_drift(&predictor, shared, &job.texts, classified, observed);
         }
         // The requester may have given up (shutdown); nothing to do then.
         let _ = job.reply.send(result);
     }
+}
+
+/// After a panic: counts it, and replaces the worker's embedder with a fresh one
+/// (retrying with backoff while that fails; the worker takes no job meanwhile and
+/// does not count as alive).
+fn restart<E: Embedder>(
+    predictor: &mut Predictor<E>,
+    shared: &Shared,
+    rebuild: Option<&Rebuild<E>>,
+    why: &str,
+) {
+    let metrics = &shared.metrics;
+    metrics.worker_restarts.inc();
+    metrics.workers_alive.dec();
+    error!(
+        panic = why,
+        "A classification worker panicked; restarting it."
+    );
+    let Some(rebuild) = rebuild else {
+        metrics.workers_alive.inc();
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let fresh = rebuild()
+            .map_err(InferenceError::from)
+            .and_then(|embedder| Predictor::new(embedder, predictor.model.clone()));
+        match fresh {
+            Ok(fresh) => {
+                *predictor = fresh;
+                metrics.workers_alive.inc();
+                info!("Classification worker restarted.");
+                return;
+            }
+            Err(err) => {
+                error!(error = %err, retry_in_ms = backoff.as_millis() as u64, "Cannot restart the classification worker.");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Feeds a classified stream window to the shared drift monitor, unless the model

@@ -8,6 +8,7 @@ mod admin;
 pub mod client;
 mod context;
 mod follow;
+mod headers;
 mod offsets;
 mod settings;
 mod sink;

@@ -91,6 +91,9 @@ impl Default for KafkaSettings {
     }
 }
 
+/// librdkafka's default `message.max.bytes`: its producer refuses larger records.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+
 /// A setting that cannot work: the key, what is wrong, and the fix.
 pub type SettingProblem = (&'static str, String, &'static str);
 
@@ -186,6 +189,15 @@ impl KafkaSettings {
             "use the typed kafka.* settings for these keys, or leave them to triage",
         );
         out
+    }
+
+    /// The largest record triage's producer writes: librdkafka's `message.max.bytes`
+    /// (from `librdkafka_options`, 1,000,000 when unset or unreadable).
+    pub fn max_record_bytes(&self) -> usize {
+        self.librdkafka_options
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_RECORD_BYTES)
     }
 
     /// The static membership id with its placeholders filled in; None when off.

@@ -17,15 +17,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::{KafkaSettings, producer_config};
 use crate::metrics::Metrics;
+use crate::stream::envelope::truncate_payload;
 use crate::stream::{Record, RecordKind, Sink, SinkError};
 
-/// librdkafka's default `message.max.bytes`: the producer refuses larger records.
-const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 /// Room left for the record's framing (key, headers' own overhead, batch header).
 const FRAMING_BYTES: usize = 1024;
 /// Retriable failures of one record before the window fails.
@@ -49,11 +47,7 @@ struct Topics {
 
 impl KafkaSink {
     pub fn new(k: &KafkaSettings, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
-        let max_record_bytes = k
-            .librdkafka_options
-            .get("message.max.bytes")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+        let max_record_bytes = k.max_record_bytes();
         Ok(Self {
             producer: producer_config(k).create()?,
             topics: Arc::new(Topics {
@@ -107,7 +101,7 @@ impl KafkaSink {
                         topic,
                         size, limit, "Dead letter too large for the broker; writing it truncated."
                     );
-                    truncated = Some(truncate(record, limit.min(size.saturating_sub(1))));
+                    truncated = Some(truncate_payload(current, limit.min(size.saturating_sub(1))));
                     self.metrics.dlq_truncated.inc();
                 }
                 Failure::Retriable if retries < MAX_RETRIES => {
@@ -200,94 +194,12 @@ fn fatal(topic: &str, err: KafkaError, why: &str) -> SinkError {
 }
 
 fn headers_len(record: &Record) -> usize {
-    record
-        .headers
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum::<usize>()
-        + 256
-}
-
-/// The record with its payload cut to `limit` bytes and headers saying so.
-fn truncate(record: &Record, limit: usize) -> Record {
-    let payload = record.payload.as_deref().unwrap_or_default();
-    let mut out = record.clone();
-    let mut headers: Vec<(String, Vec<u8>)> = record
-        .headers
-        .iter()
-        .filter(|(k, _)| !k.starts_with("triage.original.") && k != "triage.truncated")
-        .cloned()
-        .collect();
-    headers.extend([
-        ("triage.truncated".to_string(), b"true".to_vec()),
-        (
-            "triage.original.size".to_string(),
-            payload.len().to_string().into_bytes(),
-        ),
-        (
-            "triage.original.sha256".to_string(),
-            hex(&Sha256::digest(payload)).into_bytes(),
-        ),
-    ]);
-    out.headers = headers;
-    out.payload = Some(payload[..limit.min(payload.len())].to_vec());
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::stream::envelope::headers_bytes(&record.headers) + 256
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::Position;
-
-    fn dead_letter(payload: Vec<u8>) -> Record {
-        Record {
-            kind: RecordKind::DeadLetter {
-                reason: "too_large",
-                detail: "big".into(),
-                position: Position::Line {
-                    file: "f".into(),
-                    line: 1,
-                },
-            },
-            key: Some(b"k".to_vec()),
-            payload: Some(payload),
-            headers: vec![("triage.error.reason".into(), b"too_large".to_vec())],
-        }
-    }
-
-    fn header<'a>(r: &'a Record, key: &str) -> Option<&'a [u8]> {
-        r.headers
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    #[test]
-    fn a_truncated_dead_letter_says_its_original_size_and_checksum() {
-        let original = dead_letter(vec![b'x'; 5000]);
-        let cut = truncate(&original, 100);
-        assert_eq!(cut.payload.as_ref().unwrap().len(), 100);
-        assert_eq!(cut.key, original.key);
-        assert_eq!(header(&cut, "triage.original.size"), Some(&b"5000"[..]));
-        assert_eq!(header(&cut, "triage.truncated"), Some(&b"true"[..]));
-        let sha = hex(&Sha256::digest(vec![b'x'; 5000]));
-        assert_eq!(header(&cut, "triage.original.sha256"), Some(sha.as_bytes()));
-        assert_eq!(header(&cut, "triage.error.reason"), Some(&b"too_large"[..]));
-        // Cut again from the original: the headers describe the original, once.
-        let again = truncate(&original, 10);
-        assert_eq!(
-            again
-                .headers
-                .iter()
-                .filter(|(k, _)| k == "triage.original.size")
-                .count(),
-            1
-        );
-    }
 
     #[test]
     fn produce_errors_are_classified() {

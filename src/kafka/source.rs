@@ -8,7 +8,6 @@ use std::time::Duration;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
 use tracing::{debug, info, warn};
 
 use super::{KafkaSettings, TriageContext, consumer_config};
@@ -77,14 +76,8 @@ impl Source for KafkaSource {
 }
 
 fn message_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Not `Headers::iter`: it panics on a header name that is not UTF-8 (see headers.rs).
+    let headers = super::headers::read(m);
     Message {
         position: Position::Log {
             topic: m.topic().into(),

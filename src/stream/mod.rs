@@ -5,6 +5,7 @@
 //! (`src/file/`) implement them; the core's tests use in-memory ones. Nothing
 //! here knows which is which, and nothing here reads configuration.
 
+pub mod envelope;
 pub mod state;
 
 use std::future::Future;
@@ -113,7 +114,9 @@ pub struct Message {
     pub position: Position,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// (name, value) as the source gave them: a name need not be UTF-8, and nothing
+    /// here is bounded yet (the pipeline core checks the envelope).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     /// When the message was written (ms since the epoch), if the source knows.
     pub timestamp_ms: Option<i64>,
     /// Set by a source that could not even frame the message (a malformed CSV

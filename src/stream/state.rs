@@ -97,6 +97,11 @@ impl PipelineState {
             .fetch_add(dead_letters as u64, Ordering::Relaxed);
     }
 
+    /// A worker is alive and no outage is under way.
+    pub fn workers_ok(&self) -> bool {
+        self.metrics.workers_alive.get() > 0 && self.metrics.worker_outage.get() == 0
+    }
+
     /// Messages of written windows so far.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -106,11 +111,12 @@ impl PipelineState {
         }
     }
 
-    /// Ready: partitions are assigned and a broker is up (the model is loaded
-    /// before the pipeline starts).
+    /// Ready: partitions are assigned, a broker is up, and a worker can classify
+    /// (the model is loaded before the pipeline starts).
     pub fn ready(&self) -> bool {
         let ready = self.assigned.load(Ordering::Relaxed) > 0
-            && self.brokers_up.load(Ordering::Relaxed) > 0;
+            && self.brokers_up.load(Ordering::Relaxed) > 0
+            && self.workers_ok();
         self.metrics.ready.set(i64::from(ready));
         ready
     }

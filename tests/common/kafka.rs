@@ -115,6 +115,79 @@ pub fn produce_with(brokers: &str, topic: &str, messages: &[Msg], extra: &[(&str
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// A record with headers whose names are any bytes (Kafka says strings; a hostile
+/// producer need not).
+#[derive(Debug, Clone, Default)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Produces `records` with `extra` producer properties. rdkafka only writes UTF-8
+/// header names, so the headers are added through librdkafka's C API.
+#[allow(unsafe_code)]
+pub fn produce_raw(brokers: &str, topic: &str, records: &[RawRecord], extra: &[(&str, &str)]) {
+    use rdkafka::message::OwnedHeaders;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    for r in records {
+        let headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdkafka::bindings::rd_kafka_headers_t;
+        for (name, value) in &r.headers {
+            // SAFETY: `native` is the live header list `headers` owns; librdkafka
+            // copies name and value.
+            let err = unsafe {
+                rdkafka::bindings::rd_kafka_header_add(
+                    native,
+                    name.as_ptr().cast(),
+                    name.len() as isize,
+                    value.as_ptr().cast(),
+                    value.len() as isize,
+                )
+            };
+            assert_eq!(
+                err,
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            );
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = &r.payload {
+            record = record.payload(p.as_slice());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((err, back)) => {
+                    assert!(
+                        matches!(
+                            err,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "cannot produce: {err}"
+                    );
+                    record = back;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
 /// One output record.
 #[derive(Debug, Clone)]
 pub struct Out {
