@@ -445,6 +445,10 @@ pub struct RetrainSettings {
     pub max_request_bytes: usize,
     /// Feature records from this many seconds before the job started are taken.
     pub window_s: u64,
+    /// Labelled recent rows a job keeps, at most: past it the job keeps a sample,
+    /// stratified by label (seeded with `training.seed`), so its memory does not
+    /// grow with traffic; the rows sampled away are counted in the decision.
+    pub max_rows: usize,
     /// Share of each class of the recent labelled rows held out to score champion
     /// and challenger on (stratified, seeded with `training.seed`).
     pub held_out_fraction: f64,
@@ -471,6 +475,9 @@ pub struct RetrainSettings {
     pub join_pending_s: u64,
     /// Labels waiting for their prediction, at most (the oldest give up first).
     pub join_max_pending: usize,
+    /// Late-label classes outside a model version's label set held per version, at
+    /// most; further ones count as one class, `other`, until pairs leave the window.
+    pub join_max_unknown_classes: usize,
     /// Joined (prediction, label) pairs per model version behind the rolling
     /// accuracy and macro-F1.
     pub performance_window: usize,
@@ -486,6 +493,7 @@ impl Default for RetrainSettings {
             cooldown_s: 3600,
             max_request_bytes: 1024 * 1024,
             window_s: 24 * 3600,
+            max_rows: 50_000,
             held_out_fraction: 0.3,
             min_recent_rows: 60,
             keep_runs: 20,
@@ -495,6 +503,7 @@ impl Default for RetrainSettings {
             join_max_predictions: 500_000,
             join_pending_s: 600,
             join_max_pending: 10_000,
+            join_max_unknown_classes: 16,
             performance_window: 200,
         }
     }

@@ -288,6 +288,12 @@ impl Settings {
             "use the span of recent traffic to learn from, e.g. 86400 (a day)",
         );
         c.check(
+            (100..=10_000_000).contains(&r.max_rows),
+            "retrain.max_rows",
+            || format!("{} rows is outside 100 ..= 10000000", r.max_rows),
+            "use 50000 (a stratified sample of that many recent rows is kept)",
+        );
+        c.check(
             r.held_out_fraction > 0.0 && r.held_out_fraction <= 0.5,
             "retrain.held_out_fraction",
             || format!("{} is outside (0, 0.5]", r.held_out_fraction),
@@ -498,6 +504,12 @@ impl Settings {
                 )
             },
             "use 600 (ten minutes of consumer lag)",
+        );
+        c.check(
+            r.join_max_unknown_classes <= 1024,
+            "retrain.join_max_unknown_classes",
+            || format!("{} classes is more than 1024", r.join_max_unknown_classes),
+            "use 16 (further unknown classes count as one, `other`)",
         );
         c.check(
             (10..=100_000).contains(&r.performance_window),

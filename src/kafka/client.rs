@@ -154,6 +154,23 @@ pub fn read_time_range(
     to_ms: i64,
     timeout: Duration,
 ) -> Result<Vec<TimedRecord>, RangeReadError> {
+    let mut records = Vec::new();
+    for_each_in_time_range(k, topic, from_ms, to_ms, timeout, |r| records.push(r))?;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// [`read_time_range`] without holding the records: each is handed to `each` as it
+/// is read (each partition in offset order, partitions interleaved), so a caller
+/// that keeps a bounded part of them reads any range in bounded memory.
+pub fn for_each_in_time_range(
+    k: &KafkaSettings,
+    topic: &str,
+    from_ms: i64,
+    to_ms: i64,
+    timeout: Duration,
+    mut each: impl FnMut(TimedRecord),
+) -> Result<(), RangeReadError> {
     let started = Instant::now();
     let kafka = |source| TopicError::kafka(topic, &k.brokers, source);
     // A broker that is away answers nothing: give up on it sooner than on a slow read.
@@ -196,9 +213,8 @@ pub fn read_time_range(
             pending.insert(p.partition, (start, p.high));
         }
     }
-    let mut records = Vec::new();
     if pending.is_empty() {
-        return Ok(records);
+        return Ok(());
     }
     consumer.assign(&assignment).map_err(kafka)?;
     while !pending.is_empty() {
@@ -227,7 +243,7 @@ pub fn read_time_range(
         *next = m.offset() + 1;
         let timestamp_ms = m.timestamp().to_millis().unwrap_or(-1);
         if m.offset() < *end && (from_ms..=to_ms).contains(&timestamp_ms) {
-            records.push(TimedRecord {
+            each(TimedRecord {
                 partition: p,
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
@@ -239,6 +255,5 @@ pub fn read_time_range(
             pending.remove(&p);
         }
     }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(records)
+    Ok(())
 }

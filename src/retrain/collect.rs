@@ -3,8 +3,10 @@
 //! seeded, stratified split of those examples into a training part and the
 //! held-out slice both models are judged on. No Kafka, no files, no clock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::feature::labels::LabelRule;
@@ -134,75 +136,307 @@ pub struct JoinCounts {
     pub carried_labels_used: u64,
     /// Feature records left without a label.
     pub unlabelled: u64,
+    /// Labelled rows left out of the sample (past `retrain.max_rows`).
+    pub sampled_away: u64,
 }
 
 /// Joins feature records (in the order read) with late labels (in the order they
 /// arrived) by message id. A late label wins over one carried in the message; of
 /// several late labels for an id the last wins (the latest re-tag). Labels for
 /// unknown ids or classes are counted, not fatal. Examples keep the order of their
-/// ids' first records.
+/// ids' first records. No sampling: [`RecentJoin`] is the bounded form.
 pub fn join(
     features: Vec<FeatureRow>,
     labels: Vec<LateLabel>,
     classes: &Classes,
 ) -> (Vec<Example>, JoinCounts) {
-    let mut counts = JoinCounts {
-        feature_records: features.len() as u64,
-        label_records: labels.len() as u64,
-        ..JoinCounts::default()
-    };
-    let mut rows: Vec<FeatureRow> = Vec::with_capacity(features.len());
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut recent = RecentJoin::new(labels, classes, usize::MAX, 0);
     for row in features {
-        match index.get(&row.id) {
-            Some(&i) => {
-                counts.duplicate_records += 1;
-                rows[i] = row;
-            }
-            None => {
-                index.insert(row.id.clone(), rows.len());
-                rows.push(row);
+        recent.offer(row);
+    }
+    recent.finish()
+}
+
+/// What a late label said of an id.
+struct Late {
+    /// The last label that is a class.
+    class: Option<String>,
+    /// Label records for the id, and those that were no class.
+    records: u64,
+    not_a_class: u64,
+    /// Whether a feature record of the id was read.
+    matched: bool,
+}
+
+/// An example in the sample, with what it counted.
+struct Sampled {
+    /// Order of its id's first record.
+    seq: u64,
+    example: Example,
+    late: bool,
+    overriding: bool,
+}
+
+/// The join of [`join`], fed one feature record at a time and holding at most
+/// `max_rows` labelled rows: past that, a sample stratified by label
+/// ([`StratifiedSample`]), so a job's memory follows `retrain.max_rows`, not the
+/// traffic. A record redelivered while its id is in the sample replaces it; one
+/// whose id was sampled away is offered again like any record.
+pub struct RecentJoin<'c> {
+    classes: &'c Classes,
+    late: HashMap<String, Late>,
+    /// Ids in the sample, and their class there.
+    sampled: HashMap<String, String>,
+    sample: StratifiedSample<Sampled>,
+    counts: JoinCounts,
+    seq: u64,
+}
+
+impl<'c> RecentJoin<'c> {
+    /// The late labels first (they are small: an id and a class), then the feature
+    /// records through [`RecentJoin::offer`].
+    pub fn new(labels: Vec<LateLabel>, classes: &'c Classes, max_rows: usize, seed: u64) -> Self {
+        let mut late: HashMap<String, Late> = HashMap::new();
+        let label_records = labels.len() as u64;
+        for label in labels {
+            let class = classes.of(&label.label);
+            let entry = late.entry(label.id).or_insert(Late {
+                class: None,
+                records: 0,
+                not_a_class: 0,
+                matched: false,
+            });
+            entry.records += 1;
+            match class {
+                Some(class) => entry.class = Some(class),
+                None => entry.not_a_class += 1,
             }
         }
-    }
-    let mut late: Vec<Option<String>> = vec![None; rows.len()];
-    for label in labels {
-        let Some(&i) = index.get(&label.id) else {
-            counts.unknown_ids += 1;
-            continue;
-        };
-        match classes.of(&label.label) {
-            Some(class) => late[i] = Some(class),
-            None => counts.unknown_classes += 1,
+        Self {
+            classes,
+            late,
+            sampled: HashMap::new(),
+            sample: StratifiedSample::new(max_rows, seed),
+            counts: JoinCounts {
+                label_records,
+                ..JoinCounts::default()
+            },
+            seq: 0,
         }
     }
-    let mut examples = Vec::with_capacity(rows.len());
-    for (row, late) in rows.into_iter().zip(late) {
-        let carried = row.label.and_then(|l| classes.of(&LabelValue::Text(l)));
-        let label = match (late, carried) {
-            (Some(late), carried) => {
-                counts.late_labels_used += 1;
-                if carried.is_some_and(|c| c != late) {
-                    counts.late_labels_overriding += 1;
-                }
-                late
-            }
-            (None, Some(carried)) => {
-                counts.carried_labels_used += 1;
-                carried
-            }
-            (None, None) => {
-                counts.unlabelled += 1;
-                continue;
-            }
-        };
-        examples.push(Example {
-            id: row.id,
-            text: row.text,
-            label,
+
+    /// Takes one feature record.
+    pub fn offer(&mut self, row: FeatureRow) {
+        self.counts.feature_records += 1;
+        let late = self.late.get_mut(&row.id).and_then(|l| {
+            l.matched = true;
+            l.class.clone()
         });
+        let carried = row
+            .label
+            .and_then(|l| self.classes.of(&LabelValue::Text(l)));
+        let mut seq = self.seq;
+        if let Some(class) = self.sampled.remove(&row.id) {
+            // Redelivered: the last record stands, in its first record's place.
+            self.counts.duplicate_records += 1;
+            if let Some(old) = self.sample.remove(&class, |s| s.example.id == row.id) {
+                seq = old.seq;
+                self.forget(&old);
+            }
+        } else {
+            self.seq += 1;
+        }
+        let (label, is_late, overriding) = match (late, carried) {
+            (Some(late), carried) => {
+                let overriding = carried.is_some_and(|c| c != late);
+                (late, true, overriding)
+            }
+            (None, Some(carried)) => (carried, false, false),
+            (None, None) => {
+                self.counts.unlabelled += 1;
+                return;
+            }
+        };
+        let item = Sampled {
+            seq,
+            example: Example {
+                id: row.id,
+                text: row.text,
+                label,
+            },
+            late: is_late,
+            overriding,
+        };
+        self.count(&item);
+        let (id, class) = (item.example.id.clone(), item.example.label.clone());
+        match self.sample.offer(&class, item) {
+            Offered::Kept { evicted } => {
+                self.sampled.insert(id, class);
+                if let Some(old) = evicted {
+                    self.sampled.remove(&old.example.id);
+                    self.uncount(&old);
+                }
+            }
+            Offered::Dropped(old) => self.uncount(&old),
+        }
     }
-    (examples, counts)
+
+    fn count(&mut self, s: &Sampled) {
+        if s.late {
+            self.counts.late_labels_used += 1;
+            self.counts.late_labels_overriding += u64::from(s.overriding);
+        } else {
+            self.counts.carried_labels_used += 1;
+        }
+    }
+
+    /// A row that left the sample: it is counted as sampled away instead.
+    fn uncount(&mut self, s: &Sampled) {
+        self.forget(s);
+        self.counts.sampled_away += 1;
+    }
+
+    fn forget(&mut self, s: &Sampled) {
+        if s.late {
+            self.counts.late_labels_used -= 1;
+            self.counts.late_labels_overriding -= u64::from(s.overriding);
+        } else {
+            self.counts.carried_labels_used -= 1;
+        }
+    }
+
+    /// Rows held now (at most `max_rows`).
+    pub fn held(&self) -> usize {
+        self.sample.held()
+    }
+
+    /// The examples, in the order of their ids' first records, and the counts.
+    pub fn finish(mut self) -> (Vec<Example>, JoinCounts) {
+        for l in self.late.values() {
+            if l.matched {
+                self.counts.unknown_classes += l.not_a_class;
+            } else {
+                self.counts.unknown_ids += l.records;
+            }
+        }
+        let mut rows = self.sample.into_items();
+        rows.sort_by_key(|s| s.seq);
+        (rows.into_iter().map(|s| s.example).collect(), self.counts)
+    }
+}
+
+/// What [`StratifiedSample::offer`] did with an item.
+pub enum Offered<T> {
+    /// Kept; to make room, this one left the sample.
+    Kept { evicted: Option<T> },
+    /// Not kept (its class has its share already, and the draw passed it by).
+    Dropped(T),
+}
+
+/// At most `capacity` items, stratified by class: each class keeps about its share
+/// of the items offered so far (`capacity * seen / offered`, at least one), and
+/// within a class each item offered has the same chance to be kept (reservoir
+/// sampling). Seeded: the same items in the same order give the same sample.
+pub struct StratifiedSample<T> {
+    capacity: usize,
+    rng: ChaCha8Rng,
+    strata: BTreeMap<String, Stratum<T>>,
+    held: usize,
+    offered: u64,
+}
+
+struct Stratum<T> {
+    items: Vec<T>,
+    seen: u64,
+}
+
+impl<T> StratifiedSample<T> {
+    pub fn new(capacity: usize, seed: u64) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            strata: BTreeMap::new(),
+            held: 0,
+            offered: 0,
+        }
+    }
+
+    fn quota(capacity: usize, offered: u64, seen: u64) -> usize {
+        let share = capacity as u128 * u128::from(seen) / u128::from(offered.max(1));
+        usize::try_from(share).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Offers one item of `class`.
+    pub fn offer(&mut self, class: &str, item: T) -> Offered<T> {
+        self.offered += 1;
+        let stratum = self
+            .strata
+            .entry(class.to_string())
+            .or_insert_with(|| Stratum {
+                items: Vec::new(),
+                seen: 0,
+            });
+        stratum.seen += 1;
+        let quota = Self::quota(self.capacity, self.offered, stratum.seen);
+        if stratum.items.len() < quota {
+            stratum.items.push(item);
+            self.held += 1;
+            let evicted = if self.held > self.capacity {
+                self.evict()
+            } else {
+                None
+            };
+            return Offered::Kept { evicted };
+        }
+        let draw = self.rng.random_range(0..stratum.seen);
+        match usize::try_from(draw) {
+            Ok(at) if at < stratum.items.len() => Offered::Kept {
+                evicted: Some(std::mem::replace(&mut stratum.items[at], item)),
+            },
+            _ => Offered::Dropped(item),
+        }
+    }
+
+    /// Takes a random item out of the class furthest over its share.
+    fn evict(&mut self) -> Option<T> {
+        let (capacity, offered) = (self.capacity, self.offered);
+        let stratum = self
+            .strata
+            .values_mut()
+            .filter(|s| !s.items.is_empty())
+            .max_by_key(|s| {
+                s.items.len() as i128 - Self::quota(capacity, offered, s.seen) as i128
+            })?;
+        let at = self.rng.random_range(0..stratum.items.len());
+        self.held -= 1;
+        Some(stratum.items.swap_remove(at))
+    }
+
+    /// Takes out the first item of `class` that `which` picks.
+    pub fn remove(&mut self, class: &str, which: impl Fn(&T) -> bool) -> Option<T> {
+        let stratum = self.strata.get_mut(class)?;
+        let at = stratum.items.iter().position(which)?;
+        self.held -= 1;
+        Some(stratum.items.swap_remove(at))
+    }
+
+    /// Items held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Items held per class.
+    pub fn per_class(&self) -> BTreeMap<&str, usize> {
+        self.strata
+            .iter()
+            .map(|(c, s)| (c.as_str(), s.items.len()))
+            .collect()
+    }
+
+    /// The items, class by class.
+    pub fn into_items(self) -> Vec<T> {
+        self.strata.into_values().flat_map(|s| s.items).collect()
+    }
 }
 
 /// Drops the rows of `original` that are in the held-out slice (same id or same
@@ -381,6 +615,82 @@ mod tests {
         assert_eq!(examples.len(), 2);
         assert_eq!(counts.duplicate_records, 1);
         assert_eq!(counts.feature_records, 3);
+    }
+
+    #[test]
+    fn past_max_rows_the_join_keeps_a_stratified_sample() {
+        let classes = classes(&["billing", "refund", "spam"]);
+        let mut recent = RecentJoin::new(vec![late("r7", "spam")], &classes, 1_000, 42);
+        let mut most_held = 0;
+        for i in 0..100_000 {
+            let label = match i % 10 {
+                0..=6 => "billing",
+                7 | 8 => "refund",
+                _ => "spam",
+            };
+            recent.offer(row(&format!("r{i}"), Some(label)));
+            most_held = most_held.max(recent.held());
+        }
+        assert_eq!(most_held, 1_000, "never more than max_rows held");
+        let (examples, counts) = recent.finish();
+        assert_eq!(examples.len(), 1_000);
+        assert_eq!(counts.sampled_away, 99_000);
+        assert_eq!(counts.feature_records, 100_000);
+        assert_eq!(
+            counts.carried_labels_used + counts.late_labels_used,
+            1_000,
+            "{counts:?}"
+        );
+        let share =
+            |label: &str| examples.iter().filter(|e| e.label == label).count() as f64 / 1_000.0;
+        for (label, expected) in [("billing", 0.7), ("refund", 0.2), ("spam", 0.1)] {
+            assert!(
+                (share(label) - expected).abs() < 0.01,
+                "{label}: {} of the sample",
+                share(label)
+            );
+        }
+        // In the order read, and drawn from the whole range, not its start.
+        let at: Vec<usize> = examples
+            .iter()
+            .map(|e| e.id[1..].parse().unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]));
+        let mean = at.iter().sum::<usize>() as f64 / at.len() as f64;
+        assert!((35_000.0..65_000.0).contains(&mean), "mean position {mean}");
+    }
+
+    #[test]
+    fn the_sample_is_seeded_and_keeps_a_rare_class() {
+        let classes = classes(&[]);
+        let sample = |seed: u64| {
+            let mut recent = RecentJoin::new(Vec::new(), &classes, 100, seed);
+            for i in 0..5_000 {
+                let label = if i == 4_321 { "rare" } else { "common" };
+                recent.offer(row(&format!("r{i}"), Some(label)));
+            }
+            recent.finish().0
+        };
+        let a = sample(1);
+        assert_eq!(a, sample(1));
+        assert_ne!(a, sample(2));
+        assert_eq!(a.len(), 100);
+        assert!(
+            a.iter().any(|e| e.label == "rare"),
+            "the rare class kept its row"
+        );
+    }
+
+    #[test]
+    fn a_stratified_sample_holds_at_most_its_capacity() {
+        let mut s = StratifiedSample::new(10, 7);
+        for i in 0..1_000u32 {
+            let class = format!("c{}", i % 37);
+            let _ = s.offer(&class, i);
+            assert!(s.held() <= 10);
+        }
+        assert_eq!(s.held(), 10);
+        assert!(s.per_class().values().all(|&n| n <= 1));
     }
 
     #[test]

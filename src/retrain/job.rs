@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::collect::{
-    Classes, Example, FeatureRow, JoinCounts, LateLabel, join, parse_feature, parse_label,
-    split_recent, without_held_out,
+    Classes, Example, JoinCounts, RecentJoin, parse_feature, parse_label, split_recent,
+    without_held_out,
 };
 use super::verdict::{Standing, judge};
 use super::workdir::{JobLock, prune};
@@ -32,7 +32,7 @@ use crate::embed::Embedder;
 use crate::feature::labels::LabelRule;
 use crate::feature::read_labelled;
 use crate::kafka::TopicError;
-use crate::kafka::client::{RangeReadError, read_time_range};
+use crate::kafka::client::{RangeReadError, for_each_in_time_range};
 use crate::registry::decision::{
     Contender, Decision, Inputs, Rows, Scores, Source, Step, Trigger, Verdict,
 };
@@ -232,22 +232,26 @@ impl<'a> Job<'a> {
         self.decision.inputs.to_ms = Some(to_ms);
         let champion = self.registry.aliases().map_err(|e| e.to_string())?.champion;
 
+        let classes = Classes::new(LabelRule::new(&settings.labels));
         let Recent {
-            features,
-            labels,
+            examples,
+            counts,
+            malformed_features,
+            malformed_labels,
             note: read_note,
         } = self.step("read", |_| {
-            read_topics(settings, from_ms, to_ms, options.read_timeout)
+            read_recent(settings, &classes, from_ms, to_ms, options.read_timeout)
         })?;
-        let classes = Classes::new(LabelRule::new(&settings.labels));
-        let (examples, counts) = self.step("join", |_| join(features.rows, labels.rows, &classes));
         let description = describe_recent(
             settings,
             &counts,
-            features.malformed,
-            labels.malformed,
+            malformed_features,
+            malformed_labels,
             read_note,
         );
+        if counts.sampled_away > 0 {
+            warn!(target: "triage::retrain", id = %self.decision.id, kept = examples.len(), sampled_away = counts.sampled_away, max_rows = r.max_rows, "More labelled recent rows than retrain.max_rows: a stratified sample is kept.");
+        }
         info!(target: "triage::retrain", id = %self.decision.id, rows = examples.len(), "{description}");
         self.source(description, examples.len());
 
@@ -489,44 +493,24 @@ fn standing(c: &Contender) -> Standing<'_> {
     }
 }
 
-/// Parsed records of one topic and how many could not be parsed.
-struct Parsed<T> {
-    rows: Vec<T>,
-    malformed: u64,
-}
-
-fn parse_all<T>(
-    records: Vec<crate::kafka::client::TimedRecord>,
-    parse: impl Fn(Option<&[u8]>, &[u8]) -> Result<T, String>,
-    what: &str,
-) -> Parsed<T> {
-    let mut rows = Vec::with_capacity(records.len());
-    let mut malformed = 0;
-    for r in records {
-        match parse(r.key.as_deref(), r.payload.as_deref().unwrap_or_default()) {
-            Ok(row) => rows.push(row),
-            Err(why) => {
-                malformed += 1;
-                if malformed <= 3 {
-                    warn!(target: "triage::retrain", partition = r.partition, offset = r.offset, why, "Skipped a malformed {what}.");
-                }
-            }
-        }
-    }
-    Parsed { rows, malformed }
-}
-
-/// What the topics gave over the range, and a note for people when the labels topic is missing.
+/// The recent labelled examples (at most `retrain.max_rows`), what the join
+/// counted, and a note for people when the labels topic is missing.
 struct Recent {
-    features: Parsed<FeatureRow>,
-    labels: Parsed<LateLabel>,
+    examples: Vec<Example>,
+    counts: JoinCounts,
+    malformed_features: u64,
+    malformed_labels: u64,
     note: Option<String>,
 }
 
-/// Reads the features and labels topics over the range. A missing labels topic is
-/// a note, not a failure (labels may all ride in the messages).
-fn read_topics(
+/// Reads the labels topic over the range, then streams the features topic through
+/// the join, which keeps at most `retrain.max_rows` labelled rows (a stratified
+/// sample past that): the feature records, texts and all, are never all held. A
+/// missing labels topic is a note, not a failure (labels may all ride in the
+/// messages).
+fn read_recent(
     settings: &Settings,
+    classes: &Classes,
     from_ms: i64,
     to_ms: i64,
     timeout: Duration,
@@ -538,26 +522,55 @@ fn read_topics(
                 .into(),
         );
     }
-    let features = read_time_range(k, &k.features_topic, from_ms, to_ms, timeout)
-        .map_err(|e| e.to_string())?;
-    let features = parse_all(features, |_, p| parse_feature(p), "feature record");
     let mut note = None;
-    let labels = if k.labels_topic.is_empty() {
-        Vec::new()
-    } else {
-        match read_time_range(k, &k.labels_topic, from_ms, to_ms, timeout) {
-            Ok(records) => records,
+    // Parsed as read: the raw records are not held.
+    let mut labels = Vec::new();
+    let mut malformed_labels = 0u64;
+    if !k.labels_topic.is_empty() {
+        let read = for_each_in_time_range(k, &k.labels_topic, from_ms, to_ms, timeout, |r| {
+            match parse_label(r.key.as_deref(), r.payload.as_deref().unwrap_or_default()) {
+                Ok(label) => labels.push(label),
+                Err(why) => {
+                    malformed_labels += 1;
+                    if malformed_labels <= 3 {
+                        warn!(target: "triage::retrain", partition = r.partition, offset = r.offset, why, "Skipped a malformed label record.");
+                    }
+                }
+            }
+        });
+        match read {
+            Ok(()) => {}
             Err(RangeReadError::Topic(TopicError::MissingTopic { topic, .. })) => {
                 note = Some(format!("labels topic {topic} does not exist"));
-                Vec::new()
             }
             Err(e) => return Err(e.to_string()),
         }
-    };
-    let labels = parse_all(labels, parse_label, "label record");
-    Ok(Recent {
-        features,
+    }
+    let mut recent = RecentJoin::new(
         labels,
+        classes,
+        settings.retrain.max_rows,
+        settings.training.seed,
+    );
+    let mut malformed_features = 0u64;
+    for_each_in_time_range(k, &k.features_topic, from_ms, to_ms, timeout, |r| {
+        match parse_feature(r.payload.as_deref().unwrap_or_default()) {
+            Ok(row) => recent.offer(row),
+            Err(why) => {
+                malformed_features += 1;
+                if malformed_features <= 3 {
+                    warn!(target: "triage::retrain", partition = r.partition, offset = r.offset, why, "Skipped a malformed feature record.");
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let (examples, counts) = recent.finish();
+    Ok(Recent {
+        examples,
+        counts,
+        malformed_features,
+        malformed_labels,
         note,
     })
 }
@@ -585,6 +598,12 @@ fn describe_recent(
         text.push_str(&format!(
             "; labels topic {}: {} records ({} for unknown ids, {} not a class, {} malformed)",
             k.labels_topic, c.label_records, c.unknown_ids, c.unknown_classes, malformed_labels
+        ));
+    }
+    if c.sampled_away > 0 {
+        text.push_str(&format!(
+            "; {} labelled rows sampled away (more than retrain.max_rows = {}; a sample stratified by label kept)",
+            c.sampled_away, settings.retrain.max_rows
         ));
     }
     if let Some(note) = note {
@@ -690,7 +709,8 @@ mod tests {
             ..JobOptions::default()
         };
         let to = now_ms();
-        let outcome = read_topics(&settings, to - 1000, to, options.read_timeout)
+        let classes = Classes::new(LabelRule::new(&settings.labels));
+        let outcome = read_recent(&settings, &classes, to - 1000, to, options.read_timeout)
             .map(|_| (Verdict::Promoted, String::new()));
         assert!(outcome.is_err());
         job.decision.inputs.from_ms = Some(to - 1000);

@@ -5,12 +5,19 @@
 //! Start-up replays the predictions first and only then the labels, so a label in
 //! the window finds its prediction instead of waiting for it. A broker that cannot
 //! be reached is retried with a growing pause; the webhook does not wait for it.
+//!
+//! The join itself (parsing, joining, scoring) runs on a thread of its own, fed by
+//! a bounded channel of [`JOIN_QUEUE`] records: its CPU work never holds up the
+//! async runtime (the webhook, /healthz and /metrics keep answering), and a join
+//! that falls behind slows the reading of the topics instead of piling records up.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::labels::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
@@ -23,6 +30,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Start-up replay of the predictions ends when it has read the backlog, or when
 /// nothing came for this long (a partition whose end cannot be seen).
 const REPLAY_IDLE: Duration = Duration::from_secs(3);
+/// Records on their way to the join's thread, at most.
+pub const JOIN_QUEUE: usize = 1024;
+
+/// What the join's thread is fed.
+enum Input {
+    Prediction(FollowedRecord),
+    Label(FollowedRecord),
+    /// Expire, and publish the metrics.
+    Tick,
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -95,33 +112,81 @@ pub async fn run(
         "Label join: replaying predictions, then labels."
     );
 
-    let mut join = LabelJoin::new(limits);
+    let (feed, inbox) = mpsc::channel(JOIN_QUEUE);
+    let worker = match std::thread::Builder::new()
+        .name("label-join".into())
+        .spawn(move || join_thread(limits, metrics, inbox))
+    {
+        Ok(worker) => worker,
+        Err(err) => {
+            error!(error = %err, "Label join: cannot start its thread; no triage_performance_* scores.");
+            return;
+        }
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut labels_open = false;
     let mut last_prediction = Instant::now();
-    let mut invalid_prediction: Option<String> = None;
     loop {
         if !labels_open && (predictions.caught_up() || last_prediction.elapsed() > REPLAY_IDLE) {
             labels_open = true;
-            info!(
-                held = join.held(),
-                "Label join: predictions replayed; reading labels."
-            );
+            info!("Label join: predictions replayed; reading labels.");
         }
         // Not biased between the topics: neither may starve the other.
-        tokio::select! {
+        let input = tokio::select! {
             () = &mut shutdown => break,
-            _ = tick.tick() => {
+            _ = tick.tick() => Input::Tick,
+            record = predictions.next() => {
+                last_prediction = Instant::now();
+                let Some(r) = received(record).await else { continue };
+                Input::Prediction(r)
+            }
+            record = labels.next(), if labels_open => {
+                let Some(r) = received(record).await else { continue };
+                Input::Label(r)
+            }
+        };
+        // A full queue waits here: the join's pace is the read's pace.
+        let sent = tokio::select! {
+            () = &mut shutdown => break,
+            sent = feed.send(input) => sent,
+        };
+        if sent.is_err() {
+            error!("Label join: its thread stopped; no more triage_performance_* updates.");
+            break;
+        }
+    }
+    drop(feed);
+    let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        error!("Label join: its thread panicked.");
+    }
+    info!("Label join stopped.");
+}
+
+/// The join's own thread: takes records and ticks until the channel closes.
+fn join_thread(limits: JoinLimits, metrics: PerformanceMetrics, mut inbox: mpsc::Receiver<Input>) {
+    let mut join = LabelJoin::new(limits);
+    let mut shown = BTreeSet::new();
+    let mut invalid_prediction: Option<String> = None;
+    while let Some(input) = inbox.blocking_recv() {
+        match input {
+            Input::Tick => {
                 join.expire(now_ms());
-                metrics.publish(&mut join);
+                let other = metrics.publish(&mut join, &mut shown);
+                if other > 0 {
+                    warn!(
+                        labels = other,
+                        max = limits.max_unknown_classes,
+                        total = metrics.other_class.get(),
+                        "Late labels counted as class \"other\": their version holds retrain.join_max_unknown_classes classes outside its label set already."
+                    );
+                }
                 if let Some(error) = invalid_prediction.take() {
                     warn!(%error, total = metrics.invalid_predictions.get(), "Prediction records skipped by the label join.");
                 }
             }
-            record = predictions.next() => {
-                last_prediction = Instant::now();
-                let Some(r) = received(record).await else { continue };
+            Input::Prediction(r) => {
                 let now = now_ms();
                 let payload = r.payload.as_deref().unwrap_or_default();
                 if let Err(err) = join.prediction(payload, r.timestamp_ms.unwrap_or(now), now) {
@@ -130,14 +195,21 @@ pub async fn run(
                     invalid_prediction = Some(err.to_string());
                 }
             }
-            record = labels.next(), if labels_open => {
-                let Some(r) = received(record).await else { continue };
-                let outcome = join.label(r.key.as_deref(), r.payload.as_deref().unwrap_or_default(), now_ms());
-                debug!(partition = r.partition, offset = r.offset, ?outcome, "Label.");
+            Input::Label(r) => {
+                let outcome = join.label(
+                    r.key.as_deref(),
+                    r.payload.as_deref().unwrap_or_default(),
+                    now_ms(),
+                );
+                debug!(
+                    partition = r.partition,
+                    offset = r.offset,
+                    ?outcome,
+                    "Label."
+                );
             }
         }
     }
-    info!("Label join stopped.");
 }
 
 /// The record, or None after logging a receive error (and a short pause: the

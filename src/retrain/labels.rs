@@ -22,7 +22,15 @@
 //!   `retrain.join_max_pending` of them (the oldest give up first); then it counts
 //!   as `unknown_id`;
 //! - scores per model version come from its last `retrain.performance_window`
-//!   joined pairs.
+//!   joined pairs, kept as running counts per class, so scoring costs one pass over
+//!   the version's classes, never a k x k matrix;
+//! - classes outside a version's label set met in its window: at most
+//!   `retrain.join_max_unknown_classes`; further ones count as one class, `other`
+//!   (`triage_performance_other_class_labels_total`). A class is forgotten when its
+//!   last pair leaves the window (its support is its reference count);
+//! - model versions: at most [`MAX_VERSIONS`] (the one predicted least recently is
+//!   forgotten), each with at most [`MAX_CLASSES`] classes; ids and labels at most
+//!   [`MAX_ID_BYTES`] and [`MAX_LABEL_BYTES`] (a longer one is `invalid`).
 //!
 //! **Every label is counted once by result** ([`LabelResult`]): `joined` (a new
 //! pair in its version's window), `relabelled` (a later label for an id that already
@@ -33,7 +41,7 @@
 //! it: the keys of the prediction's `probabilities`; the pair still enters the window
 //! as a miss, as `triage evaluate` scores such rows, so a model meeting new classes
 //! shows it in its scores), `invalid` (not JSON, or no id,
-//! or no label). A waiting label is counted when it joins or gives up.
+//! or no label, or one too long). A waiting label is counted when it joins or gives up.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -42,7 +50,17 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::RetrainSettings;
-use crate::model::evaluation::evaluate;
+
+/// Model versions held at most; the one predicted least recently is forgotten.
+pub const MAX_VERSIONS: usize = 64;
+/// Classes in a prediction's label set (its `probabilities`), at most.
+pub const MAX_CLASSES: usize = 4096;
+/// Bytes of a label's id, at most.
+pub const MAX_ID_BYTES: usize = 1024;
+/// Bytes of a label, at most.
+pub const MAX_LABEL_BYTES: usize = 256;
+/// The class late labels beyond `join_max_unknown_classes` count as.
+pub const OTHER_CLASS: &str = "other";
 
 /// The join's bounds (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +70,7 @@ pub struct JoinLimits {
     pub pending_ms: i64,
     pub max_pending: usize,
     pub performance_window: usize,
+    pub max_unknown_classes: usize,
 }
 
 impl JoinLimits {
@@ -63,6 +82,7 @@ impl JoinLimits {
             pending_ms: ms(r.join_pending_s),
             max_pending: r.join_max_pending.max(1),
             performance_window: r.performance_window.max(1),
+            max_unknown_classes: r.join_max_unknown_classes,
         }
     }
 }
@@ -116,6 +136,8 @@ pub enum PredictionError {
     Missing(&'static str),
     #[error("prediction's probabilities name no class")]
     NoLabelSet,
+    #[error("prediction's probabilities name {0} classes, more than {MAX_CLASSES}")]
+    TooManyClasses(usize),
     #[error("predicted label {label:?} is not in model {version}'s label set")]
     LabelOutsideSet { label: String, version: String },
 }
@@ -137,8 +159,8 @@ struct Held {
     ts_ms: i64,
     /// Insertion number: tells the live entry in `order` from stale ones.
     seq: u64,
-    /// The truth joined so far (index into the version's label set).
-    truth: Option<usize>,
+    /// Whether a label was joined with it already (a later one is a relabel).
+    labelled: bool,
 }
 
 struct Pair {
@@ -148,12 +170,149 @@ struct Pair {
 }
 
 /// One model version: its label set, the true labels it has met outside that set,
-/// and its last joined pairs.
+/// its last joined pairs and their running counts.
+///
+/// Class indices: `0..labels.len()` the label set, then `max_unknown` slots for
+/// classes outside it, then `other`. A slot's class is held while pairs in the
+/// window name it (its support), and freed for another when the last one leaves.
 struct Version {
     labels: Arc<[String]>,
-    /// Classes the model cannot predict; a pair's truth index past `labels` is one.
-    unknown: Vec<String>,
+    /// Label name -> index, for the label set.
+    index: HashMap<String, usize>,
+    /// Unknown class name -> slot (0-based, class `labels.len() + slot`).
+    unknown: HashMap<String, usize>,
+    /// Each slot's class name, if held.
+    slots: Vec<Option<String>>,
+    /// Free slots.
+    free: Vec<usize>,
     pairs: VecDeque<Pair>,
+    /// Pair number of `pairs[0]`: pair `n` is at `n - first_pair`.
+    first_pair: u64,
+    /// Id -> pair number, for the pairs in the window.
+    pair_of: HashMap<Arc<str>, u64>,
+    /// Per class: pairs whose truth it is, pairs that predicted it, pairs right.
+    support: Vec<u64>,
+    predicted: Vec<u64>,
+    hits: Vec<u64>,
+    /// Insertion number of its last prediction (the least recent is forgotten).
+    last_seq: u64,
+}
+
+impl Version {
+    fn new(labels: Arc<[String]>, max_unknown: usize, seq: u64) -> Self {
+        let k = labels.len() + max_unknown + 1;
+        Self {
+            index: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect(),
+            labels,
+            unknown: HashMap::new(),
+            slots: vec![None; max_unknown],
+            free: (0..max_unknown).rev().collect(),
+            pairs: VecDeque::new(),
+            first_pair: 0,
+            pair_of: HashMap::new(),
+            support: vec![0; k],
+            predicted: vec![0; k],
+            hits: vec![0; k],
+            last_seq: seq,
+        }
+    }
+
+    fn other(&self) -> usize {
+        self.labels.len() + self.slots.len()
+    }
+
+    /// The class index of a true label outside the label set: its slot, a free
+    /// slot, or `other` (`true` then).
+    fn unknown_class(&mut self, label: &str) -> (usize, bool) {
+        if let Some(&slot) = self.unknown.get(label) {
+            return (self.labels.len() + slot, false);
+        }
+        match self.free.pop() {
+            Some(slot) => {
+                self.unknown.insert(label.to_string(), slot);
+                self.slots[slot] = Some(label.to_string());
+                (self.labels.len() + slot, false)
+            }
+            None => (self.other(), true),
+        }
+    }
+
+    fn tally(&mut self, truth: usize, predicted: usize) {
+        self.support[truth] += 1;
+        self.predicted[predicted] += 1;
+        if truth == predicted {
+            self.hits[truth] += 1;
+        }
+    }
+
+    /// Takes a pair out of the counts; an unknown class no pair names any more is
+    /// forgotten.
+    fn untally(&mut self, truth: usize, predicted: usize) {
+        self.support[truth] -= 1;
+        self.predicted[predicted] -= 1;
+        if truth == predicted {
+            self.hits[truth] -= 1;
+        }
+        let slot = truth.wrapping_sub(self.labels.len());
+        if slot < self.slots.len()
+            && self.support[truth] == 0
+            && let Some(name) = self.slots[slot].take()
+        {
+            self.unknown.remove(&name);
+            self.free.push(slot);
+        }
+    }
+
+    fn push(&mut self, id: Arc<str>, predicted: usize, truth: usize, window: usize) {
+        let n = self.first_pair + self.pairs.len() as u64;
+        self.pair_of.insert(id.clone(), n);
+        self.tally(truth, predicted);
+        self.pairs.push_back(Pair {
+            id,
+            predicted,
+            truth,
+        });
+        while self.pairs.len() > window {
+            let Some(old) = self.pairs.pop_front() else {
+                break;
+            };
+            if self.pair_of.get(&old.id) == Some(&self.first_pair) {
+                self.pair_of.remove(&old.id);
+            }
+            self.first_pair += 1;
+            self.untally(old.truth, old.predicted);
+        }
+    }
+
+    /// Accuracy and macro-F1 over the window, as [`crate::model::evaluation::evaluate`] would give them:
+    /// the mean F1 of the classes that occur (as truth or prediction).
+    fn score(&self) -> (f64, f64) {
+        let n = self.pairs.len() as u64;
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let correct: u64 = self.hits.iter().sum();
+        let (mut f1_sum, mut active) = (0.0, 0u64);
+        for c in 0..self.support.len() {
+            let (tp, support, predicted) = (self.hits[c], self.support[c], self.predicted[c]);
+            if support == 0 && predicted == 0 {
+                continue;
+            }
+            active += 1;
+            let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+            if precision + recall > 0.0 {
+                f1_sum += 2.0 * precision * recall / (precision + recall);
+            }
+        }
+        let macro_f1 = if active == 0 {
+            0.0
+        } else {
+            f1_sum / active as f64
+        };
+        (ratio(correct, n), macro_f1)
+    }
 }
 
 struct Waiting {
@@ -174,6 +333,8 @@ pub struct LabelJoin {
     seq: u64,
     /// Results since the last [`LabelJoin::take_counts`], indexed like [`LabelResult::ALL`].
     counts: [u64; 5],
+    /// Labels counted as class `other` since the last [`LabelJoin::take_other_class`].
+    other_class: u64,
 }
 
 impl LabelJoin {
@@ -187,6 +348,7 @@ impl LabelJoin {
             versions: HashMap::new(),
             seq: 0,
             counts: [0; 5],
+            other_class: 0,
         }
     }
 
@@ -215,53 +377,57 @@ impl LabelJoin {
             // Outside the window: it would be forgotten at once.
             return Ok(());
         }
-        let (version, labels) = match self.versions.get_key_value(version) {
-            Some((name, v)) => (name.clone(), v.labels.clone()),
+        self.seq += 1;
+        let seq = self.seq;
+        let (version, predicted) = match self.versions.get_key_value(version) {
+            Some((name, v)) => (name.clone(), v.index.get(label).copied()),
             None => {
-                let mut set: Vec<String> = map
-                    .get("probabilities")
-                    .and_then(Value::as_object)
+                let probabilities = map.get("probabilities").and_then(Value::as_object);
+                let size = probabilities.map_or(0, |p| p.len());
+                if size > MAX_CLASSES {
+                    return Err(PredictionError::TooManyClasses(size));
+                }
+                let mut set: Vec<String> = probabilities
                     .map(|p| p.keys().cloned().collect())
                     .unwrap_or_default();
                 set.sort_unstable();
                 if set.is_empty() {
                     return Err(PredictionError::NoLabelSet);
                 }
+                if self.versions.len() >= MAX_VERSIONS {
+                    self.forget_least_recent_version();
+                }
                 let name: Arc<str> = Arc::from(version);
-                let labels: Arc<[String]> = set.into();
-                self.versions.insert(
-                    name.clone(),
-                    Version {
-                        labels: labels.clone(),
-                        unknown: Vec::new(),
-                        pairs: VecDeque::new(),
-                    },
-                );
-                (name, labels)
+                let v = Version::new(set.into(), self.limits.max_unknown_classes, seq);
+                let predicted = v.index.get(label).copied();
+                self.versions.insert(name.clone(), v);
+                (name, predicted)
             }
         };
-        let Some(predicted) = labels.iter().position(|l| l == label) else {
+        let Some(predicted) = predicted else {
             return Err(PredictionError::LabelOutsideSet {
                 label: label.to_string(),
                 version: version.to_string(),
             });
         };
-        self.seq += 1;
+        if let Some(v) = self.versions.get_mut(&version) {
+            v.last_seq = seq;
+        }
         let id: Arc<str> = Arc::from(id);
         // A prediction again for the same id (redelivery, or another version):
         // the newest stands, and keeps the truth already joined.
-        let truth = self.held.get(&id).and_then(|h| h.truth);
+        let labelled = self.held.get(&id).is_some_and(|h| h.labelled);
         self.held.insert(
             id.clone(),
             Held {
                 version,
                 predicted,
                 ts_ms,
-                seq: self.seq,
-                truth,
+                seq,
+                labelled,
             },
         );
-        self.order.push_back((id.clone(), self.seq));
+        self.order.push_back((id.clone(), seq));
         if let Some(w) = self.waiting.remove(&id) {
             let result = self.apply(&id, &w.label);
             self.count(result);
@@ -325,6 +491,12 @@ impl LabelJoin {
                 }
             }
         }
+        // Labels that joined leave stale entries behind; keep them few.
+        if self.waiting_order.len() > 2 * self.waiting.len() + 1024 {
+            let waiting = &self.waiting;
+            self.waiting_order
+                .retain(|(id, seq)| waiting.get(id).is_some_and(|w| w.seq == *seq));
+        }
     }
 
     /// Results since the last call, as `(result, count)` for every result.
@@ -333,26 +505,41 @@ impl LabelJoin {
         LabelResult::ALL.map(|r| (r, counts[r as usize]))
     }
 
-    /// Each model version's rolling scores, by version name.
+    /// Labels counted as class `other` since the last call (past
+    /// `join_max_unknown_classes`).
+    pub fn take_other_class(&mut self) -> u64 {
+        std::mem::take(&mut self.other_class)
+    }
+
+    /// Each model version's rolling scores, by version name. Costs one pass over
+    /// each version's classes.
     pub fn scores(&self) -> Vec<VersionScore> {
         let mut out: Vec<VersionScore> = self
             .versions
             .iter()
             .map(|(name, v)| {
-                let truth: Vec<usize> = v.pairs.iter().map(|p| p.truth).collect();
-                let predicted: Vec<usize> = v.pairs.iter().map(|p| p.predicted).collect();
-                let classes: Vec<String> = v.labels.iter().chain(&v.unknown).cloned().collect();
-                let e = evaluate(&classes, &truth, &predicted);
+                let (accuracy, macro_f1) = v.score();
                 VersionScore {
                     model_version: name.to_string(),
                     pairs: v.pairs.len(),
-                    accuracy: e.accuracy,
-                    macro_f1: e.macro_f1,
+                    accuracy,
+                    macro_f1,
                 }
             })
             .collect();
         out.sort_by(|a, b| a.model_version.cmp(&b.model_version));
         out
+    }
+
+    /// Classes outside its label set that a version holds now (not counting
+    /// `other`), or None for a version not held.
+    pub fn unknown_classes(&self, version: &str) -> Option<usize> {
+        self.versions.get(version).map(|v| v.unknown.len())
+    }
+
+    /// Model versions held.
+    pub fn versions(&self) -> usize {
+        self.versions.len()
     }
 
     /// Predictions held.
@@ -377,42 +564,61 @@ impl LabelJoin {
         let Some(version) = self.versions.get_mut(&held.version) else {
             return LabelResult::UnknownId;
         };
+        let again = std::mem::replace(&mut held.labelled, true);
+        // A relabel of a pair still in the window replaces its truth in place: out
+        // of the counts first, so a class only it named is free for the new label.
+        let in_window = if again {
+            version
+                .pair_of
+                .get(id)
+                .map(|&n| (n - version.first_pair) as usize)
+        } else {
+            None
+        };
+        if let Some(at) = in_window {
+            let (truth, predicted) = (version.pairs[at].truth, version.pairs[at].predicted);
+            version.untally(truth, predicted);
+        }
         // A class the model does not know is a miss it could not avoid: it enters
         // the window (as in `triage evaluate`), so new intents pull the scores down,
         // and it is counted as unknown_class.
-        let known = version.labels.iter().position(|l| l == label);
-        let truth = known.unwrap_or_else(|| {
-            let at = match version.unknown.iter().position(|l| l == label) {
-                Some(at) => at,
-                None => {
-                    version.unknown.push(label.to_string());
-                    version.unknown.len() - 1
+        let known = version.index.get(label).copied();
+        let truth = match known {
+            Some(i) => i,
+            None => {
+                let (class, other) = version.unknown_class(label);
+                if other {
+                    self.other_class += 1;
                 }
-            };
-            version.labels.len() + at
-        });
-        let again = held.truth.replace(truth).is_some();
-        if again && let Some(pair) = version.pairs.iter_mut().find(|p| p.id == *id) {
-            pair.truth = truth;
-            pair.predicted = held.predicted;
-            return if known.is_some() {
-                LabelResult::Relabelled
-            } else {
-                LabelResult::UnknownClass
-            };
-        }
-        version.pairs.push_back(Pair {
-            id: id.clone(),
-            predicted: held.predicted,
-            truth,
-        });
-        while version.pairs.len() > self.limits.performance_window {
-            version.pairs.pop_front();
+                class
+            }
+        };
+        let predicted = held.predicted;
+        if let Some(at) = in_window {
+            version.pairs[at].truth = truth;
+            version.pairs[at].predicted = predicted;
+            version.tally(truth, predicted);
+        } else {
+            version.push(id.clone(), predicted, truth, self.limits.performance_window);
         }
         match (known, again) {
             (None, _) => LabelResult::UnknownClass,
             (Some(_), true) => LabelResult::Relabelled,
             (Some(_), false) => LabelResult::Joined,
+        }
+    }
+
+    /// Makes room for a new version: forgets the one predicted least recently (its
+    /// held predictions' labels then count as `unknown_id`).
+    fn forget_least_recent_version(&mut self) {
+        let oldest = self
+            .versions
+            .iter()
+            .min_by_key(|(_, v)| v.last_seq)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = oldest {
+            self.versions.remove(&name);
+            tracing::info!(version = %name, max = MAX_VERSIONS, "Label join: model version forgotten for room.");
         }
     }
 
@@ -455,7 +661,10 @@ impl LabelJoin {
 /// `(id, label)` of a label record, or None when it is not one.
 fn parse_label(key: Option<&[u8]>, payload: &[u8]) -> Option<(String, String)> {
     let value: Value = serde_json::from_slice(payload).ok()?;
-    let label = value.get("label")?.as_str().filter(|l| !l.is_empty())?;
+    let label = value
+        .get("label")?
+        .as_str()
+        .filter(|l| !l.is_empty() && l.len() <= MAX_LABEL_BYTES)?;
     let id = match value.get("id") {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         Some(Value::Null) | None => std::str::from_utf8(key?)
@@ -464,6 +673,9 @@ fn parse_label(key: Option<&[u8]>, payload: &[u8]) -> Option<(String, String)> {
             .to_string(),
         Some(_) => return None,
     };
+    if id.len() > MAX_ID_BYTES {
+        return None;
+    }
     Some((id, label.to_string()))
 }
 
@@ -480,6 +692,7 @@ mod tests {
             pending_ms: 5_000,
             max_pending: 10,
             performance_window: 200,
+            max_unknown_classes: 4,
         }
     }
 
@@ -762,10 +975,202 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_new_classes_holds_at_most_the_cap_and_counts_the_rest_as_other() {
+        // One predicted id relabelled with 10,000 distinct new classes (the flood
+        // that once took the retrainer to 4.47 GB), then 10,000 ids each with one.
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("m1", "positive", "v1"), 1_000, 1_000)
+            .unwrap();
+        for i in 0..10_000 {
+            j.label(None, &label("m1", &format!("new-{i}")), 2_000);
+        }
+        // A relabel replaces the pair in place: one class held, the one it names.
+        assert_eq!(j.unknown_classes("v1"), Some(1));
+        assert_eq!(score(&j, "v1").pairs, 1);
+        assert_eq!(j.take_other_class(), 0);
+        assert_eq!(counts(&mut j), vec![("unknown_class", 10_000)]);
+
+        let mut j = LabelJoin::new(JoinLimits {
+            max_predictions: 20_000,
+            performance_window: 100,
+            ..limits()
+        });
+        for i in 0..10_000 {
+            let id = format!("m{i}");
+            j.prediction(&prediction(&id, "positive", "v1"), 1_000, 1_000)
+                .unwrap();
+            j.label(None, &label(&id, &format!("new-{i}")), 2_000);
+            assert!(j.unknown_classes("v1").unwrap() <= 4, "at label {i}");
+        }
+        // Full, but for the slot the last pair to leave the window just freed.
+        assert_eq!(j.unknown_classes("v1"), Some(3));
+        // The first four classes took the slots while their pairs were in the
+        // window; each freed slot went to a later class; the rest were `other`.
+        let other = j.take_other_class();
+        assert!(other > 9_000, "{other} labels counted as other");
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy, s.macro_f1), (100, 0.0, 0.0));
+        // Known labels push the unknown pairs out of the window: the classes go.
+        for i in 0..100 {
+            let id = format!("k{i}");
+            j.prediction(&prediction(&id, "positive", "v1"), 3_000, 3_000)
+                .unwrap();
+            j.label(None, &label(&id, "positive"), 3_000);
+        }
+        assert_eq!(j.unknown_classes("v1"), Some(0));
+        let s = score(&j, "v1");
+        assert_eq!((s.pairs, s.accuracy, s.macro_f1), (100, 1.0, 1.0));
+    }
+
+    #[test]
+    fn a_freed_unknown_class_makes_room_for_the_next() {
+        let mut j = LabelJoin::new(JoinLimits {
+            max_unknown_classes: 1,
+            ..limits()
+        });
+        for id in ["a", "b"] {
+            j.prediction(&prediction(id, "positive", "v1"), 1_000, 1_000)
+                .unwrap();
+        }
+        j.label(None, &label("a", "refund"), 1_000);
+        j.label(None, &label("b", "billing"), 1_000);
+        assert_eq!(j.take_other_class(), 1, "no slot left for billing");
+        // a's relabel frees refund's slot before the new class looks for one.
+        j.label(None, &label("a", "shipping"), 1_000);
+        assert_eq!(j.take_other_class(), 0);
+        assert_eq!(j.unknown_classes("v1"), Some(1));
+    }
+
+    #[test]
+    fn relabels_of_one_id_grow_nothing() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(&prediction("m1", "positive", "v1"), 1_000, 1_000)
+            .unwrap();
+        for i in 0..5_000 {
+            let truth = LABELS[i % 3];
+            j.label(None, &label("m1", truth), 2_000);
+        }
+        assert_eq!(score(&j, "v1").pairs, 1);
+        assert_eq!((j.held(), j.waiting(), j.versions()), (1, 0, 1));
+        assert_eq!(j.unknown_classes("v1"), Some(0));
+        // Waiting relabels: one entry, and the order queue stays compact.
+        for i in 0..5_000 {
+            j.label(None, &label("ghost", LABELS[i % 3]), 2_000);
+        }
+        assert_eq!(j.waiting(), 1);
+        j.expire(2_000);
+        assert!(
+            j.waiting_order.len() <= 1024 + 2,
+            "{}",
+            j.waiting_order.len()
+        );
+    }
+
+    #[test]
+    fn running_scores_match_a_full_evaluation() {
+        use crate::model::evaluation::evaluate;
+        let mut j = LabelJoin::new(JoinLimits {
+            performance_window: 50,
+            ..limits()
+        });
+        let truths = ["negative", "neutral", "positive", "refund", "billing"];
+        let mut rng = 7u64;
+        let mut next = |n: usize| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) as usize % n
+        };
+        for i in 0..400 {
+            let id = format!("m{}", next(120));
+            let predicted = next(3);
+            let truth = next(5);
+            if j.held.contains_key(id.as_str()) && next(2) == 0 {
+                j.label(None, &label(&id, truths[truth]), 1_000 + i);
+            } else {
+                j.prediction(
+                    &prediction(&id, LABELS[predicted], "v1"),
+                    1_000 + i,
+                    1_000 + i,
+                )
+                .unwrap();
+                j.label(None, &label(&id, truths[truth]), 1_000 + i);
+            }
+        }
+        let v = &j.versions["v1"];
+        let mut classes: Vec<String> = v.labels.to_vec();
+        classes.extend(v.slots.iter().map(|s| s.clone().unwrap_or_default()));
+        classes.push(OTHER_CLASS.into());
+        let truth: Vec<usize> = v.pairs.iter().map(|p| p.truth).collect();
+        let predicted: Vec<usize> = v.pairs.iter().map(|p| p.predicted).collect();
+        let e = evaluate(&classes, &truth, &predicted);
+        let s = score(&j, "v1");
+        assert_eq!(s.pairs, 50);
+        assert!(
+            (s.accuracy - e.accuracy).abs() < 1e-12,
+            "{} vs {}",
+            s.accuracy,
+            e.accuracy
+        );
+        assert!(
+            (s.macro_f1 - e.macro_f1).abs() < 1e-12,
+            "{} vs {}",
+            s.macro_f1,
+            e.macro_f1
+        );
+    }
+
+    #[test]
+    fn versions_labels_and_ids_are_bounded() {
+        let mut j = LabelJoin::new(limits());
+        for i in 0..MAX_VERSIONS + 10 {
+            j.prediction(
+                &prediction(&format!("m{i}"), "neutral", &format!("v{i}")),
+                1_000,
+                1_000,
+            )
+            .unwrap();
+        }
+        assert_eq!(j.versions(), MAX_VERSIONS);
+        assert!(
+            j.unknown_classes("v0").is_none(),
+            "the least recent went first"
+        );
+        assert!(
+            j.unknown_classes(&format!("v{}", MAX_VERSIONS + 9))
+                .is_some()
+        );
+        // m0's version is gone: its label finds nothing to join.
+        assert_eq!(
+            j.label(None, &label("m0", "neutral"), 1_000),
+            LabelOutcome::Counted(LabelResult::UnknownId)
+        );
+        let long = "x".repeat(MAX_LABEL_BYTES + 1);
+        assert_eq!(
+            j.label(None, &label("m1", &long), 1_000),
+            LabelOutcome::Counted(LabelResult::Invalid)
+        );
+        let long_id = "i".repeat(MAX_ID_BYTES + 1);
+        assert_eq!(
+            j.label(None, &label(&long_id, "neutral"), 1_000),
+            LabelOutcome::Counted(LabelResult::Invalid)
+        );
+        let many: serde_json::Map<String, Value> = (0..=MAX_CLASSES)
+            .map(|i| (format!("c{i}"), Value::from(0.0)))
+            .collect();
+        let wide = serde_json::json!({"id": "w", "label": "c0", "model_version": "wide", "probabilities": many});
+        assert_eq!(
+            j.prediction(wide.to_string().as_bytes(), 1_000, 1_000),
+            Err(PredictionError::TooManyClasses(MAX_CLASSES + 1))
+        );
+    }
+
+    #[test]
     fn limits_come_from_the_settings() {
         let l = JoinLimits::from_settings(&RetrainSettings::default());
         assert_eq!(l.window_ms, 3 * 24 * 3600 * 1000);
         assert_eq!(l.performance_window, 200);
         assert_eq!(l.pending_ms, 600_000);
+        assert_eq!(l.max_unknown_classes, 16);
     }
 }

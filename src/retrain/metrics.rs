@@ -1,6 +1,8 @@
 //! The retrainer's own Prometheus metrics (its own registry: it is its own process):
 //! the webhook and jobs (`triage_retrain_*`) and the label join (`triage_performance_*`).
 
+use std::collections::BTreeSet;
+
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
@@ -37,6 +39,9 @@ impl AlertAction {
 
 /// The `alert` label of unauthorised requests.
 pub const UNKNOWN_ALERT: &str = "unknown";
+/// The `alert` label of every alert name outside `retrain.alerts`: the label's
+/// values are a closed set, whatever names callers send.
+pub const OTHER_ALERT: &str = "other";
 
 /// The last decision's held-out scores of the champion and the challenger, by role and
 /// model version (`triage_retrain_decision_accuracy`, `triage_retrain_decision_macro_f1`):
@@ -107,6 +112,8 @@ impl Default for DecisionScores {
 #[derive(Clone)]
 pub struct RetrainMetrics {
     pub registry: Registry,
+    /// The alert names counted by name (`retrain.alerts`); others are `other`.
+    handled: std::sync::Arc<[String]>,
     /// Webhook requests by HTTP status.
     pub webhook_requests: IntCounterVec,
     /// Alerts by name and what was done with them.
@@ -139,17 +146,24 @@ pub struct PerformanceMetrics {
     pub waiting: IntGauge,
     /// Prediction records the join could not read.
     pub invalid_predictions: IntCounter,
+    /// Late labels counted as class `other` (past `retrain.join_max_unknown_classes`).
+    pub other_class: IntCounter,
 }
 
 impl PerformanceMetrics {
     /// Copies the join's state into the metrics: new counts are added, the
-    /// scores and sizes set.
-    pub fn publish(&self, join: &mut LabelJoin) {
+    /// scores and sizes set. `shown` holds the versions scored last time: the
+    /// series of a version the join forgot are removed. Returns the labels counted
+    /// as class `other` since the last call.
+    pub fn publish(&self, join: &mut LabelJoin, shown: &mut BTreeSet<String>) -> u64 {
         for (result, n) in join.take_counts() {
             if n > 0 {
                 self.labels.with_label_values(&[result.as_str()]).inc_by(n);
             }
         }
+        let other = join.take_other_class();
+        self.other_class.inc_by(other);
+        let mut now = BTreeSet::new();
         for s in join.scores() {
             let v = [s.model_version.as_str()];
             self.accuracy.with_label_values(&v).set(s.accuracy);
@@ -157,11 +171,20 @@ impl PerformanceMetrics {
             self.labelled
                 .with_label_values(&v)
                 .set(i64::try_from(s.pairs).unwrap_or(i64::MAX));
+            now.insert(s.model_version);
         }
+        for gone in shown.difference(&now) {
+            let v = [gone.as_str()];
+            let _ = self.accuracy.remove_label_values(&v);
+            let _ = self.macro_f1.remove_label_values(&v);
+            let _ = self.labelled.remove_label_values(&v);
+        }
+        *shown = now;
         self.join_size
             .set(i64::try_from(join.held()).unwrap_or(i64::MAX));
         self.waiting
             .set(i64::try_from(join.waiting()).unwrap_or(i64::MAX));
+        other
     }
 }
 
@@ -171,6 +194,7 @@ impl RetrainMetrics {
     pub fn new(handled: &[String]) -> Self {
         let registry = Registry::new();
         let m = Self {
+            handled: handled.to_vec().into(),
             webhook_requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -286,6 +310,13 @@ impl RetrainMetrics {
                         "Prediction records the label join could not read (skipped).",
                     ),
                 ),
+                other_class: register(
+                    &registry,
+                    IntCounter::new(
+                        "triage_performance_other_class_labels_total",
+                        "Late labels counted as class \"other\": their model version held retrain.join_max_unknown_classes classes outside its label set already.",
+                    ),
+                ),
             },
             registry,
         };
@@ -307,14 +338,20 @@ impl RetrainMetrics {
         }
         m.alerts
             .with_label_values(&[UNKNOWN_ALERT, AlertAction::Unauthorised.as_str()]);
+        m.alerts
+            .with_label_values(&[OTHER_ALERT, AlertAction::Ignored.as_str()]);
         for verdict in ["promoted", "rejected", "failed"] {
             m.jobs.with_label_values(&[verdict]);
         }
         m
     }
 
-    /// Counts one alert.
+    /// Counts one alert: by its name when it is one of `retrain.alerts` (or the
+    /// unauthorised `unknown`), else as `other`, so a caller cannot grow the series.
     pub fn alert(&self, alert: &str, action: AlertAction) {
+        let known = self.handled.iter().any(|h| h == alert)
+            || (alert == UNKNOWN_ALERT && action == AlertAction::Unauthorised);
+        let alert = if known { alert } else { OTHER_ALERT };
         self.alerts
             .with_label_values(&[alert, action.as_str()])
             .inc();
@@ -347,6 +384,45 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn alert_names_outside_the_handled_ones_count_as_other() {
+        let m = RetrainMetrics::new(&["TriageDriftDetected".to_string()]);
+        let series = |m: &RetrainMetrics| {
+            m.render()
+                .lines()
+                .filter(|l| l.starts_with("triage_retrain_alerts_total{"))
+                .count()
+        };
+        let before = series(&m);
+        for i in 0..10_000 {
+            m.alert(&format!("Flood{i}"), AlertAction::Ignored);
+            m.alert(&format!("Flood{i}"), AlertAction::Accepted);
+        }
+        m.alert(UNKNOWN_ALERT, AlertAction::Ignored);
+        m.alert("TriageDriftDetected", AlertAction::Accepted);
+        let text = m.render();
+        assert!(
+            text.contains("triage_retrain_alerts_total{action=\"ignored\",alert=\"other\"} 10001"),
+            "{text}"
+        );
+        assert!(
+            text.contains("triage_retrain_alerts_total{action=\"accepted\",alert=\"other\"} 10000"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "triage_retrain_alerts_total{action=\"accepted\",alert=\"TriageDriftDetected\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            series(&m),
+            before + 1,
+            "one new series: other/accepted\n{text}"
+        );
+        assert!(!text.contains("Flood"), "{text}");
     }
 
     #[test]

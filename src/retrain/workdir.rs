@@ -1,6 +1,11 @@
 //! The retraining job's local work folder (`<registry_dir>/retrain/`): one job at a
-//! time on a machine (a lock file naming the job's process), and old runs' files
-//! pruned so the folder does not grow without end.
+//! time on a machine (an advisory lock on a lock file naming the job's process), and
+//! old runs' files pruned so the folder does not grow without end.
+//!
+//! The lock is the kernel's (`flock`, through [`std::fs::File::try_lock`]), not the
+//! file's existence: it goes with the process that held it, however it ended, so a
+//! lock is never stale. (A lock judged by the PID in the file waited forever in a
+//! container, where the restarted retrainer is PID 1 again, as was the dead holder.)
 //!
 //! The webhook receiver already runs one job at a time in its process; the lock also
 //! keeps a `triage retrain` by hand from racing it. It is a local file: with a bucket
@@ -8,7 +13,7 @@
 //! alias moves are conditional and a moved champion is never overwritten).
 
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
@@ -16,62 +21,58 @@ use tracing::{info, warn};
 /// The lock file's name inside the work folder.
 pub const LOCK_FILE: &str = ".job.lock";
 
-/// Held while a job runs; removes its lock file when dropped.
+/// Held while a job runs; the kernel releases it when dropped or when the process
+/// ends. The file stays (removing it would let a process that opened it just before
+/// lock a file no one else sees); it names the last holder.
 #[derive(Debug)]
 pub struct JobLock {
-    path: PathBuf,
+    _file: fs::File,
 }
 
 impl JobLock {
-    /// Takes the lock in `dir`, or says which process holds it. A lock left by a
-    /// process that is gone (a killed job) is taken over.
+    /// Takes the lock in `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<Self, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    writeln!(file, "{}", std::process::id())
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    return Ok(Self { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let holder = holder.trim();
-                    if holder.parse::<u32>().is_ok_and(is_running) {
-                        return Err(format!(
-                            "another retraining job (process {holder}) is running on this machine; its decision will be in `triage models decisions`. If no triage is running, delete {}",
-                            path.display()
-                        ));
-                    }
-                    warn!(target: "triage::retrain", lock = %path.display(), holder, "A retraining job's lock was left by a process that is gone: taking it over.");
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "unknown" } else { holder };
+                return Err(format!(
+                    "another retraining job (process {holder}) is running on this machine and holds the lock on {}; its decision will be in `triage models decisions`",
+                    path.display()
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(format!(
+                    "cannot lock {}: {e}; the work folder must be on a file system with advisory locks (a local disk or volume)",
+                    path.display()
+                ));
             }
         }
-        Err(format!(
-            "cannot take the retraining lock {}: it keeps coming back; delete it if no triage is running",
-            path.display()
-        ))
+        let left = fs::read_to_string(&path).unwrap_or_default();
+        if !left.trim().is_empty() {
+            info!(target: "triage::retrain", lock = %path.display(), previous = left.trim(), "Retraining lock taken (the previous holder is gone).");
+        }
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()));
+        if let Err(e) = written {
+            // The lock holds all the same; only the name of the holder is missing.
+            warn!(target: "triage::retrain", lock = %path.display(), error = %e, "Cannot write the process id into the retraining lock file.");
+        }
+        Ok(Self { _file: file })
     }
-}
-
-impl Drop for JobLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Whether a process with this id exists (Linux's /proc; elsewhere assume it does,
-/// and the error names the file to delete).
-fn is_running(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    !proc.is_dir() || proc.join(pid.to_string()).exists()
 }
 
 /// Removes the oldest run folders of `dir` beyond the newest `keep`, except those
@@ -126,9 +127,8 @@ mod tests {
             "{err}"
         );
         drop(lock);
-        assert!(!dir.path().join(LOCK_FILE).exists(), "released on drop");
-        let _again = JobLock::acquire(dir.path()).unwrap();
-        drop(_again);
+        let again = JobLock::acquire(dir.path()).expect("released on drop");
+        drop(again);
 
         // A pid that cannot be running (beyond Linux's pid_max).
         fs::write(dir.path().join(LOCK_FILE), "4294967295\n").unwrap();
@@ -136,6 +136,51 @@ mod tests {
         let holder = fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(holder.trim(), std::process::id().to_string());
         drop(taken);
+    }
+
+    #[test]
+    fn a_restart_with_the_same_pid_takes_the_lock_over() {
+        // A retrainer killed mid-job in a container restarts as PID 1 and finds
+        // the lock file naming PID 1, a process that is running: itself.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(LOCK_FILE),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        let lock = JobLock::acquire(dir.path()).expect("a lock no live process holds");
+        drop(lock);
+    }
+
+    #[test]
+    fn a_lock_held_by_another_live_process_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        fs::write(&path, "12345\n").unwrap();
+        // flock(1) holds the lock in a process of its own until its stdin closes.
+        let Ok(mut holder) = std::process::Command::new("flock")
+            .arg("--exclusive")
+            .arg(&path)
+            .args(["sh", "-c", "echo locked; cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("flock(1) is not installed: skipped");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+        let err = JobLock::acquire(dir.path()).unwrap_err();
+        assert!(err.contains("process 12345"), "{err}");
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        JobLock::acquire(dir.path()).expect("free once the holder is gone");
     }
 
     #[test]
