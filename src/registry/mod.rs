@@ -82,9 +82,13 @@ pub enum RegistryError {
     #[error("there is no previous champion to roll back to")]
     NothingToRollBack,
     #[error(
-        "registry {path} is locked by another writer (lock file {lock}); if no triage is running, delete the lock file"
+        "registry {path} stayed locked by another running triage for {seconds} s (lock file {lock}); the lock is released when that process ends: find it with `fuser {lock}`"
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        seconds: u64,
+    },
     #[error(
         "{location} kept changing under {attempts} attempts to update it; other writers are busy, try again"
     )]
