@@ -48,6 +48,11 @@ pub struct Metrics {
     pub drift_class_share: prometheus::GaugeVec,
     /// The last windows' drift reports, for the console's charts.
     pub drift_recent: crate::drift::recent::RecentDrift,
+    /// 1 for the version served in place of a champion that would not load at start:
+    /// `model_version` is the one served (the previous champion), `champion` the one
+    /// that failed. Alerts join it with `triage_model_info` so the alert ends once a
+    /// hot swap serves another version.
+    pub model_fallback: IntGaugeVec,
 }
 
 /// Registers `metric` in `registry` and returns its handle. Every definition is a
@@ -272,6 +277,16 @@ impl Metrics {
                 ),
             ),
             drift_recent: Default::default(),
+            model_fallback: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "triage_model_fallback",
+                        "1 while this instance serves the previous champion (model_version) because the champion would not load at start.",
+                    ),
+                    &["model_version", "champion"],
+                ),
+            ),
             registry,
         };
         // Swap results exist at zero from the start: an increase() (a dashboard's

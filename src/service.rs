@@ -21,6 +21,7 @@ use crate::inference::worker::{self, ModelFollower, WorkerHandle};
 use crate::inference::{InferenceError, Predictor};
 use crate::kafka::{KafkaError, KafkaSink, KafkaSource, TopicCheckError};
 use crate::metrics::Metrics;
+use crate::registry::{ModelVersion, Registry};
 use crate::stream::state::{PipelineState, Totals};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ async fn start_workers(
         tokio::task::spawn_blocking(move || OnnxEmbedder::load_many(&embedder_settings, workers))
             .await??;
     // One loaded model, shared by every worker's predictor.
-    let champion = Arc::new(registry.load("champion").map_err(InferenceError::from)?);
+    let champion = Arc::new(load_champion(&registry, metrics)?);
     let graphs = embedders[0].graphs();
     let configured = embedders[0].loaded().clone();
     let predictors = embedders
@@ -94,6 +95,28 @@ async fn start_workers(
         Some(rebuild),
     )
     .map_err(ServiceError::Workers)
+}
+
+/// The champion, or the previous champion when the champion will not load at start
+/// (logged as an error and exported as `triage_model_fallback`): a consumer does not
+/// stay down while a good version exists. Neither loading is an error naming both.
+fn load_champion(registry: &Registry, metrics: &Metrics) -> Result<ModelVersion, InferenceError> {
+    let serving = registry.load_serving()?;
+    let version = serving.model.card.version.as_str();
+    let (champion, fallback) = match &serving.fallback {
+        Some(fallback) => {
+            fallback.log(version);
+            (fallback.champion.as_str(), 1)
+        }
+        None => (version, 0),
+    };
+    // A series in both cases: the alert rule reads it, and a missing series looks
+    // like a missing exporter.
+    metrics
+        .model_fallback
+        .with_label_values(&[version, champion])
+        .set(fallback);
+    Ok(serving.model)
 }
 
 fn window_settings(settings: &Settings) -> WindowSettings {
@@ -273,4 +296,82 @@ pub async fn run_files(
         seconds,
         per_second: totals.messages as f64 / seconds.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::testing::{settings, train_champion};
+    use crate::registry::Actor;
+
+    fn fallback_series(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("triage_model_fallback{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_champion_that_will_not_load_at_start_falls_back_to_previous_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let v1 = train_champion(&s, 0);
+        let v2 = train_champion(&s, 100);
+        let registry = Registry::new(s.registry_dir());
+        let metrics = Metrics::new();
+        assert_eq!(load_champion(&registry, &metrics).unwrap().card.version, v2);
+        assert_eq!(
+            fallback_series(&metrics),
+            [format!(
+                r#"triage_model_fallback{{champion="{v2}",model_version="{v2}"}} 0"#
+            )]
+        );
+
+        // The champion's model file changes after registration.
+        let model = s
+            .registry_dir()
+            .join("versions")
+            .join(&v2)
+            .join("model.json");
+        let mut text = std::fs::read_to_string(&model).unwrap();
+        text.push(' ');
+        std::fs::write(&model, text).unwrap();
+        let metrics = Metrics::new();
+        let served = load_champion(&registry, &metrics).unwrap();
+        assert_eq!(served.card.version, v1);
+        assert_eq!(
+            fallback_series(&metrics),
+            [format!(
+                r#"triage_model_fallback{{champion="{v2}",model_version="{v1}"}} 1"#
+            )]
+        );
+
+        // With the previous champion damaged too, start-up stops and names both.
+        let reference = s
+            .registry_dir()
+            .join("versions")
+            .join(&v1)
+            .join("reference.json");
+        std::fs::write(&reference, "{}").unwrap();
+        let err = load_champion(&registry, &Metrics::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("the champion {v2} will not load")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("the previous champion {v1} will not load either")),
+            "{err}"
+        );
+        assert!(err.contains("sha256"), "{err}");
+        // With no previous champion at all, it says so.
+        registry.rollback("test", Actor::Cli).unwrap();
+        let err = load_champion(&registry, &Metrics::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("there is no previous champion"), "{err}");
+    }
 }

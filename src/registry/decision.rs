@@ -124,6 +124,8 @@ pub struct Rows {
 /// A model version and its scores on the run's held-out slice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contender {
+    /// A version name: a line naming anything else is skipped as damaged.
+    #[serde(deserialize_with = "super::name::one")]
     pub version: String,
     pub metrics: Scores,
 }

@@ -87,9 +87,12 @@ pub struct AliasChange {
     /// RFC 3339, UTC, whole seconds.
     pub at: String,
     pub action: AliasAction,
-    /// The champion before (none for the first promotion).
+    /// The champion before (none for the first promotion). A line naming anything
+    /// but a version is skipped as damaged.
+    #[serde(default, deserialize_with = "super::name::optional")]
     pub from: Option<String>,
     /// The champion after.
+    #[serde(default, deserialize_with = "super::name::optional")]
     pub to: Option<String>,
     /// Why, in a sentence.
     pub reason: String,
@@ -206,6 +209,28 @@ mod tests {
         assert_eq!(journal.entries.len(), 2);
         let lines: Vec<usize> = journal.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, [2, 5]);
+    }
+
+    #[test]
+    fn a_line_naming_something_other_than_a_version_is_skipped_with_the_reason() {
+        let text = concat!(
+            r#"{"at":"t","action":"promote","from":null,"to":"../../etc","reason":"r"}"#,
+            "\n",
+            r#"{"at":"t","action":"promote","from":"v1/..","to":"v2","reason":"r"}"#,
+            "\n",
+            r#"{"at":"t","action":"promote","from":null,"to":"v2","reason":"r"}"#,
+        );
+        let journal: Journal<AliasChange> = parse_journal(text, "events.jsonl");
+        assert_eq!(journal.entries.len(), 1);
+        assert_eq!(journal.entries[0].to.as_deref(), Some("v2"));
+        assert_eq!(journal.skipped.len(), 2);
+        assert!(
+            journal.skipped[0]
+                .reason
+                .contains("model version '../../etc' is not a version name"),
+            "{:?}",
+            journal.skipped
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   versions/v1/{model.json, reference.json, card.json}
 //!   versions/v2/...
 //!   aliases.json      {"champion": "v2", "previous": "v1", "history": ["v1"]}
+//!   .lock             a folder's read-modify-write lock (flock; never a key)
 //!   events.jsonl      one line per champion change: when, what, from, to, why, by whom
 //!   decisions.jsonl   one line per retraining decision (see [`decision::Decision`])
 //! ```
@@ -14,28 +15,43 @@
 //! version without a card is unfinished and invisible. Nothing is ever overwritten.
 //! Aliases and journals are changed by read-modify-write that cannot lose a
 //! concurrent change (a lock file in a folder, conditional puts in a bucket).
+//!
+//! Every name that picks a version is checked where it enters ([`name`]): a version
+//! name is `v` and a number, an alias is `champion` or `previous`, and nothing else
+//! becomes part of a key or a path. The card records the sha256 of the version's other
+//! files (`model.json`, `reference.json`), and every load checks them (the service's
+//! hot swap loads through [`Registry::load`] too). The card cannot hold its own hash:
+//! it is created once and never overwritten, its `version` must be the folder it is
+//! in, its checksums must be well-formed, and the model it names must agree with its
+//! labels and dimension, so a damaged card fails to load rather than serving.
 
 pub mod card;
 pub mod decision;
 pub mod history;
+pub mod name;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
 
 use crate::drift::DriftReference;
 use crate::model::Model;
 pub use card::ModelCard;
 pub use decision::Decision;
 pub use history::{Actor, AliasAction, AliasChange, Journal, SkippedLine};
+pub use name::{Alias, BadName, VersionName};
 use store::Store;
 
 const ALIASES: &str = "aliases.json";
 const EVENTS: &str = "events.jsonl";
 const DECISIONS: &str = "decisions.jsonl";
+const CARD: &str = "card.json";
+const MODEL: &str = "model.json";
+const REFERENCE: &str = "reference.json";
 
 /// How often a service following a bucket registry reads its aliases (one small GET);
 /// a folder's alias file is read before every window, as it is cheap.
@@ -61,9 +77,7 @@ pub enum RegistryError {
     BadUrl { url: String, reason: String },
     #[error("cannot start the registry's I/O runtime: {0}")]
     Runtime(String),
-    #[error(
-        "{path} is not a valid {what}: {reason}; the file is damaged, promote or train another version"
-    )]
+    #[error("{path} is not a valid {what}: {reason}; {}", corrupt_fix(.what))]
     Corrupt {
         path: String,
         what: &'static str,
@@ -71,6 +85,26 @@ pub enum RegistryError {
     },
     #[error("no model version {0:?} in the registry; `triage models list` shows the versions")]
     UnknownVersion(String),
+    #[error(transparent)]
+    BadName(#[from] BadName),
+    #[error(
+        "{path} has sha256 {actual}, but the card of {version} recorded {expected}: the file changed after it was registered; restore it, or promote another version (`triage models promote VERSION`)"
+    )]
+    Checksum {
+        version: String,
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "the champion {champion} will not load ({reason}), and {fallback}; promote a version that loads (`triage models list`, `triage models promote VERSION`) or train one"
+    )]
+    Unloadable {
+        champion: String,
+        reason: Box<RegistryError>,
+        /// Why the previous champion could not stand in.
+        fallback: String,
+    },
     #[error(
         "version {version} already has {location}: versions are immutable; register a new version instead"
     )]
@@ -82,20 +116,39 @@ pub enum RegistryError {
     #[error("there is no previous champion to roll back to")]
     NothingToRollBack,
     #[error(
-        "registry {path} is locked by another writer (lock file {lock}); if no triage is running, delete the lock file"
+        "registry {path} stayed locked by another running triage for {seconds} s (lock file {lock}); the lock is released when that process ends: find it with `fuser {lock}`"
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        seconds: u64,
+    },
     #[error(
         "{location} kept changing under {attempts} attempts to update it; other writers are busy, try again"
     )]
     Contended { location: String, attempts: u32 },
 }
 
+/// What to do about a damaged file, by what it is.
+fn corrupt_fix(what: &str) -> &'static str {
+    match what {
+        "alias file" => {
+            "the file is damaged: fix it by hand (champion, previous and history name versions v1, v2, ...; `triage models history` shows the changes)"
+        }
+        _ => "the file is damaged, promote or train another version",
+    }
+}
+
 /// Where the aliases point, and the champions before the current one (most recent last).
+/// Every name is a version name (checked on read: a file naming anything else is
+/// refused as damaged).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Aliases {
+    #[serde(default, deserialize_with = "name::optional")]
     pub champion: Option<String>,
+    #[serde(default, deserialize_with = "name::optional")]
     pub previous: Option<String>,
+    #[serde(default, deserialize_with = "name::list")]
     pub history: Vec<String>,
     /// How many times the aliases changed: numbers the history's events, whose
     /// appends may land out of order when two writers race.
@@ -111,6 +164,63 @@ pub struct ModelVersion {
     pub reference: DriftReference,
 }
 
+/// The model a consumer serves at start, and whether it stands in for the champion.
+#[derive(Debug)]
+pub struct Serving {
+    pub model: ModelVersion,
+    /// Set when the champion would not load and the previous champion serves instead.
+    pub fallback: Option<Fallback>,
+}
+
+/// A champion that would not load, and why.
+#[derive(Debug)]
+pub struct Fallback {
+    pub champion: String,
+    pub reason: RegistryError,
+}
+
+impl Fallback {
+    /// Logs the fallback: an error, as the champion is unusable until someone acts.
+    pub fn log(&self, serving: &str) {
+        error!(target: "triage::registry", champion = %self.champion, serving, reason = %self.reason, "The champion will not load; serving the previous champion instead. Fix or replace the champion (`triage models promote VERSION`).");
+    }
+}
+
+/// The sha256 of a version's files but the card, recorded in its card at registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checksums {
+    #[serde(rename = "model.json", deserialize_with = "sha256_hex")]
+    pub model: String,
+    #[serde(rename = "reference.json", deserialize_with = "sha256_hex")]
+    pub reference: String,
+}
+
+fn sha256_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let hex = String::deserialize(d)?;
+    if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(hex)
+    } else {
+        Err(serde::de::Error::custom(
+            "a checksum is 64 lower-case hex digits (sha256)",
+        ))
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    crate::checksum::hex(&Sha256::digest(bytes))
+}
+
+/// `card.json`: the card, and the checksums of the files it describes (absent in cards
+/// written before checksums were recorded).
+#[derive(Serialize, Deserialize)]
+struct StoredCard {
+    #[serde(flatten)]
+    card: ModelCard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksums: Option<Checksums>,
+}
+
 /// A model registry in a folder (created on first write) or a bucket.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -124,13 +234,11 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, RegistryError> {
     serde_json::to_vec_pretty(value).map_err(|e| RegistryError::Runtime(e.to_string()))
 }
 
-/// The version number of `v12` (or `12`).
-fn version_number(name: &str) -> Option<u64> {
-    name.strip_prefix('v').unwrap_or(name).parse().ok()
-}
-
+#[cfg(test)]
 fn version_key(version: &str, file: &str) -> String {
-    format!("versions/{version}/{file}")
+    VersionName::parse(version)
+        .expect("a version name")
+        .key(file)
 }
 
 impl Registry {
@@ -209,52 +317,83 @@ impl Registry {
             })
     }
 
-    /// Reads a part of a version that must be there.
-    fn read_part<T: for<'de> Deserialize<'de>>(
+    /// The bytes of a file of a version that must be there.
+    fn read_bytes(
         &self,
-        version: &str,
+        version: VersionName,
         file: &str,
         what: &'static str,
-    ) -> Result<T, RegistryError> {
-        let key = version_key(version, file);
-        self.read_json(&key, what)?
-            .ok_or_else(|| RegistryError::Corrupt {
-                path: self.store.describe(&key),
-                what,
-                reason: "the file is missing".into(),
-            })
+    ) -> Result<Vec<u8>, RegistryError> {
+        let key = version.key(file);
+        self.store.get(&key)?.ok_or_else(|| RegistryError::Corrupt {
+            path: self.store.describe(&key),
+            what,
+            reason: "the file is missing".into(),
+        })
     }
 
-    /// `(number, name, finished)` of every version directory, unsorted.
-    fn version_entries(&self) -> Result<Vec<(u64, String, bool)>, RegistryError> {
-        let mut found: std::collections::BTreeMap<String, bool> = Default::default();
+    fn parse<T: for<'de> Deserialize<'de>>(
+        &self,
+        bytes: &[u8],
+        key: &str,
+        what: &'static str,
+    ) -> Result<T, RegistryError> {
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+            path: self.store.describe(key),
+            what,
+            reason: e.to_string(),
+        })
+    }
+
+    /// A version's card and checksums; the card must say it is this version.
+    fn read_card(&self, version: VersionName) -> Result<StoredCard, RegistryError> {
+        let key = version.key(CARD);
+        let stored: StoredCard = self.parse(
+            &self.read_bytes(version, CARD, "model card")?,
+            &key,
+            "model card",
+        )?;
+        if stored.card.version != version.to_string() {
+            return Err(RegistryError::Corrupt {
+                path: self.store.describe(&key),
+                what: "model card",
+                reason: format!(
+                    "it says it is version {:?}, but it is the card of {version}",
+                    stored.card.version
+                ),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// `(name, finished)` of every version folder; names that are not version names
+    /// (a stray folder, a hand-made copy) are not versions.
+    fn version_entries(&self) -> Result<Vec<(VersionName, bool)>, RegistryError> {
+        let mut found: std::collections::BTreeMap<VersionName, bool> = Default::default();
         for key in self.store.list("versions")? {
             let mut parts = key.split('/').skip(1);
-            if let (Some(version), Some(file)) = (parts.next(), parts.next()) {
-                *found.entry(version.to_string()).or_default() |= file == "card.json";
+            if let (Some(version), Some(file)) = (parts.next(), parts.next())
+                && let Ok(version) = VersionName::parse(version)
+            {
+                *found.entry(version).or_default() |= file == CARD;
             }
         }
-        Ok(found
-            .into_iter()
-            .filter(|(name, _)| name.starts_with('v'))
-            .filter_map(|(name, done)| version_number(&name).map(|n| (n, name, done)))
-            .collect())
+        Ok(found.into_iter().collect())
     }
 
     /// All finished versions, oldest first.
     pub fn versions(&self) -> Result<Vec<String>, RegistryError> {
-        let mut versions: Vec<(u64, String)> = self
+        Ok(self
             .version_entries()?
             .into_iter()
-            .filter(|(_, _, done)| *done)
-            .map(|(n, name, _)| (n, name))
-            .collect();
-        versions.sort();
-        Ok(versions.into_iter().map(|(_, v)| v).collect())
+            .filter(|(_, done)| *done)
+            .map(|(v, _)| v.to_string())
+            .collect())
     }
 
     /// Stores a new immutable version and returns its name (`v1`, `v2`, ...). The
-    /// card's `version` field is set here.
+    /// card's `version` field is set here, and the checksums of the files it describes
+    /// are recorded with it.
     pub fn register(
         &self,
         classifier: &Model,
@@ -263,80 +402,110 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let model = to_json(classifier)?;
         let reference = to_json(reference)?;
-        let mut next = self
-            .version_entries()?
-            .iter()
-            .map(|(n, _, _)| *n)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        // Creating model.json claims the number; another writer may have taken it.
-        let version = loop {
-            let version = format!("v{next}");
-            if self
-                .store
-                .create(&version_key(&version, "model.json"), model.clone())?
-            {
-                break version;
-            }
-            next += 1;
+        let checksums = Checksums {
+            model: sha256(&model),
+            reference: sha256(&reference),
         };
-        card.version = version.clone();
-        for (file, bytes) in [
-            ("reference.json", reference),
-            ("card.json", to_json(&card)?),
-        ] {
-            let key = version_key(&version, file);
+        let mut version = self
+            .version_entries()?
+            .last()
+            .map_or(VersionName::first(), |(v, _)| v.next());
+        // Creating model.json claims the number; another writer may have taken it.
+        while !self.store.create(&version.key(MODEL), model.clone())? {
+            version = version.next();
+        }
+        card.version = version.to_string();
+        let stored = StoredCard {
+            card,
+            checksums: Some(checksums),
+        };
+        for (file, bytes) in [(REFERENCE, reference), (CARD, to_json(&stored)?)] {
+            let key = version.key(file);
             if !self.store.create(&key, bytes)? {
                 return Err(RegistryError::VersionExists {
-                    version,
+                    version: version.to_string(),
                     location: self.store.describe(&key),
                 });
             }
         }
-        Ok(version)
+        Ok(version.to_string())
     }
 
     /// Resolves `champion`, `previous`, `v3` or `3` to a version name that exists.
     pub fn resolve(&self, name: &str) -> Result<String, RegistryError> {
-        let aliases = self.aliases()?;
-        let version = match name {
-            "champion" => aliases
-                .champion
-                .ok_or_else(|| RegistryError::NoChampion(self.location()))?,
-            "previous" => aliases
-                .previous
-                .ok_or_else(|| RegistryError::UnknownVersion("previous".into()))?,
-            other => match version_number(other) {
-                Some(n) => format!("v{n}"),
-                None => return Err(RegistryError::UnknownVersion(other.into())),
-            },
+        self.resolve_name(name).map(String::from)
+    }
+
+    fn resolve_name(&self, name: &str) -> Result<VersionName, RegistryError> {
+        let version = match Alias::parse(name) {
+            Some(alias) => self.alias_target(&self.aliases()?, alias)?,
+            None => VersionName::parse_typed(name)?,
         };
-        if self
-            .store
-            .get(&version_key(&version, "card.json"))?
-            .is_some()
-        {
+        if self.store.get(&version.key(CARD))?.is_some() {
             Ok(version)
         } else {
-            Err(RegistryError::UnknownVersion(version))
+            Err(RegistryError::UnknownVersion(version.to_string()))
         }
     }
 
-    pub fn card(&self, version: &str) -> Result<ModelCard, RegistryError> {
-        let version = self.resolve(version)?;
-        self.read_part(&version, "card.json", "model card")
+    /// The version an alias names (the alias file's names were checked on read).
+    fn alias_target(&self, aliases: &Aliases, alias: Alias) -> Result<VersionName, RegistryError> {
+        let target = match alias {
+            Alias::Champion => aliases
+                .champion
+                .as_deref()
+                .ok_or_else(|| RegistryError::NoChampion(self.location()))?,
+            Alias::Previous => aliases
+                .previous
+                .as_deref()
+                .ok_or_else(|| RegistryError::UnknownVersion(alias.to_string()))?,
+        };
+        Ok(VersionName::parse(target)?)
     }
 
-    /// Loads a whole version and checks that its parts agree.
+    pub fn card(&self, version: &str) -> Result<ModelCard, RegistryError> {
+        let version = self.resolve_name(version)?;
+        Ok(self.read_card(version)?.card)
+    }
+
+    /// Loads a whole version, checks its files against the checksums its card
+    /// recorded, and checks that its parts agree.
     pub fn load(&self, version: &str) -> Result<ModelVersion, RegistryError> {
-        let version = self.resolve(version)?;
-        let card: ModelCard = self.read_part(&version, "card.json", "model card")?;
-        let stored: serde_json::Value = self.read_part(&version, "model.json", "model")?;
+        self.load_version(self.resolve_name(version)?)
+    }
+
+    fn load_version(&self, version: VersionName) -> Result<ModelVersion, RegistryError> {
+        let StoredCard { card, checksums } = self.read_card(version)?;
+        let model = self.read_bytes(version, MODEL, "model")?;
+        let reference = self.read_bytes(version, REFERENCE, "drift reference")?;
+        match &checksums {
+            Some(sums) => {
+                for (file, bytes, expected) in [
+                    (MODEL, &model, &sums.model),
+                    (REFERENCE, &reference, &sums.reference),
+                ] {
+                    let actual = sha256(bytes);
+                    if &actual != expected {
+                        return Err(RegistryError::Checksum {
+                            version: version.to_string(),
+                            path: self.store.describe(&version.key(file)),
+                            expected: expected.clone(),
+                            actual,
+                        });
+                    }
+                }
+            }
+            None => warn!(
+                target: "triage::registry",
+                %version,
+                "The card of {version} records no checksums (it was registered before triage recorded them); its model and reference are loaded unverified."
+            ),
+        }
+        let stored: serde_json::Value = self.parse(&model, &version.key(MODEL), "model")?;
         let reference: DriftReference =
-            self.read_part(&version, "reference.json", "drift reference")?;
+            self.parse(&reference, &version.key(REFERENCE), "drift reference")?;
         let corrupt = |reason: String| RegistryError::Corrupt {
-            path: self.store.describe(&version_key(&version, "model.json")),
+            path: self.store.describe(&version.key(MODEL)),
             what: "model",
             reason,
         };
@@ -360,6 +529,46 @@ impl Registry {
             classifier,
             reference,
         })
+    }
+
+    /// The model a consumer starts with: the champion, or, when the champion will not
+    /// load (damaged, a checksum that does not match, unreadable), the previous
+    /// champion, with the reason in [`Serving::fallback`]. An error when there is no
+    /// champion, when the alias file cannot be read, or when neither loads.
+    pub fn load_serving(&self) -> Result<Serving, RegistryError> {
+        let aliases = self.aliases()?;
+        let champion = self.alias_target(&aliases, Alias::Champion)?;
+        let reason = match self.load_version(champion) {
+            Ok(model) => {
+                return Ok(Serving {
+                    model,
+                    fallback: None,
+                });
+            }
+            Err(e) => e,
+        };
+        let unloadable = |fallback: String, reason: RegistryError| RegistryError::Unloadable {
+            champion: champion.to_string(),
+            reason: Box::new(reason),
+            fallback,
+        };
+        let previous = match self.alias_target(&aliases, Alias::Previous) {
+            Ok(previous) if previous != champion => previous,
+            _ => return Err(unloadable("there is no previous champion".into(), reason)),
+        };
+        match self.load_version(previous) {
+            Ok(model) => Ok(Serving {
+                model,
+                fallback: Some(Fallback {
+                    champion: champion.to_string(),
+                    reason,
+                }),
+            }),
+            Err(e) => Err(unloadable(
+                format!("the previous champion {previous} will not load either ({e})"),
+                reason,
+            )),
+        }
     }
 
     pub fn aliases(&self) -> Result<Aliases, RegistryError> {
@@ -824,6 +1033,15 @@ mod tests {
         });
     }
 
+    /// Rewrites a version's card as a triage before checksums wrote it.
+    fn forget_checksums(registry: &Registry, version: &str) {
+        let key = version_key(version, CARD);
+        let mut card: serde_json::Value =
+            serde_json::from_slice(&registry.store.get(&key).unwrap().unwrap()).unwrap();
+        assert!(card.as_object_mut().unwrap().remove("checksums").is_some());
+        registry.overwrite(&key, card.to_string().as_bytes());
+    }
+
     #[test]
     fn corrupt_model_file_is_refused_with_its_path() {
         each_backend(|registry| {
@@ -831,7 +1049,12 @@ mod tests {
             let v = registry.register(&classifier, card, &reference).unwrap();
             registry.overwrite(&version_key(&v, "model.json"), b"{\"labels\": [\"a\"");
             let err = registry.load(&v).unwrap_err();
-            assert!(matches!(err, RegistryError::Corrupt { .. }));
+            assert!(matches!(err, RegistryError::Checksum { .. }), "{err:?}");
+            assert!(err.to_string().contains("v1/model.json"), "{err}");
+            // Without checksums (an old card) the parser still refuses it.
+            forget_checksums(registry, &v);
+            let err = registry.load(&v).unwrap_err();
+            assert!(matches!(err, RegistryError::Corrupt { .. }), "{err:?}");
             assert!(err.to_string().contains("v1/model.json"), "{err}");
         });
     }
@@ -841,6 +1064,8 @@ mod tests {
         each_backend(|registry| {
             let (classifier, card, reference) = model();
             let v = registry.register(&classifier, card, &reference).unwrap();
+            // An old card: the model's own checks are what stands between it and serving.
+            forget_checksums(registry, &v);
             let key = version_key(&v, "model.json");
             // Three classes for the two labels "a" and "b".
             let mut stored: serde_json::Value =
@@ -855,6 +1080,218 @@ mod tests {
                 ),
                 "{err}"
             );
+        });
+    }
+
+    #[test]
+    fn a_tampered_model_or_reference_is_refused_on_load_with_the_checksum_error() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            registry.load(&v).unwrap();
+            for file in [MODEL, REFERENCE] {
+                let key = version_key(&v, file);
+                let original = registry.store.get(&key).unwrap().unwrap();
+                // Valid JSON, same model: only the checksum can tell.
+                let mut tampered = original.clone();
+                tampered.push(b'\n');
+                registry.overwrite(&key, &tampered);
+                let err = registry.load(&v).unwrap_err();
+                let text = err.to_string();
+                assert!(matches!(err, RegistryError::Checksum { .. }), "{err:?}");
+                assert!(text.contains(&format!("v1/{file} has sha256 ")), "{text}");
+                assert!(text.contains("but the card of v1 recorded"), "{text}");
+                registry.overwrite(&key, &original);
+            }
+            registry.load(&v).unwrap();
+        });
+    }
+
+    #[test]
+    fn an_old_card_without_checksums_still_loads() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            forget_checksums(registry, &v);
+            let loaded = registry.load(&v).unwrap();
+            assert_eq!(loaded.classifier, classifier);
+            assert_eq!(registry.card(&v).unwrap().version, "v1");
+        });
+    }
+
+    #[test]
+    fn a_card_with_malformed_checksums_or_another_versions_name_is_refused() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            let key = version_key(&v, CARD);
+            let good = registry.store.get(&key).unwrap().unwrap();
+            let mut card: serde_json::Value = serde_json::from_slice(&good).unwrap();
+            card["checksums"]["model.json"] = "../x".into();
+            registry.overwrite(&key, card.to_string().as_bytes());
+            let err = registry.load(&v).unwrap_err().to_string();
+            assert!(err.contains("64 lower-case hex digits"), "{err}");
+
+            let mut card: serde_json::Value = serde_json::from_slice(&good).unwrap();
+            card["version"] = "v7".into();
+            registry.overwrite(&key, card.to_string().as_bytes());
+            let err = registry.load(&v).unwrap_err().to_string();
+            assert!(
+                err.contains(r#"it says it is version "v7", but it is the card of v1"#),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn registration_records_the_checksum_of_every_other_file_of_the_version() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            let v = registry.register(&classifier, card, &reference).unwrap();
+            let card: serde_json::Value = serde_json::from_slice(
+                &registry.store.get(&version_key(&v, CARD)).unwrap().unwrap(),
+            )
+            .unwrap();
+            for file in [MODEL, REFERENCE] {
+                let bytes = registry.store.get(&version_key(&v, file)).unwrap().unwrap();
+                assert_eq!(card["checksums"][file], sha256(&bytes), "{file}");
+            }
+            let files: Vec<String> = registry
+                .store
+                .list(&format!("versions/{v}"))
+                .unwrap()
+                .into_iter()
+                .filter(|k| !k.ends_with(CARD))
+                .collect();
+            assert_eq!(files.len(), card["checksums"].as_object().unwrap().len());
+        });
+    }
+
+    #[test]
+    fn an_alias_file_naming_a_path_is_refused_everywhere_with_the_reason() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry.register(&classifier, card, &reference).unwrap();
+            for aliases in [
+                r#"{"champion": "../../../elsewhere", "previous": null, "history": []}"#,
+                r#"{"champion": "v1", "previous": "v1/../../x", "history": ["v1/../../x"]}"#,
+                r#"{"champion": "v1", "previous": null, "history": ["/etc"]}"#,
+            ] {
+                registry.overwrite(ALIASES, aliases.as_bytes());
+                let errors = [
+                    registry.load("champion").err(),
+                    registry.resolve("previous").err(),
+                    registry.card("champion").err(),
+                    registry.load_serving().err(),
+                    registry.aliases().err(),
+                    registry.promote("v1", "t", Actor::Cli).err(),
+                    registry.rollback("t", Actor::Cli).err(),
+                ];
+                for err in errors {
+                    let err = err.unwrap_or_else(|| panic!("{aliases} was accepted"));
+                    let text = err.to_string();
+                    assert!(
+                        matches!(
+                            err,
+                            RegistryError::Corrupt {
+                                what: "alias file",
+                                ..
+                            }
+                        ),
+                        "{err:?}"
+                    );
+                    assert!(text.contains("is not a version name"), "{text}");
+                    assert!(text.contains("aliases.json"), "{text}");
+                    assert!(text.contains("fix it by hand"), "{text}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_typed_name_that_is_not_a_version_or_an_alias_is_refused_before_any_read() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry.register(&classifier, card, &reference).unwrap();
+            for name in ["../../etc", "v1/../v1", "v01", "v+1", "latest", "", "v1 "] {
+                for err in [
+                    registry.load(name).unwrap_err(),
+                    registry.resolve(name).unwrap_err(),
+                    registry.card(name).unwrap_err(),
+                    registry.promote(name, "t", Actor::Cli).unwrap_err(),
+                ] {
+                    assert!(
+                        matches!(err, RegistryError::BadName(_)),
+                        "{name:?}: {err:?}"
+                    );
+                    assert!(err.to_string().contains("triage models list"), "{err}");
+                }
+            }
+            assert_eq!(registry.resolve("1").unwrap(), "v1");
+            assert_eq!(registry.resolve("v1").unwrap(), "v1");
+        });
+    }
+
+    #[test]
+    fn folders_that_are_not_version_names_are_not_versions() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry
+                .register(&classifier, card.clone(), &reference)
+                .unwrap();
+            for key in [
+                "versions/v01/card.json",
+                "versions/x/card.json",
+                "versions/v2x/card.json",
+            ] {
+                registry.overwrite(key, b"{}");
+            }
+            assert_eq!(registry.versions().unwrap(), ["v1"]);
+            assert_eq!(
+                registry.register(&classifier, card, &reference).unwrap(),
+                "v2"
+            );
+        });
+    }
+
+    #[test]
+    fn a_champion_that_will_not_load_falls_back_to_the_previous_one() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..2 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            assert!(matches!(
+                registry.load_serving(),
+                Err(RegistryError::NoChampion(_))
+            ));
+            registry.promote("v1", "t", Actor::Cli).unwrap();
+            registry.promote("v2", "t", Actor::Cli).unwrap();
+            let serving = registry.load_serving().unwrap();
+            assert_eq!(serving.model.card.version, "v2");
+            assert!(serving.fallback.is_none());
+
+            registry.overwrite(&version_key("v2", MODEL), b"{}");
+            let serving = registry.load_serving().unwrap();
+            assert_eq!(serving.model.card.version, "v1");
+            let fallback = serving.fallback.unwrap();
+            assert_eq!(fallback.champion, "v2");
+            assert!(matches!(fallback.reason, RegistryError::Checksum { .. }));
+            // An explicit load of the champion still fails: only start-up falls back.
+            assert!(registry.load("champion").is_err());
+
+            registry.overwrite(&version_key("v1", CARD), b"{");
+            let err = registry.load_serving().unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, RegistryError::Unloadable { .. }), "{err:?}");
+            assert!(text.contains("the champion v2 will not load"), "{text}");
+            assert!(
+                text.contains("the previous champion v1 will not load either"),
+                "{text}"
+            );
+            assert!(text.contains("triage models promote"), "{text}");
         });
     }
 

@@ -9,7 +9,7 @@
 //!   LocalFileSystem has no conditional update (`PutMode::Update`), so alias moves would
 //!   need this lock file anyway, and a folder registry stays exactly what it was.
 //!   New files are written aside and hard-linked into place (fails if the name exists);
-//!   read-modify-write holds the `.lock` file.
+//!   read-modify-write holds an advisory lock (`flock`) on the `.lock` file.
 //! - A **bucket** uses conditional puts: `PutMode::Create` (`If-None-Match: *`) for new
 //!   objects and `PutMode::Update` (`If-Match: <e-tag>`) for changes; a refused update is
 //!   retried from a fresh read, so two writers never lose each other's change.
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use fs4::fs_std::FileExt;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -319,7 +320,7 @@ impl Store {
         match self {
             Self::Folder(root) => {
                 fs::create_dir_all(root).map_err(self.io(""))?;
-                let _lock = LockFile::acquire(root)?;
+                let _lock = LockFile::acquire(root, LOCK_WAIT)?;
                 let current = self.get(key)?;
                 let (new, out) = change(current.as_deref())?;
                 if let Some(new) = new {
@@ -389,7 +390,11 @@ impl Store {
     #[cfg(test)]
     pub fn overwrite(&self, key: &str, bytes: Vec<u8>) {
         match self {
-            Self::Folder(root) => fs::write(root.join(key), bytes).unwrap(),
+            Self::Folder(root) => {
+                let path = root.join(key);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, bytes).unwrap();
+            }
             Self::Bucket { store, .. } => {
                 let (store, path) = (store.clone(), ObjectPath::from(key));
                 self.wait(key, async move {
@@ -464,38 +469,55 @@ fn list_folder(root: &Path, rel: &str, keys: &mut Vec<String>) -> std::io::Resul
     Ok(())
 }
 
-/// An exclusive lock file, removed on drop.
-struct LockFile(PathBuf);
+/// How long a folder writer waits for another one to finish its read-modify-write
+/// (each holds the lock for one small file write).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The folder registry's lock file; not a key (names starting with `.` are not listed).
+pub(crate) const LOCK: &str = ".lock";
+
+/// The folder's read-modify-write lock: an advisory `flock` on `.lock`. The kernel
+/// releases it when its holder exits or dies, so a crashed writer never leaves the
+/// registry locked (the lock file from before, which a crash left behind, blocked
+/// every writer until someone deleted it). The file itself stays: deleting it would
+/// let a new writer lock a fresh file while another still waits on the old one.
+/// flock is per open file, so two threads of one process exclude each other too.
+struct LockFile(fs::File);
 
 impl LockFile {
-    fn acquire(root: &Path) -> Result<Self, RegistryError> {
-        let path = root.join(".lock");
-        let deadline = Instant::now() + Duration::from_secs(10);
+    fn acquire(root: &Path, wait: Duration) -> Result<Self, RegistryError> {
+        let path = root.join(LOCK);
+        let io = |source| RegistryError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let deadline = Instant::now() + wait;
         loop {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => return Ok(Self(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if Instant::now() > deadline {
-                        return Err(RegistryError::Locked {
-                            path: root.to_path_buf(),
-                            lock: path,
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(source) => return Err(RegistryError::Io { path, source }),
+            if FileExt::try_lock_exclusive(&file).map_err(io)? {
+                return Ok(Self(file));
             }
+            if Instant::now() > deadline {
+                return Err(RegistryError::Locked {
+                    path: root.to_path_buf(),
+                    lock: path,
+                    seconds: wait.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
 impl Drop for LockFile {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+        // Closing the file releases the lock too; unlocking first says so plainly.
+        let _ = FileExt::unlock(&self.0);
     }
 }
 
@@ -583,5 +605,63 @@ mod tests {
                 "{store:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_lock_file_left_behind_does_not_block_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::folder(dir.path().to_path_buf());
+        // What a writer of the old lock-file scheme left when it crashed.
+        fs::write(dir.path().join(LOCK), b"").unwrap();
+        let started = Instant::now();
+        store
+            .update("aliases.json", |_| Ok((Some(b"{}".to_vec()), ())))
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(dir.path().join(LOCK).exists(), "the lock file stays");
+        assert_eq!(store.list("").unwrap(), ["aliases.json"]);
+    }
+
+    #[test]
+    fn a_held_lock_makes_another_writer_wait_then_names_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = LockFile::acquire(dir.path(), LOCK_WAIT).unwrap();
+        let err = LockFile::acquire(dir.path(), Duration::from_millis(100))
+            .err()
+            .expect("a second holder");
+        let text = err.to_string();
+        assert!(matches!(err, RegistryError::Locked { .. }), "{err:?}");
+        assert!(text.contains(".lock") && text.contains("fuser"), "{text}");
+        drop(held);
+        LockFile::acquire(dir.path(), Duration::from_millis(100)).unwrap();
+    }
+
+    #[test]
+    fn a_lock_holder_that_dies_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK);
+        // One process holds the lock: the shell locks its descriptor 9 with util-linux
+        // flock(1), then becomes `sleep`, which keeps the descriptor.
+        if std::process::Command::new("flock")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            eprintln!("flock(1) is not installed; skipped");
+            return;
+        }
+        let mut holder = std::process::Command::new("sh")
+            .args(["-c", r#"exec 9>"$0" && flock 9 && exec sleep 60"#])
+            .arg(&lock)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while LockFile::acquire(dir.path(), Duration::ZERO).is_ok() {
+            assert!(Instant::now() < deadline, "flock(1) never took the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        LockFile::acquire(dir.path(), Duration::from_secs(5)).unwrap();
     }
 }

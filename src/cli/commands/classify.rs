@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -9,21 +10,33 @@ use super::load_embedder;
 use crate::cli::args::ClassifyArgs;
 use crate::config::Settings;
 use crate::inference::Predictor;
-use crate::registry::Registry;
+use crate::registry::{Alias, Registry};
 
 pub(super) fn classify(
     settings: &Settings,
     registry: &Registry,
     args: ClassifyArgs,
 ) -> anyhow::Result<ExitCode> {
-    registry.resolve(&args.model)?;
+    // The model before the embedder: a bad name or a damaged version is the error
+    // the user hears, not a missing runtime. The champion falls back to the previous
+    // champion when it will not load (logged as an error), as `triage run` does.
+    let model = match Alias::parse(&args.model) {
+        Some(Alias::Champion) => {
+            let serving = registry.load_serving()?;
+            if let Some(fallback) = &serving.fallback {
+                fallback.log(&serving.model.card.version);
+            }
+            serving.model
+        }
+        _ => registry.load(&args.model)?,
+    };
     let sessions = if args.texts.is_empty() {
         settings.stream.workers
     } else {
         1
     };
     let embedder = load_embedder(settings, sessions)?;
-    let mut predictor = Predictor::load(embedder, registry, &args.model)?;
+    let mut predictor = Predictor::new(embedder, Arc::new(model))?;
     let mut out = std::io::stdout().lock();
     let mut emit = |texts: &[String]| -> anyhow::Result<()> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
