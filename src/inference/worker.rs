@@ -177,6 +177,13 @@ impl ModelFollower {
                     .with_label_values(&["swapped"])
                     .inc();
                 set_model_info(&self.metrics, &version, &self.spec.model_id);
+                // Serving what the champion alias names: no fallback any more (a series
+                // stays: the alert rule reads it).
+                self.metrics.model_fallback.reset();
+                self.metrics
+                    .model_fallback
+                    .with_label_values(&[&version, &version])
+                    .set(0);
                 self.metrics.forget_drift();
                 info!(from = %old, to = %version, "Hot-swapped to the new champion.");
             }

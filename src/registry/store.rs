@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use fs4::fs_std::FileExt;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -499,8 +498,12 @@ impl LockFile {
             .map_err(io)?;
         let deadline = Instant::now() + wait;
         loop {
-            if FileExt::try_lock_exclusive(&file).map_err(io)? {
-                return Ok(Self(file));
+            // An advisory flock (std's, since Rust 1.89): the kernel releases it
+            // when the holder dies, so nothing is ever stale, even after a restart as PID 1.
+            match file.try_lock() {
+                Ok(()) => return Ok(Self(file)),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(io(e)),
             }
             if Instant::now() > deadline {
                 return Err(RegistryError::Locked {
@@ -517,7 +520,7 @@ impl LockFile {
 impl Drop for LockFile {
     fn drop(&mut self) {
         // Closing the file releases the lock too; unlocking first says so plainly.
-        let _ = FileExt::unlock(&self.0);
+        let _ = self.0.unlock();
     }
 }
 
