@@ -458,6 +458,10 @@ pub struct RetrainSettings {
     /// challenger was trained and judged on); older ones are removed after a job,
     /// except those holding the champion's or the previous champion's training data.
     pub keep_runs: usize,
+    /// With a bucket registry, a job holds a lease in the bucket (one job at a time
+    /// across machines): renewed every third of this while the job runs, and free
+    /// this long after a holder died.
+    pub lease_s: u64,
     /// The original training data added to the recent rows: a labelled file (read
     /// with [data] and [labels]), empty for the champion card's data file if it still
     /// exists, or `none` for the recent rows only.
@@ -497,6 +501,7 @@ impl Default for RetrainSettings {
             held_out_fraction: 0.3,
             min_recent_rows: 60,
             keep_runs: 20,
+            lease_s: 600,
             training_data: PathBuf::new(),
             min_improvement: 0.01,
             join_window_s: 3 * 24 * 3600,

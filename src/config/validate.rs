@@ -317,6 +317,12 @@ impl Settings {
             "use 20, or 1 to keep only the last run's files",
         );
         c.check(
+            (30..=86_400).contains(&r.lease_s),
+            "retrain.lease_s",
+            || format!("{} s is outside 30..=86400", r.lease_s),
+            "use 600: a job renews it every third, and a dead holder frees it after it",
+        );
+        c.check(
             r.min_improvement.is_finite() && (0.0..1.0).contains(&r.min_improvement),
             "retrain.min_improvement",
             || {

@@ -28,6 +28,7 @@
 pub mod card;
 pub mod decision;
 pub mod history;
+pub mod lease;
 pub mod name;
 pub mod store;
 
@@ -127,6 +128,14 @@ pub enum RegistryError {
         "{location} kept changing under {attempts} attempts to update it; other writers are busy, try again"
     )]
     Contended { location: String, attempts: u32 },
+    #[error(
+        "{location} is held by {holder} for {seconds_left} s more: another triage is running this work; the lease is released when it ends, and expires if that process died"
+    )]
+    Leased {
+        location: String,
+        holder: String,
+        seconds_left: u64,
+    },
 }
 
 /// What to do about a damaged file, by what it is.
@@ -279,6 +288,11 @@ impl Registry {
     /// The folder or the bucket URL, for messages.
     pub fn location(&self) -> String {
         self.store.location()
+    }
+
+    /// Whether the registry is a bucket (shared across machines) rather than a folder.
+    pub fn is_bucket(&self) -> bool {
+        self.store.is_bucket()
     }
 
     /// How often a service should read the aliases to follow the champion.

@@ -101,6 +101,17 @@ pub fn run(
         Ok(lock) => lock,
         Err(reason) => return job.finish(Err(reason)),
     };
+    // The work-folder lock is this machine's; retrainers on other machines share a
+    // bucket registry, so there the job also holds a lease in the bucket.
+    let lease = if registry.is_bucket() {
+        let ttl = Duration::from_secs(settings.retrain.lease_s);
+        match registry.take_lease("retrain", ttl) {
+            Ok(lease) => Some(lease),
+            Err(err) => return job.finish(Err(err.to_string())),
+        }
+    } else {
+        None
+    };
     info!(target: "triage::retrain", id = %job.decision.id, trigger = %job.decision.trigger, "Retraining started.");
     let outcome = job.execute(embedder, options);
     let decision = job.finish(outcome);
@@ -109,6 +120,7 @@ pub fn run(
         settings.retrain.keep_runs,
         &champions_data(&registry),
     );
+    drop(lease);
     drop(lock);
     decision
 }
