@@ -2,7 +2,8 @@
 Prometheus scrapes every consumer and the retrainer by a name the compose network
 resolves, Alertmanager calls the retrainer with the token file the retrainer reads,
 Grafana's dashboard provider reads the folder the dashboards are mounted at, and every
-consumer has its own static member id.
+consumer has its own static member id, and no port is published on every interface
+(the demo's services have demo credentials: they listen on the loopback only).
 
 Run with the kubernetes-validate venv's Python (it has PyYAML):
     "$(dirname "$(bash scripts/install-kubernetes-validate.sh)")/python" scripts/check-compose-refs.py
@@ -73,6 +74,22 @@ path = provider["providers"][0]["options"]["path"]
 need(mounts("grafana").get(path) == "./grafana/dashboards", f"Grafana's dashboard provider reads {path}, grafana/dashboards is mounted elsewhere")
 need(mounts("grafana").get("/etc/grafana/provisioning") == "./grafana/provisioning", "Grafana does not mount grafana/provisioning")
 need(env("grafana").get("TRIAGE_PROMETHEUS_URL") == "http://prometheus:9090", "Grafana's datasource URL is not http://prometheus:9090")
+
+# Published ports: on the loopback only. "PORT", "HOST_PORT:PORT" and "0.0.0.0:..."
+# listen on every interface; exposing a service is a deliberate edit of this list.
+EXPOSED_ON_PURPOSE = set()
+for name, service in services.items():
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            host_ip = port.get("host_ip", "")
+        else:
+            parts = str(port).rsplit(":", 2)
+            host_ip = parts[0] if len(parts) == 3 else ""
+        need(
+            host_ip in ("127.0.0.1", "::1", "[::1]") or (name, str(port)) in EXPOSED_ON_PURPOSE,
+            f"{name}: port {port!r} is published on every interface; bind it to 127.0.0.1 "
+            f"(\"127.0.0.1:{port}\") or, deliberately, add it to EXPOSED_ON_PURPOSE",
+        )
 
 for p in problems:
     print(f"check-compose-refs: {p}", file=sys.stderr)

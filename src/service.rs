@@ -211,24 +211,32 @@ async fn serve_http(
             source,
         })?;
     info!(address = %address, "HTTP server listening.");
+    let limit_metrics = crate::http::limits::LimitMetrics::register(&metrics.registry);
+    let classify = crate::http::limits::ClassifyGate::new(
+        settings.http.max_classify_in_flight,
+        &limit_metrics,
+    );
     let app = crate::http::AppState {
         metrics: metrics.clone(),
         state: state.clone(),
         worker: worker.clone(),
         max_texts: settings.http.max_texts_per_request,
+        classify: classify.clone(),
         console: crate::console::Console::new(
             settings.registry().map_err(InferenceError::from)?,
             settings.drift.clone(),
             worker.clone(),
             metrics.clone(),
-            settings.http.max_texts_per_request,
+            crate::console::ClassifyLimits {
+                max_texts: settings.http.max_texts_per_request,
+                max_query_bytes: settings.http.max_request_bytes,
+                gate: classify,
+            },
         ),
     };
-    let limit = settings.http.max_request_bytes;
+    let http = settings.http.clone();
     tokio::spawn(async move {
-        if let Err(err) = crate::http::serve(listener, app, limit).await {
-            error!(error = %err, "HTTP server stopped.");
-        }
+        crate::http::serve(listener, app, &http, limit_metrics, std::future::pending()).await;
     });
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 
 use super::{Settings, ValidationError};
+use crate::kafka::OPTION_VARIABLE_PREFIX;
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +50,13 @@ pub fn load_with_env(
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
     // Only variables with the double-underscore form are settings; TRIAGE_CACHE_DIR
-    // and friends are read above.
-    let triage_vars: config::Map<String, String> = env
+    // and friends are read above. A librdkafka property's key has dots, which the
+    // config crate would read as nesting: those variables are applied below.
+    let (options, triage_vars): (Vec<_>, Vec<_>) = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("TRIAGE__"))
-        .collect();
+        .partition(|(k, _)| k.starts_with(OPTION_VARIABLE_PREFIX));
+    let triage_vars: config::Map<String, String> = triage_vars.into_iter().collect();
     builder = builder.add_source(
         Environment::with_prefix("TRIAGE")
             .prefix_separator("__")
@@ -66,11 +69,15 @@ pub fn load_with_env(
             .source(Some(triage_vars)),
     );
 
-    let settings: Settings = builder
+    let mut settings: Settings = builder
         .build()
         .map_err(parse)?
         .try_deserialize()
         .map_err(parse)?;
+    for (name, value) in options {
+        let key = name[OPTION_VARIABLE_PREFIX.len()..].to_ascii_lowercase();
+        settings.kafka.librdkafka_options.insert(key, value);
+    }
     settings.validate()?;
     Ok(settings)
 }
@@ -176,6 +183,31 @@ mod tests {
         assert!(!printed.contains(token), "{printed}");
         assert!(printed.contains("webhook_token = \"***\""), "{printed}");
         assert!(!format!("{settings:?}").contains(token));
+    }
+
+    #[test]
+    fn librdkafka_options_with_dotted_keys_come_from_the_environment() {
+        let settings = load_with_env(
+            None,
+            env(&[
+                (
+                    "TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__ssl.key.password",
+                    "s3cret",
+                ),
+                ("TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__FETCH.MIN.BYTES", "1"),
+                ("TRIAGE__KAFKA__SASL_PASSWORD", "pw"),
+            ]),
+        )
+        .unwrap();
+        let options = &settings.kafka.librdkafka_options;
+        assert_eq!(options["ssl.key.password"], "s3cret");
+        assert_eq!(options["fetch.min.bytes"], "1");
+        assert_eq!(settings.kafka.sasl_password, "pw");
+        let printed = toml::to_string(&settings).unwrap();
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("\"pw\""),
+            "{printed}"
+        );
     }
 
     #[test]

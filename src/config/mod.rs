@@ -410,6 +410,22 @@ pub struct HttpSettings {
     pub max_request_bytes: usize,
     /// Texts per /v1/classify request, at most.
     pub max_texts_per_request: usize,
+    /// A client that has not sent a request's whole header in this time is
+    /// disconnected (slow clients; also closes idle keep-alive connections).
+    pub header_read_timeout_ms: u64,
+    /// A request (body read and answer) that takes longer gets 408.
+    pub request_timeout_ms: u64,
+    /// Open connections, at most; a connection past it is answered 503 with
+    /// `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Requests being answered at once, at most (`/healthz`, `/readyz` and `/metrics`
+    /// are not counted); past it 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Classify requests (`POST /v1/classify` and the console's form) holding a
+    /// worker job at once, at most; past it 503 with `Retry-After` at once, not
+    /// queued. At most `stream.worker_queue`, so Kafka windows always find room in
+    /// the workers' queue.
+    pub max_classify_in_flight: usize,
 }
 
 impl Default for HttpSettings {
@@ -418,6 +434,11 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:9464".into(),
             max_request_bytes: 256 * 1024,
             max_texts_per_request: 256,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+            max_classify_in_flight: 1,
         }
     }
 }

@@ -435,6 +435,35 @@ impl Settings {
             || "http.max_request_bytes must be >= 64 and http.max_texts_per_request >= 1".into(),
             "use 262144 and 256",
         );
+        let h = &self.http;
+        c.check(
+            h.header_read_timeout_ms >= 100 && h.request_timeout_ms >= 100,
+            "http.header_read_timeout_ms",
+            || {
+                format!(
+                    "http.header_read_timeout_ms ({}) and http.request_timeout_ms ({}) must be at least 100",
+                    h.header_read_timeout_ms, h.request_timeout_ms
+                )
+            },
+            "use 10000 and 30000",
+        );
+        c.check(
+            h.max_connections >= 1 && h.max_concurrent_requests >= 1,
+            "http.max_connections",
+            || "http.max_connections and http.max_concurrent_requests must be at least 1".into(),
+            "use 1024 and 256",
+        );
+        c.check(
+            (1..=self.stream.worker_queue).contains(&h.max_classify_in_flight),
+            "http.max_classify_in_flight",
+            || {
+                format!(
+                    "{} is not between 1 and stream.worker_queue ({}): HTTP classify requests could fill the workers' queue and stall the Kafka windows",
+                    h.max_classify_in_flight, self.stream.worker_queue
+                )
+            },
+            "use 1, or raise stream.worker_queue with it",
+        );
     }
 
     fn check_retrain(&self, c: &mut Checker) {
@@ -674,6 +703,23 @@ mod tests {
         let mut s = Settings::default();
         s.kafka.dlq_topic = "messages".into();
         assert_eq!(keys(&s), vec!["kafka.dlq_topic"]);
+    }
+
+    #[test]
+    fn http_classify_may_not_take_the_whole_worker_queue() {
+        let mut s = Settings::default();
+        s.http.max_classify_in_flight = s.stream.worker_queue + 1;
+        assert_eq!(keys(&s), vec!["http.max_classify_in_flight"]);
+        s.http.max_classify_in_flight = 0;
+        assert_eq!(keys(&s), vec!["http.max_classify_in_flight"]);
+        s.http.max_classify_in_flight = s.stream.worker_queue;
+        assert!(keys(&s).is_empty());
+        s.http.header_read_timeout_ms = 0;
+        s.http.max_connections = 0;
+        assert_eq!(
+            keys(&s),
+            vec!["http.header_read_timeout_ms", "http.max_connections"]
+        );
     }
 
     #[test]

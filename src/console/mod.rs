@@ -23,7 +23,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::Markup;
@@ -32,6 +32,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use crate::drift::DriftSettings;
+use crate::http::limits::ClassifyGate;
 use crate::inference::worker::WorkerHandle;
 use crate::metrics::Metrics;
 use crate::model::comparison::compare;
@@ -73,7 +74,22 @@ pub struct Console {
     pub metrics: Arc<Metrics>,
     /// `http.max_texts_per_request`: lines per submit.
     pub max_texts: usize,
+    /// `http.max_request_bytes`: the longest `?text=` query string.
+    pub max_query_bytes: usize,
+    /// `http.max_classify_in_flight`, shared with `POST /v1/classify`.
+    pub gate: ClassifyGate,
     reference: Arc<Mutex<CachedReference>>,
+}
+
+/// The bounds of the classify form.
+pub struct ClassifyLimits {
+    /// `http.max_texts_per_request`: lines per submit.
+    pub max_texts: usize,
+    /// `http.max_request_bytes`: a `GET /?text=` query string is bounded like a
+    /// POSTed form's body.
+    pub max_query_bytes: usize,
+    /// `http.max_classify_in_flight`, shared with `POST /v1/classify`.
+    pub gate: ClassifyGate,
 }
 
 impl Console {
@@ -82,7 +98,7 @@ impl Console {
         drift: DriftSettings,
         worker: WorkerHandle,
         metrics: Arc<Metrics>,
-        max_texts: usize,
+        limits: ClassifyLimits,
     ) -> Self {
         Self {
             pages: Pages {
@@ -93,7 +109,9 @@ impl Console {
             drift,
             worker,
             metrics,
-            max_texts,
+            max_texts: limits.max_texts,
+            max_query_bytes: limits.max_query_bytes,
+            gate: limits.gate,
             reference: Arc::default(),
         }
     }
@@ -191,8 +209,23 @@ pub struct ClassifyForm {
     text: String,
 }
 
-async fn classify_get(State(c): State<Console>, Query(form): Query<ClassifyForm>) -> Response {
-    classify_page(c, Ok(form.text)).await
+async fn classify_get(State(c): State<Console>, uri: Uri) -> Response {
+    let query = uri.query().unwrap_or_default();
+    if query.len() > c.max_query_bytes {
+        let started = Instant::now();
+        let why = format!(
+            "The query string is {} bytes; at most {} (http.max_request_bytes): send long text with the form (POST).",
+            query.len(),
+            c.max_query_bytes
+        );
+        let serving = c.pages.champion().await;
+        let body = classify::view("", serving.as_deref(), c.max_texts, &Outcome::Refused(why));
+        return respond(&c.pages, "/", StatusCode::URI_TOO_LONG, body, started);
+    }
+    let form = Query::<ClassifyForm>::try_from_uri(&uri)
+        .map(|Query(f)| f.text)
+        .map_err(|e| format!("The query string could not be read ({}).", e.body_text()));
+    classify_page(c, form).await
 }
 
 async fn classify_post(
@@ -234,18 +267,27 @@ async fn classify_page(c: Console, form: Result<String, String>) -> Response {
     let (status, outcome) = match judged {
         None => (StatusCode::OK, Outcome::Empty),
         Some(Err(why)) => (StatusCode::BAD_REQUEST, Outcome::Refused(why)),
-        Some(Ok(messages)) => match c.worker.classify(messages.clone()).await {
-            Ok(classified) => (
-                StatusCode::OK,
-                Outcome::Labelled {
-                    model_version: classified.model_version,
-                    labelled: messages.into_iter().zip(classified.labelled).collect(),
-                },
-            ),
-            Err(e) => (
+        Some(Ok(messages)) => match c.gate.try_enter() {
+            None => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Outcome::Refused(e.to_string()),
+                Outcome::Refused(format!(
+                    "Busy: other classifications are running (http.max_classify_in_flight); try again in {} s.",
+                    crate::http::limits::RETRY_AFTER_S
+                )),
             ),
+            Some(_place) => match c.worker.classify(messages.clone()).await {
+                Ok(classified) => (
+                    StatusCode::OK,
+                    Outcome::Labelled {
+                        model_version: classified.model_version,
+                        labelled: messages.into_iter().zip(classified.labelled).collect(),
+                    },
+                ),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Refused(e.to_string()),
+                ),
+            },
         },
     };
     let serving = match &outcome {
@@ -254,7 +296,11 @@ async fn classify_page(c: Console, form: Result<String, String>) -> Response {
     };
     let text = form.unwrap_or_default();
     let body = classify::view(&text, serving.as_deref(), c.max_texts, &outcome);
-    respond(&c.pages, "/", status, body, started)
+    let mut response = respond(&c.pages, "/", status, body, started);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        crate::http::limits::with_retry_after(&mut response);
+    }
+    response
 }
 
 /// `?v=` shows that version's card (default: the champion); `?a=&b=` compares two.
@@ -451,14 +497,50 @@ mod tests {
         let version = testing::train_champion(&settings, 0);
         let p = testing::pipeline(&settings);
         let registry = Registry::new(settings.registry_dir());
+        let limit_metrics = crate::http::limits::LimitMetrics::register(&p.metrics.registry);
+        let gate = ClassifyGate::new(1, &limit_metrics);
         let console = Console::new(
             registry,
             settings.drift.clone(),
             p.worker.clone(),
             p.metrics.clone(),
-            2,
+            ClassifyLimits {
+                max_texts: 2,
+                max_query_bytes: 64,
+                gate: gate.clone(),
+            },
         );
         let app = router(console);
+
+        // GET /?text= is bounded like a form's body, and answered on the page.
+        let (status, html) = get(&app, "/?text=great+tasty").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains(r#"id="label-0">positive<"#), "{html}");
+        let long = format!("/?text={}", "a".repeat(60));
+        let (status, html) = get(&app, &long).await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG, "{html}");
+        assert!(
+            html.contains("65 bytes; at most 64 (http.max_request_bytes)"),
+            "{html}"
+        );
+
+        // With the one classify place taken, a submit is refused at once, not queued.
+        let place = gate.try_enter().unwrap();
+        let request = axum::http::Request::post("/")
+            .header("content-type", FORM)
+            .body(axum::body::Body::from("text=great"))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app.clone(), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        drop(place);
+        assert!(
+            p.metrics
+                .render()
+                .contains(r#"triage_http_shed_total{limit="max_classify_in_flight"} 1"#)
+        );
 
         let (status, html) =
             post_form(&app, FORM, "text=great+tasty+lovely%0A%0Aawful+rude+dirty").await;

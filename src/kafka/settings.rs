@@ -22,8 +22,10 @@ pub const OWNED_KEYS: &[&str] = &[
     "statistics.interval.ms",
 ];
 
-/// Kafka connection and topics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Kafka connection and topics. `Debug` and `Serialize` (so `triage config`, the
+/// bench's config file and any log of the settings) show `sasl_password` and the
+/// secret-looking `librdkafka_options` ([`is_secret_option`]) as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// Bootstrap servers, comma-separated `host:port`.
@@ -56,6 +58,9 @@ pub struct KafkaSettings {
     /// For SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ...
     pub sasl_mechanism: String,
     pub sasl_username: String,
+    /// Prefer the variable `TRIAGE__KAFKA__SASL_PASSWORD`: a password in a config
+    /// file is easy to leak.
+    #[serde(serialize_with = "serialize_redacted")]
     pub sasl_password: String,
     /// CA certificate file for TLS.
     pub ssl_ca_location: String,
@@ -64,8 +69,108 @@ pub struct KafkaSettings {
     /// How often librdkafka reports statistics (consumer lag, broker state).
     pub statistics_interval_ms: u64,
     /// Escape hatch: any other librdkafka property, applied last. Keys owned by the
-    /// typed settings above (and the delivery guarantees) are refused.
+    /// typed settings above (and the delivery guarantees) are refused. Secret values
+    /// can come from `TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__<key>` variables instead.
+    #[serde(serialize_with = "serialize_redacted_options")]
     pub librdkafka_options: std::collections::BTreeMap<String, String>,
+}
+
+/// What a secret prints as.
+pub const REDACTED: &str = "***";
+
+/// Whether the librdkafka property `key` holds a secret (a password, a client
+/// secret, a token, a private key), so its value is never printed.
+pub fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "credential",
+        "jaas",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+        || ["ssl.key.pem", "ssl_key", "sasl.oauthbearer.config"].contains(&key.as_str())
+}
+
+fn redacted(value: &str) -> &str {
+    if value.is_empty() { "" } else { REDACTED }
+}
+
+fn serialize_redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(redacted(value))
+}
+
+fn serialize_redacted_options<S: serde::Serializer>(
+    options: &std::collections::BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(redacted_options(options))
+}
+
+/// The options with secret values shown as `***`.
+fn redacted_options(
+    options: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_option(k) { redacted(v) } else { v };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
+impl KafkaSettings {
+    /// The secrets these settings hold, as the `TRIAGE__...` variables that give
+    /// them back to a child process whose config file has them redacted.
+    pub fn secret_variables(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !self.sasl_password.is_empty() {
+            out.push((
+                "TRIAGE__KAFKA__SASL_PASSWORD".to_string(),
+                self.sasl_password.clone(),
+            ));
+        }
+        for (key, value) in &self.librdkafka_options {
+            if is_secret_option(key) && !value.is_empty() {
+                out.push((format!("{OPTION_VARIABLE_PREFIX}{key}"), value.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// `TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__<key>=value` sets one librdkafka property
+/// (the key as librdkafka spells it, dots and all).
+pub const OPTION_VARIABLE_PREFIX: &str = "TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__";
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("group_instance_id", &self.group_instance_id)
+            .field("input_topics", &self.input_topics)
+            .field("predictions_topic", &self.predictions_topic)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("features_topic", &self.features_topic)
+            .field("labels_topic", &self.labels_topic)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &redacted(&self.sasl_password))
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("statistics_interval_ms", &self.statistics_interval_ms)
+            .field(
+                "librdkafka_options",
+                &redacted_options(&self.librdkafka_options),
+            )
+            .finish()
+    }
 }
 
 impl Default for KafkaSettings {
@@ -260,6 +365,43 @@ fn expand_instance_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug_and_serialized_settings_and_given_back_as_variables() {
+        let mut k = KafkaSettings {
+            sasl_password: "hunter2-sasl".into(),
+            ..Default::default()
+        };
+        for (key, value) in [
+            ("ssl.key.password", "hunter2-key"),
+            ("sasl.oauthbearer.client.secret", "hunter2-oauth"),
+            ("ssl.keystore.password", "hunter2-store"),
+            ("fetch.min.bytes", "4096"),
+        ] {
+            k.librdkafka_options.insert(key.into(), value.into());
+        }
+        let printed = [format!("{k:?}"), toml::to_string(&k).unwrap()];
+        for text in &printed {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("4096"), "{text}");
+        }
+        assert!(
+            printed[1].contains(r#"sasl_password = "***""#),
+            "{}",
+            printed[1]
+        );
+        let vars = k.secret_variables();
+        assert_eq!(vars.len(), 4, "{vars:?}");
+        assert!(vars.contains(&(
+            "TRIAGE__KAFKA__LIBRDKAFKA_OPTIONS__ssl.key.password".into(),
+            "hunter2-key".into()
+        )));
+        assert!(!is_secret_option("ssl.key.location") && !is_secret_option("client.id"));
+        assert!(
+            is_secret_option("ssl.key.pem")
+                && is_secret_option("SASL.OAUTHBEARER.TOKEN.ENDPOINT.URL")
+        );
+    }
 
     #[test]
     fn an_escape_hatch_key_owned_by_triage_is_refused() {

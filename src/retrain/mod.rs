@@ -181,18 +181,18 @@ pub enum RetrainError {
         address: String,
         source: std::io::Error,
     },
-    #[error("the retrainer's HTTP server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Runs the receiver on `settings.listen` (alerts about a version other than
 /// `champion()` are superseded), and beside it the label join over
 /// `kafka`'s predictions and labels topics, until `shutdown` resolves; then waits
 /// for a running job to finish (a pending follow-up is dropped). `registry` feeds
-/// the console at `/` (late-label accuracy, models, retraining runs).
+/// the console at `/` (late-label accuracy, models, retraining runs). The server
+/// keeps `http`'s bounds (timeouts, connection and request caps), as `triage run`'s.
 pub async fn run(
     settings: &RetrainSettings,
     kafka: &KafkaSettings,
+    http: &crate::config::HttpSettings,
     champion: webhook::ChampionLookup,
     registry: crate::registry::Registry,
     job: Arc<dyn RetrainJob>,
@@ -207,6 +207,7 @@ pub async fn run(
             source,
         })?;
     let metrics = RetrainMetrics::new(&settings.alerts);
+    let limit_metrics = crate::http::limits::LimitMetrics::register(&metrics.registry);
     if let Some(scores) = job.decision_scores() {
         scores.register(&metrics.registry);
     }
@@ -238,14 +239,18 @@ pub async fn run(
         cooldown_s = settings.cooldown_s,
         "Retrainer listening: POST /v1/alerts, GET /metrics, GET /healthz, the console at /."
     );
-    let served = axum::serve(listener, webhook::router(state).merge(console))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::http::limits::serve(
+        listener,
+        webhook::router(state).merge(console),
+        http.into(),
+        limit_metrics,
+        shutdown,
+    )
+    .await;
     scheduler.shutdown().await;
     if let Err(err) = joiner.await {
         tracing::error!(error = %err, "The label join failed.");
     }
-    served.map_err(RetrainError::Serve)?;
     info!("Retrainer stopped.");
     Ok(())
 }

@@ -15,6 +15,7 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     let served = rt.block_on(crate::retrain::run(
         &settings.retrain,
         &settings.kafka,
+        &settings.http,
         champion_of(registry.clone()),
         registry,
         Arc::new(TrainingJob::new(settings.clone())),

@@ -10,9 +10,10 @@ use crate::config::Settings;
 use crate::tools::common::http_get;
 
 /// `triage run` in a child process, as users run it: the bench's effective
-/// settings go to a config file (the child ignores TRIAGE_* variables, so the file
-/// is the whole truth), `/metrics` listens on a free port, and memory is read from
-/// the child's /proc entry.
+/// settings go to a config file (the child's own TRIAGE_* variables are removed, so
+/// the file is the whole truth) with the secrets redacted, and the secrets go to the
+/// child as `TRIAGE__KAFKA__...` variables, never to disk; `/metrics` listens on a
+/// free port, and memory is read from the child's /proc entry.
 pub(super) struct Service {
     pub(super) child: Child,
     pub(super) port: u16,
@@ -37,6 +38,8 @@ impl Service {
                 cmd.env_remove(key);
             }
         }
+        // The file shows them as ***: the variables give them back.
+        cmd.envs(s.kafka.secret_variables());
         let child = cmd
             .arg("--config")
             .arg(&config)
