@@ -330,11 +330,15 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     assert_eq!(champion(&dir), "v2");
 
     // 3b. One job at a time on a machine: while another process holds the job lock
-    // (this test's own process stands in for a running `triage retrainer`), a
-    // `triage retrain` by hand is refused and recorded, and trains nothing.
+    // (an advisory flock: this test's own process stands in for a running `triage
+    // retrainer`), a `triage retrain` by hand is refused and recorded, and trains
+    // nothing.
     let lock = dir.join("registry/retrain/.job.lock");
     std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let held = std::fs::File::open(&lock).unwrap();
+    held.try_lock().unwrap();
     let (code, d) = retrain(&dir, &config, &[], &[]);
+    drop(held);
     assert_eq!(code, 1, "{d:#}");
     assert_eq!(d["verdict"], "failed");
     let reason = d["reason"].as_str().unwrap();
@@ -353,6 +357,8 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
         let mut names: Vec<String> = std::fs::read_dir(dir.join("registry/retrain"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            // The job lock's file stays (an flock is released, its file kept).
+            .filter(|name| name.starts_with("retrain-"))
             .collect();
         names.sort();
         names
