@@ -12,38 +12,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::broker::Broker;
-use common::kafka::{Msg, Names, http, produce};
+use common::kafka::{Msg, Names, http, label_record, prediction_record, produce};
 use common::server::Server;
 
 const TOKEN: &str = "flood-test-token-0123456789";
-const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+const LABELS: [&str; 3] = common::kafka::SENTIMENTS;
 /// Ids each labelled with a class of its own: past retrain.join_max_unknown_classes.
 const SPREAD: usize = 200;
 /// Valid ids labelled after the flood.
 const VALID: usize = 10;
-
-fn prediction(id: &str, label: &str) -> Msg {
-    let probabilities: serde_json::Map<String, serde_json::Value> = LABELS
-        .iter()
-        .map(|l| (l.to_string(), (if *l == label { 0.8 } else { 0.1 }).into()))
-        .collect();
-    let value = serde_json::json!({
-        "id": id, "label": label, "confidence": 0.8, "probabilities": probabilities,
-        "model_version": "v1", "window_id": 1,
-    });
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
-
-fn label(id: &str, label: &str) -> Msg {
-    let value = serde_json::json!({"id": id, "label": label});
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -93,9 +70,10 @@ fn a_flood_of_unknown_classes_leaves_the_retrainer_answering_bounded_and_joining
     let retrainer = Server::start(cmd, "retrainer", dir.join("retrainer.log"));
     let pid = retrainer.child.id();
 
-    let mut predictions = vec![prediction("flood", "positive")];
-    predictions.extend((0..SPREAD).map(|i| prediction(&format!("s{i}"), "neutral")));
-    predictions.extend((0..VALID).map(|i| prediction(&format!("ok{i}"), LABELS[i % 3])));
+    let mut predictions = vec![prediction_record("flood", "positive", "v1")];
+    predictions.extend((0..SPREAD).map(|i| prediction_record(&format!("s{i}"), "neutral", "v1")));
+    predictions
+        .extend((0..VALID).map(|i| prediction_record(&format!("ok{i}"), LABELS[i % 3], "v1")));
     produce(&broker.address(), &names.predictions, &predictions);
     let held = (1 + SPREAD + VALID) as f64;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -113,12 +91,12 @@ fn a_flood_of_unknown_classes_leaves_the_retrainer_answering_bounded_and_joining
     // time with a known one), then SPREAD ids with a new class each.
     let mut msgs: Vec<Msg> = Vec::with_capacity(flood + flood / 10 + SPREAD);
     for i in 0..flood {
-        msgs.push(label("flood", &format!("new-class-{i}")));
+        msgs.push(label_record("flood", &format!("new-class-{i}")));
         if i % 10 == 9 {
-            msgs.push(label("flood", "neutral"));
+            msgs.push(label_record("flood", "neutral"));
         }
     }
-    msgs.extend((0..SPREAD).map(|i| label(&format!("s{i}"), &format!("spread-class-{i}"))));
+    msgs.extend((0..SPREAD).map(|i| label_record(&format!("s{i}"), &format!("spread-class-{i}"))));
     let sent = msgs.len();
     let flood_started = Instant::now();
     let brokers = broker.address();
@@ -170,7 +148,7 @@ fn a_flood_of_unknown_classes_leaves_the_retrainer_answering_bounded_and_joining
 
     // Valid labels after the flood still join.
     let valid: Vec<Msg> = (0..VALID)
-        .map(|i| label(&format!("ok{i}"), LABELS[i % 3]))
+        .map(|i| label_record(&format!("ok{i}"), LABELS[i % 3]))
         .collect();
     produce(&broker.address(), &labels_topic, &valid);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -9,9 +9,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, free_port};
-use common::kafka::{Msg, Names, http, produce};
+use common::kafka::{Names, http, label_record, prediction_record, produce};
 
-const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+const LABELS: [&str; 3] = common::kafka::SENTIMENTS;
 const TOKEN: &str = "labels-test-token-0123456789";
 
 struct Topics {
@@ -39,29 +39,6 @@ fn retrainer(dir: &std::path::Path, broker: &Broker, t: &Topics, port: u16) -> C
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("retrainer-{port}.log"))).unwrap());
     cmd.spawn().expect("triage retrainer starts")
-}
-
-fn prediction(id: &str, label: &str, version: &str) -> Msg {
-    let probabilities: serde_json::Map<String, serde_json::Value> = LABELS
-        .iter()
-        .map(|l| (l.to_string(), (if *l == label { 0.8 } else { 0.1 }).into()))
-        .collect();
-    let value = serde_json::json!({
-        "id": id, "label": label, "confidence": 0.8, "probabilities": probabilities,
-        "model_version": version, "window_id": 1,
-    });
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
-
-fn label(id: &str, label: &str) -> Msg {
-    let value = serde_json::json!({"id": id, "label": label});
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
 }
 
 /// `name{labels}` -> value of every sample on the retrainer's /metrics.
@@ -124,8 +101,8 @@ fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_the
     // 60 predictions: v1 predicts p0..p29 and v2 q0..q29, each cycling through the classes.
     let mut predictions = Vec::new();
     for i in 0..30 {
-        predictions.push(prediction(&format!("p{i}"), LABELS[i % 3], "v1"));
-        predictions.push(prediction(&format!("q{i}"), LABELS[i % 3], "v2"));
+        predictions.push(prediction_record(&format!("p{i}"), LABELS[i % 3], "v1"));
+        predictions.push(prediction_record(&format!("q{i}"), LABELS[i % 3], "v2"));
     }
     produce(&broker.address(), &t.names.predictions, &predictions);
     let (got, ok) = wait_for(
@@ -137,23 +114,23 @@ fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_the
 
     // v1: all 30 labelled; p1..p5 wrong (the truth is the next class). p0 is first
     // labelled wrong, then relabelled right: the last label wins.
-    let mut labels = vec![label("p0", "neutral")];
+    let mut labels = vec![label_record("p0", "neutral")];
     for i in 0..30 {
         let truth = if (1..=5).contains(&i) {
             LABELS[(i + 1) % 3]
         } else {
             LABELS[i % 3]
         };
-        labels.push(label(&format!("p{i}"), truth));
+        labels.push(label_record(&format!("p{i}"), truth));
     }
     // v2: q0..q19 labelled, all truly positive; q25 with a class no model knows.
     for i in 0..20 {
-        labels.push(label(&format!("q{i}"), "positive"));
+        labels.push(label_record(&format!("q{i}"), "positive"));
     }
-    labels.push(label("q25", "refund"));
+    labels.push(label_record("q25", "refund"));
     // Ids nobody predicted, and a record that is no label at all.
     for i in 0..3 {
-        labels.push(label(&format!("ghost{i}"), "neutral"));
+        labels.push(label_record(&format!("ghost{i}"), "neutral"));
     }
     labels.push((Some(b"bad".to_vec()), Some(b"not json".to_vec())));
     produce(&broker.address(), &t.labels, &labels);

@@ -400,3 +400,79 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
     );
     eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
 }
+
+/// A retrainer restarted as PID 1 (a container restarted: the new process has the
+/// process id of the job that died) runs its next job. The job lock is the kernel's
+/// flock, released when its holder died, not a process id, which would now name the
+/// new process itself. Each job runs as PID 1 of a new PID namespace (`unshare`).
+#[test]
+fn a_job_restarted_as_pid_1_takes_the_lock_its_killed_predecessor_held() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: `unshare --pid` is not available here");
+        return;
+    }
+    let dir = scratch("retrain-pid1");
+    // No broker: the job blocks reading the topics, holding its lock, until killed.
+    let config = write_support_config(
+        &dir,
+        "127.0.0.1:1",
+        &Names::new("pid1"),
+        "labels_topic = \"labels-pid1\"",
+        "[retrain]\nwindow_s = 3600",
+    );
+    let start = |name: &str| {
+        let inner = triage_with(&dir, &config);
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(inner.get_program())
+            .args(["--config"])
+            .arg(&config)
+            .arg("retrain")
+            .env("TRIAGE__LOG__LEVEL", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(v) if key != "TRIAGE__LOG__LEVEL" => cmd.env(key, v),
+                Some(_) => &mut cmd,
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.spawn().expect("unshare runs")
+    };
+    let log = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+    let started = |name: &str| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(90);
+        while Instant::now() < deadline {
+            let text = log(name);
+            if text.contains("Retraining started") || text.contains("another retraining job") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let mut first = start("first");
+    started("first");
+    let lock = dir.join("registry/retrain/.job.lock");
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap().trim(),
+        "1",
+        "the first job ran as PID 1:\n{}",
+        log("first")
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start("second");
+    started("second");
+    let _ = second.kill();
+    second.wait().unwrap();
+    let second_log = log("second");
+    assert!(
+        second_log.contains("Retraining started") && !second_log.contains("another retraining job"),
+        "the job restarted as PID 1 did not take the lock:\n{second_log}"
+    );
+}

@@ -85,34 +85,15 @@ pub fn produce(brokers: &str, topic: &str, messages: &[Msg]) {
 
 /// Like [`produce`], with extra producer properties.
 pub fn produce_with(brokers: &str, topic: &str, messages: &[Msg], extra: &[(&str, &str)]) {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true");
-    for (key, value) in extra {
-        config.set(*key, *value);
-    }
-    let producer: BaseProducer = config.create().unwrap();
-    for (key, payload) in messages {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(k) = key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(p) = payload {
-            record = record.payload(p.as_slice());
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    let records: Vec<RawRecord> = messages
+        .iter()
+        .map(|(key, payload)| RawRecord {
+            key: key.clone(),
+            payload: payload.clone(),
+            headers: Vec::new(),
+        })
+        .collect();
+    produce_raw(brokers, topic, &records, extra);
 }
 
 /// A record with headers whose names are any bytes (Kafka says strings; a hostile
@@ -186,6 +167,35 @@ pub fn produce_raw(brokers: &str, topic: &str, records: &[RawRecord], extra: &[(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Sentiment classes of the late-label tests' predictions.
+pub const SENTIMENTS: [&str; 3] = ["negative", "neutral", "positive"];
+
+/// A prediction record as `triage run` writes it, for `id` labelled `label` by
+/// `version` (probabilities over [`SENTIMENTS`]).
+pub fn prediction_record(id: &str, label: &str, version: &str) -> Msg {
+    let probabilities: serde_json::Map<String, serde_json::Value> = SENTIMENTS
+        .iter()
+        .map(|l| (l.to_string(), (if *l == label { 0.8 } else { 0.1 }).into()))
+        .collect();
+    let value = serde_json::json!({
+        "id": id, "label": label, "confidence": 0.8, "probabilities": probabilities,
+        "model_version": version, "window_id": 1,
+    });
+    (
+        Some(id.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
+}
+
+/// A late label for `id`, as a labelling tool writes it.
+pub fn label_record(id: &str, label: &str) -> Msg {
+    let value = serde_json::json!({"id": id, "label": label});
+    (
+        Some(id.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
 }
 
 /// One output record.
