@@ -55,7 +55,8 @@ async fn start_workers(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> Result<WorkerHandle, ServiceError> {
-    let registry = settings.registry().map_err(InferenceError::from)?;
+    let registry =
+        crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?;
     let workers = settings.stream.workers.max(1);
     let embedder_settings = settings.clone();
     let embedders =
@@ -223,7 +224,7 @@ async fn serve_http(
         max_texts: settings.http.max_texts_per_request,
         classify: classify.clone(),
         console: crate::console::Console::new(
-            settings.registry().map_err(InferenceError::from)?,
+            crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?,
             settings.drift.clone(),
             worker.clone(),
             metrics.clone(),

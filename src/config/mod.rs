@@ -6,6 +6,7 @@
 //! defaults here, so the documentation cannot drift from the code.
 
 mod load;
+pub mod registry_url;
 mod validate;
 
 use std::path::PathBuf;
@@ -580,12 +581,6 @@ impl Settings {
     /// The registry directory with `~` expanded.
     pub fn registry_dir(&self) -> PathBuf {
         expand_home(&self.paths.registry_dir)
-    }
-
-    /// The model registry: `paths.registry_url` when set, else `paths.registry_dir`.
-    pub fn registry(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
-        let url = self.paths.registry_url.trim();
-        crate::registry::Registry::open((!url.is_empty()).then_some(url), self.registry_dir())
     }
 
     /// ONNX Runtime threads per embedder when `workers` embedders share the machine:

@@ -101,7 +101,7 @@ impl Settings {
         let url_problem = if url.is_empty() {
             None
         } else {
-            crate::registry::store::check_url(url).err()
+            super::registry_url::parse(url).err()
         };
         c.check(
             url_problem.is_none(),

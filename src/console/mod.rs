@@ -465,10 +465,7 @@ async fn late_labels(State((c, metrics)): State<(Pages, prometheus::Registry)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::decision::Verdict;
-    use crate::registry::decision::fixture::decision;
-    use crate::retrain::metrics::RetrainMetrics;
-    use crate::retrain::webhook::tests::get;
+    use crate::http::testing::get;
 
     async fn post_form(app: &Router, content_type: &str, body: &str) -> (StatusCode, String) {
         let request = axum::http::Request::builder()
@@ -589,37 +586,6 @@ mod tests {
             p.metrics
                 .render()
                 .contains(r#"triage_http_requests_total{path="/",status="400"} 3"#)
-        );
-    }
-
-    #[tokio::test]
-    async fn the_retrainer_console_serves_its_views_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new(dir.path());
-        registry
-            .record_decision(&decision("retrain-1", Verdict::Rejected))
-            .unwrap();
-        let metrics = RetrainMetrics::new(&[]);
-        metrics
-            .performance
-            .accuracy
-            .with_label_values(&["v1"])
-            .set(0.9);
-        let app = retrainer_router(registry, &metrics.registry);
-        for (path, shows) in [
-            ("/", ">0.900<"),
-            ("/models", "triage train"),
-            ("/retraining", "retrain-1"),
-        ] {
-            let (status, html) = get(&app, path).await;
-            assert_eq!(status, StatusCode::OK, "{path}: {html}");
-            assert!(html.contains(shows), "{path} shows {shows}: {html}");
-            assert!(html.contains(">Late labels</a>") && !html.contains("/drift"));
-        }
-        assert!(
-            metrics
-                .render()
-                .contains(r#"triage_http_requests_total{path="/retraining",status="200"} 1"#)
         );
     }
 }

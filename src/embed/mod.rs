@@ -6,6 +6,8 @@ pub mod graphs;
 mod onnx;
 mod pool;
 mod runtime;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use serde::{Deserialize, Serialize};
 

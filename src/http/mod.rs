@@ -3,6 +3,8 @@
 //! people at `/` ([`crate::console`]). The servers' bounds are in [`limits`].
 
 pub mod limits;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 

@@ -260,6 +260,13 @@ impl Registry {
         }
     }
 
+    /// The model registry of `settings`: `paths.registry_url` when set, else
+    /// `paths.registry_dir`.
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, RegistryError> {
+        let url = settings.paths.registry_url.trim();
+        Self::open((!url.is_empty()).then_some(url), settings.registry_dir())
+    }
+
     /// The registry at `url` when one is given (`paths.registry_url`), else the folder
     /// `dir` (`paths.registry_dir`, which for a bucket registry keeps local work files).
     pub fn open(url: Option<&str>, dir: PathBuf) -> Result<Self, RegistryError> {

@@ -34,6 +34,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::RegistryError;
+use crate::config::registry_url::parse as split_url;
 
 /// How often a bucket update is retried after another writer got in first.
 const UPDATE_ATTEMPTS: u32 = 50;
@@ -55,22 +56,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The URL schemes `paths.registry_url` takes in this build.
-pub fn supported_schemes() -> &'static [&'static str] {
-    &[
-        "s3",
-        "s3a",
-        #[cfg(feature = "gcs")]
-        "gs",
-        #[cfg(feature = "azure")]
-        "az",
-        #[cfg(feature = "azure")]
-        "abfs",
-        #[cfg(feature = "azure")]
-        "abfss",
-    ]
-}
-
 /// Checks a registry URL without connecting: a scheme this build supports, a bucket,
 /// a prefix made of valid object names, and a client that builds from the URL and the
 /// environment (`AWS_*`). The error says what is wrong.
@@ -81,36 +66,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
         Err(RegistryError::BadUrl { reason, .. }) => Err(reason),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// `(scheme, bucket, prefix)` of `scheme://bucket/prefix`.
-fn split_url(url: &str) -> Result<(&str, &str, &str), String> {
-    let schemes = supported_schemes().join(", ");
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!(
-            "{url:?} is not a URL; expected SCHEME://BUCKET/PREFIX with a scheme of {schemes}"
-        ));
-    };
-    if !supported_schemes().contains(&scheme) {
-        let hint = match scheme {
-            "gs" => " (build with `--features gcs` for Google Cloud Storage)",
-            "az" | "abfs" | "abfss" => " (build with `--features azure` for Azure)",
-            "file" => " (a folder is `paths.registry_dir`)",
-            _ => "",
-        };
-        return Err(format!(
-            "scheme {scheme:?} is not supported{hint}; use one of {schemes}"
-        ));
-    }
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(format!(
-            "{url:?} names no bucket; expected {scheme}://BUCKET/PREFIX"
-        ));
-    }
-    let prefix = prefix.trim_end_matches('/');
-    ObjectPath::parse(prefix).map_err(|e| format!("prefix {prefix:?} of {url:?}: {e}"))?;
-    Ok((scheme, bucket, prefix))
 }
 
 /// One runtime for every bucket call of the process (two threads: calls are small).

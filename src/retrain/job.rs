@@ -91,7 +91,7 @@ pub fn run(
     trigger: Trigger,
     options: &JobOptions,
 ) -> Decision {
-    let registry = match settings.registry() {
+    let registry = match crate::registry::Registry::from_settings(settings) {
         Ok(registry) => registry,
         Err(e) => return failed_to_start(settings, trigger, e.to_string()),
     };
@@ -144,7 +144,7 @@ fn champions_data(registry: &Registry) -> Vec<PathBuf> {
 /// Should the registry itself not open, the decision goes to the local
 /// `paths.registry_dir`, with that reason, rather than nowhere.
 pub fn failed_to_start(settings: &Settings, trigger: Trigger, reason: String) -> Decision {
-    let (registry, reason) = match settings.registry() {
+    let (registry, reason) = match crate::registry::Registry::from_settings(settings) {
         Ok(registry) => (registry, reason),
         Err(e) => (
             Registry::new(settings.registry_dir()),

@@ -258,6 +258,13 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::console::retrainer_router;
+    use crate::http::testing::get;
+    use crate::registry::Registry;
+    use crate::registry::decision::Verdict;
+    use crate::registry::decision::fixture::decision;
+    use crate::retrain::metrics::RetrainMetrics;
+    use axum::http::StatusCode;
 
     fn alert(name: &str, fingerprint: &str, detector: &str) -> TriggerAlert {
         TriggerAlert {
@@ -314,6 +321,37 @@ mod tests {
             }
             .verdict(),
             "promoted"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_retrainer_console_serves_its_views_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        registry
+            .record_decision(&decision("retrain-1", Verdict::Rejected))
+            .unwrap();
+        let metrics = RetrainMetrics::new(&[]);
+        metrics
+            .performance
+            .accuracy
+            .with_label_values(&["v1"])
+            .set(0.9);
+        let app = retrainer_router(registry, &metrics.registry);
+        for (path, shows) in [
+            ("/", ">0.900<"),
+            ("/models", "triage train"),
+            ("/retraining", "retrain-1"),
+        ] {
+            let (status, html) = get(&app, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {html}");
+            assert!(html.contains(shows), "{path} shows {shows}: {html}");
+            assert!(html.contains(">Late labels</a>") && !html.contains("/drift"));
+        }
+        assert!(
+            metrics
+                .render()
+                .contains(r#"triage_http_requests_total{path="/retraining",status="200"} 1"#)
         );
     }
 }

@@ -206,6 +206,7 @@ pub(crate) mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::http::testing::get;
     use crate::retrain::payload::tests::{FIRING, FIRING_AND_RESOLVED};
     use crate::retrain::scheduler::Phase;
     use crate::retrain::scheduler::tests::{FakeJob, FakeJobControl};
@@ -261,17 +262,6 @@ pub(crate) mod tests {
             .unwrap();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
-    }
-
-    /// `GET path` on `app`, without a socket (the console's tests use it too).
-    pub(crate) async fn get(app: &Router, path: &str) -> (StatusCode, String) {
-        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn bearer() -> String {

@@ -9,6 +9,8 @@ pub mod fit;
 pub mod gates;
 mod pipeline;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use pipeline::{
     EvaluateOutcome, TrainError, TrainOptions, TrainOutcome, evaluate_file, evaluate_versions,

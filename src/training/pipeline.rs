@@ -337,7 +337,8 @@ pub fn evaluate_versions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::testing::{FakeEmbedder, settings, train_champion};
+    use crate::embed::testing::FakeEmbedder;
+    use crate::training::testing::{settings, train_champion};
 
     #[test]
     fn each_model_is_scored_at_its_own_token_length() {

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::embed::{EmbedderPool, OnnxEmbedder};
 
 pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let registry = settings.registry()?;
+    let registry = crate::registry::Registry::from_settings(settings)?;
     match command {
         Command::Train(args) => train::train(settings, &registry, args),
         Command::Evaluate(args) => evaluate::evaluate(settings, &registry, args),

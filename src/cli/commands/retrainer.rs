@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::retrain::alert_job::TrainingJob;
 
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let registry = settings.registry()?;
+    let registry = crate::registry::Registry::from_settings(settings)?;
     let rt = runtime()?;
     let served = rt.block_on(crate::retrain::run(
         &settings.retrain,

@@ -175,7 +175,11 @@ pub async fn run(
     settings.data.text_field = "text".into();
     // The service embeds as its champion was trained (graph and token length),
     // whatever the config says: so does the bound.
-    let champion = Arc::new(settings.registry()?.card("champion")?.embedding);
+    let champion = Arc::new(
+        crate::registry::Registry::from_settings(&settings)?
+            .card("champion")?
+            .embedding,
+    );
     let rows = texts.len();
 
     let mut rounds = Vec::new();
