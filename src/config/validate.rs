@@ -232,46 +232,21 @@ impl Settings {
             "use 512",
         );
 
-        let n = &self.features.ngrams;
-        c.check(
-            n.min_n >= 1 && n.max_n >= n.min_n && n.max_n <= 5,
-            "features.ngrams",
-            || format!("min_n = {}, max_n = {}", n.min_n, n.max_n),
-            "use 1 <= min_n <= max_n <= 5, e.g. min_n = 1, max_n = 2",
-        );
-        c.check(
-            (1..=200_000).contains(&n.max_features),
-            "features.ngrams.max_features",
-            || format!("{} is outside 1..=200000", n.max_features),
-            "use 1000 (each feature costs a column in a dense matrix while training)",
-        );
-        c.check(
-            n.min_df >= 1,
-            "features.ngrams.min_df",
-            || "is 0".into(),
-            "use 2 to drop n-grams seen in one text only",
-        );
+        // Sections owned by the modules below config check themselves; config
+        // dispatches and reports.
+        let owned = self
+            .features
+            .ngrams
+            .problems()
+            .into_iter()
+            .chain(self.drift.problems());
+        for (key, message, fix) in owned {
+            c.check(false, key, || message, fix);
+        }
 
         self.check_streaming(&mut c);
         self.check_retrain(&mut c);
         self.check_retrain_job(&mut c);
-        let d = &self.drift;
-        c.check(
-            d.sliding_windows >= 1 && d.mmd_sample >= 10 && d.mmd_null_draws >= 1,
-            "drift.sliding_windows",
-            || "drift.sliding_windows, drift.mmd_null_draws must be >= 1 and drift.mmd_sample >= 10".into(),
-            "use 5, 100 and 200",
-        );
-        c.check(
-            (0.0..=1.0).contains(&d.mmd_p_value)
-                && (0.0..=1.0).contains(&d.class_share_min)
-                && (0.0..=1.0).contains(&d.class_share_max)
-                && d.class_share_min < d.class_share_max,
-            "drift.mmd_p_value",
-            || "drift.mmd_p_value and drift.class_share_min < drift.class_share_max must lie in [0, 1]".into(),
-            "use 0.01, 0.1 and 0.9",
-        );
-
         if c.0.is_empty() {
             Ok(())
         } else {

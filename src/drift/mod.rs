@@ -51,6 +51,41 @@ pub struct DriftSettings {
     pub text_length_psi: f64,
 }
 
+impl DriftSettings {
+    /// Every problem with these settings, as (key, what is wrong, the fix); empty: fine.
+    pub fn problems(&self) -> Vec<(&'static str, String, &'static str)> {
+        let mut out = Vec::new();
+        let mut at_least = |key, value: usize, min: usize, fix| {
+            if value < min {
+                out.push((key, format!("{value} is below {min}"), fix));
+            }
+        };
+        at_least("drift.sliding_windows", self.sliding_windows, 1, "use 5");
+        at_least("drift.mmd_null_draws", self.mmd_null_draws, 1, "use 200");
+        at_least("drift.mmd_sample", self.mmd_sample, 10, "use 100");
+        for (key, value, fix) in [
+            ("drift.mmd_p_value", self.mmd_p_value, "use 0.01"),
+            ("drift.class_share_min", self.class_share_min, "use 0.1"),
+            ("drift.class_share_max", self.class_share_max, "use 0.9"),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                out.push((key, format!("{value} is outside [0, 1]"), fix));
+            }
+        }
+        if self.class_share_min >= self.class_share_max {
+            out.push((
+                "drift.class_share_min",
+                format!(
+                    "{} is not below drift.class_share_max = {}",
+                    self.class_share_min, self.class_share_max
+                ),
+                "use 0.1 and 0.9",
+            ));
+        }
+        out
+    }
+}
+
 impl Default for DriftSettings {
     fn default() -> Self {
         Self {
@@ -334,5 +369,18 @@ pub(crate) mod tests {
         m.observe(window(1, stationary_labels(), 0.0, 0.8, 100));
         let r = m.observe(window(2, stationary_labels(), 0.0, 0.8, 100));
         assert_eq!(r.messages, 40, "only the last two windows are pooled");
+    }
+
+    #[test]
+    fn each_drift_setting_problem_names_its_own_key() {
+        let keys = |s: &DriftSettings| s.problems().into_iter().map(|p| p.0).collect::<Vec<_>>();
+        assert!(DriftSettings::default().problems().is_empty());
+        let mut s = DriftSettings::default();
+        s.mmd_sample = 5;
+        s.class_share_max = 1.5;
+        assert_eq!(keys(&s), ["drift.mmd_sample", "drift.class_share_max"]);
+        let mut s = DriftSettings::default();
+        s.class_share_min = 0.95;
+        assert_eq!(keys(&s), ["drift.class_share_min"]);
     }
 }

@@ -34,6 +34,42 @@ pub struct NgramSettings {
     pub min_df: usize,
 }
 
+impl NgramSettings {
+    /// Every problem with these settings, as (key, what is wrong, the fix); empty: fine.
+    pub fn problems(&self) -> Vec<(&'static str, String, &'static str)> {
+        let mut out = Vec::new();
+        if !(1..=5).contains(&self.min_n) {
+            out.push((
+                "features.ngrams.min_n",
+                format!("{} is outside 1..=5", self.min_n),
+                "use 1 (words) or 2",
+            ));
+        }
+        if self.max_n < self.min_n || self.max_n > 5 {
+            out.push((
+                "features.ngrams.max_n",
+                format!("{} is below min_n = {} or above 5", self.max_n, self.min_n),
+                "use min_n <= max_n <= 5, e.g. min_n = 1, max_n = 2",
+            ));
+        }
+        if !(1..=200_000).contains(&self.max_features) {
+            out.push((
+                "features.ngrams.max_features",
+                format!("{} is outside 1..=200000", self.max_features),
+                "use 1000 (each feature costs a column in a dense matrix while training)",
+            ));
+        }
+        if self.min_df < 1 {
+            out.push((
+                "features.ngrams.min_df",
+                "is 0".into(),
+                "use 2 to drop n-grams seen in one text only",
+            ));
+        }
+        out
+    }
+}
+
 impl Default for NgramSettings {
     fn default() -> Self {
         Self {
@@ -362,5 +398,18 @@ mod tests {
             err.to_string().contains("2 n-grams but 1 idf weights"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn each_ngram_setting_problem_names_its_own_key() {
+        assert!(NgramSettings::default().problems().is_empty());
+        let s = NgramSettings {
+            min_n: 2,
+            max_n: 1,
+            min_df: 0,
+            ..NgramSettings::default()
+        };
+        let keys: Vec<_> = s.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(keys, ["features.ngrams.max_n", "features.ngrams.min_df"]);
     }
 }
