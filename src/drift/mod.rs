@@ -375,12 +375,16 @@ pub(crate) mod tests {
     fn each_drift_setting_problem_names_its_own_key() {
         let keys = |s: &DriftSettings| s.problems().into_iter().map(|p| p.0).collect::<Vec<_>>();
         assert!(DriftSettings::default().problems().is_empty());
-        let mut s = DriftSettings::default();
-        s.mmd_sample = 5;
-        s.class_share_max = 1.5;
+        let s = DriftSettings {
+            mmd_sample: 5,
+            class_share_max: 1.5,
+            ..DriftSettings::default()
+        };
         assert_eq!(keys(&s), ["drift.mmd_sample", "drift.class_share_max"]);
-        let mut s = DriftSettings::default();
-        s.class_share_min = 0.95;
+        let s = DriftSettings {
+            class_share_min: 0.95,
+            ..DriftSettings::default()
+        };
         assert_eq!(keys(&s), ["drift.class_share_min"]);
     }
 }
