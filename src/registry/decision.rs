@@ -37,6 +37,11 @@ pub struct Decision {
     /// Why, in a sentence for people ("challenger macro-F1 0.81 beat the champion's
     /// 0.78 by more than the 0.01 margin").
     pub reason: String,
+    /// For a failed run, what failed, as a stable key (`read`, `not_enough_data`,
+    /// `training`, ...: `retrain::error::RetrainError::cause`). Absent otherwise, and
+    /// in decisions recorded before causes were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     pub duration_seconds: f64,
     /// Wall time of each step, in order (read, split, train, evaluate, ...): where
     /// the loop's latency goes. Empty in decisions recorded before steps were timed.
@@ -228,6 +233,7 @@ pub(crate) mod fixture {
             margin_required: 0.01,
             verdict,
             reason: "challenger macro-F1 0.8100 vs champion 0.7800 (margin 0.01)".into(),
+            cause: None,
             duration_seconds: 65.0,
             steps: vec![Step {
                 name: "train".into(),

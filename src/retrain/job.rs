@@ -25,6 +25,7 @@ use super::collect::{
     Classes, Example, JoinCounts, RecentJoin, parse_feature, parse_label, split_recent,
     without_held_out,
 };
+use super::error::RetrainError;
 use super::verdict::{Standing, judge};
 use super::workdir::{JobLock, prune};
 use crate::config::{DataFormat, LabelRuleKind, Settings};
@@ -107,7 +108,7 @@ pub fn run(
         let ttl = Duration::from_secs(settings.retrain.lease_s);
         match registry.take_lease("retrain", ttl) {
             Ok(lease) => Some(lease),
-            Err(err) => return job.finish(Err(err.to_string())),
+            Err(err) => return job.finish(Err(RetrainError::Locked(err.to_string()))),
         }
     } else {
         None
@@ -154,7 +155,7 @@ pub fn failed_to_start(settings: &Settings, trigger: Trigger, reason: String) ->
         ),
     };
     let job = Job::new(settings, &registry, trigger);
-    job.finish(Err(reason))
+    job.finish(Err(RetrainError::Start(reason)))
 }
 
 /// The run's decision as it fills in, and what its steps share.
@@ -204,6 +205,7 @@ impl<'a> Job<'a> {
                 margin_required: settings.retrain.min_improvement,
                 verdict: Verdict::Failed,
                 reason: String::new(),
+                cause: None,
                 duration_seconds: 0.0,
                 steps: Vec::new(),
             },
@@ -234,7 +236,7 @@ impl<'a> Job<'a> {
         &mut self,
         embedder: &mut dyn Embedder,
         options: &JobOptions,
-    ) -> Result<(Verdict, String), String> {
+    ) -> Result<(Verdict, String), RetrainError> {
         let settings = self.settings;
         let r = &settings.retrain;
         let window = options.since.unwrap_or(Duration::from_secs(r.window_s));
@@ -242,7 +244,7 @@ impl<'a> Job<'a> {
         let from_ms = to_ms.saturating_sub(window.as_millis() as i64);
         self.decision.inputs.from_ms = Some(from_ms);
         self.decision.inputs.to_ms = Some(to_ms);
-        let champion = self.registry.aliases().map_err(|e| e.to_string())?.champion;
+        let champion = self.registry.aliases()?.champion;
 
         let classes = Classes::new(LabelRule::new(&settings.labels));
         let Recent {
@@ -276,7 +278,7 @@ impl<'a> Job<'a> {
                 settings.training.seed,
             )
         });
-        let split = split.map_err(|refusal| refusal.to_string())?;
+        let split = split.map_err(|refusal| RetrainError::NotEnoughData(refusal.to_string()))?;
 
         let original = options
             .training_data
@@ -294,7 +296,7 @@ impl<'a> Job<'a> {
                     .description
                     .push_str(&format!(" ({dropped} rows of the held-out slice left out)"));
             }
-            Ok::<_, String>(rows)
+            Ok::<_, RetrainError>(rows)
         })?;
 
         let dir = self.work_dir()?;
@@ -323,18 +325,16 @@ impl<'a> Job<'a> {
                 },
             )
         });
-        let outcome = outcome.map_err(|e| format!("training the challenger failed: {e}"))?;
+        let outcome = outcome.map_err(|e| RetrainError::Training(e.to_string()))?;
 
         let mut versions: Vec<&str> = champion.iter().map(String::as_str).collect();
         versions.push(&outcome.version);
         let scored = self.step("evaluate", |_| {
             evaluate_versions(&neutral, embedder, registry, &held_out_path, &versions)
         });
-        let scored = scored.map_err(|e| {
-            format!(
-                "scoring on the held-out slice failed ({}): {e}",
-                versions.join(", ")
-            )
+        let scored = scored.map_err(|e| RetrainError::Scoring {
+            versions: versions.join(", "),
+            reason: e.to_string(),
         })?;
         let contender = |i: usize| Contender {
             version: scored[i].version.clone(),
@@ -364,7 +364,7 @@ impl<'a> Job<'a> {
         &mut self,
         original: &OriginalData,
         champion: Option<&str>,
-    ) -> Result<Vec<Example>, String> {
+    ) -> Result<Vec<Example>, RetrainError> {
         let path = match original {
             OriginalData::None => return Ok(Vec::new()),
             OriginalData::File(path) => path.clone(),
@@ -372,7 +372,7 @@ impl<'a> Job<'a> {
                 let Some(champion) = champion else {
                     return Ok(Vec::new());
                 };
-                let card = self.registry.card(champion).map_err(|e| e.to_string())?;
+                let card = self.registry.card(champion)?;
                 let path = PathBuf::from(&card.data.path);
                 if !path.is_file() {
                     warn!(target: "triage::retrain", path = %path.display(), "The champion's training data is gone: recent rows only.");
@@ -395,10 +395,10 @@ impl<'a> Job<'a> {
             self.settings.clone()
         };
         let data = read_labelled(&path, &reader).map_err(|e| {
-            format!(
+            RetrainError::OriginalData(format!(
                 "cannot read the original training data {} (retrain.training_data, or --training-data none for recent rows only): {e}",
                 path.display()
-            )
+            ))
         })?;
         let rows: Vec<Example> = data
             .examples
@@ -425,9 +425,11 @@ impl<'a> Job<'a> {
     }
 
     /// A new folder for this run's files.
-    fn work_dir(&mut self) -> Result<PathBuf, String> {
+    fn work_dir(&mut self) -> Result<PathBuf, RetrainError> {
         let base = self.retrain_dir();
-        fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+        fs::create_dir_all(&base).map_err(|e| {
+            RetrainError::WorkFolder(format!("cannot create {}: {e}", base.display()))
+        })?;
         for n in 1.. {
             let name = match n {
                 1 => self.decision.id.clone(),
@@ -440,7 +442,12 @@ impl<'a> Job<'a> {
                     return Ok(dir);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+                Err(e) => {
+                    return Err(RetrainError::WorkFolder(format!(
+                        "cannot create {}: {e}",
+                        dir.display()
+                    )));
+                }
             }
         }
         unreachable!("a free folder name is always found")
@@ -453,32 +460,33 @@ impl<'a> Job<'a> {
         challenger: &str,
         champion_at_start: Option<&str>,
         reason: &str,
-    ) -> Result<(), String> {
-        let now = self.registry.aliases().map_err(|e| e.to_string())?.champion;
+    ) -> Result<(), RetrainError> {
+        let now = self.registry.aliases()?.champion;
         if now.as_deref() != champion_at_start {
-            return Err(format!(
+            return Err(RetrainError::Promotion(format!(
                 "the champion moved during the run ({} -> {}); {challenger} is stored, not promoted: run again to judge it against the new champion",
                 champion_at_start.unwrap_or("none"),
                 now.as_deref().unwrap_or("none")
-            ));
+            )));
         }
         self.registry
             .promote(challenger, reason, Actor::Retrainer)
             .map(drop)
-            .map_err(|e| format!("promoting {challenger} failed: {e}"))
+            .map_err(|e| RetrainError::Promotion(format!("promoting {challenger} failed: {e}")))
     }
 
     /// Fills in the end of the decision and records it.
-    fn finish(mut self, outcome: Result<(Verdict, String), String>) -> Decision {
+    fn finish(mut self, outcome: Result<(Verdict, String), RetrainError>) -> Decision {
         let d = &mut self.decision;
         match outcome {
             Ok((verdict, reason)) => {
                 d.verdict = verdict;
                 d.reason = reason;
             }
-            Err(reason) => {
+            Err(error) => {
                 d.verdict = Verdict::Failed;
-                d.reason = format!("{reason}; the champion is unchanged");
+                d.cause = Some(error.cause().to_string());
+                d.reason = format!("{error}; the champion is unchanged");
             }
         }
         d.finished_at = rfc3339_now();
@@ -526,13 +534,13 @@ fn read_recent(
     from_ms: i64,
     to_ms: i64,
     timeout: Duration,
-) -> Result<Recent, String> {
+) -> Result<Recent, RetrainError> {
     let k = &settings.kafka;
     if k.features_topic.is_empty() {
-        return Err(
+        return Err(RetrainError::Read(
             "kafka.features_topic is empty, so triage run writes no feature records to learn from; set it (e.g. \"features\")"
                 .into(),
-        );
+        ));
     }
     let mut note = None;
     // Parsed as read: the raw records are not held.
@@ -555,7 +563,7 @@ fn read_recent(
             Err(RangeReadError::Topic(TopicError::MissingTopic { topic, .. })) => {
                 note = Some(format!("labels topic {topic} does not exist"));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(RetrainError::Read(e.to_string())),
         }
     }
     let mut recent = RecentJoin::new(
@@ -576,7 +584,7 @@ fn read_recent(
             }
         }
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| RetrainError::Read(e.to_string()))?;
     let (examples, counts) = recent.finish();
     Ok(Recent {
         examples,
@@ -641,8 +649,10 @@ pub fn neutral_settings(settings: &Settings) -> Settings {
 fn write_examples<'e>(
     path: &Path,
     examples: impl IntoIterator<Item = &'e Example>,
-) -> Result<(), String> {
-    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+) -> Result<(), RetrainError> {
+    let failed = |e: std::io::Error| {
+        RetrainError::WorkFolder(format!("cannot write {}: {e}", path.display()))
+    };
     let mut out = BufWriter::new(fs::File::create(path).map_err(failed)?);
     for example in examples {
         let line = serde_json::to_string(example).map_err(|e| failed(e.into()))?;

@@ -21,6 +21,7 @@
 
 pub mod alert_job;
 pub mod collect;
+pub mod error;
 pub mod job;
 pub mod joiner;
 pub mod labels;

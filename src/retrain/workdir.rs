@@ -12,6 +12,7 @@
 //! registry, two machines can still run one job each (their promotions stay safe:
 //! alias moves are conditional and a moved champion is never overwritten).
 
+use super::error::RetrainError;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,8 +32,11 @@ pub struct JobLock {
 
 impl JobLock {
     /// Takes the lock in `dir`, or says which process holds it.
-    pub fn acquire(dir: &Path) -> Result<Self, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    pub fn acquire(dir: &Path) -> Result<Self, RetrainError> {
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            RetrainError::WorkFolder(format!("cannot {what} {}: {e}", path.display()))
+        };
+        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let path = dir.join(LOCK_FILE);
         let mut file = fs::OpenOptions::new()
             .read(true)
@@ -40,23 +44,23 @@ impl JobLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|e| io("open", &path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
                 let holder = if holder.is_empty() { "unknown" } else { holder };
-                return Err(format!(
+                return Err(RetrainError::Locked(format!(
                     "another retraining job (process {holder}) is running on this machine and holds the lock on {}; its decision will be in `triage models decisions`",
                     path.display()
-                ));
+                )));
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(format!(
+                return Err(RetrainError::WorkFolder(format!(
                     "cannot lock {}: {e}; the work folder must be on a file system with advisory locks (a local disk or volume)",
                     path.display()
-                ));
+                )));
             }
         }
         let left = fs::read_to_string(&path).unwrap_or_default();
@@ -121,7 +125,7 @@ mod tests {
     fn one_job_at_a_time_and_a_dead_holders_lock_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let lock = JobLock::acquire(dir.path()).unwrap();
-        let err = JobLock::acquire(dir.path()).unwrap_err();
+        let err = JobLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains(&format!("process {}", std::process::id())) && err.contains(LOCK_FILE),
             "{err}"
@@ -176,7 +180,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(line.trim(), "locked");
-        let err = JobLock::acquire(dir.path()).unwrap_err();
+        let err = JobLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(err.contains("process 12345"), "{err}");
         drop(holder.stdin.take());
         holder.wait().unwrap();
