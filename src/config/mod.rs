@@ -290,7 +290,7 @@ pub struct TrainingSettings {
     /// How unequal class sizes are handled.
     pub class_balance: ClassBalance,
     /// How probabilities become a label.
-    pub decision: crate::model::decision::Decision,
+    pub decision: crate::model::decision::DecisionRule,
     /// L-BFGS iterations at most.
     pub max_iterations: u64,
     /// L-BFGS stops when every gradient component of the mean loss is below this.
@@ -317,7 +317,7 @@ impl Default for TrainingSettings {
             alphas: vec![0.3, 1.0, 3.0],
             cv_folds: 5,
             class_balance: ClassBalance::None,
-            decision: crate::model::decision::Decision::MacroF1,
+            decision: crate::model::decision::DecisionRule::MacroF1,
             max_iterations: 300,
             gradient_tolerance: 1e-4,
             min_rows_per_class: 10,

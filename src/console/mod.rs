@@ -11,7 +11,7 @@
 
 pub mod classify;
 pub mod drift;
-pub mod labels;
+pub mod late_labels;
 pub mod layout;
 pub mod models;
 pub mod retraining;
@@ -458,8 +458,8 @@ async fn retraining(State(c): State<Pages>) -> Response {
 async fn late_labels(State((c, metrics)): State<(Pages, prometheus::Registry)>) -> Response {
     let started = Instant::now();
     let champion = c.champion().await;
-    let data = labels::LateLabels::from_metrics(&metrics.gather(), champion);
-    respond(&c, "/", StatusCode::OK, labels::view(&data), started)
+    let data = late_labels::LateLabels::from_metrics(&metrics.gather(), champion);
+    respond(&c, "/", StatusCode::OK, late_labels::view(&data), started)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! cache for training files).
 
 pub mod cache;
-pub mod labels;
+pub mod label_rule;
 mod pipeline;
 pub mod readers;
 

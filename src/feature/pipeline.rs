@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::LabelledExample;
 use super::cache::FeatureCache;
-use super::labels::LabelRule;
+use super::label_rule::LabelRule;
 use super::readers::{ReadError, ReadSummary, ReaderSpec, Record, RowError, read_file};
 use crate::config::Settings;
 use crate::embed::{EmbedError, Embedder};

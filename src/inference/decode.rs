@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::feature::labels::LabelRule;
+use crate::feature::label_rule::LabelRule;
 use crate::feature::readers::{LabelValue, ReaderSpec, RowError, jsonl};
 use crate::stream::Message;
 pub use crate::stream::Rejection;

@@ -64,7 +64,7 @@ fn blended_scores(
 /// Which decision rule `triage train` fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Decision {
+pub enum DecisionRule {
     /// The most probable label.
     Argmax,
     /// Per-label offsets tuned on cross-validation predictions to maximise macro-F1.

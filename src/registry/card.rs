@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ClassBalance;
 use crate::embed::EmbeddingSpec;
-use crate::model::decision::{Decision, Scored};
+use crate::model::decision::{DecisionRule, Scored};
 use crate::model::evaluation::Evaluation;
 use crate::model::{FitParams, NgramSettings};
 use crate::stats::Quantiles;
@@ -94,7 +94,7 @@ pub struct Hyperparameters {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSelection {
     pub class_balance: ClassBalance,
-    pub decision: Decision,
+    pub decision: DecisionRule,
     /// Folds of the cross-validation on the training split; 0 = none ran.
     pub cv_folds: usize,
     pub embedding: HeadSelection,
@@ -281,7 +281,7 @@ mod tests {
         };
         ModelSelection {
             class_balance: ClassBalance::Oversample,
-            decision: Decision::Argmax,
+            decision: DecisionRule::Argmax,
             cv_folds: 5,
             embedding: HeadSelection {
                 alpha: 1.0,

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::feature::labels::LabelRule;
+use crate::feature::label_rule::LabelRule;
 use crate::feature::readers::LabelValue;
 use crate::training::split::stratified_split;
 

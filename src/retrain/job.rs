@@ -30,7 +30,7 @@ use super::verdict::{Standing, judge};
 use super::workdir::{JobLock, prune};
 use crate::config::{DataFormat, LabelRuleKind, Settings};
 use crate::embed::Embedder;
-use crate::feature::labels::LabelRule;
+use crate::feature::label_rule::LabelRule;
 use crate::feature::read_labelled;
 use crate::kafka::TopicError;
 use crate::kafka::client::{RangeReadError, for_each_in_time_range};

@@ -7,6 +7,6 @@
 
 pub mod bench;
 pub mod common;
-pub mod console;
 pub mod drift_eval;
 pub mod produce;
+pub mod tail;

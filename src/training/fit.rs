@@ -11,7 +11,7 @@ use super::cv::{
 };
 use crate::config::Settings;
 use crate::model::decision::{
-    Decision, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
+    DecisionRule, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
 };
 use crate::model::{ClassifierError, FitParams, FitWork, Model, Ngrams, Prediction, TextHead};
 use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
@@ -44,7 +44,7 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
         gradient_tolerance: t.gradient_tolerance,
     };
     let cross_validate =
-        t.alphas.len() > 1 || ngram_settings.enabled || t.decision == Decision::MacroF1;
+        t.alphas.len() > 1 || ngram_settings.enabled || t.decision == DecisionRule::MacroF1;
     let folds = stratified_folds(data.labels, t.cv_folds, t.seed);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let select =
@@ -136,14 +136,14 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
 
     let text_oof = text.as_ref().map(|(_, s)| s.out_of_fold.as_slice());
     let offsets = match t.decision {
-        Decision::MacroF1 => tune_offsets(
+        DecisionRule::MacroF1 => tune_offsets(
             data.label_names,
             data.labels,
             &emb.out_of_fold,
             text_oof,
             weight,
         ),
-        Decision::Argmax => vec![0.0; data.label_names.len()],
+        DecisionRule::Argmax => vec![0.0; data.label_names.len()],
     };
     let cv_macro_f1 = cross_validate.then(|| {
         blended_macro_f1(

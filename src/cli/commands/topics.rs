@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::runtime;
 use crate::config::Settings;
-use crate::tools::console;
+use crate::tools::tail;
 
 pub(super) fn create_topics(
     settings: &Settings,
@@ -51,7 +51,7 @@ pub(super) fn tail(
     idle_s: u64,
 ) -> anyhow::Result<ExitCode> {
     let topic = topic.unwrap_or_else(|| settings.kafka.predictions_topic.clone());
-    runtime()?.block_on(console::tail(
+    runtime()?.block_on(tail::tail(
         settings,
         &topic,
         count,

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use scenario::{Pick, Scenario, ScenarioError, plan};
 
 use crate::config::Settings;
-use crate::feature::labels::LabelRule;
+use crate::feature::label_rule::LabelRule;
 use crate::feature::readers::{LabelValue, ReadSummary, ReaderSpec, read_file};
 use crate::kafka::client::Producer;
 
