@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::lane::unique;
+use super::unique;
 use crate::config::Settings;
 use crate::tools::common::http_get;
 

@@ -5,14 +5,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::child::Service;
+use super::unique;
 use crate::config::Settings;
 use crate::kafka::client::{Producer, TopicReader};
-use crate::tools::common;
-
-/// `triage-bench-{tag}-...`: a name no other run uses.
-pub(super) fn unique(tag: &str) -> String {
-    common::unique(&format!("bench-{tag}"))
-}
 
 pub(super) struct Lane {
     pub(super) settings: Settings,

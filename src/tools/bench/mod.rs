@@ -276,3 +276,8 @@ pub async fn run(
         bench_peak_rss_mb: peak_rss_mb(),
     })
 }
+
+/// `triage-bench-{tag}-...`: a name no other run uses (topics, groups, folders).
+fn unique(tag: &str) -> String {
+    crate::tools::common::unique(&format!("bench-{tag}"))
+}
