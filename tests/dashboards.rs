@@ -105,6 +105,32 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Each scrape target (job and instance) with how many scrapes Prometheus has
+/// recorded for it (samples of `up`) since `since`, in Unix seconds.
+fn scrapes_since(prom: &Prometheus, since: f64) -> Vec<(String, usize)> {
+    prom.query("up[1m]")
+        .iter()
+        .map(|series| {
+            let label = |name: &str| series["metric"][name].as_str().unwrap_or("?").to_string();
+            let target = format!("{}/{}", label("job"), label("instance"));
+            let after = series["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v[0].as_f64().is_some_and(|t| t > since))
+                .count();
+            (target, after)
+        })
+        .collect()
+}
+
 #[test]
 fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     let started = Instant::now();
@@ -269,8 +295,20 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         "the consumer did not switch:\n{}",
         service.log()
     );
-    // Two scrapes more, so every rate and increase spans the last events.
-    std::thread::sleep(Duration::from_secs(3));
+    // Two scrapes more of every target, so every rate and increase spans the last events.
+    let swapped_seen = unix_now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrapes = scrapes_since(&prom, swapped_seen);
+        if !scrapes.is_empty() && scrapes.iter().all(|(_, n)| *n >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for two scrapes of every target after the swap; scrapes per target: {scrapes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // Every dashboard query over the whole test.
     let span = started.elapsed() + Duration::from_secs(5);

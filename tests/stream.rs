@@ -649,7 +649,14 @@ fn a_service_told_to_stop_while_the_broker_is_gone_stops_in_bounded_time() {
         assert!(out.wait_count(&s.names.predictions.clone(), 20, Duration::from_secs(60)));
     }
     s.broker.stop();
-    std::thread::sleep(Duration::from_secs(1));
+    // SIGINT once the service has seen the broker go (readiness says so), not after a
+    // guessed pause.
+    if let Err(last) = wait_readyz(&service.addr, 503, Duration::from_secs(30)) {
+        panic!(
+            "readiness did not show the outage within 30 s; last answer: {last}\n{}",
+            service.log()
+        );
+    }
     let asked = std::time::Instant::now();
     service.signal("-INT");
     // drain_timeout_ms is 5 s here: the close gives up after it, the producer's flush
@@ -905,8 +912,17 @@ fn prometheus_scrapes_the_service_and_the_drift_alert_follows_the_traffic() {
         assert!(prom.value(&expr).is_some(), "{statistic} not in Prometheus");
     }
     assert_eq!(prom.query("triage_drift_class_share").len(), 11);
-    // ...and evaluated the rule past its `for`: neither pending nor firing.
-    std::thread::sleep(Duration::from_secs(4));
+    // ...and evaluated the rule past its `for` (2 s, plus an interval): neither
+    // pending nor firing.
+    let scraped = std::time::SystemTime::now();
+    if let Err(last) = wait_rule_evaluated(
+        &prom,
+        "TriageDriftDetected",
+        scraped + Duration::from_secs(4),
+        Duration::from_secs(30),
+    ) {
+        panic!("TriageDriftDetected not evaluated 4 s after the window was scraped: {last}");
+    }
     let statistics: Vec<String> = prom
         .query("triage_drift_statistic")
         .iter()
@@ -1411,4 +1427,51 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         macro_f1(new_version).unwrap_or(f64::NAN),
     );
     service.stop();
+}
+
+/// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer
+/// (status and body, or that none came) as the error.
+fn wait_readyz(addr: &str, status: u16, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = "no answer".to_string();
+    while std::time::Instant::now() < deadline {
+        match http(addr, "GET", "/readyz", b"") {
+            Some((got, _)) if got == status => return Ok(()),
+            Some((got, body)) => last = format!("{got} {body}"),
+            None => last = "no answer".into(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+/// Polls Prometheus's rules until alert rule `name` was last evaluated at or after
+/// `at`; past `timeout`, what the rule said last (its last evaluation and health).
+fn wait_rule_evaluated(
+    prom: &Prometheus,
+    name: &str,
+    at: std::time::SystemTime,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = format!("no rule named {name}");
+    while std::time::Instant::now() < deadline {
+        if let Some(rule) = prom.rules().into_iter().find(|r| r["name"] == name) {
+            let evaluated = rule["lastEvaluation"].as_str().unwrap_or_default();
+            match humantime::parse_rfc3339(evaluated) {
+                Ok(t) if t >= at => return Ok(()),
+                Ok(_) => {
+                    last = format!(
+                        "last evaluated {evaluated}, health {}, wanted at or after {}",
+                        rule["health"],
+                        humantime::format_rfc3339_millis(at)
+                    )
+                }
+                // Not evaluated yet (year 1), or not in UTC.
+                Err(e) => last = format!("lastEvaluation {evaluated:?}: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(last)
 }

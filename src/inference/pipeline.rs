@@ -761,7 +761,20 @@ mod tests {
             let rig = rig.clone();
             tokio::spawn(async move { rig.run(&mut source, 4, None).await })
         };
+        let waiting = Instant::now();
         while predictions(&rig.log).len() < 8 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60) && !running.is_finished(),
+                "waited for the first 8 predictions: {} after {:?}, the run {}; records: {:?}",
+                predictions(&rig.log).len(),
+                waiting.elapsed(),
+                if running.is_finished() {
+                    "ended"
+                } else {
+                    "still runs"
+                },
+                kinds(&rig.log)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let settings = rig.settings.clone();

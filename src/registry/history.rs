@@ -21,10 +21,8 @@ pub enum Actor {
     Retrainer,
     /// `triage train`, for a model that passed every gate.
     Training,
-    /// The console's buttons.
-    Console,
-    /// Written before changes recorded who made them, or by a newer triage that
-    /// knows an actor this one does not.
+    /// Written before changes recorded who made them, or by a triage that knows an
+    /// actor this one does not (such as `console`, which no release ever wrote).
     #[serde(other)]
     Unknown,
 }
@@ -39,7 +37,6 @@ impl Actor {
             Self::Cli => "cli",
             Self::Retrainer => "retrainer",
             Self::Training => "training",
-            Self::Console => "console",
             Self::Unknown => "unknown",
         }
     }
@@ -182,6 +179,15 @@ mod tests {
         let change: AliasChange = serde_json::from_str(line).unwrap();
         assert_eq!(change.by, Actor::Unknown);
         assert_eq!(change.action, AliasAction::Other);
+    }
+
+    #[test]
+    fn a_line_by_the_console_an_actor_no_longer_known_still_reads() {
+        let line =
+            r#"{"at":"t","action":"promote","from":"v1","to":"v2","reason":"r","by":"console"}"#;
+        let change: AliasChange = serde_json::from_str(line).unwrap();
+        assert_eq!(change.by, Actor::Unknown);
+        assert_eq!(change.to.as_deref(), Some("v2"));
     }
 
     #[test]
