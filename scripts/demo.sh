@@ -16,7 +16,9 @@
 # Every process it starts is stopped when it ends, fails or is interrupted (Ctrl-C).
 # Other knobs: DEMO_DIR (work folder, default .triage/demo), TRIAGE_BIN (a triage
 # binary to use instead of building one), DEMO_STOP_AFTER / DEMO_FAIL_AT (a phase
-# name: stop there with success / fail there; tests/demo.rs uses them).
+# name: stop there with success / fail there; tests/demo.rs uses them), DEMO_AT_END (a
+# command run at the end, while everything still runs, with SERVICE and RETRAINER set
+# to their addresses: scripts/console-screenshots.sh uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -303,6 +305,10 @@ sample=$(head -n 2 "$WORK/data/drift-mix.jsonl" | python3 -c 'import json,sys; [
 mapfile -t texts <<<"$sample"
 q classify "$SERVICE" "${texts[@]}"
 
+if [[ -n "${DEMO_AT_END:-}" ]]; then
+  say "DEMO_AT_END: $DEMO_AT_END"
+  SERVICE=$SERVICE RETRAINER=$RETRAINER bash -c "$DEMO_AT_END" || fail "DEMO_AT_END failed"
+fi
 say "success: the whole loop ran in $((SECONDS - START)) s"
 note "first label after        ${FIRST_LABEL_AT} s"
 note "messages labelled        $(predicted)   (by model: $(served))"
