@@ -293,15 +293,10 @@ impl Metrics {
         for (name, v) in values {
             self.drift_value.with_label_values(&[name, version]).set(v);
         }
-        for (name, fired) in [
-            ("prediction", r.prediction_drift),
-            ("embedding", r.embedding_drift),
-            ("confidence", r.confidence_drift),
-            ("text_length", r.text_length_drift),
-        ] {
+        for d in crate::drift::Detector::ALL {
             self.drift_detected
-                .with_label_values(&[name, version])
-                .set(i64::from(fired));
+                .with_label_values(&[d.name(), version])
+                .set(i64::from(d.fired(r)));
         }
         for (label, share) in labels.iter().zip(&r.class_mix) {
             self.drift_class_share
