@@ -127,6 +127,18 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// The `name kind` of every family in a text exposition, sorted (each family's
+/// `# TYPE` line): what the tests pin.
+#[cfg(test)]
+pub(crate) fn families(text: &str) -> Vec<&str> {
+    let mut types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    types.sort_unstable();
+    types
+}
+
 fn buckets_seconds() -> Vec<f64> {
     vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -368,11 +380,7 @@ mod tests {
             &crate::drift::DriftReport::default(),
         );
         let text = m.render();
-        let mut types: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .collect();
-        types.sort_unstable();
+        let types = crate::metrics::families(&text);
         assert_eq!(
             types,
             [

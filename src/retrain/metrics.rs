@@ -357,11 +357,7 @@ mod tests {
         scores.accuracy.with_label_values(&["champion", "v1"]);
         scores.macro_f1.with_label_values(&["champion", "v1"]);
         let text = m.render();
-        let mut types: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .collect();
-        types.sort_unstable();
+        let types = crate::metrics::families(&text);
         assert_eq!(
             types,
             [
