@@ -14,7 +14,7 @@
 //! [`model`] (logistic regressions over the embedding and word n-grams, blended, and
 //! the evaluation metrics), [`registry`] (model versions, cards and aliases),
 //! [`drift`] (the monitor and the reference it compares against), [`metrics`],
-//! and the pure leaves [`stats`] and [`checksum`]. [`retrain`] is `triage
+//! and the pure leaves [`stats`], [`checksum`] and [`clock`]. [`retrain`] is `triage
 //! retrainer`, Alertmanager's webhook receiver that runs retraining jobs one at a
 //! time, in a process of its own. [`tools`] holds what runs
 //! around the service (`triage bench`, `triage drift eval`, the console producer
@@ -23,10 +23,11 @@
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
 //! `tools`, `retrain`, `service` -> `http`, `file` -> `inference` -> `training` -> `registry`
 //! -> `feature` -> `embed` -> `config` -> `kafka` -> `stream` -> `metrics` ->
-//! `drift` -> `model`; any of them may use the leaves `stats` and `checksum`.
+//! `drift` -> `model`; any of them may use the leaves `stats`, `checksum` and `clock`.
 
 pub mod checksum;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod drift;

@@ -2,8 +2,8 @@
 //! `triage_<name>_<unit>[_total]`. Emitted per window, not per message.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric `triage run` exports. Cloning shares the same series.
@@ -42,10 +42,10 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     pub http_requests: IntCounterVec,
     /// Drift statistics over the recent windows, by model version.
-    pub drift_value: prometheus::GaugeVec,
+    pub drift_value: GaugeVec,
     /// 1 when a detector fires, by detector and model version.
     pub drift_detected: IntGaugeVec,
-    pub drift_class_share: prometheus::GaugeVec,
+    pub drift_class_share: GaugeVec,
     /// The last windows' drift reports, for the console's charts.
     pub drift_recent: crate::drift::recent::RecentDrift,
     /// 1 for the version served in place of a champion that would not load at start:
@@ -68,11 +68,75 @@ pub fn register<M: prometheus::core::Collector + Clone + 'static>(
     m
 }
 
+/// An integer counter, registered in `registry`.
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help))
+}
+
+/// Integer counters by `labels`, registered in `registry`.
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// An integer gauge, registered in `registry`.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help))
+}
+
+/// Integer gauges by `labels`, registered in `registry`.
+pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// A float gauge, registered in `registry`.
+pub fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    register(registry, Gauge::new(name, help))
+}
+
+/// Float gauges by `labels`, registered in `registry`.
+pub fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(registry, GaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// A histogram with `buckets`, registered in `registry`.
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
+}
+
+/// Histograms with `buckets` by `labels`, registered in `registry`.
+pub fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
+    )
+}
+
 /// The Prometheus text exposition of everything in `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// The `name kind` of every family in a text exposition, sorted (each family's
+/// `# TYPE` line): what the tests pin.
+#[cfg(test)]
+pub(crate) fn families(text: &str) -> Vec<&str> {
+    let mut types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    types.sort_unstable();
+    types
 }
 
 fn buckets_seconds() -> Vec<f64> {
@@ -83,211 +147,136 @@ fn buckets_seconds() -> Vec<f64> {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
+        let r = Registry::new();
         let metrics = Self {
-            messages_in: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_messages_in_total",
-                        "Messages read from the input topics.",
-                    ),
-                    &["topic"],
-                ),
+            messages_in: counter_vec(
+                &r,
+                "triage_messages_in_total",
+                "Messages read from the input topics.",
+                &["topic"],
             ),
-            predictions: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_predictions_total",
-                        "Predictions acknowledged by the broker.",
-                    ),
-                    &["label", "model_version"],
-                ),
+            predictions: counter_vec(
+                &r,
+                "triage_predictions_total",
+                "Predictions acknowledged by the broker.",
+                &["label", "model_version"],
             ),
-            dlq: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_dlq_messages_total",
-                        "Messages sent to the dead-letter topic.",
-                    ),
-                    &["reason"],
-                ),
+            dlq: counter_vec(
+                &r,
+                "triage_dlq_messages_total",
+                "Messages sent to the dead-letter topic.",
+                &["reason"],
             ),
-            windows: register(
-                &registry,
-                IntCounter::new("triage_windows_total", "Windows processed."),
+            windows: counter(&r, "triage_windows_total", "Windows processed."),
+            window_size: histogram(
+                &r,
+                "triage_window_size_messages",
+                "Messages per window.",
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
             ),
-            window_size: register(
-                &registry,
-                Histogram::with_opts(
-                    HistogramOpts::new("triage_window_size_messages", "Messages per window.")
-                        .buckets(vec![
-                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-                        ]),
-                ),
+            stage_seconds: histogram_vec(
+                &r,
+                "triage_stage_duration_seconds",
+                "Seconds per window and stage.",
+                &["stage"],
+                buckets_seconds(),
             ),
-            stage_seconds: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "triage_stage_duration_seconds",
-                        "Seconds per window and stage.",
-                    )
-                    .buckets(buckets_seconds()),
-                    &["stage"],
-                ),
+            end_to_end_seconds: histogram(
+                &r,
+                "triage_end_to_end_latency_seconds",
+                "From the message timestamp to the acknowledgement of its prediction.",
+                buckets_seconds(),
             ),
-            end_to_end_seconds: register(
-                &registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "triage_end_to_end_latency_seconds",
-                        "From the message timestamp to the acknowledgement of its prediction.",
-                    )
-                    .buckets(buckets_seconds()),
-                ),
+            consumer_lag: gauge_vec(
+                &r,
+                "triage_consumer_lag_messages",
+                "Messages behind the high watermark.",
+                &["topic", "partition"],
             ),
-            consumer_lag: register(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "triage_consumer_lag_messages",
-                        "Messages behind the high watermark.",
-                    ),
-                    &["topic", "partition"],
-                ),
+            model_info: gauge_vec(
+                &r,
+                "triage_model_info",
+                "1 for the model version being served.",
+                &["model_version", "embedding_model"],
             ),
-            model_info: register(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new("triage_model_info", "1 for the model version being served."),
-                    &["model_version", "embedding_model"],
-                ),
+            model_swaps: counter_vec(
+                &r,
+                "triage_model_swaps_total",
+                "Hot swaps of the champion model, by result.",
+                &["result"],
             ),
-            model_swaps: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_model_swaps_total",
-                        "Hot swaps of the champion model, by result.",
-                    ),
-                    &["result"],
-                ),
+            produce_retries: counter(
+                &r,
+                "triage_produce_retries_total",
+                "Records produced again after a delivery failure.",
             ),
-            produce_retries: register(
-                &registry,
-                IntCounter::new(
-                    "triage_produce_retries_total",
-                    "Records produced again after a delivery failure.",
-                ),
+            dlq_truncated: counter(
+                &r,
+                "triage_dlq_truncated_total",
+                "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers).",
             ),
-            dlq_truncated: register(
-                &registry,
-                IntCounter::new(
-                    "triage_dlq_truncated_total",
-                    "Dead letters too large for the broker, written truncated (with their original size and sha256 in headers).",
-                ),
+            dlq_bounded: counter_vec(
+                &r,
+                "triage_dlq_bounded_total",
+                "Dead letters whose key or headers were past the envelope limits, written as their size and sha256, by part (key, headers).",
+                &["part"],
             ),
-            dlq_bounded: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_dlq_bounded_total",
-                        "Dead letters whose key or headers were past the envelope limits, written as their size and sha256, by part (key, headers).",
-                    ),
-                    &["part"],
-                ),
+            workers_alive: gauge(
+                &r,
+                "triage_workers_alive",
+                "Classification workers able to take a job.",
             ),
-            workers_alive: register(
-                &registry,
-                IntGauge::new(
-                    "triage_workers_alive",
-                    "Classification workers able to take a job.",
-                ),
+            worker_restarts: counter(
+                &r,
+                "triage_worker_restarts_total",
+                "Classification workers restarted after a panic.",
             ),
-            worker_restarts: register(
-                &registry,
-                IntCounter::new(
-                    "triage_worker_restarts_total",
-                    "Classification workers restarted after a panic.",
-                ),
+            worker_outage: gauge(
+                &r,
+                "triage_worker_outage",
+                "1 while no worker can classify a known-good text: windows wait unacknowledged.",
             ),
-            worker_outage: register(
-                &registry,
-                IntGauge::new(
-                    "triage_worker_outage",
-                    "1 while no worker can classify a known-good text: windows wait unacknowledged.",
-                ),
+            ready: gauge(&r, "triage_ready", "1 when /readyz answers 200."),
+            brokers_up: gauge(&r, "triage_brokers_up", "Brokers in state UP."),
+            assigned_partitions: gauge(
+                &r,
+                "triage_assigned_partitions",
+                "Input partitions assigned to this instance.",
             ),
-            ready: register(
-                &registry,
-                IntGauge::new("triage_ready", "1 when /readyz answers 200."),
+            http_requests: counter_vec(
+                &r,
+                "triage_http_requests_total",
+                "HTTP requests by path and status.",
+                &["path", "status"],
             ),
-            brokers_up: register(
-                &registry,
-                IntGauge::new("triage_brokers_up", "Brokers in state UP."),
+            drift_value: float_gauge_vec(
+                &r,
+                "triage_drift_statistic",
+                "Drift statistics over the recent windows (statistic: prediction_psi, mmd2, mmd_p_value, mean_confidence, low_confidence_share, text_length_psi, invalid_share, accuracy, macro_f1, messages).",
+                &["statistic", "model_version"],
             ),
-            assigned_partitions: register(
-                &registry,
-                IntGauge::new(
-                    "triage_assigned_partitions",
-                    "Input partitions assigned to this instance.",
-                ),
+            drift_detected: gauge_vec(
+                &r,
+                "triage_drift_detected",
+                "1 when a drift detector fires over the recent windows.",
+                &["detector", "model_version"],
             ),
-            http_requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_http_requests_total",
-                        "HTTP requests by path and status.",
-                    ),
-                    &["path", "status"],
-                ),
-            ),
-            drift_value: register(
-                &registry,
-                prometheus::GaugeVec::new(
-                    Opts::new(
-                        "triage_drift_statistic",
-                        "Drift statistics over the recent windows (statistic: prediction_psi, mmd2, mmd_p_value, mean_confidence, low_confidence_share, text_length_psi, invalid_share, accuracy, macro_f1, messages).",
-                    ),
-                    &["statistic", "model_version"],
-                ),
-            ),
-            drift_detected: register(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "triage_drift_detected",
-                        "1 when a drift detector fires over the recent windows.",
-                    ),
-                    &["detector", "model_version"],
-                ),
-            ),
-            drift_class_share: register(
-                &registry,
-                prometheus::GaugeVec::new(
-                    Opts::new(
-                        "triage_drift_class_share",
-                        "Share of predictions per label over the recent windows.",
-                    ),
-                    &["label", "model_version"],
-                ),
+            drift_class_share: float_gauge_vec(
+                &r,
+                "triage_drift_class_share",
+                "Share of predictions per label over the recent windows.",
+                &["label", "model_version"],
             ),
             drift_recent: Default::default(),
-            model_fallback: register(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "triage_model_fallback",
-                        "1 while this instance serves the previous champion (model_version) because the champion would not load at start.",
-                    ),
-                    &["model_version", "champion"],
-                ),
+            model_fallback: gauge_vec(
+                &r,
+                "triage_model_fallback",
+                "1 while this instance serves the previous champion (model_version) because the champion would not load at start.",
+                &["model_version", "champion"],
             ),
-            registry,
+            registry: r,
         };
         // Swap results exist at zero from the start: an increase() (a dashboard's
         // annotation, an alert) then sees the first swap, which a series born at 1
@@ -316,15 +305,10 @@ impl Metrics {
         for (name, v) in values {
             self.drift_value.with_label_values(&[name, version]).set(v);
         }
-        for (name, fired) in [
-            ("prediction", r.prediction_drift),
-            ("embedding", r.embedding_drift),
-            ("confidence", r.confidence_drift),
-            ("text_length", r.text_length_drift),
-        ] {
+        for d in crate::drift::Detector::ALL {
             self.drift_detected
-                .with_label_values(&[name, version])
-                .set(i64::from(fired));
+                .with_label_values(&[d.name(), version])
+                .set(i64::from(d.fired(r)));
         }
         for (label, share) in labels.iter().zip(&r.class_mix) {
             self.drift_class_share
@@ -372,6 +356,62 @@ mod tests {
         );
         assert!(text.contains("triage_stage_duration_seconds_bucket{stage=\"embed\""));
         assert!(text.contains("triage_model_swaps_total{result=\"swapped\"} 0"));
+    }
+
+    /// The names and kinds `/metrics` exports: dashboards, alert rules and the
+    /// runbooks name them, so a change here is a change users see.
+    #[test]
+    fn exported_metric_names_and_types_stay_the_same() {
+        let m = Metrics::new();
+        // Labelled families render only once they hold a series.
+        m.messages_in.with_label_values(&["t"]);
+        m.predictions.with_label_values(&["a", "v1"]);
+        m.dlq.with_label_values(&["not_json"]);
+        m.stage_seconds.with_label_values(&["embed"]);
+        m.consumer_lag.with_label_values(&["t", "0"]);
+        m.model_info.with_label_values(&["v1", "e"]);
+        m.dlq_bounded.with_label_values(&["key"]);
+        m.http_requests.with_label_values(&["/", "200"]);
+        m.model_fallback.with_label_values(&["v1", "v2"]);
+        m.drift_class_share.with_label_values(&["a", "v1"]);
+        m.record_drift(
+            "v1",
+            &["a".to_string()],
+            &crate::drift::DriftReport::default(),
+        );
+        let text = m.render();
+        let types = crate::metrics::families(&text);
+        assert_eq!(
+            types,
+            [
+                "triage_assigned_partitions gauge",
+                "triage_brokers_up gauge",
+                "triage_consumer_lag_messages gauge",
+                "triage_dlq_bounded_total counter",
+                "triage_dlq_messages_total counter",
+                "triage_dlq_truncated_total counter",
+                "triage_drift_class_share gauge",
+                "triage_drift_detected gauge",
+                "triage_drift_statistic gauge",
+                "triage_end_to_end_latency_seconds histogram",
+                "triage_http_requests_total counter",
+                "triage_messages_in_total counter",
+                "triage_model_fallback gauge",
+                "triage_model_info gauge",
+                "triage_model_swaps_total counter",
+                "triage_predictions_total counter",
+                "triage_produce_retries_total counter",
+                "triage_ready gauge",
+                "triage_stage_duration_seconds histogram",
+                "triage_window_size_messages histogram",
+                "triage_windows_total counter",
+                "triage_worker_outage gauge",
+                "triage_worker_restarts_total counter",
+                "triage_workers_alive gauge",
+            ]
+        );
+        // Every family carries its help text.
+        assert_eq!(text.matches("# HELP ").count(), types.len(), "{text}");
     }
 
     #[test]

@@ -213,26 +213,18 @@ async fn serve_http(
         })?;
     info!(address = %address, "HTTP server listening.");
     let limit_metrics = crate::http::limits::LimitMetrics::register(&metrics.registry);
-    let classify = crate::http::limits::ClassifyGate::new(
-        settings.http.max_classify_in_flight,
-        &limit_metrics,
-    );
+    let limits = crate::http::ClassifyLimits::new(&settings.http, &limit_metrics);
     let app = crate::http::AppState {
         metrics: metrics.clone(),
         state: state.clone(),
         worker: worker.clone(),
-        max_texts: settings.http.max_texts_per_request,
-        classify: classify.clone(),
+        limits: limits.clone(),
         console: crate::console::Console::new(
             crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?,
             settings.drift.clone(),
             worker.clone(),
             metrics.clone(),
-            crate::console::ClassifyLimits {
-                max_texts: settings.http.max_texts_per_request,
-                max_query_bytes: settings.http.max_request_bytes,
-                gate: classify,
-            },
+            limits,
         ),
     };
     let http = settings.http.clone();

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use crate::drift::DriftSettings;
-use crate::http::limits::ClassifyGate;
+use crate::http::ClassifyLimits;
 use crate::inference::worker::WorkerHandle;
 use crate::metrics::Metrics;
 use crate::model::comparison::compare;
@@ -72,24 +72,9 @@ pub struct Console {
     /// The service's worker: the form is classified like `POST /v1/classify`.
     pub worker: WorkerHandle,
     pub metrics: Arc<Metrics>,
-    /// `http.max_texts_per_request`: lines per submit.
-    pub max_texts: usize,
-    /// `http.max_request_bytes`: the longest `?text=` query string.
-    pub max_query_bytes: usize,
-    /// `http.max_classify_in_flight`, shared with `POST /v1/classify`.
-    pub gate: ClassifyGate,
+    /// The form's bounds, shared with `POST /v1/classify`.
+    pub limits: ClassifyLimits,
     reference: Arc<Mutex<CachedReference>>,
-}
-
-/// The bounds of the classify form.
-pub struct ClassifyLimits {
-    /// `http.max_texts_per_request`: lines per submit.
-    pub max_texts: usize,
-    /// `http.max_request_bytes`: a `GET /?text=` query string is bounded like a
-    /// POSTed form's body.
-    pub max_query_bytes: usize,
-    /// `http.max_classify_in_flight`, shared with `POST /v1/classify`.
-    pub gate: ClassifyGate,
 }
 
 impl Console {
@@ -109,9 +94,7 @@ impl Console {
             drift,
             worker,
             metrics,
-            max_texts: limits.max_texts,
-            max_query_bytes: limits.max_query_bytes,
-            gate: limits.gate,
+            limits,
             reference: Arc::default(),
         }
     }
@@ -211,15 +194,20 @@ pub struct ClassifyForm {
 
 async fn classify_get(State(c): State<Console>, uri: Uri) -> Response {
     let query = uri.query().unwrap_or_default();
-    if query.len() > c.max_query_bytes {
+    if query.len() > c.limits.max_request_bytes {
         let started = Instant::now();
         let why = format!(
             "The query string is {} bytes; at most {} (http.max_request_bytes): send long text with the form (POST).",
             query.len(),
-            c.max_query_bytes
+            c.limits.max_request_bytes
         );
         let serving = c.pages.champion().await;
-        let body = classify::view("", serving.as_deref(), c.max_texts, &Outcome::Refused(why));
+        let body = classify::view(
+            "",
+            serving.as_deref(),
+            c.limits.max_texts,
+            &Outcome::Refused(why),
+        );
         return respond(&c.pages, "/", StatusCode::URI_TOO_LONG, body, started);
     }
     let form = Query::<ClassifyForm>::try_from_uri(&uri)
@@ -261,13 +249,13 @@ async fn classify_page(c: Console, form: Result<String, String>) -> Response {
     let started = Instant::now();
     let judged = match &form {
         Ok(text) if text.is_empty() => None,
-        Ok(text) => Some(judge(text, c.max_texts)),
+        Ok(text) => Some(judge(text, c.limits.max_texts)),
         Err(why) => Some(Err(why.clone())),
     };
     let (status, outcome) = match judged {
         None => (StatusCode::OK, Outcome::Empty),
         Some(Err(why)) => (StatusCode::BAD_REQUEST, Outcome::Refused(why)),
-        Some(Ok(messages)) => match c.gate.try_enter() {
+        Some(Ok(messages)) => match c.limits.gate.try_enter() {
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Outcome::Refused(format!(
@@ -295,7 +283,7 @@ async fn classify_page(c: Console, form: Result<String, String>) -> Response {
         _ => c.pages.champion().await,
     };
     let text = form.unwrap_or_default();
-    let body = classify::view(&text, serving.as_deref(), c.max_texts, &outcome);
+    let body = classify::view(&text, serving.as_deref(), c.limits.max_texts, &outcome);
     let mut response = respond(&c.pages, "/", status, body, started);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         crate::http::limits::with_retry_after(&mut response);
@@ -495,7 +483,7 @@ mod tests {
         let p = testing::pipeline(&settings);
         let registry = Registry::new(settings.registry_dir());
         let limit_metrics = crate::http::limits::LimitMetrics::register(&p.metrics.registry);
-        let gate = ClassifyGate::new(1, &limit_metrics);
+        let gate = crate::http::limits::ClassifyGate::new(1, &limit_metrics);
         let console = Console::new(
             registry,
             settings.drift.clone(),
@@ -503,7 +491,7 @@ mod tests {
             p.metrics.clone(),
             ClassifyLimits {
                 max_texts: 2,
-                max_query_bytes: 64,
+                max_request_bytes: 64,
                 gate: gate.clone(),
             },
         );

@@ -140,6 +140,45 @@ pub struct DriftReport {
     pub text_length_drift: bool,
 }
 
+/// A drift detector: one of the alarms a [`DriftReport`] raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detector {
+    Prediction,
+    Embedding,
+    Confidence,
+    TextLength,
+}
+
+impl Detector {
+    /// Every detector, in the order tables and metrics list them.
+    pub const ALL: [Detector; 4] = [
+        Self::Prediction,
+        Self::Embedding,
+        Self::Confidence,
+        Self::TextLength,
+    ];
+
+    /// The `detector` label of `triage_drift_detected` and the drift evaluation's rows.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Prediction => "prediction",
+            Self::Embedding => "embedding",
+            Self::Confidence => "confidence",
+            Self::TextLength => "text_length",
+        }
+    }
+
+    /// Whether this detector fired in `report`.
+    pub fn fired(self, report: &DriftReport) -> bool {
+        match self {
+            Self::Prediction => report.prediction_drift,
+            Self::Embedding => report.embedding_drift,
+            Self::Confidence => report.confidence_drift,
+            Self::TextLength => report.text_length_drift,
+        }
+    }
+}
+
 /// Sliding-window drift monitor for one model version.
 pub struct DriftMonitor {
     settings: DriftSettings,
@@ -268,6 +307,28 @@ impl DriftMonitor {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn each_detector_reads_its_own_alarm() {
+        type Raise = fn(&mut DriftReport);
+        let cases: [(Raise, &str); 4] = [
+            (|r| r.prediction_drift = true, "prediction"),
+            (|r| r.embedding_drift = true, "embedding"),
+            (|r| r.confidence_drift = true, "confidence"),
+            (|r| r.text_length_drift = true, "text_length"),
+        ];
+        assert_eq!(cases.len(), Detector::ALL.len());
+        for (raise, name) in cases {
+            let mut r = DriftReport::default();
+            raise(&mut r);
+            let fired: Vec<&str> = Detector::ALL
+                .iter()
+                .filter(|d| d.fired(&r))
+                .map(|d| d.name())
+                .collect();
+            assert_eq!(fired, [name]);
+        }
+    }
 
     /// A point of the in-distribution "embedding space": distinct for k < 1009,
     /// spread evenly over [0, 1) on the first axis.

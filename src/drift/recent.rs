@@ -27,9 +27,7 @@ impl RecentDrift {
     pub const CAPACITY: usize = 120;
 
     pub fn push(&self, version: &str, report: &DriftReport) {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let at_ms = crate::clock::now_ms();
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         if ring.len() == Self::CAPACITY {
             ring.pop_front();

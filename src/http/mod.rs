@@ -25,10 +25,33 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub state: Arc<PipelineState>,
     pub worker: WorkerHandle,
-    pub max_texts: usize,
-    /// `http.max_classify_in_flight`, shared with the console's form.
-    pub classify: limits::ClassifyGate,
+    /// Shared with the console's form.
+    pub limits: ClassifyLimits,
     pub console: crate::console::Console,
+}
+
+/// The bounds of a classify request, the same for `POST /v1/classify` and the
+/// console's form.
+#[derive(Clone)]
+pub struct ClassifyLimits {
+    /// `http.max_texts_per_request`: texts per request, lines per submit.
+    pub max_texts: usize,
+    /// `http.max_request_bytes`: a body (the router's limit), and a `GET /?text=`
+    /// query string, bounded like a POSTed form's body.
+    pub max_request_bytes: usize,
+    /// `http.max_classify_in_flight`: one gate for both.
+    pub gate: limits::ClassifyGate,
+}
+
+impl ClassifyLimits {
+    /// The limits `http` sets, with a gate counted in `metrics`.
+    pub fn new(http: &crate::config::HttpSettings, metrics: &limits::LimitMetrics) -> Self {
+        Self {
+            max_texts: http.max_texts_per_request,
+            max_request_bytes: http.max_request_bytes,
+            gate: limits::ClassifyGate::new(http.max_classify_in_flight, metrics),
+        }
+    }
 }
 
 /// The routes, with a request body limit of `max_request_bytes` (413 beyond it).
@@ -140,18 +163,18 @@ async fn classify(State(app): State<AppState>, body: Bytes) -> Response {
             "texts must be non-empty strings",
         );
     }
-    if texts.len() > app.max_texts {
+    if texts.len() > app.limits.max_texts {
         return error(
             &app,
             StatusCode::BAD_REQUEST,
             format!(
                 "{} texts; at most {} per request (http.max_texts_per_request)",
                 texts.len(),
-                app.max_texts
+                app.limits.max_texts
             ),
         );
     }
-    let Some(_place) = app.classify.try_enter() else {
+    let Some(_place) = app.limits.gate.try_enter() else {
         app.metrics
             .http_requests
             .with_label_values(&["/v1/classify", "503"])
@@ -344,23 +367,23 @@ mod tests {
         let p = testing::pipeline(&settings);
         let limit_metrics = LimitMetrics::register(&p.metrics.registry);
         let gate = ClassifyGate::new(1, &limit_metrics);
+        let limits = super::ClassifyLimits {
+            max_texts: 8,
+            max_request_bytes: 1024,
+            gate: gate.clone(),
+        };
         let console = crate::console::Console::new(
             crate::registry::Registry::new(settings.registry_dir()),
             settings.drift.clone(),
             p.worker.clone(),
             p.metrics.clone(),
-            crate::console::ClassifyLimits {
-                max_texts: 8,
-                max_query_bytes: 1024,
-                gate: gate.clone(),
-            },
+            limits.clone(),
         );
         let app = AppState {
             metrics: p.metrics.clone(),
             state: p.state.clone(),
             worker: p.worker.clone(),
-            max_texts: 8,
-            classify: gate.clone(),
+            limits,
             console,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

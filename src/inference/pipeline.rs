@@ -390,9 +390,7 @@ impl Pipeline {
     /// Metrics and totals of a written window.
     fn written(&self, messages: &[Message], labels: &[(String, String)], dead: &[&'static str]) {
         let m = &self.metrics;
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::clock::now_ms();
         for ts in messages.iter().filter_map(|m| m.timestamp_ms) {
             m.end_to_end_seconds
                 .observe(((now_ms - ts).max(0) as f64) / 1e3);

@@ -11,12 +11,13 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::{Registry, RegistryError};
+use crate::clock::now_ms;
 
 /// What the lease object holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,12 +42,6 @@ impl std::fmt::Debug for Lease {
             .field("holder", &self.holder)
             .finish()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A name for this holder: host, process and a random part (a restarted process

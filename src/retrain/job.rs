@@ -17,7 +17,7 @@
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
@@ -28,6 +28,7 @@ use super::collect::{
 use super::error::RetrainError;
 use super::verdict::{Standing, judge};
 use super::workdir::{JobLock, prune};
+use crate::clock::now_ms;
 use crate::config::{DataFormat, LabelRuleKind, Settings};
 use crate::embed::Embedder;
 use crate::feature::label_rule::LabelRule;
@@ -164,12 +165,6 @@ struct Job<'a> {
     registry: &'a Registry,
     started: Instant,
     decision: Decision,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn rfc3339_now() -> String {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use super::labels::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
+use crate::clock::now_ms;
 use crate::kafka::{FollowFrom, FollowedRecord, Follower, KafkaError, KafkaSettings};
 
 /// How often expiry runs and the metrics are updated.
@@ -39,12 +40,6 @@ enum Input {
     Label(FollowedRecord),
     /// Expire, and publish the metrics.
     Tick,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs the join until `shutdown` resolves. Returns at once when

@@ -4,12 +4,13 @@
 use std::collections::BTreeSet;
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Gauge, GaugeVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use super::labels::{LabelJoin, LabelResult};
-use crate::metrics::register;
+use crate::metrics::{
+    counter, counter_vec, float_gauge, float_gauge_vec, gauge, gauge_vec, histogram,
+};
 use crate::registry::decision::Contender;
 
 /// What `triage_retrain_alerts_total{action}` counts.
@@ -192,133 +193,88 @@ impl RetrainMetrics {
     /// The metrics, with series for `handled` alerts, every verdict and the usual
     /// statuses at zero, so alert rules and dashboards see them before the first event.
     pub fn new(handled: &[String]) -> Self {
-        let registry = Registry::new();
+        let r = Registry::new();
         let m = Self {
             handled: handled.to_vec().into(),
-            webhook_requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_retrain_webhook_requests_total",
-                        "Webhook requests to POST /v1/alerts, by HTTP status.",
-                    ),
-                    &["status"],
-                ),
+            webhook_requests: counter_vec(
+                &r,
+                "triage_retrain_webhook_requests_total",
+                "Webhook requests to POST /v1/alerts, by HTTP status.",
+                &["status"],
             ),
-            alerts: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_retrain_alerts_total",
-                        "Alerts received, by alert name and action (accepted, coalesced, ignored, unauthorised).",
-                    ),
-                    &["alert", "action"],
-                ),
+            alerts: counter_vec(
+                &r,
+                "triage_retrain_alerts_total",
+                "Alerts received, by alert name and action (accepted, coalesced, ignored, unauthorised).",
+                &["alert", "action"],
             ),
-            jobs: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "triage_retrain_jobs_total",
-                        "Finished retrain jobs, by verdict (promoted, rejected, failed).",
-                    ),
-                    &["verdict"],
-                ),
+            jobs: counter_vec(
+                &r,
+                "triage_retrain_jobs_total",
+                "Finished retrain jobs, by verdict (promoted, rejected, failed).",
+                &["verdict"],
             ),
-            job_duration: register(
-                &registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "triage_retrain_job_duration_seconds",
-                        "Seconds per retrain job.",
-                    )
-                    .buckets(vec![
-                        1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
-                    ]),
-                ),
+            job_duration: histogram(
+                &r,
+                "triage_retrain_job_duration_seconds",
+                "Seconds per retrain job.",
+                vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+                ],
             ),
-            running: register(
-                &registry,
-                IntGauge::new("triage_retrain_running", "1 while a retrain job runs."),
-            ),
-            last_job_timestamp: register(
-                &registry,
-                Gauge::new(
-                    "triage_retrain_last_job_timestamp_seconds",
-                    "When the last retrain job finished, Unix seconds (0: none yet).",
-                ),
+            running: gauge(&r, "triage_retrain_running", "1 while a retrain job runs."),
+            last_job_timestamp: float_gauge(
+                &r,
+                "triage_retrain_last_job_timestamp_seconds",
+                "When the last retrain job finished, Unix seconds (0: none yet).",
             ),
             performance: PerformanceMetrics {
-                accuracy: register(
-                    &registry,
-                    GaugeVec::new(
-                        Opts::new(
-                            "triage_performance_accuracy",
-                            "Rolling accuracy per model version over its last retrain.performance_window predictions joined with late labels.",
-                        ),
-                        &["model_version"],
-                    ),
+                accuracy: float_gauge_vec(
+                    &r,
+                    "triage_performance_accuracy",
+                    "Rolling accuracy per model version over its last retrain.performance_window predictions joined with late labels.",
+                    &["model_version"],
                 ),
-                macro_f1: register(
-                    &registry,
-                    GaugeVec::new(
-                        Opts::new(
-                            "triage_performance_macro_f1",
-                            "Rolling macro-F1 per model version over its last retrain.performance_window predictions joined with late labels.",
-                        ),
-                        &["model_version"],
-                    ),
+                macro_f1: float_gauge_vec(
+                    &r,
+                    "triage_performance_macro_f1",
+                    "Rolling macro-F1 per model version over its last retrain.performance_window predictions joined with late labels.",
+                    &["model_version"],
                 ),
-                labelled: register(
-                    &registry,
-                    IntGaugeVec::new(
-                        Opts::new(
-                            "triage_performance_labelled_predictions",
-                            "Predictions joined with a late label behind each version's rolling scores.",
-                        ),
-                        &["model_version"],
-                    ),
+                labelled: gauge_vec(
+                    &r,
+                    "triage_performance_labelled_predictions",
+                    "Predictions joined with a late label behind each version's rolling scores.",
+                    &["model_version"],
                 ),
-                labels: register(
-                    &registry,
-                    IntCounterVec::new(
-                        Opts::new(
-                            "triage_performance_labels_total",
-                            "Late label records by result (joined, relabelled, unknown_id, unknown_class, invalid).",
-                        ),
-                        &["result"],
-                    ),
+                labels: counter_vec(
+                    &r,
+                    "triage_performance_labels_total",
+                    "Late label records by result (joined, relabelled, unknown_id, unknown_class, invalid).",
+                    &["result"],
                 ),
-                join_size: register(
-                    &registry,
-                    IntGauge::new(
-                        "triage_performance_join_size",
-                        "Predictions held for the label join.",
-                    ),
+                join_size: gauge(
+                    &r,
+                    "triage_performance_join_size",
+                    "Predictions held for the label join.",
                 ),
-                waiting: register(
-                    &registry,
-                    IntGauge::new(
-                        "triage_performance_waiting_labels",
-                        "Late labels waiting for their prediction.",
-                    ),
+                waiting: gauge(
+                    &r,
+                    "triage_performance_waiting_labels",
+                    "Late labels waiting for their prediction.",
                 ),
-                invalid_predictions: register(
-                    &registry,
-                    IntCounter::new(
-                        "triage_performance_invalid_predictions_total",
-                        "Prediction records the label join could not read (skipped).",
-                    ),
+                invalid_predictions: counter(
+                    &r,
+                    "triage_performance_invalid_predictions_total",
+                    "Prediction records the label join could not read (skipped).",
                 ),
-                other_class: register(
-                    &registry,
-                    IntCounter::new(
-                        "triage_performance_other_class_labels_total",
-                        "Late labels counted as class \"other\": their model version held retrain.join_max_unknown_classes classes outside its label set already.",
-                    ),
+                other_class: counter(
+                    &r,
+                    "triage_performance_other_class_labels_total",
+                    "Late labels counted as class \"other\": their model version held retrain.join_max_unknown_classes classes outside its label set already.",
                 ),
             },
-            registry,
+            registry: r,
         };
         for result in LabelResult::ALL {
             m.performance.labels.with_label_values(&[result.as_str()]);
@@ -384,6 +340,46 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    /// The names and kinds the retrainer exports (its alert rules and dashboard
+    /// name them).
+    #[test]
+    fn exported_metric_names_and_types_stay_the_same() {
+        let m = RetrainMetrics::new(&["TriageDriftDetected".to_string()]);
+        // Labelled families render only once they hold a series.
+        for v in [&m.performance.accuracy, &m.performance.macro_f1] {
+            v.with_label_values(&["v1"]);
+        }
+        m.performance.labelled.with_label_values(&["v1"]);
+        let scores = DecisionScores::new();
+        scores.register(&m.registry);
+        scores.accuracy.with_label_values(&["champion", "v1"]);
+        scores.macro_f1.with_label_values(&["champion", "v1"]);
+        let text = m.render();
+        let types = crate::metrics::families(&text);
+        assert_eq!(
+            types,
+            [
+                "triage_performance_accuracy gauge",
+                "triage_performance_invalid_predictions_total counter",
+                "triage_performance_join_size gauge",
+                "triage_performance_labelled_predictions gauge",
+                "triage_performance_labels_total counter",
+                "triage_performance_macro_f1 gauge",
+                "triage_performance_other_class_labels_total counter",
+                "triage_performance_waiting_labels gauge",
+                "triage_retrain_alerts_total counter",
+                "triage_retrain_decision_accuracy gauge",
+                "triage_retrain_decision_macro_f1 gauge",
+                "triage_retrain_job_duration_seconds histogram",
+                "triage_retrain_jobs_total counter",
+                "triage_retrain_last_job_timestamp_seconds gauge",
+                "triage_retrain_running gauge",
+                "triage_retrain_webhook_requests_total counter",
+            ]
+        );
+        assert_eq!(text.matches("# HELP ").count(), types.len(), "{text}");
     }
 
     #[test]

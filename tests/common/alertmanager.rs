@@ -3,16 +3,15 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::broker::free_port;
-use super::kafka::wait_http;
+use super::daemon::{Daemon, answers_200};
 
 pub struct Alertmanager {
     pub addr: String,
-    child: Child,
-    log: std::path::PathBuf,
+    daemon: Daemon,
 }
 
 impl Alertmanager {
@@ -43,36 +42,26 @@ impl Alertmanager {
         );
         std::fs::write(dir.join("alertmanager.yml"), edit(config)).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = dir.join("alertmanager.log");
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
-            .arg(format!("--storage.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin} ({e}): run scripts/install-alertmanager.sh, or set TRIAGE_ALERTMANAGER")
-            });
-        let am = Self { addr, child, log };
-        assert!(
-            wait_http(&am.addr, "/-/ready", Duration::from_secs(30), |s, _| s
-                == 200),
-            "alertmanager did not become ready:\n{}",
-            am.log()
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=");
+        let daemon = Daemon::start(
+            "alertmanager",
+            cmd,
+            dir.join("alertmanager.log"),
+            "run scripts/install-alertmanager.sh, or set TRIAGE_ALERTMANAGER",
+            Duration::from_secs(30),
+            answers_200(&addr, "/-/ready"),
         );
-        am
+        Self { addr, daemon }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log()
     }
 }

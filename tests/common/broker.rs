@@ -3,8 +3,10 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use super::daemon::Daemon;
 
 /// The tansu binary: `$TRIAGE_TANSU`, or the one scripts/install-tansu.sh installs.
 pub fn tansu_bin() -> PathBuf {
@@ -14,7 +16,7 @@ pub fn tansu_bin() -> PathBuf {
 pub struct Broker {
     pub port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    daemon: Option<Daemon>,
 }
 
 pub fn free_port() -> u16 {
@@ -30,7 +32,7 @@ impl Broker {
         let mut broker = Self {
             port: free_port(),
             dir: dir.join("broker"),
-            child: None,
+            daemon: None,
         };
         std::fs::create_dir_all(&broker.dir).unwrap();
         broker.resume();
@@ -44,13 +46,11 @@ impl Broker {
     /// Starts (again) on the same port and data.
     pub fn resume(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(
-            self.dir
-                .join(format!("tansu-{}.log", Instant::now().elapsed().as_nanos())),
-        )
-        .unwrap();
-        let child = Command::new(tansu_bin())
-            .current_dir(&self.dir)
+        let log = self
+            .dir
+            .join(format!("tansu-{}.log", Instant::now().elapsed().as_nanos()));
+        let mut cmd = Command::new(tansu_bin());
+        cmd.current_dir(&self.dir)
             .args([
                 "broker",
                 "--listener-url",
@@ -58,34 +58,20 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        let port = self.port;
+        self.daemon = Some(Daemon::start(
+            &format!("tansu on port {port}"),
+            cmd,
+            log,
+            "run scripts/install-tansu.sh, or set TRIAGE_TANSU",
+            Duration::from_secs(20),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        ));
     }
 
     /// Kills the broker (data stays).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
+        self.daemon = None;
     }
 }

@@ -6,15 +6,16 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::broker::free_port;
+use super::daemon::Daemon;
 
 pub struct Moto {
     pub port: u16,
     pub bucket: String,
-    child: Child,
+    daemon: Daemon,
 }
 
 impl Moto {
@@ -22,28 +23,26 @@ impl Moto {
     /// loopback port with its log in `dir`, and creates the bucket `bucket`.
     pub fn start(dir: &Path, bucket: &str) -> Self {
         let port = free_port();
-        let log = std::fs::File::create(dir.join(format!("moto-{port}.log"))).unwrap();
-        let child = Command::new(super::tool("TRIAGE_MOTO", "install-moto.sh"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("moto_server starts");
-        let moto = Self {
+        let mut cmd = Command::new(super::tool("TRIAGE_MOTO", "install-moto.sh"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        // Ready once the bucket exists; a refusal is final.
+        let daemon = Daemon::start(
+            &format!("moto_server on port {port}"),
+            cmd,
+            dir.join(format!("moto-{port}.log")),
+            "run scripts/install-moto.sh, or set TRIAGE_MOTO",
+            Duration::from_secs(30),
+            || match request(port, "PUT", &format!("/{bucket}")) {
+                Some(200) => true,
+                Some(status) => panic!("moto refused to create bucket {bucket}: HTTP {status}"),
+                None => false,
+            },
+        );
+        Self {
             port,
             bucket: bucket.to_string(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match moto.request("PUT", &format!("/{bucket}")) {
-                Some(200) => break,
-                Some(status) => panic!("moto refused to create bucket {bucket}: HTTP {status}"),
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-                None => panic!("moto_server did not listen on port {port} within 30 s"),
-            }
+            daemon,
         }
-        moto
     }
 
     pub fn endpoint(&self) -> String {
@@ -71,27 +70,20 @@ impl Moto {
         cmd.env("TRIAGE__PATHS__REGISTRY_URL", self.url(prefix))
             .envs(self.env())
     }
-
-    /// One bodiless request; the HTTP status, or None when nothing listens yet.
-    fn request(&self, method: &str, path: &str) -> Option<u16> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        // moto tells S3 from its other services by the signature's scope.
-        let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .ok()?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).ok()?;
-        out.split_whitespace().nth(1)?.parse().ok()
-    }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One bodiless request to moto on `port`; the HTTP status, or None when nothing
+/// listens yet.
+fn request(port: u16, method: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    // moto tells S3 from its other services by the signature's scope.
+    let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
 }

@@ -3,16 +3,16 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::broker::free_port;
-use super::kafka::{http, wait_http};
+use super::daemon::{Daemon, answers_200};
+use super::kafka::http;
 
 pub struct Prometheus {
     pub addr: String,
-    child: Child,
-    log: std::path::PathBuf,
+    daemon: Daemon,
 }
 
 /// Form-encodes a PromQL expression for a query string.
@@ -55,29 +55,29 @@ impl Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config(text)).unwrap();
 
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = dir.join("prometheus.log");
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin} ({e}): run scripts/install-prometheus.sh, or set TRIAGE_PROMETHEUS")
-            });
-        let p = Self { addr, child, log };
-        assert!(
-            wait_http(&p.addr, "/-/ready", Duration::from_secs(30), |s, _| s
-                == 200),
-            "prometheus did not become ready:\n{}",
-            p.log()
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"));
+        let daemon = Daemon::start(
+            "prometheus",
+            cmd,
+            dir.join("prometheus.log"),
+            "run scripts/install-prometheus.sh, or set TRIAGE_PROMETHEUS",
+            Duration::from_secs(30),
+            answers_200(&addr, "/-/ready"),
         );
-        p
+        Self { addr, daemon }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// An instant query's result vector (empty when nothing matches).
@@ -151,12 +151,5 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(500));
         }
         false
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

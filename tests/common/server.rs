@@ -2,17 +2,32 @@
 //! port, info logs to a file, waited for until it answers, killed when dropped.
 #![allow(dead_code)]
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::broker::free_port;
-use super::kafka::{http, wait_http};
+use super::daemon::{Daemon, answers_200};
+use super::kafka::http;
 
+/// Derefs to its [`Daemon`]: `child` and `log` are the process's.
 pub struct Server {
-    pub child: Child,
+    daemon: Daemon,
     pub addr: String,
-    pub log: PathBuf,
+}
+
+impl Deref for Server {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 impl Server {
@@ -26,26 +41,18 @@ impl Server {
             other => panic!("Server::start runs run or retrainer, not {other}"),
         };
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = cmd
-            .env(listen_key, &addr)
+        cmd.env(listen_key, &addr)
             .env("TRIAGE__LOG__LEVEL", "info")
-            .arg(subcommand)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Self { child, addr, log };
-        assert!(
-            wait_http(&server.addr, ready, Duration::from_secs(60), |s, _| s
-                == 200),
-            "triage {subcommand} did not become ready:\n{}",
-            server.log()
+            .arg(subcommand);
+        let daemon = Daemon::start(
+            &format!("triage {subcommand}"),
+            cmd,
+            log,
+            "build the triage binary (cargo test builds it)",
+            Duration::from_secs(60),
+            answers_200(&addr, ready),
         );
-        server
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Self { daemon, addr }
     }
 
     pub fn signal(&mut self, signal: &str) {
@@ -75,12 +82,5 @@ impl Server {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

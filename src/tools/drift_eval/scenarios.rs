@@ -8,7 +8,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::drift::{DriftMonitor, DriftReference, DriftReport, DriftSettings, WindowObservation};
+use crate::drift::{
+    Detector, DriftMonitor, DriftReference, DriftReport, DriftSettings, WindowObservation,
+};
 use crate::stats::{nearest_rank, percentile};
 
 /// One message as the monitor sees it after classification.
@@ -21,24 +23,28 @@ pub struct Message {
     pub truth: Option<usize>,
 }
 
-/// The detectors a report is scored on, in table order.
-pub const DETECTORS: [&str; 5] = [
-    "prediction",
-    "embedding",
-    "confidence",
-    "text_length",
-    "any",
-];
+/// The rows a report is scored on: each detector, then any of them.
+pub const ROWS: usize = Detector::ALL.len() + 1;
 
-fn fired(report: &DriftReport) -> [bool; 5] {
-    let d = [
-        report.prediction_drift,
-        report.embedding_drift,
-        report.confidence_drift,
-        report.text_length_drift,
-        false,
-    ];
-    [d[0], d[1], d[2], d[3], d.iter().any(|&x| x)]
+/// The rows' names, in table order.
+pub const DETECTORS: [&str; ROWS] = {
+    let mut names = ["any"; ROWS];
+    let mut i = 0;
+    while i < Detector::ALL.len() {
+        names[i] = Detector::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// Per row of [`DETECTORS`], whether it fired in `report`.
+fn fired(report: &DriftReport) -> [bool; ROWS] {
+    let mut rows = [false; ROWS];
+    for (row, d) in rows.iter_mut().zip(Detector::ALL) {
+        *row = d.fired(report);
+    }
+    rows[ROWS - 1] = rows.iter().any(|&x| x);
+    rows
 }
 
 /// How the scenarios are run.
@@ -230,13 +236,13 @@ pub fn run(
     let window = plan.window.max(1);
 
     // Stationary: count every window a detector fires.
-    let mut alarms = [0usize; 5];
-    let mut worst = [0usize; 5];
+    let mut alarms = [0usize; ROWS];
+    let mut worst = [0usize; ROWS];
     let mut p_values = Vec::new();
     for run in 0..plan.runs {
         let mut stream = Stream::new(pools, plan.seed + run as u64);
         let mut m = monitor();
-        let mut this_run = [0usize; 5];
+        let mut this_run = [0usize; ROWS];
         for _ in 0..plan.stationary_windows {
             let report = m.observe(stream.window(window, Mix::Inject(0.0)));
             p_values.push(report.mmd_p_value);
@@ -244,7 +250,7 @@ pub fn run(
                 *count += usize::from(hit);
             }
         }
-        for d in 0..5 {
+        for d in 0..ROWS {
             alarms[d] += this_run[d];
             worst[d] = worst[d].max(this_run[d]);
         }
@@ -274,7 +280,7 @@ pub fn run(
                 for _ in 0..plan.warmup_windows {
                     m.observe(stream.window(window, Mix::Inject(0.0)));
                 }
-                let mut first = [None; 5];
+                let mut first = [None; ROWS];
                 for k in 1..=steps {
                     let report = m.observe(stream.window(window, mix_at(k)));
                     for (slot, hit) in first.iter_mut().zip(fired(&report)) {
@@ -285,7 +291,7 @@ pub fn run(
                 }
                 first
             })
-            .collect::<Vec<[Option<usize>; 5]>>()
+            .collect::<Vec<[Option<usize>; ROWS]>>()
     };
 
     // Sudden shifts: the delay is the number of shifted windows seen when the
@@ -323,7 +329,7 @@ pub fn run(
     if !pools.inject.is_empty() {
         let steps = plan.gradual_windows.max(1);
         let share_at = |k: usize| plan.gradual_max_share * k as f64 / steps as f64;
-        let per_run: Vec<[Option<f64>; 5]> =
+        let per_run: Vec<[Option<f64>; ROWS]> =
             shifted_runs(30_000, steps, &|k| Mix::Inject(share_at(k)))
                 .into_iter()
                 .map(|first| first.map(|k| k.map(share_at)))
@@ -466,6 +472,26 @@ pub fn false_alarm_rate(p_values: &[f64], threshold: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_each_detector_then_any() {
+        assert_eq!(
+            DETECTORS,
+            [
+                "prediction",
+                "embedding",
+                "confidence",
+                "text_length",
+                "any"
+            ]
+        );
+        let r = DriftReport {
+            confidence_drift: true,
+            ..Default::default()
+        };
+        assert_eq!(fired(&r), [false, false, true, false, true]);
+        assert_eq!(fired(&DriftReport::default()), [false; ROWS]);
+    }
     use crate::drift::tests::{point, reference};
 
     fn message(label: usize, embedding: Vec<f32>, length: usize) -> Message {

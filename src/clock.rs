@@ -1,0 +1,34 @@
+//! The wall clock, read one way everywhere: milliseconds since the Unix epoch, the
+//! unit of Kafka timestamps, decision records and leases. A leaf: it imports nothing
+//! from the crate.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch: 0 for a clock set before 1970, `i64::MAX`
+/// past the year 292 million.
+pub fn now_ms() -> i64 {
+    ms_since_epoch(SystemTime::now())
+}
+
+/// Milliseconds from the Unix epoch to `at`, with [`now_ms`]'s bounds.
+pub fn ms_since_epoch(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn milliseconds_since_the_epoch_with_bounds() {
+        assert_eq!(
+            ms_since_epoch(UNIX_EPOCH + Duration::from_millis(1_234)),
+            1_234
+        );
+        assert_eq!(ms_since_epoch(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        // 2026-01-01 and later: the clock this runs under is past it.
+        assert!(now_ms() > 1_767_225_600_000);
+    }
+}
