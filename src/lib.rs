@@ -21,9 +21,12 @@
 //! and consumer); [`cli`] is the binary's edge.
 //!
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
-//! `tools`, `retrain`, `service` -> `http`, `file` -> `inference` -> `training` -> `registry`
-//! -> `feature` -> `embed` -> `config` -> `kafka` -> `stream` -> `metrics` ->
-//! `drift` -> `model`; any of them may use the leaves `stats`, `checksum` and `clock`.
+//! `tools`, `retrain`, `service` -> `console` -> `http` -> `file` -> `inference` ->
+//! `training` -> `registry` -> `feature` -> `embed` -> `config` -> `kafka` -> `stream`
+//! -> `metrics` -> `drift` -> `model`; any of them may use the leaves `stats`,
+//! `checksum` and `clock`. A module uses only modules below it (not its peers), unit
+//! tests included: `tests/dependencies.rs` reads this sentence and checks every
+//! `crate::` path in `src/` against it.
 
 pub mod checksum;
 pub mod cli;

@@ -219,17 +219,25 @@ async fn serve_http(
         state: state.clone(),
         worker: worker.clone(),
         limits: limits.clone(),
-        console: crate::console::Console::new(
-            crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?,
-            settings.drift.clone(),
-            worker.clone(),
-            metrics.clone(),
-            limits,
-        ),
     };
+    let console = crate::console::Console::new(
+        crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?,
+        settings.drift.clone(),
+        worker.clone(),
+        metrics.clone(),
+        limits,
+    );
+    let routes = crate::http::router(app).merge(crate::console::router(console));
     let http = settings.http.clone();
     tokio::spawn(async move {
-        crate::http::serve(listener, app, &http, limit_metrics, std::future::pending()).await;
+        crate::http::serve(
+            listener,
+            routes,
+            &http,
+            limit_metrics,
+            std::future::pending(),
+        )
+        .await;
     });
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface of `triage run`: `/metrics`, `/healthz`, `/readyz` and
-//! `POST /v1/classify` (same worker and model as the stream), and the console for
-//! people at `/` ([`crate::console`]). The servers' bounds are in [`limits`].
+//! `POST /v1/classify` (same worker and model as the stream); `triage run` merges
+//! the console for people at `/` (`crate::console`, above this module) into them.
+//! The servers' bounds are in [`limits`].
 
 pub mod limits;
 #[cfg(test)]
@@ -27,7 +28,6 @@ pub struct AppState {
     pub worker: WorkerHandle,
     /// Shared with the console's form.
     pub limits: ClassifyLimits,
-    pub console: crate::console::Console,
 }
 
 /// The bounds of a classify request, the same for `POST /v1/classify` and the
@@ -54,28 +54,27 @@ impl ClassifyLimits {
     }
 }
 
-/// The routes, with a request body limit of `max_request_bytes` (413 beyond it).
-pub fn router(app: AppState, max_request_bytes: usize) -> Router {
-    let console = crate::console::router(app.console.clone());
+/// The service's machine routes; the caller may merge more (the console, which
+/// sits above this module) before [`serve`].
+pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/classify", post(classify))
         .with_state(app)
-        .merge(console)
-        .layer(DefaultBodyLimit::max(max_request_bytes))
 }
 
-/// Serves the routes on `listener` within `http`'s bounds until `shutdown`.
+/// Serves `routes` on `listener` within `http`'s bounds until `shutdown`, with a
+/// request body limit of `http.max_request_bytes` (413 beyond it) on every route.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: AppState,
+    routes: Router,
     http: &crate::config::HttpSettings,
     metrics: limits::LimitMetrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let routes = router(app, http.max_request_bytes);
+    let routes = routes.layer(DefaultBodyLimit::max(http.max_request_bytes));
     limits::serve(listener, routes, http.into(), metrics, shutdown).await;
 }
 
@@ -372,25 +371,24 @@ mod tests {
             max_request_bytes: 1024,
             gate: gate.clone(),
         };
-        let console = crate::console::Console::new(
-            crate::registry::Registry::new(settings.registry_dir()),
-            settings.drift.clone(),
-            p.worker.clone(),
-            p.metrics.clone(),
-            limits.clone(),
-        );
         let app = AppState {
             metrics: p.metrics.clone(),
             state: p.state.clone(),
             worker: p.worker.clone(),
             limits,
-            console,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let http = HttpSettings::default();
         tokio::spawn(async move {
-            serve(listener, app, &http, limit_metrics, std::future::pending()).await;
+            serve(
+                listener,
+                router(app),
+                &http,
+                limit_metrics,
+                std::future::pending(),
+            )
+            .await;
         });
         let body = r#"{"text": "great tasty lovely"}"#;
         assert_eq!(
@@ -417,14 +415,11 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "refusals waited"
         );
-        let console = request(port, "GET", "/?text=great", "").await;
-        assert_eq!(status(&console), "503", "{console}");
         assert_eq!(status(&request(port, "GET", "/healthz", "").await), "200");
         let metrics = request(port, "GET", "/metrics", "").await;
         assert!(
             metrics.contains(&format!(
-                r#"triage_http_shed_total{{limit="max_classify_in_flight"}} {}"#,
-                n + 1
+                r#"triage_http_shed_total{{limit="max_classify_in_flight"}} {n}"#
             )) && metrics.contains(&format!(
                 r#"triage_http_requests_total{{path="/v1/classify",status="503"}} {n}"#
             )),
