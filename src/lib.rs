@@ -21,7 +21,7 @@
 //! and consumer); [`cli`] is the binary's edge.
 //!
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
-//! `tools`, `retrain`, `service` -> `console` -> `http` -> `file` -> `inference` ->
+//! `tools`, `retrainer`, `service` -> `retrain`, `late_labels` -> `console` -> `http` -> `file` -> `inference` ->
 //! `training` -> `registry` -> `feature` -> `embed` -> `config` -> `kafka` -> `stream`
 //! -> `metrics` -> `drift` -> `model`; any of them may use the leaves `stats`,
 //! `checksum` and `clock`. A module uses only modules below it (not its peers), unit
@@ -40,10 +40,12 @@ pub mod file;
 pub mod http;
 pub mod inference;
 pub mod kafka;
+pub mod late_labels;
 pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod retrain;
+pub mod retrainer;
 pub mod service;
 pub mod stats;
 pub mod stream;

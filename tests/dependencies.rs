@@ -167,7 +167,7 @@ fn the_check_catches_an_import_upward_to_a_peer_and_from_an_unknown_module() {
             "#[cfg(test)]\nmod t { use crate::registry::Registry; }",
         ),
         // A peer of the same layer, in a grouped import.
-        file("tools/x.rs", "use crate::{model, retrain::job};"),
+        file("tools/x.rs", "use crate::{model, retrainer::webhook};"),
         // Not in the order.
         file("nowhere/x.rs", "use crate::model::Model;"),
         // A comment is not an import.
@@ -176,6 +176,6 @@ fn the_check_catches_an_import_upward_to_a_peer_and_from_an_unknown_module() {
     let problems = violations(&layers, &leaves, &files);
     assert_eq!(problems.len(), 3, "{problems:#?}");
     assert!(problems[0].starts_with("src/config/x.rs:2: `config` uses `crate::registry`"));
-    assert!(problems[1].starts_with("src/tools/x.rs:1: `tools` uses `crate::retrain`"));
+    assert!(problems[1].starts_with("src/tools/x.rs:1: `tools` uses `crate::retrainer`"));
     assert!(problems[2].contains("`nowhere` is not in lib.rs's dependency order"));
 }

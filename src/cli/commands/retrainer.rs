@@ -7,12 +7,12 @@ use std::time::Duration;
 use super::run::shutdown_signal;
 use super::runtime;
 use crate::config::Settings;
-use crate::retrain::alert_job::TrainingJob;
+use crate::retrainer::alert_job::TrainingJob;
 
 pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     let registry = crate::registry::Registry::from_settings(settings)?;
     let rt = runtime()?;
-    let served = rt.block_on(crate::retrain::run(
+    let served = rt.block_on(crate::retrainer::run(
         &settings.retrain,
         &settings.kafka,
         &settings.http,
@@ -29,6 +29,6 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
 }
 
 /// The registry's champion, read at each notification (a small file or object read).
-fn champion_of(registry: crate::registry::Registry) -> crate::retrain::webhook::ChampionLookup {
+fn champion_of(registry: crate::registry::Registry) -> crate::retrainer::webhook::ChampionLookup {
     Arc::new(move || registry.aliases().ok().and_then(|a| a.champion))
 }

@@ -207,10 +207,10 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::http::testing::get;
-    use crate::retrain::payload::tests::{FIRING, FIRING_AND_RESOLVED};
-    use crate::retrain::scheduler::Phase;
-    use crate::retrain::scheduler::tests::{FakeJob, FakeJobControl};
-    use crate::retrain::{JobOutcome, RetrainJob};
+    use crate::retrainer::payload::tests::{FIRING, FIRING_AND_RESOLVED};
+    use crate::retrainer::scheduler::Phase;
+    use crate::retrainer::scheduler::tests::{FakeJob, FakeJobControl};
+    use crate::retrainer::{JobOutcome, RetrainJob};
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 

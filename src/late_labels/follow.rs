@@ -1,5 +1,5 @@
 //! The label join's Kafka side: follows the predictions and labels topics from
-//! `now - retrain.join_window_s` and feeds [`LabelJoin`] (see [`super::labels`] for
+//! `now - retrain.join_window_s` and feeds [`LabelJoin`] (see [`super::join`] for
 //! what the join keeps and why it is rebuilt rather than stored).
 //!
 //! Start-up replays the predictions first and only then the labels, so a label in
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, warn};
 
-use super::labels::{JoinLimits, LabelJoin};
+use super::join::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
 use crate::clock::now_ms;
 use crate::kafka::{FollowFrom, FollowedRecord, Follower, KafkaError, KafkaSettings};

@@ -1,7 +1,7 @@
 //! The join of late labels with predictions: rolling accuracy and macro-F1 per
 //! model version when ground truth arrives on its own (an agent re-tags a ticket
 //! hours after triage labelled it). Pure: records in, scores and counts out; the
-//! Kafka side is [`super::joiner`].
+//! Kafka side is [`super::follow`].
 //!
 //! **Where and why here.** The join runs in `triage retrainer`, not in each
 //! consumer: a label's message may have been predicted by any replica of the

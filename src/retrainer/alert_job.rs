@@ -5,12 +5,12 @@
 
 use futures::future::BoxFuture;
 
-use super::job::{self, JobOptions};
 use super::metrics::DecisionScores;
 use super::{JobOutcome, RetrainJob, Trigger};
 use crate::config::Settings;
 use crate::embed::{EmbedderPool, OnnxEmbedder};
 use crate::registry::decision::{self, Decision, Verdict};
+use crate::retrain::job::{self, JobOptions};
 
 /// Fits, judges and (maybe) promotes a challenger for each trigger.
 pub struct TrainingJob {

@@ -248,7 +248,7 @@ pub(crate) mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::retrain::TriggerAlert;
+    use crate::retrainer::TriggerAlert;
 
     /// A job the test drives: it reports each trigger it is given, then waits
     /// for the outcome the test sends it.

@@ -1,0 +1,9 @@
+//! Late labels: the join of labels that arrive on their own topic with the
+//! predictions they belong to, for rolling accuracy and macro-F1 per model version
+//! (`join.rs`, pure), fed from Kafka (`follow.rs`), exported as
+//! `triage_performance_*` (`metrics.rs`). `triage retrainer` runs it beside its
+//! webhook.
+
+pub mod follow;
+pub mod join;
+pub mod metrics;
