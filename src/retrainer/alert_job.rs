@@ -53,11 +53,17 @@ impl RetrainJob for TrainingJob {
             match ran {
                 Ok(decision) => {
                     scores.record(decision.champion.as_ref(), decision.challenger.as_ref());
+                    if decision.verdict == Verdict::Failed {
+                        scores.failed(decision.cause.as_deref());
+                    }
                     outcome_of(&decision)
                 }
-                Err(e) => JobOutcome::Failed {
-                    reason: format!("the retrain job stopped: {e}"),
-                },
+                Err(e) => {
+                    scores.failed(None);
+                    JobOutcome::Failed {
+                        reason: format!("the retrain job stopped: {e}"),
+                    }
+                }
             }
         })
     }

@@ -7,6 +7,7 @@ use prometheus::{Gauge, GaugeVec, Histogram, IntCounterVec, IntGauge, Opts, Regi
 use crate::late_labels::metrics::PerformanceMetrics;
 use crate::metrics::{counter_vec, float_gauge, gauge, histogram};
 use crate::registry::decision::Contender;
+use crate::retrain::error::RetrainError;
 
 /// What `triage_retrain_alerts_total{action}` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,15 @@ pub const OTHER_ALERT: &str = "other";
 pub struct DecisionScores {
     accuracy: GaugeVec,
     macro_f1: GaugeVec,
+    /// Failed jobs by cause (`triage_retrain_failures_total{cause}`): the keys of
+    /// `crate::retrain::error::RetrainError::cause`, and `stopped` for a job that
+    /// panicked. Beside `triage_retrain_jobs_total{verdict}`, whose series stay as
+    /// they are for the dashboards and alerts that read them.
+    failures: IntCounterVec,
 }
+
+/// The failure cause of a job that stopped without a decision (a panic).
+pub const STOPPED: &str = "stopped";
 
 impl DecisionScores {
     pub fn new() -> Self {
@@ -64,16 +73,39 @@ impl DecisionScores {
                 "triage_retrain_decision_macro_f1",
                 "Macro-F1 on the last retrain's held-out recent rows, by role (champion, challenger) and model version.",
             ),
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "triage_retrain_failures_total",
+                    "Failed retrain jobs by cause (start, locked, registry, read, not_enough_data, original_data, work_folder, training, scoring, promotion, stopped).",
+                ),
+                &["cause"],
+            )
+            .expect("metric definition is valid"),
         }
     }
 
-    /// Adds both gauges to `registry`.
+    /// Counts a failed job by its cause; a cause outside the closed set counts as
+    /// `stopped`.
+    pub fn failed(&self, cause: Option<&str>) {
+        let cause = cause
+            .and_then(|c| RetrainError::CAUSES.iter().find(|k| **k == c).copied())
+            .unwrap_or(STOPPED);
+        self.failures.with_label_values(&[cause]).inc();
+    }
+
+    /// Adds the gauges and the failure counter (every cause at zero) to `registry`.
     pub fn register(&self, registry: &Registry) {
         for g in [&self.accuracy, &self.macro_f1] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("metric names are unique");
         }
+        for cause in RetrainError::CAUSES.iter().chain([&STOPPED]) {
+            self.failures.with_label_values(&[cause]);
+        }
+        registry
+            .register(Box::new(self.failures.clone()))
+            .expect("metric names are unique");
     }
 
     /// Shows a decision's contenders, replacing the previous decision's. A decision
@@ -260,6 +292,7 @@ mod tests {
                 "triage_retrain_alerts_total counter",
                 "triage_retrain_decision_accuracy gauge",
                 "triage_retrain_decision_macro_f1 gauge",
+                "triage_retrain_failures_total counter",
                 "triage_retrain_job_duration_seconds histogram",
                 "triage_retrain_jobs_total counter",
                 "triage_retrain_last_job_timestamp_seconds gauge",
@@ -335,5 +368,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("v1") && !text.contains("v3"), "{text}");
+    }
+
+    #[test]
+    fn failed_jobs_are_counted_by_a_cause_from_a_closed_set() {
+        let m = RetrainMetrics::new(&[]);
+        let scores = DecisionScores::new();
+        scores.register(&m.registry);
+        let text = m.render();
+        assert!(
+            text.contains(r#"triage_retrain_failures_total{cause="not_enough_data"} 0"#),
+            "every cause starts at zero: {text}"
+        );
+        scores.failed(Some("not_enough_data"));
+        scores.failed(Some("../../anything a caller made up"));
+        scores.failed(None);
+        let text = m.render();
+        assert!(text.contains(r#"triage_retrain_failures_total{cause="not_enough_data"} 1"#));
+        assert!(text.contains(r#"triage_retrain_failures_total{cause="stopped"} 2"#));
+        assert!(!text.contains("anything"), "{text}");
     }
 }
