@@ -35,7 +35,8 @@ pub struct Metrics {
     /// Workers able to take a job (one being restarted after a panic is not).
     pub workers_alive: IntGauge,
     pub worker_restarts: IntCounter,
-    /// 1 while no worker can classify a known-good text (windows wait, unacknowledged).
+    /// Windows waiting, unacknowledged, because no worker can classify a known-good
+    /// text; above 0 means an outage.
     pub worker_outage: IntGauge,
     pub ready: IntGauge,
     pub brokers_up: IntGauge,
@@ -236,7 +237,7 @@ impl Metrics {
             worker_outage: gauge(
                 &r,
                 "triage_worker_outage",
-                "1 while no worker can classify a known-good text: windows wait unacknowledged.",
+                "Windows waiting, unacknowledged, because no worker can classify a known-good text (0: no outage).",
             ),
             ready: gauge(&r, "triage_ready", "1 when /readyz answers 200."),
             brokers_up: gauge(&r, "triage_brokers_up", "Brokers in state UP."),

@@ -99,7 +99,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
         "assigned_partitions": s.assigned.load(Relaxed),
         "brokers_up": s.brokers_up.load(Relaxed),
         "workers_alive": s.metrics.workers_alive.get(),
-        "worker_outage": s.metrics.worker_outage.get() == 1,
+        "worker_outage": s.metrics.worker_outage.get() > 0,
     });
     let status = if ready {
         StatusCode::OK

@@ -473,7 +473,7 @@ async fn classify_all(
 }
 
 /// Waits until a known-good text classifies again, at most `outage`; meanwhile
-/// `triage_worker_outage` is 1 (and `/readyz` says not ready).
+/// the window counts in `triage_worker_outage` (and `/readyz` says not ready).
 async fn wait_for_workers(
     worker: &WorkerHandle,
     outage: Duration,
@@ -481,7 +481,9 @@ async fn wait_for_workers(
 ) -> Result<(), PipelineError> {
     let metrics = worker.metrics();
     let started = Instant::now();
-    metrics.worker_outage.set(1);
+    // A count, not a flag: several windows may wait at once, and the outage lasts
+    // until the last of them is through.
+    metrics.worker_outage.inc();
     error!(error = %first, wait_s = outage.as_secs_f64(), "No worker can classify a known-good text; the window waits for the workers, unacknowledged.");
     let mut backoff = Duration::from_millis(100);
     let mut last = first.to_string();
@@ -505,7 +507,7 @@ async fn wait_for_workers(
             Err(err) => last = err.to_string(),
         }
     };
-    metrics.worker_outage.set(0);
+    metrics.worker_outage.dec();
     result
 }
 

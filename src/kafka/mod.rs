@@ -21,7 +21,7 @@ pub use context::TriageContext;
 pub use follow::{FollowError, FollowFrom, FollowedRecord, Follower};
 pub use offsets::TopicError;
 pub use rdkafka::error::KafkaError;
-pub use settings::{KafkaSettings, OPTION_VARIABLE_PREFIX, OWNED_KEYS, SettingProblem};
+pub use settings::{KafkaSettings, OPTION_VARIABLE_PREFIX, OWNED_KEYS, SettingProblem, host_name};
 pub use sink::KafkaSink;
 pub use source::{KafkaAck, KafkaSource};
 

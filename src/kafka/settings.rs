@@ -315,7 +315,9 @@ impl KafkaSettings {
     }
 }
 
-fn host_name() -> Option<String> {
+/// This machine's name: `$HOSTNAME`, else the kernel's (static membership ids, and
+/// the registry's lease holders).
+pub fn host_name() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.trim().is_empty())

@@ -47,9 +47,7 @@ impl std::fmt::Debug for Lease {
 /// A name for this holder: host, process and a random part (a restarted process
 /// with the same id is another holder).
 fn holder_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
+    let host = crate::kafka::host_name().unwrap_or_else(|| "unknown-host".into());
     format!(
         "{host}/pid-{}/{:016x}",
         std::process::id(),
@@ -103,23 +101,33 @@ impl Registry {
     }
 }
 
+/// Sets the lease's expiry if `holder` still holds it; `Ok(false)` when another
+/// holder has it (or it is gone). Renewal and release are both this write.
+fn set_expiry(
+    registry: &Registry,
+    key: &str,
+    holder: &str,
+    expires_at_ms: impl Fn() -> i64,
+) -> Result<bool, RegistryError> {
+    registry.store.update(key, |current| {
+        match current.and_then(|b| serde_json::from_slice::<Held>(b).ok()) {
+            Some(held) if held.holder == holder => {
+                let new = Held {
+                    expires_at_ms: expires_at_ms(),
+                    ..held
+                };
+                Ok((Some(super::to_json(&new)?), true))
+            }
+            _ => Ok((None, false)),
+        }
+    })
+}
+
 /// Renews every `ttl / 3` until told to stop (or the lease is gone).
 fn renew(registry: &Registry, key: &str, holder: &str, ttl: Duration, stop: &mpsc::Receiver<()>) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(ttl / 3) {
-        let renewed = registry.store.update(key, |current| {
-            match current.and_then(|b| serde_json::from_slice::<Held>(b).ok()) {
-                Some(held) if held.holder == holder => {
-                    let new = Held {
-                        expires_at_ms: now_ms().saturating_add(ttl_ms),
-                        ..held
-                    };
-                    Ok((Some(super::to_json(&new)?), true))
-                }
-                _ => Ok((None, false)),
-            }
-        });
-        match renewed {
+        match set_expiry(registry, key, holder, || now_ms().saturating_add(ttl_ms)) {
             Ok(true) => {}
             Ok(false) => {
                 error!(
@@ -140,19 +148,7 @@ impl Drop for Lease {
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.join();
         }
-        let released = self.registry.store.update(&self.key, |current| {
-            match current.and_then(|b| serde_json::from_slice::<Held>(b).ok()) {
-                Some(held) if held.holder == self.holder => {
-                    let new = Held {
-                        expires_at_ms: 0,
-                        ..held
-                    };
-                    Ok((Some(super::to_json(&new)?), ()))
-                }
-                _ => Ok((None, ())),
-            }
-        });
-        if let Err(err) = released {
+        if let Err(err) = set_expiry(&self.registry, &self.key, &self.holder, || 0) {
             warn!(lease = %self.key, error = %err, "Cannot release the lease; it expires by itself.");
         }
     }

@@ -143,10 +143,14 @@ impl EnvelopeLimits {
         headers.extend(ours);
         record.headers = headers;
         if record_bytes(&record) > self.max_record_bytes {
-            // What the cut record weighs without its payload: the rest is room for it.
-            let bare = record_bytes(&truncate_payload(&record, 0));
+            // Cut to nothing first (its headers describe the original: one digest),
+            // then give the payload the room the rest leaves.
+            let mut cut = truncate_payload(&record, 0);
+            let room = self.max_record_bytes.saturating_sub(record_bytes(&cut));
+            let payload = record.payload.unwrap_or_default();
+            cut.payload = Some(payload[..room.min(payload.len())].to_vec());
             bounded.payload = true;
-            record = truncate_payload(&record, self.max_record_bytes.saturating_sub(bare));
+            record = cut;
         }
         (record, bounded)
     }
