@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The console screenshots of docs/console.md, taken from the whole-loop demo on its
-# real data (support requests from ../shared/data, or the shipped sample), after the
-# retrain: what a person sees on a running system, not a test's fixture.
+# The console screenshots of docs/console.md, taken from the whole-loop demo on real
+# data, after the retrain: what a person sees on a running system, not a test's
+# fixture. The pictures in docs/ come from the seed's Yelp reviews:
 #
-#   bash scripts/console-screenshots.sh        writes docs/console/*.png
+#   DATA=../shared/data/yelp/reviews-5k.jsonl bash scripts/console-screenshots.sh
+#
+# (any DATA the demo takes works; SHOT_TEXT sets the message on the Classify page.)
 #
 # Needs what `make demo` needs, and Debian's Chromium (scripts/install-debian.sh
 # chromium:chromium). Rerun it after a change to the console's pages.
@@ -27,7 +29,13 @@ shoot() { # shoot NAME URL WIDTH HEIGHT
     --screenshot="$OUT/$1.png" "$2" >/dev/null 2>&1
   echo "console-screenshots: $1.png ($(stat -c %s "$OUT/$1.png") bytes) from $2"
 }
-text=$(python3 -c 'import urllib.parse; print(urllib.parse.quote_plus("I was charged twice for my order last week and I want my money back"))')
+if [[ -z "${SHOT_TEXT:-}" ]]; then
+  case "${DATA:-}" in
+    *yelp*) SHOT_TEXT="The food was fine but we waited forty minutes for a table and nobody apologised" ;;
+    *) SHOT_TEXT="I was charged twice for my order last week and I want my money back" ;;
+  esac
+fi
+text=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote_plus(sys.argv[1]))' "$SHOT_TEXT")
 shoot classify "http://$SERVICE/?text=$text" 1280 900
 shoot models "http://$SERVICE/models" 1280 1100
 shoot drift "http://$SERVICE/drift" 1280 1300

@@ -1,5 +1,6 @@
 //! Summary statistics over plain numbers: quantiles, nearest-rank percentiles and
-//! medians, for the data checks, the model card and the tools. Pure functions; the
+//! medians, for the data checks, the model card and the tools, and the standard
+//! normal distribution for the late-label tests. Pure functions; the
 //! drift detectors' own statistics (PSI, MMD, class mix) live in `drift::stats`.
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,16 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The standard normal distribution function Φ(z).
+pub fn normal_cdf(z: f64) -> f64 {
+    0.5 * puruspe::erfc(-z / std::f64::consts::SQRT_2)
+}
+
+/// The standard normal quantile Φ⁻¹(p) for `p` in (0, 1).
+pub fn normal_quantile(p: f64) -> f64 {
+    -std::f64::consts::SQRT_2 * puruspe::inverfc(2.0 * p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +103,15 @@ mod tests {
         let q = Quantiles::of(&mut v);
         assert_eq!((q.min, q.p50, q.p90, q.max), (0.0, 5.0, 9.0, 10.0));
         assert_eq!(Quantiles::of(&mut []), Quantiles::default());
+    }
+
+    #[test]
+    fn the_normal_distribution_matches_its_tables() {
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-12);
+        assert!((normal_cdf(1.959_964) - 0.975).abs() < 1e-6);
+        assert!((normal_cdf(-2.326_348) - 0.01).abs() < 1e-6);
+        assert!((normal_quantile(0.99) - 2.326_348).abs() < 1e-5);
+        assert!((normal_quantile(0.5)).abs() < 1e-9);
+        assert!((normal_quantile(normal_cdf(-1.3)) + 1.3).abs() < 1e-6);
     }
 }

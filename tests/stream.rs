@@ -1258,6 +1258,40 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         firing(narrow_version).is_empty(),
         "drift alert on stationary traffic"
     );
+    // The late labels of stationary traffic keep the champion's promise: tested
+    // against its card (enough labelled pairs), not below it, no class it never
+    // learned.
+    let promise = |name: &str, version: &str| {
+        metric_value(
+            &retrainer_metrics(),
+            &format!("{name}{{"),
+            &format!("model_version=\"{version}\""),
+        )
+    };
+    assert!(
+        prom.wait("up", Duration::from_secs(60), |_| promise(
+            "triage_performance_labelled_predictions",
+            narrow_version
+        )
+        .is_some_and(|n| n >= 200.0)),
+        "late labels of the stationary traffic not joined:\n{}",
+        retrainer.log()
+    );
+    let kept = [
+        promise("triage_performance_below_card", narrow_version),
+        promise("triage_performance_new_class", narrow_version),
+    ];
+    let promised = promise("triage_performance_promised_macro_f1", narrow_version);
+    assert_eq!(
+        kept,
+        [Some(0.0), Some(0.0)],
+        "stationary traffic broke the promise of {narrow_version} (card macro-F1 {promised:?}):\n{}",
+        retrainer_metrics()
+    );
+    assert!(
+        promised.is_some_and(|f| f > 0.8),
+        "card macro-F1 {promised:?}"
+    );
     assert_eq!(
         jobs("promoted") + jobs("rejected") + jobs("failed"),
         0.0,
@@ -1284,6 +1318,15 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
             .join("\n")
     );
     let alert_at = started.elapsed();
+    // The late labels name seven intents the champion never learned.
+    assert!(
+        prom.wait("up", Duration::from_secs(60), |_| promise(
+            "triage_performance_new_class",
+            narrow_version
+        ) == Some(1.0)),
+        "no new class measured for {narrow_version}:\n{}",
+        retrainer_metrics()
+    );
     let accepted = || {
         metric_value(
             &retrainer_metrics(),

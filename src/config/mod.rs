@@ -507,6 +507,17 @@ pub struct RetrainSettings {
     /// Joined (prediction, label) pairs per model version behind the rolling
     /// accuracy and macro-F1.
     pub performance_window: usize,
+    /// Significance level of the late-label tests behind `TriagePerformanceDrop`
+    /// (below the card's promise; a class never learned taking a share).
+    pub performance_alpha: f64,
+    /// A drop in macro-F1 or in a class's recall smaller than this never counts as
+    /// below the card, however many labels stand behind it.
+    pub performance_tolerance: f64,
+    /// Joined pairs a version's window needs before it is tested at all.
+    pub performance_min_labelled: usize,
+    /// The share of late labels naming classes outside a version's label set (its
+    /// lower confidence bound) from which the version is said to meet a new class.
+    pub new_class_min_share: f64,
 }
 
 impl Default for RetrainSettings {
@@ -532,6 +543,10 @@ impl Default for RetrainSettings {
             join_max_pending: 10_000,
             join_max_unknown_classes: 16,
             performance_window: 200,
+            performance_alpha: 0.01,
+            performance_tolerance: 0.05,
+            performance_min_labelled: 50,
+            new_class_min_share: 0.05,
         }
     }
 }

@@ -527,6 +527,35 @@ impl Settings {
             || format!("{} pairs is outside 10 ..= 100000", r.performance_window),
             "use 200",
         );
+        c.check(
+            r.performance_alpha > 0.0 && r.performance_alpha < 0.5,
+            "retrain.performance_alpha",
+            || format!("{} is outside (0, 0.5)", r.performance_alpha),
+            "use 0.01 (one false alarm in a hundred windows, before the alert's `for`)",
+        );
+        c.check(
+            (0.0..1.0).contains(&r.performance_tolerance),
+            "retrain.performance_tolerance",
+            || format!("{} is outside [0, 1)", r.performance_tolerance),
+            "use 0.05",
+        );
+        c.check(
+            (10..=r.performance_window.max(10)).contains(&r.performance_min_labelled),
+            "retrain.performance_min_labelled",
+            || {
+                format!(
+                    "{} pairs is outside 10 ..= retrain.performance_window ({})",
+                    r.performance_min_labelled, r.performance_window
+                )
+            },
+            "use 50",
+        );
+        c.check(
+            r.new_class_min_share > 0.0 && r.new_class_min_share < 1.0,
+            "retrain.new_class_min_share",
+            || format!("{} is outside (0, 1)", r.new_class_min_share),
+            "use 0.05",
+        );
     }
 
     fn check_ranges(&self, c: &mut Checker) {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, warn};
 
+use super::cards::PromiseBook;
 use super::join::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
 use crate::clock::now_ms;
@@ -43,10 +44,12 @@ enum Input {
 }
 
 /// Runs the join until `shutdown` resolves. Returns at once when
-/// `kafka.labels_topic` is empty.
+/// `kafka.labels_topic` is empty. `promises` reads each version's card to check its
+/// window against (on the join's thread: a registry read never holds up the runtime).
 pub async fn run(
     kafka: KafkaSettings,
     limits: JoinLimits,
+    promises: PromiseBook,
     metrics: PerformanceMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -110,7 +113,7 @@ pub async fn run(
     let (feed, inbox) = mpsc::channel(JOIN_QUEUE);
     let worker = match std::thread::Builder::new()
         .name("label-join".into())
-        .spawn(move || join_thread(limits, metrics, inbox))
+        .spawn(move || join_thread(limits, promises, metrics, inbox))
     {
         Ok(worker) => worker,
         Err(err) => {
@@ -160,7 +163,12 @@ pub async fn run(
 }
 
 /// The join's own thread: takes records and ticks until the channel closes.
-fn join_thread(limits: JoinLimits, metrics: PerformanceMetrics, mut inbox: mpsc::Receiver<Input>) {
+fn join_thread(
+    limits: JoinLimits,
+    mut promises: PromiseBook,
+    metrics: PerformanceMetrics,
+    mut inbox: mpsc::Receiver<Input>,
+) {
     let mut join = LabelJoin::new(limits);
     let mut shown = BTreeSet::new();
     let mut invalid_prediction: Option<String> = None;
@@ -168,7 +176,8 @@ fn join_thread(limits: JoinLimits, metrics: PerformanceMetrics, mut inbox: mpsc:
         match input {
             Input::Tick => {
                 join.expire(now_ms());
-                let other = metrics.publish(&mut join, &mut shown);
+                let checks = promises.checks(&join);
+                let other = metrics.publish(&mut join, &checks, &mut shown);
                 if other > 0 {
                     warn!(
                         labels = other,

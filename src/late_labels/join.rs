@@ -152,6 +152,20 @@ pub struct VersionScore {
     pub macro_f1: f64,
 }
 
+/// One version's window as the promise check reads it ([`super::promise`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionWindow {
+    /// The label set: class `i < labels.len()` is `labels[i]`; a truth at or past
+    /// `labels.len()` is a class outside it (a new class, or `other`).
+    pub labels: Arc<[String]>,
+    /// Classes the indices run over (the label set, the unknown slots, `other`).
+    pub classes: usize,
+    /// The joined pairs in the window, as (truth, predicted) class indices.
+    pub pairs: Vec<(usize, usize)>,
+    /// Changes whenever the window does: a check of an unchanged window can be kept.
+    pub revision: u64,
+}
+
 /// A prediction held for the join.
 struct Held {
     version: Arc<str>,
@@ -196,6 +210,8 @@ struct Version {
     hits: Vec<u64>,
     /// Insertion number of its last prediction (the least recent is forgotten).
     last_seq: u64,
+    /// Bumped whenever the window's counts change (a pair in or out, a relabel).
+    revision: u64,
 }
 
 impl Version {
@@ -218,6 +234,7 @@ impl Version {
             predicted: vec![0; k],
             hits: vec![0; k],
             last_seq: seq,
+            revision: 0,
         }
     }
 
@@ -242,6 +259,7 @@ impl Version {
     }
 
     fn tally(&mut self, truth: usize, predicted: usize) {
+        self.revision += 1;
         self.support[truth] += 1;
         self.predicted[predicted] += 1;
         if truth == predicted {
@@ -252,6 +270,7 @@ impl Version {
     /// Takes a pair out of the counts; an unknown class no pair names any more is
     /// forgotten.
     fn untally(&mut self, truth: usize, predicted: usize) {
+        self.revision += 1;
         self.support[truth] -= 1;
         self.predicted[predicted] -= 1;
         if truth == predicted {
@@ -292,26 +311,39 @@ impl Version {
     /// the mean F1 of the classes that occur (as truth or prediction).
     fn score(&self) -> (f64, f64) {
         let n = self.pairs.len() as u64;
-        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let correct: u64 = self.hits.iter().sum();
-        let (mut f1_sum, mut active) = (0.0, 0u64);
-        for c in 0..self.support.len() {
-            let (tp, support, predicted) = (self.hits[c], self.support[c], self.predicted[c]);
-            if support == 0 && predicted == 0 {
-                continue;
-            }
-            active += 1;
-            let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
-            if precision + recall > 0.0 {
-                f1_sum += 2.0 * precision * recall / (precision + recall);
-            }
-        }
-        let macro_f1 = if active == 0 {
+        let accuracy = if n == 0 {
             0.0
         } else {
-            f1_sum / active as f64
+            correct as f64 / n as f64
         };
-        (ratio(correct, n), macro_f1)
+        (
+            accuracy,
+            macro_f1(&self.support, &self.predicted, &self.hits),
+        )
+    }
+}
+
+/// Macro-F1 from running counts per class (pairs whose truth it is, pairs that
+/// predicted it, pairs right): the mean F1 of the classes that occur, as truth or
+/// prediction, as [`crate::model::evaluation::evaluate`] gives it; 0 when none does.
+pub fn macro_f1(support: &[u64], predicted: &[u64], hits: &[u64]) -> f64 {
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (mut f1_sum, mut active) = (0.0, 0u64);
+    for ((&tp, &support), &predicted) in hits.iter().zip(support).zip(predicted) {
+        if support == 0 && predicted == 0 {
+            continue;
+        }
+        active += 1;
+        let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+        if precision + recall > 0.0 {
+            f1_sum += 2.0 * precision * recall / (precision + recall);
+        }
+    }
+    if active == 0 {
+        0.0
+    } else {
+        f1_sum / active as f64
     }
 }
 
@@ -529,6 +561,16 @@ impl LabelJoin {
             .collect();
         out.sort_by(|a, b| a.model_version.cmp(&b.model_version));
         out
+    }
+
+    /// A version's window, or None for a version not held.
+    pub fn window(&self, version: &str) -> Option<VersionWindow> {
+        self.versions.get(version).map(|v| VersionWindow {
+            labels: v.labels.clone(),
+            classes: v.support.len(),
+            pairs: v.pairs.iter().map(|p| (p.truth, p.predicted)).collect(),
+            revision: v.revision,
+        })
     }
 
     /// Classes outside its label set that a version holds now (not counting

@@ -1,11 +1,12 @@
 //! The label join's Prometheus metrics (`triage_performance_*`), registered in the
 //! retrainer's registry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use super::join::{LabelJoin, LabelResult};
+use super::promise::PromiseCheck;
 use crate::metrics::{counter, counter_vec, float_gauge_vec, gauge, gauge_vec};
 
 /// The label join's metrics (see [`super::join`]).
@@ -27,6 +28,16 @@ pub struct PerformanceMetrics {
     pub invalid_predictions: IntCounter,
     /// Late labels counted as class `other` (past `retrain.join_max_unknown_classes`).
     pub other_class: IntCounter,
+    /// The card's held-out macro-F1 per version (the promise).
+    pub promised_macro_f1: GaugeVec,
+    /// P-values of the tests against the card, by `measure` (`macro_f1`, `recall`).
+    pub drop_p_value: GaugeVec,
+    /// 1 while a version's window is significantly below its card.
+    pub below_card: IntGaugeVec,
+    /// Share of a version's window whose true labels are outside its label set.
+    pub new_class_share: GaugeVec,
+    /// 1 while classes a version never learned take a measurable share.
+    pub new_class: IntGaugeVec,
 }
 
 impl PerformanceMetrics {
@@ -77,6 +88,36 @@ impl PerformanceMetrics {
                 "triage_performance_other_class_labels_total",
                 "Late labels counted as class \"other\": their model version held retrain.join_max_unknown_classes classes outside its label set already.",
             ),
+            promised_macro_f1: float_gauge_vec(
+                r,
+                "triage_performance_promised_macro_f1",
+                "The held-out macro-F1 in each scored version's model card: what its rolling late-label macro-F1 is tested against.",
+                &["model_version"],
+            ),
+            drop_p_value: float_gauge_vec(
+                r,
+                "triage_performance_drop_p_value",
+                "P-value of \"the version's window is within retrain.performance_tolerance of its card\", by measure: macro_f1 (bootstrap) or recall (the worst class, Bonferroni-corrected); 1 when untested.",
+                &["model_version", "measure"],
+            ),
+            below_card: gauge_vec(
+                r,
+                "triage_performance_below_card",
+                "1 while a version's rolling late-label scores are significantly below its card (either p-value under retrain.performance_alpha / 2), else 0.",
+                &["model_version"],
+            ),
+            new_class_share: float_gauge_vec(
+                r,
+                "triage_performance_new_class_share",
+                "Share of a version's joined late labels naming a class outside its label set.",
+                &["model_version"],
+            ),
+            new_class: gauge_vec(
+                r,
+                "triage_performance_new_class",
+                "1 while classes a version never learned take a measurable share of its late labels (the share's lower bound at least retrain.new_class_min_share), else 0.",
+                &["model_version"],
+            ),
         };
         for result in LabelResult::ALL {
             m.labels.with_label_values(&[result.as_str()]);
@@ -88,7 +129,12 @@ impl PerformanceMetrics {
     /// scores and sizes set. `shown` holds the versions scored last time: the
     /// series of a version the join forgot are removed. Returns the labels counted
     /// as class `other` since the last call.
-    pub fn publish(&self, join: &mut LabelJoin, shown: &mut BTreeSet<String>) -> u64 {
+    pub fn publish(
+        &self,
+        join: &mut LabelJoin,
+        checks: &BTreeMap<String, PromiseCheck>,
+        shown: &mut BTreeSet<String>,
+    ) -> u64 {
         for (result, n) in join.take_counts() {
             if n > 0 {
                 self.labels.with_label_values(&[result.as_str()]).inc_by(n);
@@ -104,6 +150,9 @@ impl PerformanceMetrics {
             self.labelled
                 .with_label_values(&v)
                 .set(i64::try_from(s.pairs).unwrap_or(i64::MAX));
+            if let Some(c) = checks.get(&s.model_version) {
+                self.publish_check(&s.model_version, c);
+            }
             now.insert(s.model_version);
         }
         for gone in shown.difference(&now) {
@@ -111,6 +160,13 @@ impl PerformanceMetrics {
             let _ = self.accuracy.remove_label_values(&v);
             let _ = self.macro_f1.remove_label_values(&v);
             let _ = self.labelled.remove_label_values(&v);
+            let _ = self.promised_macro_f1.remove_label_values(&v);
+            let _ = self.below_card.remove_label_values(&v);
+            let _ = self.new_class_share.remove_label_values(&v);
+            let _ = self.new_class.remove_label_values(&v);
+            for measure in ["macro_f1", "recall"] {
+                let _ = self.drop_p_value.remove_label_values(&[gone, measure]);
+            }
         }
         *shown = now;
         self.join_size
@@ -118,5 +174,29 @@ impl PerformanceMetrics {
         self.waiting
             .set(i64::try_from(join.waiting()).unwrap_or(i64::MAX));
         other
+    }
+
+    fn publish_check(&self, version: &str, c: &PromiseCheck) {
+        let v = [version];
+        match c.promised_macro_f1 {
+            Some(f1) => self.promised_macro_f1.with_label_values(&v).set(f1),
+            None => {
+                let _ = self.promised_macro_f1.remove_label_values(&v);
+            }
+        }
+        for (measure, p) in [("macro_f1", c.macro_f1_p), ("recall", c.recall_p())] {
+            self.drop_p_value
+                .with_label_values(&[version, measure])
+                .set(p);
+        }
+        self.below_card
+            .with_label_values(&v)
+            .set(i64::from(c.below_card));
+        self.new_class_share
+            .with_label_values(&v)
+            .set(c.new_class_share);
+        self.new_class
+            .with_label_values(&v)
+            .set(i64::from(c.new_class));
     }
 }

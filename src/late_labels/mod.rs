@@ -1,9 +1,12 @@
 //! Late labels: the join of labels that arrive on their own topic with the
 //! predictions they belong to, for rolling accuracy and macro-F1 per model version
-//! (`join.rs`, pure), fed from Kafka (`follow.rs`), exported as
+//! (`join.rs`, pure), checked against each version's card and for classes it never
+//! learned (`promise.rs`, pure; the cards read once per version in `cards.rs`), fed from Kafka (`follow.rs`), exported as
 //! `triage_performance_*` (`metrics.rs`). `triage retrainer` runs it beside its
 //! webhook.
 
+pub mod cards;
 pub mod follow;
 pub mod join;
 pub mod metrics;
+pub mod promise;

@@ -210,6 +210,10 @@ pub async fn run(
     let joiner = tokio::spawn(crate::late_labels::follow::run(
         kafka.clone(),
         crate::late_labels::join::JoinLimits::from_settings(settings),
+        crate::late_labels::cards::PromiseBook::new(
+            Some(registry.clone()),
+            crate::late_labels::promise::PromiseTest::from_settings(settings),
+        ),
         metrics.performance.clone(),
         shutdown.clone(),
     ));
