@@ -482,12 +482,13 @@ async fn wait_for_workers(
     let metrics = worker.metrics();
     let started = Instant::now();
     // A count, not a flag: several windows may wait at once, and the outage lasts
-    // until the last of them is through.
-    metrics.worker_outage.inc();
+    // until the last of them is through. Held by a guard: a window dropped while it
+    // waits (the pipeline stopping on another window's error) leaves the count too.
+    let _waiting = OutageWait::start(&metrics.worker_outage);
     error!(error = %first, wait_s = outage.as_secs_f64(), "No worker can classify a known-good text; the window waits for the workers, unacknowledged.");
     let mut backoff = Duration::from_millis(100);
     let mut last = first.to_string();
-    let result = loop {
+    loop {
         if started.elapsed() >= outage {
             break Err(PipelineError::Workers {
                 waited_s: started.elapsed().as_secs_f64(),
@@ -506,9 +507,23 @@ async fn wait_for_workers(
             }
             Err(err) => last = err.to_string(),
         }
-    };
-    metrics.worker_outage.dec();
-    result
+    }
+}
+
+/// One window in `triage_worker_outage` for as long as it lives.
+struct OutageWait(prometheus::IntGauge);
+
+impl OutageWait {
+    fn start(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OutageWait {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]
