@@ -3,10 +3,15 @@
 //! traits at the pipeline's edges: a [`Source`] of messages and a [`Sink`] for
 //! records. The inference pipeline runs over them; Kafka (`src/kafka/`) and files
 //! (`src/file/`) implement them; the core's tests use in-memory ones. Nothing
-//! here knows which is which, and nothing here reads configuration.
+//! here knows which is which, and nothing here reads configuration: the
+//! `[stream]` section is defined and checked here (`settings.rs`), and `config`
+//! loads it.
 
 pub mod envelope;
+mod settings;
 pub mod state;
+
+pub use settings::StreamSettings;
 
 use std::future::Future;
 use std::sync::Arc;
