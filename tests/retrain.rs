@@ -398,6 +398,65 @@ fn late_labels_train_a_challenger_that_replaces_a_narrow_champion_and_a_weak_one
             "promoted", "rejected", "rejected", "rejected", "failed", "failed"
         ]
     );
+
+    // 5. A schedule as well as alerts: `triage retrainer` with retrain.every = 10s
+    // runs the same job by itself, due 10 s after the registry's last decision (the
+    // failed run just above), and records the trigger `schedule`.
+    let port = common::broker::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = triage_with(&dir, &config);
+    cmd.env("TRIAGE__RETRAIN__EVERY", "10s")
+        .env("TRIAGE__RETRAIN__LISTEN", &addr)
+        .env(
+            "TRIAGE__RETRAIN__WEBHOOK_TOKEN",
+            "schedule-test-token-0123456789",
+        )
+        .env("TRIAGE__RETRAIN__COOLDOWN_S", "3600")
+        .arg("retrainer");
+    let last_decided = Instant::now();
+    let retrainer = common::daemon::Daemon::start(
+        "triage retrainer",
+        cmd,
+        dir.join("retrainer-schedule.log"),
+        "build triage first",
+        std::time::Duration::from_secs(30),
+        common::daemon::answers_200(&addr, "/healthz"),
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while decisions(&dir).len() < 7 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let scheduled = decisions(&dir);
+    assert_eq!(scheduled.len(), 7, "no scheduled run:\n{}", retrainer.log());
+    let d = &scheduled[6];
+    eprintln!(
+        "scheduled run: trigger {}, verdict {}, {:.1} s after the last decision",
+        d["trigger"],
+        d["verdict"],
+        last_decided.elapsed().as_secs_f64()
+    );
+    assert_eq!(d["trigger"], "schedule", "{d:#}");
+    assert!(
+        d["verdict"] == "promoted" || d["verdict"] == "rejected",
+        "{d:#}"
+    );
+    assert!(last_decided.elapsed() >= std::time::Duration::from_secs(9));
+    let metrics = common::kafka::http(&addr, "GET", "/metrics", b"")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("triage_retrain_scheduled_total{action=\"started\"} 1"),
+        "{metrics}"
+    );
+    // The next is due 10 s after this one: the gauge says when.
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("triage_retrain_next_scheduled_timestamp_seconds ")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    drop(retrainer);
     eprintln!("whole test: {:.1} s", test_started.elapsed().as_secs_f64());
 }
 

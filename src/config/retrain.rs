@@ -86,6 +86,10 @@ pub struct RetrainSettings {
     /// The share of late labels naming classes outside a version's label set (its
     /// lower confidence bound) from which the version is said to meet a new class.
     pub new_class_min_share: f64,
+    /// A retrain at least this often whatever the alerts say (`7d`, `12h`; humantime),
+    /// counted from the registry's last decision or champion change; empty: only
+    /// alerts (and `triage retrain`) start jobs.
+    pub every: String,
 }
 
 impl Default for RetrainSettings {
@@ -115,9 +119,14 @@ impl Default for RetrainSettings {
             performance_tolerance: 0.05,
             performance_min_labelled: 50,
             new_class_min_share: 0.05,
+            every: String::new(),
         }
     }
 }
+
+/// The shortest `retrain.every` accepted. A schedule is for days and weeks (alerts
+/// answer faster); seconds are for trying it out.
+pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RetrainSettings {
     /// Every problem with this section alone, each with the key and the fix: the
@@ -126,7 +135,28 @@ impl RetrainSettings {
         let mut c = Checker::default();
         self.check_retrain(&mut c);
         self.check_retrain_job(&mut c);
+        let every = self.every();
+        c.check(
+            every
+                .as_ref()
+                .is_ok_and(|d| d.is_none_or(|d| d >= MIN_EVERY)),
+            "retrain.every",
+            || match &every {
+                Err(e) => format!("{:?} is not a duration: {e}", self.every),
+                Ok(_) => format!("{:?} is shorter than 10 s", self.every),
+            },
+            "use a duration such as \"7d\" or \"12h\", or \"\" for alerts only",
+        );
         c.0
+    }
+
+    /// `retrain.every` parsed: None when empty (no schedule).
+    pub fn every(&self) -> Result<Option<std::time::Duration>, humantime::DurationError> {
+        let text = self.every.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        humantime::parse_duration(text).map(Some)
     }
 
     /// The receiver's keys and the late-label join's.

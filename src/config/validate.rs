@@ -322,6 +322,24 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_is_a_duration_of_at_least_ten_seconds_or_nothing() {
+        let mut s = Settings::default();
+        assert_eq!(s.retrain.every(), Ok(None));
+        s.retrain.every = "7d".into();
+        assert_eq!(
+            s.retrain.every(),
+            Ok(Some(std::time::Duration::from_secs(7 * 24 * 3600)))
+        );
+        assert!(s.validate().is_ok());
+        for bad in ["weekly", "7", "5s"] {
+            s.retrain.every = bad.into();
+            let err = s.validate().unwrap_err();
+            assert_eq!(keys(&s), ["retrain.every"], "{bad}");
+            assert!(err.to_string().contains("\"7d\""), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_log_filter_is_rejected() {
         let mut s = Settings::default();
         s.log.level = "triage=loud".into();

@@ -30,7 +30,7 @@ impl TrainingJob {
 impl RetrainJob for TrainingJob {
     fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome> {
         let settings = self.settings.clone();
-        let recorded = decision::Trigger::Alert(trigger.names().join(","));
+        let recorded = recorded_trigger(&trigger);
         let scores = self.scores.clone();
         Box::pin(async move {
             let ran = tokio::task::spawn_blocking(move || {
@@ -87,5 +87,47 @@ fn outcome_of(d: &Decision) -> JobOutcome {
         Verdict::Failed => JobOutcome::Failed {
             reason: d.reason.clone(),
         },
+    }
+}
+
+/// The trigger as the decision records it: `schedule`, `alert:<names>`, or both
+/// (`schedule+alert:<names>`, a scheduled run that alerts joined while it waited).
+pub fn recorded_trigger(trigger: &Trigger) -> decision::Trigger {
+    let names = trigger.names().join(",");
+    match (trigger.scheduled, names.is_empty()) {
+        (true, true) => decision::Trigger::Schedule,
+        (true, false) => decision::Trigger::Other(format!("schedule+alert:{names}")),
+        (false, _) => decision::Trigger::Alert(names),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retrainer::TriggerAlert;
+
+    #[test]
+    fn the_decision_names_the_schedule_the_alerts_or_both() {
+        assert_eq!(
+            recorded_trigger(&Trigger::scheduled()),
+            decision::Trigger::Schedule
+        );
+        let alert = TriggerAlert {
+            name: "TriagePerformanceDrop".into(),
+            fingerprint: "f".into(),
+            labels: Default::default(),
+            starts_at: String::new(),
+        };
+        let alerted = Trigger::new(vec![alert]);
+        assert_eq!(
+            recorded_trigger(&alerted).to_string(),
+            "alert:TriagePerformanceDrop"
+        );
+        let mut both = Trigger::scheduled();
+        both.merge(alerted);
+        assert_eq!(
+            recorded_trigger(&both).to_string(),
+            "schedule+alert:TriagePerformanceDrop"
+        );
     }
 }

@@ -153,6 +153,10 @@ pub struct RetrainMetrics {
     pub running: IntGauge,
     /// When the last job finished (Unix seconds); 0 before the first.
     pub last_job_timestamp: Gauge,
+    /// Scheduled runs (`retrain.every`) by what the scheduler did with them.
+    pub scheduled: IntCounterVec,
+    /// When the next scheduled run is due (Unix seconds); 0 without a schedule.
+    pub next_scheduled: Gauge,
     /// The label join's scores and counts.
     pub performance: PerformanceMetrics,
 }
@@ -196,6 +200,17 @@ impl RetrainMetrics {
                 "triage_retrain_last_job_timestamp_seconds",
                 "When the last retrain job finished, Unix seconds (0: none yet).",
             ),
+            scheduled: counter_vec(
+                &r,
+                "triage_retrain_scheduled_total",
+                "Scheduled retrains (retrain.every) by action: started (a job started), coalesced (joined the follow-up of a running job).",
+                &["action"],
+            ),
+            next_scheduled: float_gauge(
+                &r,
+                "triage_retrain_next_scheduled_timestamp_seconds",
+                "When the next scheduled retrain (retrain.every) is due, Unix seconds (0: no schedule).",
+            ),
             performance: PerformanceMetrics::register(&r),
             registry: r,
         };
@@ -218,6 +233,9 @@ impl RetrainMetrics {
             .with_label_values(&[OTHER_ALERT, AlertAction::Ignored.as_str()]);
         for verdict in ["promoted", "rejected", "failed"] {
             m.jobs.with_label_values(&[verdict]);
+        }
+        for action in ["started", "coalesced"] {
+            m.scheduled.with_label_values(&[action]);
         }
         m
     }
@@ -268,10 +286,19 @@ mod tests {
     fn exported_metric_names_and_types_stay_the_same() {
         let m = RetrainMetrics::new(&["TriageDriftDetected".to_string()]);
         // Labelled families render only once they hold a series.
-        for v in [&m.performance.accuracy, &m.performance.macro_f1] {
+        let p = &m.performance;
+        for v in [
+            &p.accuracy,
+            &p.macro_f1,
+            &p.promised_macro_f1,
+            &p.new_class_share,
+        ] {
             v.with_label_values(&["v1"]);
         }
-        m.performance.labelled.with_label_values(&["v1"]);
+        for v in [&p.labelled, &p.below_card, &p.new_class] {
+            v.with_label_values(&["v1"]);
+        }
+        p.drop_p_value.with_label_values(&["v1", "macro_f1"]);
         let scores = DecisionScores::new();
         scores.register(&m.registry);
         scores.accuracy.with_label_values(&["champion", "v1"]);
@@ -282,12 +309,17 @@ mod tests {
             types,
             [
                 "triage_performance_accuracy gauge",
+                "triage_performance_below_card gauge",
+                "triage_performance_drop_p_value gauge",
                 "triage_performance_invalid_predictions_total counter",
                 "triage_performance_join_size gauge",
                 "triage_performance_labelled_predictions gauge",
                 "triage_performance_labels_total counter",
                 "triage_performance_macro_f1 gauge",
+                "triage_performance_new_class gauge",
+                "triage_performance_new_class_share gauge",
                 "triage_performance_other_class_labels_total counter",
+                "triage_performance_promised_macro_f1 gauge",
                 "triage_performance_waiting_labels gauge",
                 "triage_retrain_alerts_total counter",
                 "triage_retrain_decision_accuracy gauge",
@@ -296,7 +328,9 @@ mod tests {
                 "triage_retrain_job_duration_seconds histogram",
                 "triage_retrain_jobs_total counter",
                 "triage_retrain_last_job_timestamp_seconds gauge",
+                "triage_retrain_next_scheduled_timestamp_seconds gauge",
                 "triage_retrain_running gauge",
+                "triage_retrain_scheduled_total counter",
                 "triage_retrain_webhook_requests_total counter",
             ]
         );

@@ -7,6 +7,8 @@
 //! - [`token`]: the bearer token, compared in constant time;
 //! - [`scheduler`]: one job at a time, a cooldown after each, alerts meanwhile
 //!   coalesced into one follow-up job;
+//! - [`schedule`]: `retrain.every`, the same job on a schedule, due by the
+//!   registry's clock (its last decision or champion change);
 //! - [`webhook`]: the HTTP surface (`POST /v1/alerts`, `GET /metrics`, `GET /healthz`);
 //! - [`metrics`]: the receiver's own Prometheus registry;
 //! - [`alert_job`]: the job for alerts: [`crate::retrain`]'s job (recent feature
@@ -22,6 +24,7 @@
 pub mod alert_job;
 pub mod metrics;
 pub mod payload;
+pub mod schedule;
 pub mod scheduler;
 pub mod token;
 pub mod webhook;
@@ -66,6 +69,8 @@ pub struct Trigger {
     pub alerts: Vec<TriggerAlert>,
     /// Webhook notifications folded into this trigger.
     pub notifications: u32,
+    /// Whether `retrain.every` asked for it too ([`schedule`]).
+    pub scheduled: bool,
 }
 
 impl Trigger {
@@ -78,13 +83,23 @@ impl Trigger {
         t.merge(Self {
             alerts,
             notifications: 1,
+            scheduled: false,
         });
         t
+    }
+
+    /// The trigger of a scheduled run (`retrain.every`).
+    pub fn scheduled() -> Self {
+        Self {
+            scheduled: true,
+            ..Self::default()
+        }
     }
 
     /// Folds a later notification's alerts into this trigger.
     pub fn merge(&mut self, later: Trigger) {
         self.notifications = self.notifications.saturating_add(later.notifications);
+        self.scheduled |= later.scheduled;
         for alert in later.alerts {
             let seen = self.alerts.iter().any(|a| {
                 if a.fingerprint.is_empty() || alert.fingerprint.is_empty() {
@@ -222,6 +237,15 @@ pub async fn run(
         Duration::from_secs(settings.cooldown_s),
         metrics.clone(),
     );
+    let schedule = settings.every().ok().flatten().map(|every| {
+        tokio::spawn(schedule::run(
+            every,
+            registry.clone(),
+            scheduler.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let console = crate::console::retrainer_router(registry, &metrics.registry);
     let state = WebhookState {
         token: Arc::new(token),
@@ -245,6 +269,9 @@ pub async fn run(
         shutdown,
     )
     .await;
+    if let Some(schedule) = schedule {
+        let _ = schedule.await;
+    }
     scheduler.shutdown().await;
     if let Err(err) = joiner.await {
         tracing::error!(error = %err, "The label join failed.");

@@ -1,0 +1,197 @@
+//! `retrain.every`: a retrain at least this often, whatever the alerts say (the seed
+//! project retrained weekly). The scheduled run is the same job as an alert's, through
+//! the same [`Scheduler`] (one at a time, the cooldown, the job lock, the rollout and
+//! the decision record), with the trigger `schedule` in its decision.
+//!
+//! **The clock is the registry's, not the process's.** A run is due `every` after the
+//! latest of the last recorded decision (any trigger, any verdict) and the last
+//! champion change (a promotion or a rollback, by anyone), so
+//! - a restarted retrainer neither skips a run nor repeats one (a process timer would
+//!   start from zero at each restart, and a retrainer restarted daily would never
+//!   retrain weekly);
+//! - an alert's retrain or a promotion by hand postpones the scheduled one: what it
+//!   promises is "never longer than `every` without a fresh look at the model";
+//! - an empty registry (no decision, no champion) waits `every` from the start.
+//!
+//! After a scheduled run the next one is at least `every` after the run ended, even
+//! if the job recorded nothing (it panicked): no tight loop on a failing job.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::Trigger;
+use super::metrics::RetrainMetrics;
+use super::scheduler::{Admission, Phase, Scheduler};
+use crate::registry::{Registry, RegistryError};
+
+/// The longest sleep before the registry is read again: a decision recorded by
+/// another process (a `triage retrain` by hand) moves the due time.
+const RECHECK: Duration = Duration::from_secs(600);
+/// How often a submitted run is polled for its end.
+const POLL: Duration = Duration::from_secs(2);
+/// A registry that cannot be read is tried again after this long.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// When the next scheduled run is due: `every` after the latest of `last` (the
+/// registry's last decision or champion change), `ran` (this process's last
+/// scheduled run) and, when both are none, `started`.
+pub fn next_due(
+    last: Option<SystemTime>,
+    ran: Option<SystemTime>,
+    started: SystemTime,
+    every: Duration,
+) -> SystemTime {
+    let anchor = match (last, ran) {
+        (Some(a), Some(b)) => a.max(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => started,
+    };
+    anchor + every
+}
+
+/// The time of the registry's last decision or champion change, if any.
+pub fn last_activity(registry: &Registry) -> Result<Option<SystemTime>, RegistryError> {
+    let parse = |at: &str| humantime::parse_rfc3339_weak(at).ok();
+    let decided = registry
+        .decisions()?
+        .entries
+        .iter()
+        .filter_map(|d| parse(&d.finished_at))
+        .max();
+    let changed = registry
+        .history()?
+        .entries
+        .iter()
+        .filter_map(|c| parse(&c.at))
+        .max();
+    Ok(decided.max(changed))
+}
+
+/// Runs the schedule until `shutdown` resolves.
+pub async fn run(
+    every: Duration,
+    registry: Registry,
+    scheduler: Scheduler,
+    metrics: RetrainMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let started = SystemTime::now();
+    let mut ran: Option<SystemTime> = None;
+    info!(every = %humantime::format_duration(every), "Scheduled retraining on (retrain.every).");
+    loop {
+        let reading = registry.clone();
+        let last = match tokio::task::spawn_blocking(move || last_activity(&reading)).await {
+            Ok(Ok(last)) => last,
+            Ok(Err(err)) => {
+                warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: cannot read the registry's decisions and history; trying again.");
+                if pause(RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Err(err) => {
+                warn!(error = %err, "Scheduled retraining: the registry read stopped.");
+                if pause(RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let due = next_due(last, ran, started, every);
+        metrics.next_scheduled.set(unix_seconds(due));
+        match due.duration_since(SystemTime::now()) {
+            Ok(wait) if !wait.is_zero() => {
+                if pause(wait.min(RECHECK), &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let before = scheduler.status().jobs_started;
+        let admission = scheduler.submit(Trigger::scheduled());
+        metrics
+            .scheduled
+            .with_label_values(&[match admission {
+                Admission::Started => "started",
+                Admission::Coalesced => "coalesced",
+            }])
+            .inc();
+        info!(?admission, last = ?last.map(humantime::format_rfc3339_seconds), "Scheduled retrain due (retrain.every).");
+        // Until the run that carries it has started and finished: a run in progress
+        // takes the schedule into its follow-up, which starts after the cooldown.
+        loop {
+            let status = scheduler.status();
+            if status.jobs_started > before && status.phase != Phase::Running {
+                break;
+            }
+            if pause(POLL, &mut shutdown).await {
+                return;
+            }
+        }
+        ran = Some(SystemTime::now());
+    }
+}
+
+/// Sleeps `wait`; true when `shutdown` came first.
+async fn pause(wait: Duration, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+    tokio::select! {
+        biased;
+        () = shutdown => true,
+        () = tokio::time::sleep(wait) => false,
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn at(days: u32) -> SystemTime {
+        UNIX_EPOCH + DAY * days
+    }
+
+    #[test]
+    fn a_run_is_due_every_after_the_latest_activity() {
+        let week = DAY * 7;
+        // An empty registry: a week after the start.
+        assert_eq!(next_due(None, None, at(100), week), at(107));
+        // The last decision or promotion 3 days ago: 4 days from now.
+        assert_eq!(next_due(Some(at(97)), None, at(100), week), at(104));
+        // Long overdue: due at once (in the past).
+        assert!(next_due(Some(at(80)), None, at(100), week) < at(100));
+        // A scheduled run that recorded nothing still counts.
+        assert_eq!(next_due(Some(at(80)), Some(at(100)), at(90), week), at(107));
+    }
+
+    #[test]
+    fn the_registry_says_when_it_last_acted() {
+        let dir = std::env::temp_dir().join(format!("triage-schedule-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = Registry::new(&dir);
+        assert_eq!(last_activity(&registry).unwrap(), None);
+        let mut d = crate::registry::decision::fixture::decision(
+            "retrain-1",
+            crate::registry::decision::Verdict::Rejected,
+        );
+        d.finished_at = "2026-12-01T10:00:00Z".into();
+        registry.record_decision(&d).unwrap();
+        d.id = "retrain-2".into();
+        d.finished_at = "2026-12-03T10:00:00Z".into();
+        registry.record_decision(&d).unwrap();
+        assert_eq!(
+            last_activity(&registry).unwrap(),
+            Some(humantime::parse_rfc3339("2026-12-03T10:00:00Z").unwrap())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
