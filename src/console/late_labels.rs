@@ -14,6 +14,14 @@ pub struct VersionScores {
     pub accuracy: f64,
     pub macro_f1: f64,
     pub pairs: f64,
+    /// The held-out macro-F1 its card promised (None: no card read).
+    pub promised_macro_f1: Option<f64>,
+    /// Whether its window is significantly below the card.
+    pub below_card: bool,
+    /// Share of its late labels naming classes it never learned, and whether that
+    /// share is measurable.
+    pub new_class_share: f64,
+    pub new_class: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,18 +67,23 @@ fn one(families: &[MetricFamily], name: &str) -> f64 {
 impl LateLabels {
     /// Reads the join's exported metrics from the retrainer's registry.
     pub fn from_metrics(families: &[MetricFamily], champion: Option<String>) -> Self {
-        let value = |name: &str, version: &str| {
+        let found = |name: &str, version: &str| {
             series(families, name)
                 .into_iter()
                 .find(|(l, _)| l.first().map(String::as_str) == Some(version))
-                .map_or(0.0, |s| s.1)
+                .map(|s| s.1)
         };
+        let value = |name: &str, version: &str| found(name, version).unwrap_or(0.0);
         let mut versions: Vec<VersionScores> = series(families, "triage_performance_accuracy")
             .into_iter()
             .filter_map(|(labels, accuracy)| labels.into_iter().next().map(|v| (v, accuracy)))
             .map(|(version, accuracy)| VersionScores {
                 macro_f1: value("triage_performance_macro_f1", &version),
                 pairs: value("triage_performance_labelled_predictions", &version),
+                promised_macro_f1: found("triage_performance_promised_macro_f1", &version),
+                below_card: value("triage_performance_below_card", &version) == 1.0,
+                new_class_share: value("triage_performance_new_class_share", &version),
+                new_class: value("triage_performance_new_class", &version) == 1.0,
                 version,
                 accuracy,
             })
@@ -103,12 +116,23 @@ pub fn view(d: &LateLabels) -> Markup {
                     code { "kafka.labels_topic" } " (key = message id)." }
             } @else {
                 table {
-                    tr { th { "version" } th.n { "accuracy" } th.n { "macro-F1" } th.n { "labelled predictions" } }
+                    tr { th { "version" } th.n { "accuracy" } th.n { "macro-F1" } th.n { "its card promised" } th.n { "labelled predictions" } th { "the promise" } }
                     @for v in &d.versions {
                         tr { td { (v.version) " " @if d.champion.as_deref() == Some(v.version.as_str()) { span.badge.ok { "champion" } } }
-                            td.n { (format!("{:.3}", v.accuracy)) } td.n { (format!("{:.3}", v.macro_f1)) } td.n { (v.pairs) } }
+                            td.n { (format!("{:.3}", v.accuracy)) } td.n { (format!("{:.3}", v.macro_f1)) }
+                            td.n { @if let Some(f1) = v.promised_macro_f1 { (format!("{f1:.3}")) } @else { "-" } }
+                            td.n { (v.pairs) }
+                            td {
+                                @if v.below_card { span.badge.bad title="significantly below its model card (triage_performance_drop_p_value)" { "below its card" } " " }
+                                @if v.new_class { span.badge.bad title="late labels name classes this version never learned" { (format!("new classes: {:.0}% of labels", v.new_class_share * 100.0)) } }
+                                @if !v.below_card && !v.new_class { span.badge.ok { "kept" } }
+                            }
+                        }
                     }
                 }
+                p.muted { "A version is tested against its model card and for classes it never learned once "
+                    code { "retrain.performance_min_labelled" } " labels stand behind it; either fires "
+                    code { "TriagePerformanceDrop" } ", which retrains." }
                 (svg::bars("Macro-F1 on late labels per version", &bars))
             }
         }
@@ -150,6 +174,32 @@ mod tests {
             html.contains("champion") && html.contains(">0.850<"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn the_promise_of_each_version_is_shown() {
+        // The series the retrainer's label join exports (late_labels::metrics).
+        let registry = Registry::new();
+        for (name, v1, v2) in [
+            ("triage_performance_accuracy", 0.3, 0.9),
+            ("triage_performance_macro_f1", 0.3, 0.9),
+            ("triage_performance_promised_macro_f1", 0.88, 0.88),
+            ("triage_performance_below_card", 1.0, 0.0),
+            ("triage_performance_new_class", 1.0, 0.0),
+            ("triage_performance_new_class_share", 0.68, 0.0),
+        ] {
+            let g = GaugeVec::new(Opts::new(name, "h"), &["model_version"]).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g.with_label_values(&["v1"]).set(v1);
+            g.with_label_values(&["v2"]).set(v2);
+        }
+        let d = LateLabels::from_metrics(&registry.gather(), Some("v2".into()));
+        assert!(d.versions[0].below_card && d.versions[0].new_class);
+        assert_eq!(d.versions[1].promised_macro_f1, Some(0.88));
+        let html = view(&d).into_string();
+        assert!(html.contains("below its card"), "{html}");
+        assert!(html.contains("new classes: 68% of labels"), "{html}");
+        assert!(html.contains(">kept<") && html.contains(">0.880<"), "{html}");
     }
 
     #[test]
