@@ -14,8 +14,6 @@
 //! <registry_dir>/retrain/<id>/held-out.jsonl   the slice both models were scored on
 //! ```
 
-use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +25,7 @@ use super::collect::{
 };
 use super::error::RetrainError;
 use super::verdict::{Standing, judge};
-use super::workdir::{JobLock, prune};
+use super::workdir::{JobLock, prune, run_folder, write_examples};
 use crate::clock::now_ms;
 use crate::config::{DataFormat, LabelRuleKind, Settings};
 use crate::embed::Embedder;
@@ -419,33 +417,12 @@ impl<'a> Job<'a> {
         path.starts_with(self.retrain_dir())
     }
 
-    /// A new folder for this run's files.
+    /// A new folder for this run's files, named by the decision (which takes the
+    /// folder's name when the first was taken).
     fn work_dir(&mut self) -> Result<PathBuf, RetrainError> {
-        let base = self.retrain_dir();
-        fs::create_dir_all(&base).map_err(|e| {
-            RetrainError::WorkFolder(format!("cannot create {}: {e}", base.display()))
-        })?;
-        for n in 1.. {
-            let name = match n {
-                1 => self.decision.id.clone(),
-                n => format!("{}-{n}", self.decision.id),
-            };
-            let dir = base.join(&name);
-            match fs::create_dir(&dir) {
-                Ok(()) => {
-                    self.decision.id = name;
-                    return Ok(dir);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(RetrainError::WorkFolder(format!(
-                        "cannot create {}: {e}",
-                        dir.display()
-                    )));
-                }
-            }
-        }
-        unreachable!("a free folder name is always found")
+        let (name, dir) = run_folder(&self.retrain_dir(), &self.decision.id)?;
+        self.decision.id = name;
+        Ok(dir)
     }
 
     /// Promotes the challenger, unless someone moved the champion during the run
@@ -639,21 +616,6 @@ pub fn neutral_settings(settings: &Settings) -> Settings {
     s.labels.allowed = Vec::new();
     s.training.feature_cache = false;
     s
-}
-
-fn write_examples<'e>(
-    path: &Path,
-    examples: impl IntoIterator<Item = &'e Example>,
-) -> Result<(), RetrainError> {
-    let failed = |e: std::io::Error| {
-        RetrainError::WorkFolder(format!("cannot write {}: {e}", path.display()))
-    };
-    let mut out = BufWriter::new(fs::File::create(path).map_err(failed)?);
-    for example in examples {
-        let line = serde_json::to_string(example).map_err(|e| failed(e.into()))?;
-        writeln!(out, "{line}").map_err(failed)?;
-    }
-    out.flush().map_err(failed)
 }
 
 #[cfg(test)]

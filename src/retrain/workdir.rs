@@ -1,6 +1,8 @@
 //! The retraining job's local work folder (`<registry_dir>/retrain/`): one job at a
-//! time on a machine (an advisory lock on a lock file naming the job's process), and
-//! old runs' files pruned so the folder does not grow without end.
+//! time on a machine (an advisory lock on a lock file naming the job's process), a
+//! folder per run with its rows as JSON lines (the files a challenger is trained and
+//! judged on, read back as any labelled data file), and old runs' files pruned so the
+//! folder does not grow without end.
 //!
 //! The lock is the kernel's (`flock`, through [`std::fs::File::try_lock`]), not the
 //! file's existence: it goes with the process that held it, however it ended, so a
@@ -12,9 +14,10 @@
 //! registry, two machines can still run one job each (their promotions stay safe:
 //! alias moves are conditional and a moved champion is never overwritten).
 
+use super::collect::Example;
 use super::error::RetrainError;
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
@@ -117,9 +120,59 @@ pub fn prune(dir: &Path, keep: usize, protected: &[PathBuf]) -> usize {
     removed
 }
 
+/// Creates a new folder for a run under `base`: `name`, or `name-2`, `name-3`...
+/// when taken. Returns the name given and the folder.
+pub fn run_folder(base: &Path, name: &str) -> Result<(String, PathBuf), RetrainError> {
+    let failed =
+        |dir: &Path, e| RetrainError::WorkFolder(format!("cannot create {}: {e}", dir.display()));
+    fs::create_dir_all(base).map_err(|e| failed(base, e))?;
+    for n in 1.. {
+        let name = match n {
+            1 => name.to_string(),
+            n => format!("{name}-{n}"),
+        };
+        let dir = base.join(&name);
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok((name, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(failed(&dir, e)),
+        }
+    }
+    unreachable!("a free folder name is always found")
+}
+
+/// Writes `examples` to `path` as JSON lines (`id`, `text`, `label`).
+pub fn write_examples<'e>(
+    path: &Path,
+    examples: impl IntoIterator<Item = &'e Example>,
+) -> Result<(), RetrainError> {
+    let failed = |e: std::io::Error| {
+        RetrainError::WorkFolder(format!("cannot write {}: {e}", path.display()))
+    };
+    let mut out = BufWriter::new(fs::File::create(path).map_err(failed)?);
+    for example in examples {
+        let line = serde_json::to_string(example).map_err(|e| failed(e.into()))?;
+        writeln!(out, "{line}").map_err(failed)?;
+    }
+    out.flush().map_err(failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_folder_takes_the_next_free_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("retrain");
+        let (first, a) = run_folder(&base, "retrain-1").unwrap();
+        let (second, b) = run_folder(&base, "retrain-1").unwrap();
+        assert_eq!(
+            (first.as_str(), second.as_str()),
+            ("retrain-1", "retrain-1-2")
+        );
+        assert!(a.is_dir() && b.is_dir() && a != b);
+    }
 
     #[test]
     fn one_job_at_a_time_and_a_dead_holders_lock_is_taken_over() {
