@@ -199,7 +199,10 @@ mod tests {
         let html = view(&d).into_string();
         assert!(html.contains("below its card"), "{html}");
         assert!(html.contains("new classes: 68% of labels"), "{html}");
-        assert!(html.contains(">kept<") && html.contains(">0.880<"), "{html}");
+        assert!(
+            html.contains(">kept<") && html.contains(">0.880<"),
+            "{html}"
+        );
     }
 
     #[test]
