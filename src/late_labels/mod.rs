@@ -10,3 +10,4 @@ pub mod follow;
 pub mod join;
 pub mod metrics;
 pub mod promise;
+pub mod race;
