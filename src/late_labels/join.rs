@@ -1690,6 +1690,55 @@ mod tests {
         assert_eq!(j.take_invalid_shadows().0, 0);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any mix of predictions (shadowed or not, among a few versions and ids) and
+        /// labels (known, new or garbage classes; relabels): no panic, every label
+        /// counted once, every race within its bounds and its indices within its classes.
+        #[test]
+        fn shadows_and_races_stay_within_their_bounds(
+            ops in proptest::collection::vec((0u8..4, 0usize..12, 0usize..12, 0usize..5), 1..300)
+        ) {
+            let mut j = LabelJoin::new(JoinLimits {
+                race_observations: 7,
+                max_predictions: 20,
+                ..limits()
+            });
+            let classes = ["negative", "neutral", "positive", "refund", "x"];
+            let mut labels_sent = 0u64;
+            for (t, (kind, a, b, c)) in ops.into_iter().enumerate() {
+                let now = 1_000 + t as i64;
+                let id = format!("m{a}");
+                let version = format!("v{}", b % 3);
+                match kind {
+                    0 => {
+                        let _ = j.prediction(&prediction(&id, LABELS[c % 3], &version), now, now);
+                    }
+                    1 => {
+                        let by = format!("v{}", 3 + b % 10);
+                        let _ = j.prediction(&shadowed(&id, LABELS[c % 3], &version, LABELS[b % 3], &by), now, now);
+                    }
+                    _ => {
+                        labels_sent += 1;
+                        j.label(None, &label(&id, classes[c]), now);
+                    }
+                }
+                proptest::prop_assert!(j.races().len() <= MAX_RACES);
+                for (champion, challenger, _) in j.races() {
+                    let r = j.race_window(&champion, &challenger).unwrap();
+                    proptest::prop_assert!(r.observations.len() <= 7);
+                    for o in &r.observations {
+                        proptest::prop_assert!(o.truth < r.classes && o.champion < r.classes && o.challenger < r.classes);
+                    }
+                }
+            }
+            j.expire(i64::MAX / 2);
+            let counted: u64 = j.take_counts().iter().map(|(_, n)| n).sum();
+            proptest::prop_assert_eq!(counted, labels_sent);
+        }
+    }
+
     #[test]
     fn limits_come_from_the_settings() {
         let l = JoinLimits::from_settings(&RetrainSettings::default());

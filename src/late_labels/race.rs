@@ -498,12 +498,14 @@ mod tests {
     #[test]
     fn false_promotions_under_equal_quality_stay_near_alpha() {
         let races = 40;
-        let (mut one_look, mut repeated, mut lost, mut power) = (0, 0, 0, 0);
+        let (mut one_look, mut one_look_lost, mut repeated, mut lost, mut power) = (0, 0, 0, 0, 0);
         for r in 0..races {
             let mut sim = Sim::new(1_000 + r);
             let obs = sim.race(4 * TEST.min_labelled, 0.7, 0.7);
-            if check(&TEST, 3, &obs[..TEST.min_labelled], 0, 0).verdict == RaceVerdict::Promote {
-                one_look += 1;
+            match check(&TEST, 3, &obs[..TEST.min_labelled], 0, 0).verdict {
+                RaceVerdict::Promote => one_look += 1,
+                RaceVerdict::Reject(RejectReason::Lost) => one_look_lost += 1,
+                _ => {}
             }
             let verdicts: Vec<RaceVerdict> = (TEST.min_labelled..=obs.len())
                 .step_by(50)
@@ -522,13 +524,14 @@ mod tests {
         let rate = |k: i32| f64::from(k) / races as f64;
         eprintln!(
             "race under H0 (accuracy 0.7 both, alpha {}, margin {}), {races} races: \
-             false promotions {:.3} at one look (n = {}), {:.3} over looks every 50 \
+             false promotions {:.3} at one look (n = {}; lost {:.3}), {:.3} over looks every 50 \
              labels to n = {} (first verdict lost: {:.3}); power vs +0.1 accuracy at \
              n = {}: {:.3}",
             TEST.alpha,
             TEST.min_improvement,
             rate(one_look),
             TEST.min_labelled,
+            rate(one_look_lost),
             rate(repeated),
             4 * TEST.min_labelled,
             rate(lost),
