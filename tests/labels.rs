@@ -1,6 +1,7 @@
 //! Late labels on a real broker: `triage retrainer` joins them with the
 //! predictions topic and exports rolling accuracy and macro-F1 per model version,
-//! and a restarted retrainer rebuilds the same figures from the topics.
+//! and a restarted retrainer rebuilds the same figures from the topics; with a
+//! challenger in shadow, the live race of the two on the same messages.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, free_port};
-use common::kafka::{Names, http, label_record, prediction_record, produce};
+use common::kafka::{
+    Names, http, label_record, prediction_record, produce, shadowed_prediction_record,
+};
 
 const LABELS: [&str; 3] = common::kafka::SENTIMENTS;
 const TOKEN: &str = "labels-test-token-0123456789";
@@ -29,8 +32,19 @@ fn env(cmd: &mut std::process::Command, broker: &Broker, t: &Topics) {
 }
 
 fn retrainer(dir: &std::path::Path, broker: &Broker, t: &Topics, port: u16) -> Child {
+    retrainer_with(dir, broker, t, port, &[])
+}
+
+fn retrainer_with(
+    dir: &std::path::Path,
+    broker: &Broker,
+    t: &Topics,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Child {
     let mut cmd = common::triage(dir);
     env(&mut cmd, broker, t);
+    cmd.envs(extra.iter().copied());
     cmd.env("TRIAGE__RETRAIN__WEBHOOK_TOKEN", TOKEN)
         .env("TRIAGE__RETRAIN__LISTEN", format!("127.0.0.1:{port}"))
         .env("TRIAGE__RETRAIN__JOIN_PENDING_S", "1")
@@ -230,6 +244,177 @@ fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_the
         "v1 accuracy {:.4} macro-F1 {v1_f1:.4}; v2 accuracy {:.4} macro-F1 {v2_f1:.4}; live join in {live_s:.1} s, rebuilt after restart in {rebuild_s:.1} s",
         25.0 / 30.0,
         6.0 / 21.0
+    );
+}
+
+/// Macro-F1 over the three sentiments as triage scores it: the mean F1 of the
+/// classes that occur as truth or prediction.
+fn macro_f1(pairs: &[(usize, usize)]) -> f64 {
+    let (mut sum, mut active) = (0.0, 0.0);
+    for c in 0..LABELS.len() {
+        let tp = pairs.iter().filter(|&&(t, p)| t == c && p == c).count() as f64;
+        let predicted = pairs.iter().filter(|&&(_, p)| p == c).count() as f64;
+        let support = pairs.iter().filter(|&&(t, _)| t == c).count() as f64;
+        if predicted + support > 0.0 {
+            active += 1.0;
+            sum += f1(tp, predicted, support);
+        }
+    }
+    sum / active
+}
+
+/// The value of the sample of `name` whose labels include every `(key, value)`.
+fn sample_with(got: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    got.iter()
+        .find(|(k, _)| {
+            k.split_once('{').is_some_and(|(n, rest)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
+            })
+        })
+        .map(|(_, v)| *v)
+}
+
+#[test]
+fn a_better_challenger_in_shadow_wins_the_live_race_and_an_equal_one_does_not() {
+    let started = Instant::now();
+    let dir = common::scratch("labels-race");
+    let broker = Broker::start(&dir);
+    let names = Names::new("labels-race");
+    let t = Topics {
+        labels: format!("labels-{}", names.group),
+        names,
+    };
+    let mut create = common::triage(&dir);
+    env(&mut create, &broker, &t);
+    let (out, _, stderr) = common::run(create.args(["topics", "create", "--partitions", "2"]));
+    assert!(out.status.success(), "topics create failed: {stderr}");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _child = common::Killed(retrainer_with(
+        &dir,
+        &broker,
+        &t,
+        port,
+        &[("TRIAGE__ROLLOUT__MIN_LABELLED", "100")],
+    ));
+
+    // 300 messages, the truth cycling through the classes. Race 1: v1 (champion)
+    // right on 60% (wrong where i % 5 is 1 or 2), v2 in its shadow on 90% (wrong
+    // where i % 10 is 0); a miss predicts the next class. Race 2: v3 and its shadow
+    // v4 predict alike, right on 70%.
+    let n = 300;
+    let miss = |t: usize, right: bool| if right { t } else { (t + 1) % 3 };
+    let (mut v1, mut v2, mut v3) = (Vec::new(), Vec::new(), Vec::new());
+    let mut predictions = Vec::new();
+    for i in 0..n {
+        let truth = i % 3;
+        let (p1, p2, p3) = (
+            miss(truth, !matches!(i % 5, 1 | 2)),
+            miss(truth, i % 10 != 0),
+            miss(truth, i % 10 >= 3),
+        );
+        v1.push((truth, p1));
+        v2.push((truth, p2));
+        v3.push((truth, p3));
+        predictions.push(shadowed_prediction_record(
+            &format!("a{i}"),
+            LABELS[p1],
+            "v1",
+            LABELS[p2],
+            "v2",
+        ));
+        predictions.push(shadowed_prediction_record(
+            &format!("b{i}"),
+            LABELS[p3],
+            "v3",
+            LABELS[p3],
+            "v4",
+        ));
+    }
+    produce(&broker.address(), &t.names.predictions, &predictions);
+    let (got, ok) = wait_for(
+        &addr,
+        &[("triage_performance_join_size".into(), 2.0 * n as f64)],
+        Duration::from_secs(30),
+    );
+    assert!(ok, "the join did not hold the predictions: {got:?}");
+    let mut labels = Vec::new();
+    for i in 0..n {
+        labels.push(label_record(&format!("a{i}"), LABELS[i % 3]));
+        labels.push(label_record(&format!("b{i}"), LABELS[i % 3]));
+    }
+    produce(&broker.address(), &t.labels, &labels);
+
+    let (f1_v1, f1_v2, f1_v3) = (macro_f1(&v1), macro_f1(&v2), macro_f1(&v3));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let race = |got: &BTreeMap<String, f64>, name: &str, champion: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("champion", champion)];
+        labels.push(("challenger", if champion == "v1" { "v2" } else { "v4" }));
+        labels.extend_from_slice(extra);
+        sample_with(got, name, &labels)
+    };
+    let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+    let (got, done) = loop {
+        let got = scrape(&addr);
+        let done = close(
+            race(&got, "triage_race_labelled_messages", "v1", &[]),
+            n as f64,
+        ) && close(
+            race(&got, "triage_race_labelled_messages", "v3", &[]),
+            n as f64,
+        ) && close(
+            race(&got, "triage_race_macro_f1", "v1", &[("role", "champion")]),
+            f1_v1,
+        ) && close(
+            race(
+                &got,
+                "triage_race_macro_f1",
+                "v1",
+                &[("role", "challenger")],
+            ),
+            f1_v2,
+        ) && close(
+            race(&got, "triage_race_macro_f1", "v3", &[("role", "champion")]),
+            f1_v3,
+        ) && close(
+            race(
+                &got,
+                "triage_race_macro_f1",
+                "v3",
+                &[("role", "challenger")],
+            ),
+            f1_v3,
+        ) && close(race(&got, "triage_race_state", "v1", &[]), 1.0)
+            && close(race(&got, "triage_race_state", "v3", &[]), 0.0)
+            && sample_with(
+                &got,
+                "triage_performance_macro_f1",
+                &[("model_version", "v2")],
+            )
+            .is_some();
+        if done || Instant::now() > deadline {
+            break (got, done);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log =
+        std::fs::read_to_string(dir.join(format!("retrainer-{port}.log"))).unwrap_or_default();
+    let races: BTreeMap<&String, &f64> = got
+        .iter()
+        .filter(|(k, _)| k.starts_with("triage_race"))
+        .collect();
+    assert!(
+        done,
+        "expected v1/v2 promote (macro-F1 {f1_v1:.4} / {f1_v2:.4}) and v3/v4 continue ({f1_v3:.4}), 300 labelled each; got {races:#?}\nlog:\n{log}"
+    );
+    common::assert_no_panic(&log);
+    eprintln!(
+        "live race: v1 {f1_v1:.4} vs v2 {f1_v2:.4} -> promote (p {:?}); v3 = v4 {f1_v3:.4} -> continue; {:.1} s",
+        race(&got, "triage_race_p_value", "v1", &[("test", "promote")]),
+        started.elapsed().as_secs_f64()
     );
 }
 

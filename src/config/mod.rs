@@ -9,7 +9,8 @@
 //! Each section is defined and checked in one place: the module that owns it when
 //! that module sits below `config` in the dependency order (`kafka`, `stream`,
 //! `drift`, `model`'s n-grams), otherwise a file here named after it (`log.rs`,
-//! `paths.rs`, `embedding.rs`, `data.rs`, `training.rs`, `http.rs`, `retrain.rs`).
+//! `paths.rs`, `embedding.rs`, `data.rs`, `training.rs`, `http.rs`, `retrain.rs`,
+//! `rollout.rs`).
 //! This module composes them and `validate.rs` dispatches to their checks.
 
 mod data;
@@ -20,6 +21,7 @@ mod log;
 mod paths;
 pub mod registry_url;
 mod retrain;
+mod rollout;
 mod training;
 mod validate;
 
@@ -34,6 +36,7 @@ pub use load::{ConfigError, load, load_with_env};
 pub use log::{LogFormat, LogSettings};
 pub use paths::PathSettings;
 pub use retrain::{MIN_TOKEN_CHARS, RetrainSettings};
+pub use rollout::RolloutSettings;
 pub use training::{ClassBalance, TrainingSettings};
 pub use validate::{Problem, ValidationError};
 
@@ -53,6 +56,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub drift: crate::drift::DriftSettings,
     pub retrain: RetrainSettings,
+    pub rollout: RolloutSettings,
 }
 
 /// Features beside the sentence embedding. Only a frame: its one section,

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::cards::PromiseBook;
 use super::join::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
+use super::race::RaceBook;
 use crate::clock::now_ms;
 use crate::kafka::{FollowFrom, FollowedRecord, Follower, KafkaError, KafkaSettings};
 
@@ -45,11 +46,13 @@ enum Input {
 
 /// Runs the join until `shutdown` resolves. Returns at once when
 /// `kafka.labels_topic` is empty. `promises` reads each version's card to check its
-/// window against (on the join's thread: a registry read never holds up the runtime).
+/// window against (on the join's thread: a registry read never holds up the runtime);
+/// `races` checks each live race (champion against its challenger in shadow).
 pub async fn run(
     kafka: KafkaSettings,
     limits: JoinLimits,
     promises: PromiseBook,
+    races: RaceBook,
     metrics: PerformanceMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -113,7 +116,7 @@ pub async fn run(
     let (feed, inbox) = mpsc::channel(JOIN_QUEUE);
     let worker = match std::thread::Builder::new()
         .name("label-join".into())
-        .spawn(move || join_thread(limits, promises, metrics, inbox))
+        .spawn(move || join_thread(limits, promises, races, metrics, inbox))
     {
         Ok(worker) => worker,
         Err(err) => {
@@ -166,18 +169,29 @@ pub async fn run(
 fn join_thread(
     limits: JoinLimits,
     mut promises: PromiseBook,
+    mut races: RaceBook,
     metrics: PerformanceMetrics,
     mut inbox: mpsc::Receiver<Input>,
 ) {
     let mut join = LabelJoin::new(limits);
     let mut shown = BTreeSet::new();
+    let mut shown_races = BTreeSet::new();
     let mut invalid_prediction: Option<String> = None;
     while let Some(input) = inbox.blocking_recv() {
         match input {
             Input::Tick => {
-                join.expire(now_ms());
+                let now = now_ms();
+                join.expire(now);
                 let checks = promises.checks(&join);
                 let other = metrics.publish(&mut join, &checks, &mut shown);
+                let race_checks = races.checks(&join, now);
+                metrics.publish_races(&race_checks, &mut shown_races);
+                metrics.race_dropped.inc_by(join.take_race_dropped());
+                let (invalid_shadows, why) = join.take_invalid_shadows();
+                metrics.invalid_shadows.inc_by(invalid_shadows);
+                if let Some(error) = why {
+                    warn!(%error, shadows = invalid_shadows, total = metrics.invalid_shadows.get(), "Shadow predictions ignored by the label join (the champion's were taken).");
+                }
                 if other > 0 {
                     warn!(
                         labels = other,

@@ -42,6 +42,25 @@
 //! as a miss, as `triage evaluate` scores such rows, so a model meeting new classes
 //! shows it in its scores), `invalid` (not JSON, or no id,
 //! or no label, or one too long). A waiting label is counted when it joins or gives up.
+//!
+//! **Shadow scoring and the live race.** A prediction record may carry a `shadow`:
+//! what a challenger in shadow predicted for the same message (its `model_version`,
+//! `label` and `probabilities`; the record's own fields stay the champion's). The
+//! shadow version is held like any other (the same bounds: [`MAX_CLASSES`] in its
+//! label set, [`MAX_VERSIONS`] versions), and a late label for the message enters
+//! both versions' windows, so `triage_performance_*{model_version}` scores the
+//! challenger on the same messages. It also feeds the **race** of the pair
+//! (champion, challenger): one paired observation per message (truth, both
+//! predictions), over the union of the two label sets (a truth neither knows is one
+//! class, `other`, a miss for both), for [`super::race`]'s paired test. A relabel
+//! replaces the observation's truth in place, as in the windows. Bounds: at most
+//! `rollout.min_labelled * 4` observations per race (the oldest leave first,
+//! counted), at most [`MAX_RACES`] races (the one fed least recently is forgotten).
+//! A race starts at its first paired observation. A `shadow` that cannot be read
+//! (not an object, no version or label, a label outside its set, the champion's own
+//! version, too many classes, one too long) is ignored and counted
+//! (`triage_performance_invalid_shadows_total`); the champion's prediction is
+//! taken all the same. Labels are counted by result once, as the champion's.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -49,7 +68,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::RetrainSettings;
+use super::race::Paired;
+use crate::config::{RetrainSettings, RolloutSettings};
 
 /// Model versions held at most; the one predicted least recently is forgotten.
 pub const MAX_VERSIONS: usize = 64;
@@ -61,6 +81,8 @@ pub const MAX_ID_BYTES: usize = 1024;
 pub const MAX_LABEL_BYTES: usize = 256;
 /// The class late labels beyond `join_max_unknown_classes` count as.
 pub const OTHER_CLASS: &str = "other";
+/// Races (champion, challenger) held at most; the one fed least recently is forgotten.
+pub const MAX_RACES: usize = 8;
 
 /// The join's bounds (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +93,8 @@ pub struct JoinLimits {
     pub max_pending: usize,
     pub performance_window: usize,
     pub max_unknown_classes: usize,
+    /// Paired observations per race, at most (`rollout.min_labelled * 4`).
+    pub race_observations: usize,
 }
 
 impl JoinLimits {
@@ -83,6 +107,15 @@ impl JoinLimits {
             max_pending: r.join_max_pending.max(1),
             performance_window: r.performance_window.max(1),
             max_unknown_classes: r.join_max_unknown_classes,
+            race_observations: RolloutSettings::default().max_race_observations(),
+        }
+    }
+
+    /// The races' bound from `[rollout]`.
+    pub fn with_rollout(self, rollout: &RolloutSettings) -> Self {
+        Self {
+            race_observations: rollout.max_race_observations(),
+            ..self
         }
     }
 }
@@ -140,6 +173,12 @@ pub enum PredictionError {
     TooManyClasses(usize),
     #[error("predicted label {label:?} is not in model {version}'s label set")]
     LabelOutsideSet { label: String, version: String },
+    #[error("shadow is not an object")]
+    ShadowNotObject,
+    #[error("shadow names the champion's own version {0}")]
+    ShadowIsChampion(String),
+    #[error("shadow's label is longer than {MAX_LABEL_BYTES} bytes")]
+    ShadowLabelTooLong,
 }
 
 /// Rolling scores of one model version.
@@ -166,10 +205,19 @@ pub struct VersionWindow {
     pub revision: u64,
 }
 
+/// What a challenger in shadow predicted for a held message.
+#[derive(Clone)]
+struct Shadow {
+    version: Arc<str>,
+    predicted: usize,
+}
+
 /// A prediction held for the join.
 struct Held {
     version: Arc<str>,
     predicted: usize,
+    /// The challenger's prediction for the same message, when one was shadowed.
+    shadow: Option<Shadow>,
     ts_ms: i64,
     /// Insertion number: tells the live entry in `order` from stale ones.
     seq: u64,
@@ -307,6 +355,49 @@ impl Version {
         }
     }
 
+    /// Joins a label with the prediction `predicted` of `id`: a new pair, or for a
+    /// relabel (`again`) of a pair still in the window its truth replaced in place.
+    /// Returns whether the label is in the label set, and whether it counted as
+    /// `other`.
+    fn join(
+        &mut self,
+        id: &Arc<str>,
+        label: &str,
+        predicted: usize,
+        again: bool,
+        window: usize,
+    ) -> (bool, bool) {
+        // A relabel of a pair still in the window replaces its truth in place: out
+        // of the counts first, so a class only it named is free for the new label.
+        let in_window = if again {
+            self.pair_of
+                .get(id)
+                .map(|&n| (n - self.first_pair) as usize)
+        } else {
+            None
+        };
+        if let Some(at) = in_window {
+            let (truth, predicted) = (self.pairs[at].truth, self.pairs[at].predicted);
+            self.untally(truth, predicted);
+        }
+        // A class the model does not know is a miss it could not avoid: it enters
+        // the window (as in `triage evaluate`), so new intents pull the scores down,
+        // and it is counted as unknown_class.
+        let known = self.index.get(label).copied();
+        let (truth, other) = match known {
+            Some(i) => (i, false),
+            None => self.unknown_class(label),
+        };
+        if let Some(at) = in_window {
+            self.pairs[at].truth = truth;
+            self.pairs[at].predicted = predicted;
+            self.tally(truth, predicted);
+        } else {
+            self.push(id.clone(), predicted, truth, window);
+        }
+        (known.is_some(), other)
+    }
+
     /// Accuracy and macro-F1 over the window, as [`crate::model::evaluation::evaluate`] would give them:
     /// the mean F1 of the classes that occur (as truth or prediction).
     fn score(&self) -> (f64, f64) {
@@ -347,6 +438,110 @@ pub fn macro_f1(support: &[u64], predicted: &[u64], hits: &[u64]) -> f64 {
     }
 }
 
+/// A race's key: (champion version, challenger version).
+pub type RaceKey = (Arc<str>, Arc<str>);
+
+/// One race: the paired observations of a (champion, challenger) pair, over the
+/// union of their label sets and `other`.
+struct Race {
+    /// Class name -> index; `other` is `classes - 1`.
+    index: HashMap<String, usize>,
+    classes: usize,
+    /// Each version's class index -> the race's.
+    champion_map: Vec<usize>,
+    challenger_map: Vec<usize>,
+    observations: VecDeque<(Arc<str>, Paired)>,
+    /// Observation number of `observations[0]`.
+    first: u64,
+    /// Id -> observation number, for the observations held.
+    of: HashMap<Arc<str>, u64>,
+    started_ms: i64,
+    revision: u64,
+    /// Insertion number of its last observation (the least recent is forgotten).
+    last_seq: u64,
+}
+
+impl Race {
+    fn new(champion: &[String], challenger: &[String], started_ms: i64, seq: u64) -> Self {
+        let mut union: Vec<&String> = champion.iter().chain(challenger).collect();
+        union.sort_unstable();
+        union.dedup();
+        let index: HashMap<String, usize> = union
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((*l).clone(), i))
+            .collect();
+        let map = |labels: &[String]| labels.iter().map(|l| index[l]).collect();
+        Self {
+            champion_map: map(champion),
+            challenger_map: map(challenger),
+            classes: index.len() + 1,
+            index,
+            observations: VecDeque::new(),
+            first: 0,
+            of: HashMap::new(),
+            started_ms,
+            revision: 0,
+            last_seq: seq,
+        }
+    }
+
+    /// Feeds one labelled message; returns the observations dropped for room.
+    fn feed(
+        &mut self,
+        id: &Arc<str>,
+        label: &str,
+        (champion, challenger): (usize, usize),
+        again: bool,
+        max: usize,
+    ) -> u64 {
+        let other = self.classes - 1;
+        let paired = Paired {
+            truth: self.index.get(label).copied().unwrap_or(other),
+            champion: self.champion_map.get(champion).copied().unwrap_or(other),
+            challenger: self
+                .challenger_map
+                .get(challenger)
+                .copied()
+                .unwrap_or(other),
+        };
+        self.revision += 1;
+        if again && let Some(&n) = self.of.get(id) {
+            self.observations[(n - self.first) as usize].1 = paired;
+            return 0;
+        }
+        let n = self.first + self.observations.len() as u64;
+        self.of.insert(id.clone(), n);
+        self.observations.push_back((id.clone(), paired));
+        let mut dropped = 0;
+        while self.observations.len() > max {
+            let Some((old, _)) = self.observations.pop_front() else {
+                break;
+            };
+            if self.of.get(&old) == Some(&self.first) {
+                self.of.remove(&old);
+            }
+            self.first += 1;
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+/// One race as the race check reads it ([`super::race`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceWindow {
+    pub champion: String,
+    pub challenger: String,
+    /// Classes the indices run over (the union of the label sets, then `other`).
+    pub classes: usize,
+    pub observations: Vec<Paired>,
+    /// When its first paired observation arrived.
+    pub started_ms: i64,
+    /// Changes whenever the observations do.
+    pub revision: u64,
+}
+
 struct Waiting {
     label: String,
     received_ms: i64,
@@ -367,6 +562,13 @@ pub struct LabelJoin {
     counts: [u64; 5],
     /// Labels counted as class `other` since the last [`LabelJoin::take_other_class`].
     other_class: u64,
+    races: HashMap<RaceKey, Race>,
+    /// Shadows ignored since the last [`LabelJoin::take_invalid_shadows`], and why
+    /// the last one was.
+    invalid_shadows: u64,
+    invalid_shadow: Option<PredictionError>,
+    /// Race observations dropped for room since the last [`LabelJoin::take_race_dropped`].
+    race_dropped: u64,
 }
 
 impl LabelJoin {
@@ -381,6 +583,10 @@ impl LabelJoin {
             seq: 0,
             counts: [0; 5],
             other_class: 0,
+            races: HashMap::new(),
+            invalid_shadows: 0,
+            invalid_shadow: None,
+            race_dropped: 0,
         }
     }
 
@@ -411,6 +617,51 @@ impl LabelJoin {
         }
         self.seq += 1;
         let seq = self.seq;
+        let (version, predicted) = self.predicted_by(&map, version, label, seq)?;
+        let shadow = match map.get("shadow") {
+            None | Some(Value::Null) => None,
+            Some(value) => match self.shadow(value, &version, seq) {
+                Ok(shadow) => Some(shadow),
+                Err(err) => {
+                    self.invalid_shadows += 1;
+                    self.invalid_shadow = Some(err);
+                    None
+                }
+            },
+        };
+        let id: Arc<str> = Arc::from(id);
+        // A prediction again for the same id (redelivery, or another version):
+        // the newest stands, and keeps the truth already joined.
+        let labelled = self.held.get(&id).is_some_and(|h| h.labelled);
+        self.held.insert(
+            id.clone(),
+            Held {
+                version,
+                predicted,
+                shadow,
+                ts_ms,
+                seq,
+                labelled,
+            },
+        );
+        self.order.push_back((id.clone(), seq));
+        if let Some(w) = self.waiting.remove(&id) {
+            let result = self.apply(&id, &w.label, now_ms);
+            self.count(result);
+        }
+        self.forget_old(now_ms);
+        Ok(())
+    }
+
+    /// The version `version` (held, or added with the label set named by `map`'s
+    /// `probabilities`) and the index of `label` in its label set.
+    fn predicted_by(
+        &mut self,
+        map: &serde_json::Map<String, Value>,
+        version: &str,
+        label: &str,
+        seq: u64,
+    ) -> Result<(Arc<str>, usize), PredictionError> {
         let (version, predicted) = match self.versions.get_key_value(version) {
             Some((name, v)) => (name.clone(), v.index.get(label).copied()),
             None => {
@@ -445,27 +696,35 @@ impl LabelJoin {
         if let Some(v) = self.versions.get_mut(&version) {
             v.last_seq = seq;
         }
-        let id: Arc<str> = Arc::from(id);
-        // A prediction again for the same id (redelivery, or another version):
-        // the newest stands, and keeps the truth already joined.
-        let labelled = self.held.get(&id).is_some_and(|h| h.labelled);
-        self.held.insert(
-            id.clone(),
-            Held {
-                version,
-                predicted,
-                ts_ms,
-                seq,
-                labelled,
-            },
-        );
-        self.order.push_back((id.clone(), seq));
-        if let Some(w) = self.waiting.remove(&id) {
-            let result = self.apply(&id, &w.label);
-            self.count(result);
+        Ok((version, predicted))
+    }
+
+    /// A prediction's `shadow`, read as the prediction itself is.
+    fn shadow(
+        &mut self,
+        value: &Value,
+        champion: &Arc<str>,
+        seq: u64,
+    ) -> Result<Shadow, PredictionError> {
+        let Value::Object(map) = value else {
+            return Err(PredictionError::ShadowNotObject);
+        };
+        let text = |field: &'static str| {
+            map.get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or(PredictionError::Missing(field))
+        };
+        let label = text("label")?;
+        let version = text("model_version")?;
+        if label.len() > MAX_LABEL_BYTES {
+            return Err(PredictionError::ShadowLabelTooLong);
         }
-        self.forget_old(now_ms);
-        Ok(())
+        if version == &**champion {
+            return Err(PredictionError::ShadowIsChampion(version.to_string()));
+        }
+        let (version, predicted) = self.predicted_by(map, version, label, seq)?;
+        Ok(Shadow { version, predicted })
     }
 
     /// Takes one label record: `key` is the record's key (the message id), used
@@ -477,7 +736,7 @@ impl LabelJoin {
         };
         if self.held.contains_key(id.as_str()) {
             let id: Arc<str> = Arc::from(id);
-            let result = self.apply(&id, &label);
+            let result = self.apply(&id, &label, now_ms);
             self.count(result);
             return LabelOutcome::Counted(result);
         }
@@ -598,8 +857,9 @@ impl LabelJoin {
         self.counts[result as usize] += 1;
     }
 
-    /// Joins `label` with the held prediction of `id`.
-    fn apply(&mut self, id: &Arc<str>, label: &str) -> LabelResult {
+    /// Joins `label` with the held prediction of `id`: in its version's window, and
+    /// when a challenger was shadowed, in the challenger's window and their race.
+    fn apply(&mut self, id: &Arc<str>, label: &str, now_ms: i64) -> LabelResult {
         let Some(held) = self.held.get_mut(id) else {
             return LabelResult::UnknownId;
         };
@@ -607,47 +867,103 @@ impl LabelJoin {
             return LabelResult::UnknownId;
         };
         let again = std::mem::replace(&mut held.labelled, true);
-        // A relabel of a pair still in the window replaces its truth in place: out
-        // of the counts first, so a class only it named is free for the new label.
-        let in_window = if again {
-            version
-                .pair_of
-                .get(id)
-                .map(|&n| (n - version.first_pair) as usize)
-        } else {
-            None
-        };
-        if let Some(at) = in_window {
-            let (truth, predicted) = (version.pairs[at].truth, version.pairs[at].predicted);
-            version.untally(truth, predicted);
+        let window = self.limits.performance_window;
+        let (known, other) = version.join(id, label, held.predicted, again, window);
+        if other {
+            self.other_class += 1;
         }
-        // A class the model does not know is a miss it could not avoid: it enters
-        // the window (as in `triage evaluate`), so new intents pull the scores down,
-        // and it is counted as unknown_class.
-        let known = version.index.get(label).copied();
-        let truth = match known {
-            Some(i) => i,
-            None => {
-                let (class, other) = version.unknown_class(label);
-                if other {
-                    self.other_class += 1;
-                }
-                class
-            }
-        };
-        let predicted = held.predicted;
-        if let Some(at) = in_window {
-            version.pairs[at].truth = truth;
-            version.pairs[at].predicted = predicted;
-            version.tally(truth, predicted);
-        } else {
-            version.push(id.clone(), predicted, truth, self.limits.performance_window);
+        let champion = (held.version.clone(), held.predicted);
+        if let Some(shadow) = held.shadow.clone()
+            && let Some(v) = self.versions.get_mut(&shadow.version)
+        {
+            // The label is counted once, as the champion's; `other` too.
+            v.join(id, label, shadow.predicted, again, window);
+            self.race(id, label, champion, shadow, again, now_ms);
         }
         match (known, again) {
-            (None, _) => LabelResult::UnknownClass,
-            (Some(_), true) => LabelResult::Relabelled,
-            (Some(_), false) => LabelResult::Joined,
+            (false, _) => LabelResult::UnknownClass,
+            (true, true) => LabelResult::Relabelled,
+            (true, false) => LabelResult::Joined,
         }
+    }
+
+    /// Feeds the race of (champion, challenger) one labelled message.
+    fn race(
+        &mut self,
+        id: &Arc<str>,
+        label: &str,
+        (champion, predicted): (Arc<str>, usize),
+        shadow: Shadow,
+        again: bool,
+        now_ms: i64,
+    ) {
+        let key: RaceKey = (champion, shadow.version);
+        self.seq += 1;
+        let seq = self.seq;
+        if !self.races.contains_key(&key) {
+            let (Some(a), Some(b)) = (self.versions.get(&key.0), self.versions.get(&key.1)) else {
+                return;
+            };
+            let race = Race::new(&a.labels, &b.labels, now_ms, seq);
+            if self.races.len() >= MAX_RACES {
+                self.forget_least_recent_race();
+            }
+            self.races.insert(key.clone(), race);
+        }
+        if let Some(race) = self.races.get_mut(&key) {
+            race.last_seq = seq;
+            let max = self.limits.race_observations.max(1);
+            self.race_dropped += race.feed(id, label, (predicted, shadow.predicted), again, max);
+        }
+    }
+
+    fn forget_least_recent_race(&mut self) {
+        let oldest = self
+            .races
+            .iter()
+            .min_by_key(|(_, r)| r.last_seq)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            self.races.remove(&key);
+            tracing::info!(champion = %key.0, challenger = %key.1, max = MAX_RACES, "Label join: race forgotten for room.");
+        }
+    }
+
+    /// The races held, each as (champion, challenger, revision), sorted.
+    pub fn races(&self) -> Vec<(String, String, u64)> {
+        let mut out: Vec<_> = self
+            .races
+            .iter()
+            .map(|((a, b), r)| (a.to_string(), b.to_string(), r.revision))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The race of (champion, challenger), or None when not held.
+    pub fn race_window(&self, champion: &str, challenger: &str) -> Option<RaceWindow> {
+        let key: RaceKey = (Arc::from(champion), Arc::from(challenger));
+        self.races.get(&key).map(|r| RaceWindow {
+            champion: champion.to_string(),
+            challenger: challenger.to_string(),
+            classes: r.classes,
+            observations: r.observations.iter().map(|(_, o)| *o).collect(),
+            started_ms: r.started_ms,
+            revision: r.revision,
+        })
+    }
+
+    /// Shadows ignored since the last call (unreadable), and why the last one was.
+    pub fn take_invalid_shadows(&mut self) -> (u64, Option<PredictionError>) {
+        (
+            std::mem::take(&mut self.invalid_shadows),
+            self.invalid_shadow.take(),
+        )
+    }
+
+    /// Race observations dropped for room since the last call.
+    pub fn take_race_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.race_dropped)
     }
 
     /// Makes room for a new version: forgets the one predicted least recently (its
@@ -735,6 +1051,7 @@ mod tests {
             max_pending: 10,
             performance_window: 200,
             max_unknown_classes: 4,
+            race_observations: 800,
         }
     }
 
@@ -1205,6 +1522,221 @@ mod tests {
             j.prediction(wide.to_string().as_bytes(), 1_000, 1_000),
             Err(PredictionError::TooManyClasses(MAX_CLASSES + 1))
         );
+    }
+
+    fn shadowed(id: &str, label: &str, version: &str, shadow: &str, by: &str) -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(&prediction(id, label, version)).unwrap();
+        let s: Value = serde_json::from_slice(&prediction(id, shadow, by)).unwrap();
+        v["shadow"] = serde_json::json!({
+            "model_version": by, "label": shadow, "confidence": 0.8,
+            "probabilities": s["probabilities"],
+        });
+        v.to_string().into_bytes()
+    }
+
+    fn race(j: &LabelJoin, champion: &str, challenger: &str) -> RaceWindow {
+        j.race_window(champion, challenger).expect("race held")
+    }
+
+    #[test]
+    fn a_label_scores_the_champion_and_its_shadow_on_the_same_message() {
+        let mut j = LabelJoin::new(limits());
+        j.prediction(
+            &shadowed("m1", "positive", "v1", "negative", "v2"),
+            1_000,
+            1_000,
+        )
+        .unwrap();
+        j.prediction(
+            &shadowed("m2", "neutral", "v1", "neutral", "v2"),
+            1_000,
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(
+            j.label(None, &label("m1", "negative"), 2_000),
+            LabelOutcome::Counted(LabelResult::Joined)
+        );
+        j.label(None, &label("m2", "neutral"), 3_000);
+        // Counted once, as the champion's.
+        assert_eq!(counts(&mut j), vec![("joined", 2)]);
+        let (v1, v2) = (score(&j, "v1"), score(&j, "v2"));
+        assert_eq!((v1.pairs, v1.accuracy), (2, 0.5));
+        assert_eq!((v2.pairs, v2.accuracy), (2, 1.0));
+        let r = race(&j, "v1", "v2");
+        assert_eq!(j.races().len(), 1);
+        assert_eq!((r.classes, r.started_ms), (4, 2_000));
+        // Classes: negative 0, neutral 1, positive 2, other 3.
+        let o = |truth, champion, challenger| Paired {
+            truth,
+            champion,
+            challenger,
+        };
+        assert_eq!(r.observations, vec![o(0, 2, 0), o(1, 1, 1)]);
+        // A relabel replaces the truth in place, in both windows and the race.
+        j.label(None, &label("m1", "positive"), 4_000);
+        let r2 = race(&j, "v1", "v2");
+        assert_eq!(r2.observations, vec![o(2, 2, 0), o(1, 1, 1)]);
+        assert!(r2.revision > r.revision);
+        assert_eq!(score(&j, "v1").accuracy, 1.0);
+        assert_eq!((score(&j, "v2").pairs, score(&j, "v2").accuracy), (2, 0.5));
+        assert_eq!(
+            r2.started_ms, 2_000,
+            "the race started at its first observation"
+        );
+    }
+
+    #[test]
+    fn a_race_spans_both_label_sets_and_keeps_its_bound() {
+        let mut j = LabelJoin::new(JoinLimits {
+            race_observations: 3,
+            ..limits()
+        });
+        // v2 knows a class v1 does not.
+        let mut p: Value =
+            serde_json::from_slice(&shadowed("m0", "neutral", "v1", "neutral", "v2")).unwrap();
+        p["shadow"]["probabilities"]["refund"] = Value::from(0.0);
+        p["shadow"]["label"] = Value::from("refund");
+        j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+            .unwrap();
+        j.label(None, &label("m0", "refund"), 1_000);
+        let r = race(&j, "v1", "v2");
+        assert_eq!(r.classes, 5, "negative neutral positive refund, other");
+        assert_eq!(
+            r.observations[0],
+            Paired {
+                truth: 3,
+                champion: 1,
+                challenger: 3
+            }
+        );
+        for i in 1..6 {
+            let id = format!("m{i}");
+            j.prediction(
+                &shadowed(&id, "neutral", "v1", "neutral", "v2"),
+                1_000,
+                1_000,
+            )
+            .unwrap();
+            j.label(None, &label(&id, "brand-new"), 1_000);
+        }
+        let r = race(&j, "v1", "v2");
+        assert_eq!(r.observations.len(), 3);
+        assert_eq!(
+            r.observations[2],
+            Paired {
+                truth: 4,
+                champion: 1,
+                challenger: 1
+            }
+        );
+        assert_eq!(j.take_race_dropped(), 3);
+        assert_eq!(j.take_race_dropped(), 0, "taken once");
+    }
+
+    #[test]
+    fn races_are_bounded_least_recently_fed_first() {
+        let mut j = LabelJoin::new(limits());
+        for i in 0..MAX_RACES + 2 {
+            let id = format!("m{i}");
+            j.prediction(
+                &shadowed(&id, "neutral", "v0", "neutral", &format!("c{i}")),
+                1_000,
+                1_000,
+            )
+            .unwrap();
+            j.label(None, &label(&id, "neutral"), 1_000 + i as i64);
+        }
+        assert_eq!(j.races().len(), MAX_RACES);
+        assert!(j.race_window("v0", "c0").is_none() && j.race_window("v0", "c1").is_none());
+        assert!(
+            j.race_window("v0", &format!("c{}", MAX_RACES + 1))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_malformed_shadow_is_ignored_and_counted_never_the_champion() {
+        let mut j = LabelJoin::new(limits());
+        let base: Value = serde_json::from_slice(&prediction("m1", "positive", "v1")).unwrap();
+        let bad = [
+            serde_json::json!("v2"),
+            serde_json::json!({"label": "neutral"}),
+            serde_json::json!({"model_version": "v2", "label": "neutral"}),
+            serde_json::json!({"model_version": "v2", "label": "nope", "probabilities": {"neutral": 1.0}}),
+            serde_json::json!({"model_version": "v1", "label": "neutral", "probabilities": {"neutral": 1.0}}),
+            serde_json::json!({"model_version": "v3", "label": "x".repeat(MAX_LABEL_BYTES + 1), "probabilities": {"a": 1.0}}),
+        ];
+        let n = bad.len();
+        for (i, shadow) in bad.into_iter().enumerate() {
+            let mut p = base.clone();
+            p["id"] = Value::from(format!("m{i}"));
+            p["shadow"] = shadow;
+            j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+                .unwrap();
+        }
+        let (count, why) = j.take_invalid_shadows();
+        assert_eq!(count, n as u64);
+        assert!(why.is_some());
+        assert_eq!(j.held(), n);
+        j.label(None, &label("m0", "positive"), 1_000);
+        assert_eq!(score(&j, "v1").pairs, 1);
+        assert!(j.races().is_empty());
+        // A null shadow is no shadow.
+        let mut p = base.clone();
+        p["shadow"] = Value::Null;
+        j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+            .unwrap();
+        assert_eq!(j.take_invalid_shadows().0, 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any mix of predictions (shadowed or not, among a few versions and ids) and
+        /// labels (known, new or garbage classes; relabels): no panic, every label
+        /// counted once, every race within its bounds and its indices within its classes.
+        #[test]
+        fn shadows_and_races_stay_within_their_bounds(
+            ops in proptest::collection::vec((0u8..4, 0usize..12, 0usize..12, 0usize..5), 1..300)
+        ) {
+            let mut j = LabelJoin::new(JoinLimits {
+                race_observations: 7,
+                max_predictions: 20,
+                ..limits()
+            });
+            let classes = ["negative", "neutral", "positive", "refund", "x"];
+            let mut labels_sent = 0u64;
+            for (t, (kind, a, b, c)) in ops.into_iter().enumerate() {
+                let now = 1_000 + t as i64;
+                let id = format!("m{a}");
+                let version = format!("v{}", b % 3);
+                match kind {
+                    0 => {
+                        let _ = j.prediction(&prediction(&id, LABELS[c % 3], &version), now, now);
+                    }
+                    1 => {
+                        let by = format!("v{}", 3 + b % 10);
+                        let _ = j.prediction(&shadowed(&id, LABELS[c % 3], &version, LABELS[b % 3], &by), now, now);
+                    }
+                    _ => {
+                        labels_sent += 1;
+                        j.label(None, &label(&id, classes[c]), now);
+                    }
+                }
+                proptest::prop_assert!(j.races().len() <= MAX_RACES);
+                for (champion, challenger, _) in j.races() {
+                    let r = j.race_window(&champion, &challenger).unwrap();
+                    proptest::prop_assert!(r.observations.len() <= 7);
+                    for o in &r.observations {
+                        proptest::prop_assert!(o.truth < r.classes && o.champion < r.classes && o.challenger < r.classes);
+                    }
+                }
+            }
+            j.expire(i64::MAX / 2);
+            let counted: u64 = j.take_counts().iter().map(|(_, n)| n).sum();
+            proptest::prop_assert_eq!(counted, labels_sent);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Reg
 
 use super::join::{LabelJoin, LabelResult};
 use super::promise::PromiseCheck;
+use super::race::{RaceCheck, RaceName};
 use crate::metrics::{counter, counter_vec, float_gauge_vec, gauge, gauge_vec};
 
 /// The label join's metrics (see [`super::join`]).
@@ -38,7 +39,22 @@ pub struct PerformanceMetrics {
     pub new_class_share: GaugeVec,
     /// 1 while classes a version never learned take a measurable share.
     pub new_class: IntGaugeVec,
+    /// Shadows the join could not read (ignored; the champion's prediction taken).
+    pub invalid_shadows: IntCounter,
+    /// Race observations dropped for room (past `rollout.min_labelled * 4`).
+    pub race_dropped: IntCounter,
+    /// Paired late-labelled messages per race (champion, challenger).
+    pub race_labelled: IntGaugeVec,
+    /// Each race's macro-F1 by role (champion, challenger) on the same messages.
+    pub race_macro_f1: GaugeVec,
+    /// Each race's p-values by test (promote, lose, mcnemar).
+    pub race_p_value: GaugeVec,
+    /// Each race's verdict: 0 continue, 1 promote, 2 lost, 3 expired.
+    pub race_state: IntGaugeVec,
 }
+
+/// The label names of the race series.
+const RACE: [&str; 2] = ["champion", "challenger"];
 
 impl PerformanceMetrics {
     /// Registers every series in `r`, each result of the label counter at zero.
@@ -117,6 +133,40 @@ impl PerformanceMetrics {
                 "triage_performance_new_class",
                 "1 while classes a version never learned take a measurable share of its late labels (the share's lower bound at least retrain.new_class_min_share), else 0.",
                 &["model_version"],
+            ),
+            invalid_shadows: counter(
+                r,
+                "triage_performance_invalid_shadows_total",
+                "Shadow predictions (a challenger's, carried by a prediction record) the label join could not read: ignored, the champion's prediction taken.",
+            ),
+            race_dropped: counter(
+                r,
+                "triage_race_dropped_observations_total",
+                "Paired observations dropped from a live race for room (past rollout.min_labelled * 4, oldest first).",
+            ),
+            race_labelled: gauge_vec(
+                r,
+                "triage_race_labelled_messages",
+                "Late-labelled messages both the champion and the challenger in shadow predicted, behind the live race.",
+                &RACE,
+            ),
+            race_macro_f1: float_gauge_vec(
+                r,
+                "triage_race_macro_f1",
+                "Macro-F1 of each side of a live race (role champion or challenger) on the same late-labelled messages.",
+                &["champion", "challenger", "role"],
+            ),
+            race_p_value: float_gauge_vec(
+                r,
+                "triage_race_p_value",
+                "P-values of a live race by test: promote (paired bootstrap of \"challenger macro-F1 - champion's <= retrain.min_improvement\"), lose (of \"challenger >= champion\"), mcnemar (exact, on per-message correctness; reported, never decides); 1 when untested.",
+                &["champion", "challenger", "test"],
+            ),
+            race_state: gauge_vec(
+                r,
+                "triage_race_state",
+                "A live race's verdict: 0 continue, 1 promote, 2 lost (rejected), 3 expired (rejected after rollout.max_wait_s).",
+                &RACE,
             ),
         };
         for result in LabelResult::ALL {
@@ -198,5 +248,59 @@ impl PerformanceMetrics {
         self.new_class
             .with_label_values(&v)
             .set(i64::from(c.new_class));
+    }
+
+    /// Copies the races' checks into the metrics; the series of a race no longer
+    /// held (`shown` holds those published last time) are removed.
+    pub fn publish_races(
+        &self,
+        checks: &BTreeMap<RaceName, RaceCheck>,
+        shown: &mut BTreeSet<RaceName>,
+    ) {
+        for ((champion, challenger), c) in checks {
+            let race = [champion.as_str(), challenger.as_str()];
+            self.race_labelled
+                .with_label_values(&race)
+                .set(i64::try_from(c.labelled).unwrap_or(i64::MAX));
+            for (role, f1) in [
+                ("champion", c.champion_macro_f1),
+                ("challenger", c.challenger_macro_f1),
+            ] {
+                self.race_macro_f1
+                    .with_label_values(&[champion, challenger, role])
+                    .set(f1);
+            }
+            for (test, p) in [
+                ("promote", c.promote_p),
+                ("lose", c.lose_p),
+                ("mcnemar", c.mcnemar.p_value),
+            ] {
+                self.race_p_value
+                    .with_label_values(&[champion, challenger, test])
+                    .set(p);
+            }
+            self.race_state
+                .with_label_values(&race)
+                .set(c.verdict.state());
+        }
+        for (champion, challenger) in shown.iter() {
+            if checks.contains_key(&(champion.clone(), challenger.clone())) {
+                continue;
+            }
+            let race = [champion.as_str(), challenger.as_str()];
+            let _ = self.race_labelled.remove_label_values(&race);
+            let _ = self.race_state.remove_label_values(&race);
+            for role in ["champion", "challenger"] {
+                let _ = self
+                    .race_macro_f1
+                    .remove_label_values(&[champion, challenger, role]);
+            }
+            for test in ["promote", "lose", "mcnemar"] {
+                let _ = self
+                    .race_p_value
+                    .remove_label_values(&[champion, challenger, test]);
+            }
+        }
+        *shown = checks.keys().cloned().collect();
     }
 }

@@ -1,8 +1,10 @@
 //! Late labels: the join of labels that arrive on their own topic with the
 //! predictions they belong to, for rolling accuracy and macro-F1 per model version
 //! (`join.rs`, pure), checked against each version's card and for classes it never
-//! learned (`promise.rs`, pure; the cards read once per version in `cards.rs`), fed from Kafka (`follow.rs`), exported as
-//! `triage_performance_*` (`metrics.rs`). `triage retrainer` runs it beside its
+//! learned (`promise.rs`, pure; the cards read once per version in `cards.rs`), the
+//! live race of a champion and its challenger in shadow on the same late-labelled
+//! messages (`race.rs`, pure), fed from Kafka (`follow.rs`), exported as
+//! `triage_performance_*` and `triage_race_*` (`metrics.rs`). `triage retrainer` runs it beside its
 //! webhook.
 
 pub mod cards;
@@ -10,3 +12,4 @@ pub mod follow;
 pub mod join;
 pub mod metrics;
 pub mod promise;
+pub mod race;

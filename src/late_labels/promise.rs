@@ -198,15 +198,16 @@ pub fn wilson_lower(x: u64, n: u64, alpha: f64) -> f64 {
     ((centre - spread) / (1.0 + z2 / n)).max(0.0)
 }
 
-/// Per-class counts of a sample of (truth, predicted) pairs over `k` classes.
-struct Counts {
+/// Per-class counts of a sample of (truth, predicted) pairs over `k` classes
+/// (also the live race's, [`super::race`]).
+pub(crate) struct Counts {
     support: Vec<u64>,
     predicted: Vec<u64>,
     hits: Vec<u64>,
 }
 
 impl Counts {
-    fn new(k: usize) -> Self {
+    pub(crate) fn new(k: usize) -> Self {
         Self {
             support: vec![0; k],
             predicted: vec![0; k],
@@ -214,13 +215,13 @@ impl Counts {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         for v in [&mut self.support, &mut self.predicted, &mut self.hits] {
             v.fill(0);
         }
     }
 
-    fn add(&mut self, (truth, predicted): (usize, usize)) {
+    pub(crate) fn add(&mut self, (truth, predicted): (usize, usize)) {
         self.support[truth] += 1;
         self.predicted[predicted] += 1;
         if truth == predicted {
@@ -228,7 +229,7 @@ impl Counts {
         }
     }
 
-    fn macro_f1(&self) -> f64 {
+    pub(crate) fn macro_f1(&self) -> f64 {
         macro_f1(&self.support, &self.predicted, &self.hits)
     }
 }

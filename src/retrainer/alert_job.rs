@@ -71,6 +71,10 @@ impl RetrainJob for TrainingJob {
     fn decision_scores(&self) -> Option<DecisionScores> {
         Some(self.scores.clone())
     }
+
+    fn rollout(&self) -> Option<crate::config::RolloutSettings> {
+        Some(self.settings.rollout.clone())
+    }
 }
 
 fn outcome_of(d: &Decision) -> JobOutcome {

@@ -299,6 +299,10 @@ mod tests {
             v.with_label_values(&["v1"]);
         }
         p.drop_p_value.with_label_values(&["v1", "macro_f1"]);
+        p.race_labelled.with_label_values(&["v1", "v2"]);
+        p.race_state.with_label_values(&["v1", "v2"]);
+        p.race_macro_f1.with_label_values(&["v1", "v2", "champion"]);
+        p.race_p_value.with_label_values(&["v1", "v2", "promote"]);
         let scores = DecisionScores::new();
         scores.register(&m.registry);
         scores.accuracy.with_label_values(&["champion", "v1"]);
@@ -312,6 +316,7 @@ mod tests {
                 "triage_performance_below_card gauge",
                 "triage_performance_drop_p_value gauge",
                 "triage_performance_invalid_predictions_total counter",
+                "triage_performance_invalid_shadows_total counter",
                 "triage_performance_join_size gauge",
                 "triage_performance_labelled_predictions gauge",
                 "triage_performance_labels_total counter",
@@ -321,6 +326,11 @@ mod tests {
                 "triage_performance_other_class_labels_total counter",
                 "triage_performance_promised_macro_f1 gauge",
                 "triage_performance_waiting_labels gauge",
+                "triage_race_dropped_observations_total counter",
+                "triage_race_labelled_messages gauge",
+                "triage_race_macro_f1 gauge",
+                "triage_race_p_value gauge",
+                "triage_race_state gauge",
                 "triage_retrain_alerts_total counter",
                 "triage_retrain_decision_accuracy gauge",
                 "triage_retrain_decision_macro_f1 gauge",

@@ -178,6 +178,12 @@ pub trait RetrainJob: Send + Sync + 'static {
     fn decision_scores(&self) -> Option<metrics::DecisionScores> {
         None
     }
+
+    /// The `[rollout]` settings the live races are judged by (None: the defaults).
+    /// The job carries the whole configuration; the receiver's own arguments do not.
+    fn rollout(&self) -> Option<crate::config::RolloutSettings> {
+        None
+    }
 }
 
 /// Why `triage retrainer` could not run.
@@ -222,12 +228,19 @@ pub async fn run(
     }
     // One shutdown for the server and the join.
     let shutdown = shutdown.boxed().shared();
+    // The live races' checks, for the retrainer to act on (`Races::get`).
+    let rollout = job.rollout().unwrap_or_default();
+    let races = crate::late_labels::race::Races::default();
     let joiner = tokio::spawn(crate::late_labels::follow::run(
         kafka.clone(),
-        crate::late_labels::join::JoinLimits::from_settings(settings),
+        crate::late_labels::join::JoinLimits::from_settings(settings).with_rollout(&rollout),
         crate::late_labels::cards::PromiseBook::new(
             Some(registry.clone()),
             crate::late_labels::promise::PromiseTest::from_settings(settings),
+        ),
+        crate::late_labels::race::RaceBook::new(
+            crate::late_labels::race::RaceTest::from_settings(&rollout, settings),
+            races.clone(),
         ),
         metrics.performance.clone(),
         shutdown.clone(),

@@ -189,6 +189,36 @@ pub fn prediction_record(id: &str, label: &str, version: &str) -> Msg {
     )
 }
 
+/// A prediction record of `version` for `id` that also carries what the challenger
+/// `shadow_version` in shadow predicted (`shadow_label`), as `triage run` writes it
+/// while a challenger is shadowed.
+pub fn shadowed_prediction_record(
+    id: &str,
+    label: &str,
+    version: &str,
+    shadow_label: &str,
+    shadow_version: &str,
+) -> Msg {
+    let probabilities = |chosen: &str| -> serde_json::Map<String, serde_json::Value> {
+        SENTIMENTS
+            .iter()
+            .map(|l| (l.to_string(), (if *l == chosen { 0.8 } else { 0.1 }).into()))
+            .collect()
+    };
+    let value = serde_json::json!({
+        "id": id, "label": label, "confidence": 0.8, "probabilities": probabilities(label),
+        "model_version": version, "window_id": 1,
+        "shadow": {
+            "model_version": shadow_version, "label": shadow_label, "confidence": 0.8,
+            "probabilities": probabilities(shadow_label),
+        },
+    });
+    (
+        Some(id.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
+}
+
 /// A late label for `id`, as a labelling tool writes it.
 pub fn label_record(id: &str, label: &str) -> Msg {
     let value = serde_json::json!({"id": id, "label": label});
