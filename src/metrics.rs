@@ -54,6 +54,14 @@ pub struct Metrics {
     /// that failed. Alerts join it with `triage_model_info` so the alert ends once a
     /// hot swap serves another version.
     pub model_fallback: IntGaugeVec,
+    /// 1 for the challenger being scored in shadow beside the champion (no series
+    /// when none is).
+    pub shadow_info: IntGaugeVec,
+    /// Challengers refused for shadowing (another embedding spec than the
+    /// champion's, or a version that will not load).
+    pub shadow_refusals: IntCounter,
+    /// Texts the shadow scored (its predictions travel with the prediction records).
+    pub shadow_predictions: IntCounter,
 }
 
 /// Registers `metric` in `registry` and returns its handle. Every definition is a
@@ -277,6 +285,22 @@ impl Metrics {
                 "1 while this instance serves the previous champion (model_version) because the champion would not load at start.",
                 &["model_version", "champion"],
             ),
+            shadow_info: gauge_vec(
+                &r,
+                "triage_shadow_info",
+                "1 for the challenger scored in shadow beside the champion (the challenger alias).",
+                &["model_version"],
+            ),
+            shadow_refusals: counter(
+                &r,
+                "triage_shadow_refusals_total",
+                "Challengers refused for shadowing: an embedding spec other than the champion's, or a version that will not load.",
+            ),
+            shadow_predictions: counter(
+                &r,
+                "triage_shadow_predictions_total",
+                "Texts scored by the shadowed challenger (never published as labels).",
+            ),
             registry: r,
         };
         // Swap results exist at zero from the start: an increase() (a dashboard's
@@ -374,6 +398,7 @@ mod tests {
         m.dlq_bounded.with_label_values(&["key"]);
         m.http_requests.with_label_values(&["/", "200"]);
         m.model_fallback.with_label_values(&["v1", "v2"]);
+        m.shadow_info.with_label_values(&["v2"]);
         m.drift_class_share.with_label_values(&["a", "v1"]);
         m.record_drift(
             "v1",
@@ -403,6 +428,9 @@ mod tests {
                 "triage_predictions_total counter",
                 "triage_produce_retries_total counter",
                 "triage_ready gauge",
+                "triage_shadow_info gauge",
+                "triage_shadow_predictions_total counter",
+                "triage_shadow_refusals_total counter",
                 "triage_stage_duration_seconds histogram",
                 "triage_window_size_messages histogram",
                 "triage_windows_total counter",

@@ -108,7 +108,8 @@ fn version_of(child: Child) -> String {
 
 /// The registry cases, through the CLI: versions numbered without gaps by concurrent
 /// trainings, promote and rollback, the history, loading the champion to classify,
-/// and promotions racing from four processes without a lost alias change.
+/// promotions racing from four processes without a lost alias change, and the
+/// challenger alias cleared by its promotion.
 fn registry_cases(backend: &Backend) {
     let dir = scratch(&format!("registry-{}", backend.name()));
     let started = Instant::now();
@@ -199,6 +200,32 @@ fn registry_cases(backend: &Backend) {
     assert_eq!(list["aliases"]["champion"].as_str(), champion.as_deref());
     let kept: Vec<String> = serde_json::from_value(list["aliases"]["history"].clone()).unwrap();
     assert_eq!(kept, stack, "{}", backend.name());
+    // The challenger alias: set and listed, then cleared by promoting it.
+    let challenger = ["v1", "v2", "v3"]
+        .into_iter()
+        .find(|v| Some(*v) != champion.as_deref())
+        .unwrap();
+    let a = ok_json(
+        backend
+            .triage(&dir)
+            .args(["models", "shadow", challenger, "--json"]),
+    );
+    assert_eq!(a["challenger"].as_str(), Some(challenger), "{a}");
+    let list = ok_json(backend.triage(&dir).args(["models", "list", "--json"]));
+    assert_eq!(list["aliases"]["challenger"].as_str(), Some(challenger));
+    let a = ok_json(
+        backend
+            .triage(&dir)
+            .args(["models", "promote", challenger, "--json"]),
+    );
+    assert_eq!(a["champion"].as_str(), Some(challenger), "{a}");
+    assert_eq!(a["challenger"], Value::Null, "{a}");
+    let history = ok_json(backend.triage(&dir).args(["models", "history", "--json"]));
+    let actions: Vec<&str> = history["changes"].as_array().unwrap()[15..]
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["shadow", "promote"], "{history}");
     println!(
         "{}: registry cases in {:.1} s",
         backend.name(),

@@ -743,6 +743,114 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
 }
 
 #[test]
+fn a_shadowed_challenger_travels_with_the_champions_predictions_until_cleared() {
+    let s = Setup::new("shadow", 1, "");
+    // v2: same data from the feature cache, stored without promotion.
+    let data = trained_registry().join("support-440.csv");
+    let (out, _, stderr) = run(s
+        .triage()
+        .env(
+            "TRIAGE__PATHS__FEATURE_CACHE_DIR",
+            trained_registry().join("features"),
+        )
+        .args(["train", "--no-promote", "--data"])
+        .arg(&data));
+    assert!(out.status.success(), "{stderr}");
+    let service = s.start("a");
+    let pred = s.names.predictions.clone();
+    let mut out = s.collector();
+    // Sends questions[range] and returns their prediction records.
+    let mut records_for = |range: std::ops::Range<usize>| -> Vec<serde_json::Value> {
+        produce(
+            &s.broker.address(),
+            &s.names.input,
+            &keyed(&questions(range.clone())),
+        );
+        assert!(out.wait_count(&pred, range.end, Duration::from_secs(60)));
+        out.on(&pred)[range].iter().map(|o| o.json()).collect()
+    };
+    let versions = |records: &[serde_json::Value]| -> Vec<(String, Option<String>)> {
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r["model_version"].as_str().unwrap().to_string(),
+                    r.get("shadow")
+                        .map(|s| s["model_version"].as_str().unwrap().to_string()),
+                )
+            })
+            .collect()
+    };
+    let v = |champion: &str, shadow: Option<&str>| (champion.to_string(), shadow.map(String::from));
+
+    // Mean ms per window of embed and classify (the shadow runs in classify), printed
+    // as a rough measure of what shadowing costs.
+    let stage_ms = |records: &[serde_json::Value], stage: &str| -> f64 {
+        let ms: Vec<f64> = records
+            .iter()
+            .map(|r| r["timings_ms"][stage].as_f64().unwrap())
+            .collect();
+        ms.iter().sum::<f64>() / ms.len() as f64
+    };
+    let before = records_for(0..20);
+    let first = versions(&before);
+    assert!(first.iter().all(|r| *r == v("v1", None)), "{first:?}");
+
+    let (status, _, stderr) = run(s.triage().args([
+        "models",
+        "shadow",
+        "v2",
+        "--reason",
+        "try it on live traffic",
+    ]));
+    assert!(status.status.success(), "{stderr}");
+    let shadowed = records_for(20..40);
+    let seen = versions(&shadowed);
+    assert!(
+        seen.iter().all(|r| *r == v("v1", Some("v2"))),
+        "first window after shadowing: {seen:?}"
+    );
+    for r in &shadowed {
+        let shadow = &r["shadow"];
+        assert!(shadow["label"].is_string(), "{r}");
+        assert!(shadow["confidence"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            shadow["probabilities"].as_object().unwrap().len() > 1,
+            "{r}"
+        );
+    }
+    assert_eq!(
+        service.metric("triage_shadow_info{model_version=\"v2\"}"),
+        1.0
+    );
+    assert!(service.metric("triage_shadow_predictions_total") >= 20.0);
+
+    let (status, _, stderr) = run(s.triage().args(["models", "shadow", "--clear"]));
+    assert!(status.status.success(), "{stderr}");
+    let after = records_for(40..60);
+    let last = versions(&after);
+    assert!(
+        last.iter().all(|r| *r == v("v1", None)),
+        "first window after clearing: {last:?}"
+    );
+    for (phase, records) in [
+        ("no shadow", &before),
+        ("shadow v2", &shadowed),
+        ("cleared", &after),
+    ] {
+        println!(
+            "{phase:<10} embed {:.2} ms, classify {:.3} ms per window",
+            stage_ms(records, "embed"),
+            stage_ms(records, "classify")
+        );
+    }
+    assert_eq!(service.metric("triage_shadow_refusals_total"), 0.0);
+    let log = service.stop();
+    assert!(log.contains("Scoring the challenger in shadow"), "{log}");
+    assert!(log.contains("shadow scoring stopped"), "{log}");
+}
+
+#[test]
 fn http_classify_and_metrics_answer_with_clear_errors() {
     let s = Setup::new(
         "http",

@@ -567,7 +567,42 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The champion's history: every promotion and rollback, oldest first.
+    /// Score a version in shadow beside the champion, or stop (--clear).
+    ///
+    /// Sets the registry's `challenger` alias. Every running `triage run` follows
+    /// it as it follows the champion: it loads the challenger once and scores it on
+    /// the same windows, on the same embeddings (so it costs a classifier, not a
+    /// second embedding). Its predictions are never published as labels: each
+    /// prediction record carries them in a `shadow` field (model_version, label,
+    /// confidence, probabilities) beside the champion's, so the late-label join
+    /// scores both on the same messages. A challenger whose card's embedding spec
+    /// (model id, graph checksum, dimension, pooling, token length) differs from
+    /// the champion's is refused for shadowing: the consumers log why at ERROR and
+    /// count it in triage_shadow_refusals_total. Promoting the challenger clears
+    /// the alias. Recorded in the history (`triage models history`).
+    ///
+    /// Example: triage models shadow v4 --reason "retrained on last week's labels"
+    ///
+    /// Example: triage models shadow --clear
+    Shadow {
+        /// Version (v3, 3); not the champion.
+        #[arg(
+            value_name = "VERSION",
+            required_unless_present = "clear",
+            conflicts_with = "clear"
+        )]
+        model: Option<String>,
+        /// Clear the challenger alias: the consumers stop scoring a shadow.
+        #[arg(long)]
+        clear: bool,
+        /// Why, recorded in the history.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The champion's history: every promotion and rollback (and every change of the
+    /// shadowed challenger), oldest first.
     ///
     /// Each line says when, from which version to which, who did it (cli,
     /// training, retrainer, console) and why. Read from events.jsonl in the

@@ -85,6 +85,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             model_version: "v3".into(),
+            shadow: None,
         }
     }
 

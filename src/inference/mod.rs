@@ -33,6 +33,10 @@ pub enum InferenceError {
         "model {version} was trained with another embedder: {reason}; retrain it, or run with the embedding settings in its model card"
     )]
     Incompatible { version: String, reason: String },
+    #[error(
+        "challenger {version} refused for shadowing: {reason}; retrain it on the champion's embedding settings"
+    )]
+    ShadowRefused { version: String, reason: String },
 }
 
 /// A label for one text.
@@ -42,6 +46,20 @@ pub struct Labelled {
     pub confidence: f64,
     pub probabilities: BTreeMap<String, f64>,
     pub model_version: String,
+    /// The challenger's label for the same text, when one is shadowed: it travels
+    /// with the prediction record for the late-label join, and is never published
+    /// as the label (nor in an HTTP answer).
+    #[serde(skip)]
+    pub shadow: Option<ShadowLabel>,
+}
+
+/// The challenger's prediction for one text, scored on the champion's embeddings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowLabel {
+    pub model_version: String,
+    pub label: String,
+    pub confidence: f64,
+    pub probabilities: BTreeMap<String, f64>,
 }
 
 /// An embedder plus a model version, checked to be compatible.
@@ -49,6 +67,9 @@ pub struct Predictor<E> {
     embedder: E,
     /// Shared: the workers of a service serve one loaded copy.
     model: Arc<ModelVersion>,
+    /// The challenger scored beside the model on the same embeddings; its card's
+    /// embedding spec equals the model's (checked in [`Predictor::set_shadow`]).
+    shadow: Option<Arc<ModelVersion>>,
 }
 
 impl<E: Embedder> Predictor<E> {
@@ -61,7 +82,11 @@ impl<E: Embedder> Predictor<E> {
     /// embedder takes the model's token length.
     pub fn new(mut embedder: E, model: Arc<ModelVersion>) -> Result<Self, InferenceError> {
         adopt(&mut embedder, &model)?;
-        Ok(Self { embedder, model })
+        Ok(Self {
+            embedder,
+            model,
+            shadow: None,
+        })
     }
 
     pub fn version(&self) -> &str {
@@ -81,7 +106,38 @@ impl<E: Embedder> Predictor<E> {
     pub fn swap(&mut self, model: Arc<ModelVersion>) -> Result<(), InferenceError> {
         adopt(&mut self.embedder, &model)?;
         self.model = model;
+        // A shadow reads the champion's embeddings: one that cannot read the new
+        // champion's is dropped (the follower re-checks it and says why).
+        if self
+            .shadow
+            .as_ref()
+            .is_some_and(|s| shadow_refusal(&self.model, s).is_some())
+        {
+            self.shadow = None;
+        }
         Ok(())
+    }
+
+    /// Scores `shadow` beside the model from the next batch on, on the same
+    /// embeddings (None stops it). Refused, keeping no shadow, when its embedding spec
+    /// is not the model's: it could not read the model's vectors.
+    pub fn set_shadow(&mut self, shadow: Option<Arc<ModelVersion>>) -> Result<(), InferenceError> {
+        self.shadow = None;
+        if let Some(challenger) = &shadow
+            && let Some(reason) = shadow_refusal(&self.model, challenger)
+        {
+            return Err(InferenceError::ShadowRefused {
+                version: challenger.card.version.clone(),
+                reason,
+            });
+        }
+        self.shadow = shadow;
+        Ok(())
+    }
+
+    /// The challenger scored in shadow, if any.
+    pub fn shadow_version(&self) -> Option<&str> {
+        self.shadow.as_ref().map(|s| s.card.version.as_str())
     }
 
     /// Labels every text, in input order.
@@ -114,8 +170,10 @@ impl<E: Embedder> Predictor<E> {
                 confidence: p.confidence,
                 probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
                 model_version: self.model.card.version.clone(),
+                shadow: None,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let labelled = self.score_shadow(texts, x.view(), labelled);
         Ok(Classified {
             labelled,
             embeddings: vectors,
@@ -126,6 +184,49 @@ impl<E: Embedder> Predictor<E> {
             },
         })
     }
+}
+
+impl<E> Predictor<E> {
+    /// Adds the shadow's labels to the champion's, from the same embedding matrix (no
+    /// second embedding: that is nearly all the cost). A shadow that fails leaves the
+    /// champion's labels as they are: it must never cost a window.
+    fn score_shadow(
+        &self,
+        texts: &[&str],
+        x: ndarray::ArrayView2<'_, f32>,
+        mut labelled: Vec<Labelled>,
+    ) -> Vec<Labelled> {
+        let Some(shadow) = &self.shadow else {
+            return labelled;
+        };
+        let predictions = match shadow.classifier.predict(texts, x) {
+            Ok(predictions) => predictions,
+            Err(err) => {
+                tracing::warn!(challenger = %shadow.card.version, error = %err, "The shadow could not score this batch; its labels are left out.");
+                return labelled;
+            }
+        };
+        let labels = shadow.classifier.labels();
+        for (l, p) in labelled.iter_mut().zip(predictions) {
+            l.shadow = Some(ShadowLabel {
+                model_version: shadow.card.version.clone(),
+                label: labels[p.label].clone(),
+                confidence: p.confidence,
+                probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
+            });
+        }
+        labelled
+    }
+}
+
+/// Why `challenger` cannot be scored on `champion`'s embeddings, if it cannot: its
+/// card's embedding spec must be the champion's (model id, graph checksum, dimension,
+/// pooling, token length and truncation).
+pub(crate) fn shadow_refusal(champion: &ModelVersion, challenger: &ModelVersion) -> Option<String> {
+    champion
+        .card
+        .embedding
+        .incompatibility(&challenger.card.embedding)
 }
 
 /// The follower's check before a hot swap, for every worker at once: refuses a model
@@ -232,5 +333,75 @@ mod tests {
         );
         assert_eq!(predictor.embedder_spec().max_length, 64);
         assert_eq!(predictor.version(), "v-long");
+    }
+
+    #[test]
+    fn a_shadow_is_scored_on_the_same_embeddings_and_never_changes_the_published_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        train_champion(&s, 0);
+        train_champion(&s, 40);
+        let registry = Registry::new(s.registry_dir());
+        let v1 = Arc::new(registry.load("v1").unwrap());
+        let v2 = Arc::new(registry.load("v2").unwrap());
+        let texts: Vec<String> = (0..12)
+            .map(|i| {
+                let line: serde_json::Value =
+                    serde_json::from_str(&super::testing::review(i).0).unwrap();
+                line["text"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut predictor = Predictor::new(FakeEmbedder::new(), v1.clone()).unwrap();
+        let alone = predictor.classify(&texts).unwrap();
+        assert!(alone.iter().all(|l| l.shadow.is_none()));
+
+        predictor.set_shadow(Some(v2.clone())).unwrap();
+        assert_eq!(predictor.shadow_version(), Some("v2"));
+        let shadowed = predictor.classify(&texts).unwrap();
+        let mut by_v2 = Predictor::new(FakeEmbedder::new(), v2.clone()).unwrap();
+        let v2_alone = by_v2.classify(&texts).unwrap();
+        for ((with, without), v2_label) in shadowed.iter().zip(&alone).zip(&v2_alone) {
+            let mut published = with.clone();
+            let shadow = published.shadow.take().unwrap();
+            assert_eq!(&published, without, "the champion's label is untouched");
+            assert_eq!(shadow.model_version, "v2");
+            assert_eq!(
+                (&shadow.label, shadow.confidence, &shadow.probabilities),
+                (
+                    &v2_label.label,
+                    v2_label.confidence,
+                    &v2_label.probabilities
+                ),
+                "the shadow scores what v2 alone would"
+            );
+        }
+        // Not in an HTTP answer.
+        assert!(
+            serde_json::to_value(&shadowed[0])
+                .unwrap()
+                .get("shadow")
+                .is_none()
+        );
+
+        let mut other = (*v2).clone();
+        other.card.embedding.max_length = 7;
+        let err = predictor.set_shadow(Some(Arc::new(other))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, InferenceError::ShadowRefused { .. }),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("refused for shadowing: embedding.max_length"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("retrain it on the champion's embedding settings"),
+            "{text}"
+        );
+        assert_eq!(predictor.shadow_version(), None);
+        predictor.set_shadow(None).unwrap();
+        assert!(predictor.classify(&texts).unwrap()[0].shadow.is_none());
     }
 }

@@ -28,7 +28,7 @@ pub fn prediction(
     timings: &Timings,
 ) -> Record {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let value = json!({
+    let mut value = json!({
         "id": decoded.id,
         "label": labelled.label,
         "confidence": labelled.confidence,
@@ -44,6 +44,10 @@ pub fn prediction(
             "in_service": ms(timings.in_service),
         },
     });
+    // Absent, not null, without a challenger: the label join tells them apart.
+    if let Some(shadow) = &labelled.shadow {
+        value["shadow"] = json!(shadow);
+    }
     Record {
         kind: RecordKind::Prediction,
         key: Some(key_of(message, decoded)),
@@ -194,6 +198,7 @@ mod tests {
             confidence: 0.9,
             probabilities: [("positive".to_string(), 0.9)].into_iter().collect(),
             model_version: "v3".into(),
+            shadow: None,
         };
         let r = prediction(&message(), &decoded, &labelled, 7, &Timings::default());
         assert_eq!(r.key.as_deref(), Some(&b"r1"[..]));
@@ -202,5 +207,59 @@ mod tests {
         assert_eq!(v["window_id"], 7);
         assert_eq!(v["ground_truth"], "positive");
         assert_eq!(v["source"]["offset"], 42);
+    }
+
+    #[test]
+    fn a_prediction_carries_the_shadow_only_when_there_is_one_and_keeps_the_champions_label() {
+        let decoded = Decoded {
+            id: "r1".into(),
+            text: "hi".into(),
+            label: None,
+        };
+        let probabilities = |p: [f64; 3]| {
+            ["negative", "neutral", "positive"]
+                .iter()
+                .map(|l| l.to_string())
+                .zip(p)
+                .collect()
+        };
+        let mut labelled = Labelled {
+            label: "positive".into(),
+            confidence: 0.8,
+            probabilities: probabilities([0.1, 0.1, 0.8]),
+            model_version: "v1".into(),
+            shadow: None,
+        };
+        let record = |l: &Labelled| -> serde_json::Value {
+            let r = prediction(&message(), &decoded, l, 7, &Timings::default());
+            serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap()
+        };
+        let without = record(&labelled);
+        assert!(without.get("shadow").is_none(), "{without}");
+
+        labelled.shadow = Some(super::super::ShadowLabel {
+            model_version: "v3".into(),
+            label: "neutral".into(),
+            confidence: 0.71,
+            probabilities: probabilities([0.1, 0.71, 0.19]),
+        });
+        let with = record(&labelled);
+        assert_eq!(
+            with["shadow"],
+            serde_json::json!({
+                "model_version": "v3",
+                "label": "neutral",
+                "confidence": 0.71,
+                "probabilities": {"negative": 0.1, "neutral": 0.71, "positive": 0.19},
+            })
+        );
+        // The published prediction is the champion's, field for field.
+        for field in ["label", "confidence", "probabilities", "model_version"] {
+            assert_eq!(with[field], without[field], "{field}");
+        }
+        assert_eq!(
+            (with["label"].as_str(), with["model_version"].as_str()),
+            (Some("positive"), Some("v1"))
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The CPU workers: OS threads that each own an embedder and the model, fed by one
 //! bounded channel. The bound is the backpressure: when every worker is busy and the
 //! queue is full, senders wait, and the consumer stops reading. Before each job a
-//! worker asks the shared champion follower which model to serve (a new champion is
-//! loaded once for all of them). The drift monitor is shared too: every classified
+//! worker asks the shared champion follower which model to serve and which challenger
+//! to score in shadow on the same embeddings (each is loaded once for all of them). The drift monitor is shared too: every classified
 //! window feeds it, whichever worker ran it, except a window that a worker finishes
 //! on a model the others have already swapped out.
 //!
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
-use super::{InferenceError, Predictor, check_followable};
+use super::{InferenceError, Predictor, check_followable, shadow_refusal};
 use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
 use crate::embed::Embedder;
 use crate::embed::{EmbeddingSpec, GraphCatalog};
@@ -100,13 +100,29 @@ impl WorkerHandle {
     }
 }
 
-/// Follows the champion alias for all workers: loads a new champion once, refuses
-/// an incompatible or unreadable one (the model being served keeps serving), and
-/// tells each worker, before each job, which model to serve.
+/// What the workers serve: the champion, and the challenger scored in shadow.
+#[derive(Clone)]
+pub struct Followed {
+    pub champion: Arc<ModelVersion>,
+    /// Set only when its embedding spec is the champion's.
+    pub shadow: Option<Arc<ModelVersion>>,
+}
+
+/// Follows the champion and challenger aliases for all workers: loads a new champion
+/// once, refuses an incompatible or unreadable one (the model being served keeps
+/// serving), loads a new challenger once and refuses one that cannot share the
+/// champion's embeddings, and tells each worker, before each job, what to serve.
 pub struct ModelFollower {
     registry: Registry,
     /// The alias value last acted on (swapped to, or refused).
     seen: Option<String>,
+    /// The challenger scored in shadow, if one is.
+    shadow: Option<Arc<ModelVersion>>,
+    /// The challenger last acted on (loaded or refused) and the champion it was
+    /// checked against: a new champion checks the challenger again.
+    shadow_seen: Option<(String, String)>,
+    /// Why the current challenger was refused for shadowing, if it was.
+    refused: Option<String>,
     /// When the aliases were last read: a bucket registry is read at most once per
     /// `registry.follow_interval()` (one small GET), a folder before every job.
     last_read: Option<Instant>,
@@ -131,6 +147,9 @@ impl ModelFollower {
         Self {
             registry,
             seen: Some(serving.card.version.clone()),
+            shadow: None,
+            shadow_seen: None,
+            refused: None,
             last_read: None,
             serving,
             spec,
@@ -139,23 +158,41 @@ impl ModelFollower {
         }
     }
 
-    /// The model to serve: checks the alias (a small file or object read) and loads a new
-    /// champion if it changed.
-    pub fn poll(&mut self) -> Arc<ModelVersion> {
+    /// What to serve: checks the aliases (a small file or object read), loads a new
+    /// champion if it changed, and follows the challenger.
+    pub fn poll(&mut self) -> Followed {
         let interval = self.registry.follow_interval();
         if self.last_read.is_some_and(|at| at.elapsed() < interval) {
-            return self.serving.clone();
+            return self.followed();
         }
         self.last_read = Some(Instant::now());
-        let champion = match self.registry.aliases() {
-            Ok(a) => a.champion,
+        let aliases = match self.registry.aliases() {
+            Ok(a) => a,
             Err(err) => {
                 warn!(error = %err, "Cannot read the registry aliases; keeping the current model.");
-                return self.serving.clone();
+                return self.followed();
             }
         };
+        self.follow_champion(aliases.champion);
+        self.follow_challenger(aliases.challenger);
+        self.followed()
+    }
+
+    /// Why the challenger the alias names was refused for shadowing, if it was.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    fn followed(&self) -> Followed {
+        Followed {
+            champion: self.serving.clone(),
+            shadow: self.shadow.clone(),
+        }
+    }
+
+    fn follow_champion(&mut self, champion: Option<String>) {
         if champion.is_none() || champion == self.seen {
-            return self.serving.clone();
+            return;
         }
         self.seen = champion.clone();
         let version = champion.unwrap_or_default();
@@ -195,7 +232,66 @@ impl ModelFollower {
                 error!(version = %version, serving = %old, error = %err, "New champion refused; the current model keeps serving.");
             }
         }
-        self.serving.clone()
+    }
+
+    /// Scores `challenger` in shadow if it can share the serving champion's
+    /// embeddings; otherwise (or when the alias is cleared) keeps no shadow. Each
+    /// challenger is loaded once, and checked again when the champion changes.
+    fn follow_challenger(&mut self, challenger: Option<String>) {
+        let champion = self.serving.card.version.clone();
+        let Some(version) = challenger.filter(|c| *c != champion) else {
+            self.refused = None;
+            if self.shadow_seen.take().is_some() {
+                self.shadow = None;
+                self.metrics.shadow_info.reset();
+                info!("No challenger any more: shadow scoring stopped.");
+            }
+            return;
+        };
+        let key = (version.clone(), champion.clone());
+        if self.shadow_seen.as_ref() == Some(&key) {
+            return;
+        }
+        self.shadow_seen = Some(key);
+        let loaded = match self.shadow.take() {
+            // Only the champion changed: check the loaded challenger again.
+            Some(shadow) if shadow.card.version == version => Ok(shadow),
+            _ => self
+                .registry
+                .load(&version)
+                .map(Arc::new)
+                .map_err(|err| format!("it will not load ({err})")),
+        };
+        let checked = loaded.and_then(|model| match shadow_refusal(&self.serving, &model) {
+            Some(reason) => Err(InferenceError::ShadowRefused {
+                version: version.clone(),
+                reason,
+            }
+            .to_string()),
+            None => Ok(model),
+        });
+        self.metrics.shadow_info.reset();
+        self.refused = None;
+        match checked {
+            Ok(model) => {
+                self.shadow = Some(model);
+                self.metrics
+                    .shadow_info
+                    .with_label_values(&[&version])
+                    .set(1);
+                info!(challenger = %version, %champion, "Scoring the challenger in shadow on the champion's embeddings; its predictions travel with the prediction records, never as labels.");
+            }
+            Err(reason) => {
+                self.metrics.shadow_refusals.inc();
+                let reason = if reason.starts_with("it will not load") {
+                    format!("challenger {version} refused for shadowing: {reason}")
+                } else {
+                    reason
+                };
+                error!(challenger = %version, %champion, error = %reason, "Challenger refused for shadowing; no shadow is scored. Fix: shadow a version trained on the champion's embedding settings (`triage models shadow VERSION`), or clear it (`triage models shadow --clear`).");
+                self.refused = Some(reason);
+            }
+        }
     }
 }
 
@@ -322,11 +418,19 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared, rebuild: Opti
         let job = lock(&shared.jobs).blocking_recv();
         let Some(job) = job else { break };
         if let Some(follower) = &shared.follower {
-            let model = lock(follower).poll();
-            if model.card.version != predictor.version()
-                && let Err(err) = predictor.swap(model)
+            let followed = lock(follower).poll();
+            if followed.champion.card.version != predictor.version()
+                && let Err(err) = predictor.swap(followed.champion)
             {
                 error!(error = %err, "Cannot serve the followed champion; the current model keeps serving.");
+            }
+            let shadow = followed.shadow.as_ref().map(|s| s.card.version.as_str());
+            if shadow != predictor.shadow_version()
+                && let Err(err) = predictor.set_shadow(followed.shadow)
+            {
+                // The follower checked it against the champion this worker failed to
+                // swap to: no shadow until the worker serves that champion.
+                warn!(error = %err, "This worker scores no shadow for now.");
             }
         }
         let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
@@ -341,6 +445,13 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared, rebuild: Opti
                 continue;
             }
         };
+        if let Ok(classified) = &result {
+            let shadowed = classified.labelled.iter().filter(|l| l.shadow.is_some());
+            shared
+                .metrics
+                .shadow_predictions
+                .inc_by(shadowed.count() as u64);
+        }
         if let (Ok(classified), Some(observed)) = (&result, job.observe) {
             feed_drift(&predictor, shared, &job.texts, classified, observed);
         }
@@ -496,5 +607,92 @@ mod tests {
         assert!(monitor_for(&mut drift, "v1", None, &mut made));
         assert!(monitor_for(&mut drift, "v1", None, &mut made));
         assert_eq!(made, 1);
+    }
+
+    mod shadow {
+        use super::super::*;
+        use crate::inference::testing::{embed_spec_for_tests, settings, train_champion};
+        use crate::registry::Actor;
+
+        /// Registers `base` again with another token length: a challenger that cannot
+        /// read embeddings made at `base`'s.
+        fn register_with_max_length(registry: &Registry, base: &str, max_length: usize) -> String {
+            let mut m = registry.load(base).unwrap();
+            m.card.embedding.max_length = max_length;
+            registry
+                .register(&m.classifier, m.card, &m.reference)
+                .unwrap()
+        }
+
+        fn shadow_of(f: &Followed) -> Option<&str> {
+            f.shadow.as_ref().map(|s| s.card.version.as_str())
+        }
+
+        #[test]
+        fn the_follower_scores_a_challenger_refuses_one_of_another_spec_and_drops_it_when_cleared()
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(dir.path());
+            train_champion(&s, 0);
+            train_champion(&s, 1);
+            let registry = Registry::new(s.registry_dir());
+            registry.promote("v1", "t", Actor::Cli).unwrap();
+            let v3 = register_with_max_length(&registry, "v2", 7);
+            let v4 = register_with_max_length(&registry, "v1", 7);
+            let metrics = Arc::new(Metrics::new());
+            let mut follower = ModelFollower::new(
+                registry.clone(),
+                Arc::new(registry.load("v1").unwrap()),
+                embed_spec_for_tests(),
+                Arc::new(GraphCatalog::default()),
+                metrics.clone(),
+            );
+            assert_eq!(shadow_of(&follower.poll()), None);
+
+            registry.shadow("v2", "t", Actor::Cli).unwrap();
+            let first = follower.poll();
+            assert_eq!(first.champion.card.version, "v1");
+            assert_eq!(shadow_of(&first), Some("v2"));
+            let again = follower.poll();
+            assert!(Arc::ptr_eq(
+                first.shadow.as_ref().unwrap(),
+                again.shadow.as_ref().unwrap()
+            ));
+            assert!(
+                metrics
+                    .render()
+                    .contains("triage_shadow_info{model_version=\"v2\"} 1")
+            );
+
+            registry.shadow(&v3, "t", Actor::Cli).unwrap();
+            assert_eq!(shadow_of(&follower.poll()), None);
+            assert_eq!(shadow_of(&follower.poll()), None);
+            assert_eq!(
+                metrics.shadow_refusals.get(),
+                1,
+                "refused once, not per poll"
+            );
+            let reason = follower.refused().unwrap();
+            let serving = registry.card("v1").unwrap().embedding.max_length;
+            assert_eq!(
+                reason,
+                format!(
+                    "challenger v3 refused for shadowing: embedding.max_length {serving} differs from the model's 7; retrain it on the champion's embedding settings"
+                ),
+            );
+            assert!(!metrics.render().contains("triage_shadow_info{"));
+
+            // A new champion of v3's spec: v3 is checked again, and now shadows.
+            registry.promote(&v4, "t", Actor::Cli).unwrap();
+            let followed = follower.poll();
+            assert_eq!(followed.champion.card.version, v4);
+            assert_eq!(shadow_of(&followed), Some(v3.as_str()));
+            assert_eq!(follower.refused(), None);
+
+            registry.unshadow("t", Actor::Cli).unwrap();
+            assert_eq!(shadow_of(&follower.poll()), None);
+            assert!(!metrics.render().contains("triage_shadow_info{"));
+            assert_eq!(metrics.shadow_refusals.get(), 1);
+        }
     }
 }

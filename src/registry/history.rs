@@ -57,6 +57,11 @@ pub enum AliasAction {
     Promote,
     /// The previous champion was put back.
     Rollback,
+    /// A version became the challenger, scored in shadow beside the champion
+    /// (`from` and `to` name the challenger, not the champion).
+    Shadow,
+    /// The challenger alias was cleared (`from` names the challenger it was).
+    Unshadow,
     /// An action written by a newer triage.
     #[serde(other)]
     Other,
@@ -67,7 +72,33 @@ impl AliasAction {
         match self {
             Self::Promote => "promote",
             Self::Rollback => "rollback",
+            Self::Shadow => "shadow",
+            Self::Unshadow => "unshadow",
             Self::Other => "other",
+        }
+    }
+
+    /// The alias this action moves: its event's `from` and `to` name that alias's
+    /// version before and after.
+    pub fn alias(self) -> &'static str {
+        if self.moves_champion() {
+            "champion"
+        } else {
+            "challenger"
+        }
+    }
+
+    /// Whether this action moves the champion (not only the challenger).
+    pub fn moves_champion(self) -> bool {
+        !matches!(self, Self::Shadow | Self::Unshadow)
+    }
+
+    /// The version the alias this action moves names in `aliases`.
+    pub(super) fn moved(self, aliases: &super::Aliases) -> &Option<String> {
+        if self.moves_champion() {
+            &aliases.champion
+        } else {
+            &aliases.challenger
         }
     }
 }
@@ -78,7 +109,8 @@ impl fmt::Display for AliasAction {
     }
 }
 
-/// One change of the champion alias: a line of `events.jsonl`.
+/// One change of the champion alias (or, for `shadow` and `unshadow`, of the
+/// challenger alias): a line of `events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AliasChange {
     /// RFC 3339, UTC, whole seconds.
@@ -175,7 +207,7 @@ mod tests {
     #[test]
     fn actors_and_actions_from_a_newer_triage_still_read() {
         let line =
-            r#"{"at":"t","action":"shadow","from":"v1","to":"v1","reason":"r","by":"scheduler"}"#;
+            r#"{"at":"t","action":"canary","from":"v1","to":"v1","reason":"r","by":"scheduler"}"#;
         let change: AliasChange = serde_json::from_str(line).unwrap();
         assert_eq!(change.by, Actor::Unknown);
         assert_eq!(change.action, AliasAction::Other);
@@ -205,6 +237,27 @@ mod tests {
         assert!(json.contains(r#""by":"retrainer""#), "{json}");
         assert!(json.contains(r#""action":"rollback""#), "{json}");
         assert_eq!(serde_json::from_str::<AliasChange>(&json).unwrap(), change);
+    }
+
+    #[test]
+    fn shadow_lines_read_back_and_old_aliases_files_have_no_challenger() {
+        let line =
+            r#"{"at":"t","action":"unshadow","from":"v3","to":null,"reason":"r","by":"cli"}"#;
+        let change: AliasChange = serde_json::from_str(line).unwrap();
+        assert_eq!(change.action, AliasAction::Unshadow);
+        assert!(!change.action.moves_champion());
+        let old: super::super::Aliases =
+            serde_json::from_str(r#"{"champion": "v2", "previous": "v1", "history": ["v1"]}"#)
+                .unwrap();
+        assert_eq!(old.challenger, None);
+        let bad = serde_json::from_str::<super::super::Aliases>(
+            r#"{"champion": "v2", "challenger": "../x"}"#,
+        );
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("is not a version name")
+        );
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! The model registry: immutable model versions and the `champion` and `previous`
-//! aliases, in a folder or in a bucket on object storage (see [`store`]).
+//! The model registry: immutable model versions and the `champion`, `previous` and
+//! `challenger` aliases, in a folder or in a bucket on object storage (see [`store`]).
 //!
 //! ```text
 //! <registry_dir or registry_url>/
 //!   versions/v1/{model.json, reference.json, card.json}
 //!   versions/v2/...
-//!   aliases.json      {"champion": "v2", "previous": "v1", "history": ["v1"]}
+//!   aliases.json      {"champion": "v2", "previous": "v1", "challenger": "v3", "history": ["v1"]}
 //!   .lock             a folder's read-modify-write lock (flock; never a key)
-//!   events.jsonl      one line per champion change: when, what, from, to, why, by whom
+//!   events.jsonl      one line per alias change: when, what, from, to, why, by whom
 //!   decisions.jsonl   one line per retraining decision (see [`decision::Decision`])
 //! ```
 //! A version's files are each created only if absent (`model.json` first: creating it
@@ -117,6 +117,10 @@ pub enum RegistryError {
     #[error("there is no previous champion to roll back to")]
     NothingToRollBack,
     #[error(
+        "{0} is the champion: a version cannot shadow itself; shadow another version (`triage models list`)"
+    )]
+    ShadowingChampion(String),
+    #[error(
         "registry {path} stayed locked by another running triage for {seconds} s (lock file {lock}); the lock is released when that process ends: find it with `fuser {lock}`"
     )]
     Locked {
@@ -157,6 +161,10 @@ pub struct Aliases {
     pub champion: Option<String>,
     #[serde(default, deserialize_with = "name::optional")]
     pub previous: Option<String>,
+    /// The version every consumer scores in shadow beside the champion (never
+    /// published as a label); never the champion itself.
+    #[serde(default, deserialize_with = "name::optional")]
+    pub challenger: Option<String>,
     #[serde(default, deserialize_with = "name::list")]
     pub history: Vec<String>,
     /// How many times the aliases changed: numbers the history's events, whose
@@ -617,6 +625,27 @@ impl Registry {
         })
     }
 
+    /// Makes `version` the challenger: consumers score it in shadow beside the
+    /// champion. Refused for an unknown version and for the champion itself.
+    pub fn shadow(&self, version: &str, reason: &str, by: Actor) -> Result<Aliases, RegistryError> {
+        let version = self.resolve(version)?;
+        self.update_aliases(AliasAction::Shadow, reason, by, |aliases| {
+            if aliases.champion.as_deref() == Some(version.as_str()) {
+                return Err(RegistryError::ShadowingChampion(version.clone()));
+            }
+            aliases.challenger = Some(version.clone());
+            Ok(())
+        })
+    }
+
+    /// Clears the challenger alias: consumers stop scoring a shadow.
+    pub fn unshadow(&self, reason: &str, by: Actor) -> Result<Aliases, RegistryError> {
+        self.update_aliases(AliasAction::Unshadow, reason, by, |aliases| {
+            aliases.challenger = None;
+            Ok(())
+        })
+    }
+
     /// Puts the previous champion back; the one before it becomes `previous`.
     pub fn rollback(&self, reason: &str, by: Actor) -> Result<Aliases, RegistryError> {
         self.update_aliases(AliasAction::Rollback, reason, by, |aliases| {
@@ -694,9 +723,14 @@ impl Registry {
                 }
                 None => Aliases::default(),
             };
-            let before = aliases.champion.clone();
+            let before = action.moved(&aliases).clone();
             change(&mut aliases)?;
             aliases.previous = aliases.history.last().cloned();
+            // A challenger that became the champion (promoted, or rolled back to) is
+            // no longer a challenger.
+            if aliases.challenger.is_some() && aliases.challenger == aliases.champion {
+                aliases.challenger = None;
+            }
             aliases.seq += 1;
             Ok((Some(to_json(&aliases)?), (aliases, before)))
         })?;
@@ -704,13 +738,13 @@ impl Registry {
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             action,
             from: before,
-            to: aliases.champion.clone(),
+            to: action.moved(&aliases).clone(),
             reason: reason.to_string(),
             by,
             seq: Some(aliases.seq),
         };
         self.append(EVENTS, &event)?;
-        info!(target: "triage::registry", %action, from = ?event.from, to = ?event.to, reason, %by, "Champion alias moved.");
+        info!(target: "triage::registry", %action, alias = action.alias(), from = ?event.from, to = ?event.to, reason, %by, "Alias moved.");
         Ok(aliases)
     }
 
@@ -1035,6 +1069,101 @@ mod tests {
     }
 
     #[test]
+    fn shadow_sets_the_challenger_and_unshadow_clears_it_both_in_the_history() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..3 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            registry.promote("v1", "t", Actor::Training).unwrap();
+            let a = registry.shadow("v2", "try it", Actor::Cli).unwrap();
+            assert_eq!(
+                (a.champion.as_deref(), a.challenger.as_deref()),
+                (Some("v1"), Some("v2"))
+            );
+            assert_eq!(registry.aliases().unwrap(), a);
+            let a = registry.shadow("3", "another", Actor::Retrainer).unwrap();
+            assert_eq!(a.challenger.as_deref(), Some("v3"));
+            let a = registry.unshadow("enough", Actor::Cli).unwrap();
+            assert_eq!(a.challenger, None);
+            assert_eq!(a.champion.as_deref(), Some("v1"));
+            let summary: Vec<_> = registry
+                .history()
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|c| (c.action, c.from, c.to, c.by))
+                .collect();
+            let v = |s: &str| Some(s.to_string());
+            assert_eq!(
+                summary[1..],
+                [
+                    (AliasAction::Shadow, None, v("v2"), Actor::Cli),
+                    (AliasAction::Shadow, v("v2"), v("v3"), Actor::Retrainer),
+                    (AliasAction::Unshadow, v("v3"), None, Actor::Cli),
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn shadowing_the_champion_or_an_unknown_version_is_refused_and_changes_nothing() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            registry.register(&classifier, card, &reference).unwrap();
+            registry.promote("v1", "t", Actor::Cli).unwrap();
+            let err = registry.shadow("v1", "t", Actor::Cli).unwrap_err();
+            assert!(
+                matches!(err, RegistryError::ShadowingChampion(_)),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("v1 is the champion"), "{err}");
+            let err = registry.shadow("champion", "t", Actor::Cli).unwrap_err();
+            assert!(
+                matches!(err, RegistryError::ShadowingChampion(_)),
+                "{err:?}"
+            );
+            let err = registry.shadow("v9", "t", Actor::Cli).unwrap_err();
+            assert!(matches!(err, RegistryError::UnknownVersion(_)), "{err:?}");
+            assert_eq!(registry.aliases().unwrap().challenger, None);
+            assert_eq!(registry.history().unwrap().entries.len(), 1);
+        });
+    }
+
+    #[test]
+    fn promoting_or_rolling_back_to_the_challenger_clears_it() {
+        each_backend(|registry| {
+            let (classifier, card, reference) = model();
+            for _ in 0..3 {
+                registry
+                    .register(&classifier, card.clone(), &reference)
+                    .unwrap();
+            }
+            registry.promote("v1", "t", Actor::Cli).unwrap();
+            registry.shadow("v2", "t", Actor::Cli).unwrap();
+            // Promoting another version keeps the challenger.
+            let a = registry.promote("v3", "t", Actor::Cli).unwrap();
+            assert_eq!(a.challenger.as_deref(), Some("v2"));
+            let a = registry
+                .promote("v2", "won the race", Actor::Retrainer)
+                .unwrap();
+            assert_eq!(
+                (a.champion.as_deref(), a.challenger.as_deref()),
+                (Some("v2"), None)
+            );
+            // A rollback onto the challenger clears it too.
+            registry.shadow("v3", "t", Actor::Cli).unwrap();
+            let a = registry.rollback("t", Actor::Cli).unwrap();
+            assert_eq!(
+                (a.champion.as_deref(), a.challenger.as_deref()),
+                (Some("v3"), None)
+            );
+        });
+    }
+
+    #[test]
     fn promoting_the_champion_again_changes_nothing() {
         each_backend(|registry| {
             let (classifier, card, reference) = model();
@@ -1207,6 +1336,8 @@ mod tests {
                     registry.aliases().err(),
                     registry.promote("v1", "t", Actor::Cli).err(),
                     registry.rollback("t", Actor::Cli).err(),
+                    registry.shadow("v1", "t", Actor::Cli).err(),
+                    registry.unshadow("t", Actor::Cli).err(),
                 ];
                 for err in errors {
                     let err = err.unwrap_or_else(|| panic!("{aliases} was accepted"));

@@ -60,10 +60,12 @@ pub fn last_activity(registry: &Registry) -> Result<Option<SystemTime>, Registry
         .iter()
         .filter_map(|d| parse(&d.finished_at))
         .max();
+    // Shadowing a challenger is not a champion change: it does not move the clock.
     let changed = registry
         .history()?
         .entries
         .iter()
+        .filter(|c| c.action.moves_champion())
         .filter_map(|c| parse(&c.at))
         .max();
     Ok(decided.max(changed))

@@ -37,6 +37,9 @@ fn row(card: &ModelCard, aliases: &Aliases) -> ModelRow {
     if aliases.previous.as_deref() == Some(card.version.as_str()) {
         tags.push("previous");
     }
+    if aliases.challenger.as_deref() == Some(card.version.as_str()) {
+        tags.push("challenger");
+    }
     ModelRow {
         version: card.version.clone(),
         created_at: card.created_at.clone(),
@@ -143,6 +146,25 @@ pub(super) fn models(
         }
         ModelsCommand::Rollback { json } => {
             let aliases = registry.rollback("rolled back by hand", Actor::Cli)?;
+            report_aliases(&aliases, json)?;
+        }
+        ModelsCommand::Shadow {
+            model,
+            clear,
+            reason,
+            json,
+        } => {
+            let aliases = match model.filter(|_| !clear) {
+                Some(model) => registry.shadow(
+                    &model,
+                    reason.as_deref().unwrap_or("shadowed by hand"),
+                    Actor::Cli,
+                )?,
+                None => registry.unshadow(
+                    reason.as_deref().unwrap_or("shadow cleared by hand"),
+                    Actor::Cli,
+                )?,
+            };
             report_aliases(&aliases, json)?;
         }
         ModelsCommand::History { json } => history(registry, json)?,
@@ -398,9 +420,10 @@ fn report_aliases(aliases: &Aliases, json: bool) -> anyhow::Result<()> {
         print_json(aliases)
     } else {
         println!(
-            "champion: {}   previous: {}",
+            "champion: {}   previous: {}   challenger: {}",
             aliases.champion.as_deref().unwrap_or("-"),
-            aliases.previous.as_deref().unwrap_or("-")
+            aliases.previous.as_deref().unwrap_or("-"),
+            aliases.challenger.as_deref().unwrap_or("-")
         );
         Ok(())
     }
