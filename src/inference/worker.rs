@@ -256,11 +256,9 @@ impl ModelFollower {
         let loaded = match self.shadow.take() {
             // Only the champion changed: check the loaded challenger again.
             Some(shadow) if shadow.card.version == version => Ok(shadow),
-            _ => self
-                .registry
-                .load(&version)
-                .map(Arc::new)
-                .map_err(|err| format!("it will not load ({err})")),
+            _ => self.registry.load(&version).map(Arc::new).map_err(|err| {
+                format!("challenger {version} refused for shadowing: it will not load ({err})")
+            }),
         };
         let checked = loaded.and_then(|model| match shadow_refusal(&self.serving, &model) {
             Some(reason) => Err(InferenceError::ShadowRefused {
@@ -283,11 +281,6 @@ impl ModelFollower {
             }
             Err(reason) => {
                 self.metrics.shadow_refusals.inc();
-                let reason = if reason.starts_with("it will not load") {
-                    format!("challenger {version} refused for shadowing: {reason}")
-                } else {
-                    reason
-                };
                 error!(challenger = %version, %champion, error = %reason, "Challenger refused for shadowing; no shadow is scored. Fix: shadow a version trained on the champion's embedding settings (`triage models shadow VERSION`), or clear it (`triage models shadow --clear`).");
                 self.refused = Some(reason);
             }
