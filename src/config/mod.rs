@@ -35,7 +35,7 @@ pub use http::HttpSettings;
 pub use load::{ConfigError, load, load_with_env};
 pub use log::{LogFormat, LogSettings};
 pub use paths::PathSettings;
-pub use retrain::{MIN_TOKEN_CHARS, RetrainSettings};
+pub use retrain::{MIN_TOKEN_CHARS, RetrainSettings, Rollout};
 pub use rollout::RolloutSettings;
 pub use training::{ClassBalance, TrainingSettings};
 pub use validate::{Problem, ValidationError};

@@ -90,6 +90,20 @@ pub struct RetrainSettings {
     /// counted from the registry's last decision or champion change; empty: only
     /// alerts (and `triage retrain`) start jobs.
     pub every: String,
+    /// What a job does with a challenger that beat the champion on the held-out
+    /// slice: `direct` promotes it; `shadow` puts it under the `challenger` alias,
+    /// where every consumer scores it on live traffic beside the champion and the
+    /// live race (`[rollout]`) promotes or rejects it.
+    pub rollout: Rollout,
+}
+
+/// `retrain.rollout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rollout {
+    #[default]
+    Direct,
+    Shadow,
 }
 
 impl Default for RetrainSettings {
@@ -120,6 +134,7 @@ impl Default for RetrainSettings {
             performance_min_labelled: 50,
             new_class_min_share: 0.05,
             every: String::new(),
+            rollout: Rollout::Direct,
         }
     }
 }

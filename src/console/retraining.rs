@@ -24,7 +24,7 @@ fn when(ms: Option<i64>) -> String {
 
 fn verdict(v: Verdict) -> Markup {
     let class = match v {
-        Verdict::Promoted => "ok",
+        Verdict::Promoted | Verdict::Shadow => "ok",
         Verdict::Rejected => "warn",
         Verdict::Failed => "bad",
     };

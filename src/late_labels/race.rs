@@ -119,6 +119,8 @@ impl RaceVerdict {
 /// McNemar's exact test on per-message correctness.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct McNemar {
+    /// Messages both got right.
+    pub both: u64,
     /// Messages only the challenger got right.
     pub b: u64,
     /// Messages only the champion got right.
@@ -160,11 +162,12 @@ pub fn check(
     let n = observations.len();
     let mut champion = Counts::new(classes);
     let mut challenger = Counts::new(classes);
-    let (mut b, mut c) = (0u64, 0u64);
+    let (mut both, mut b, mut c) = (0u64, 0u64, 0u64);
     for o in observations {
         champion.add((o.truth, o.champion));
         challenger.add((o.truth, o.challenger));
         match (o.champion == o.truth, o.challenger == o.truth) {
+            (true, true) => both += 1,
             (false, true) => b += 1,
             (true, false) => c += 1,
             _ => {}
@@ -196,6 +199,7 @@ pub fn check(
         promote_p,
         lose_p,
         mcnemar: McNemar {
+            both,
             b,
             c,
             p_value: mcnemar_p(b, c),
@@ -262,6 +266,13 @@ impl Races {
     /// Every race's current check.
     pub fn all(&self) -> BTreeMap<RaceName, RaceCheck> {
         self.lock().clone()
+    }
+
+    /// Sets one race's check (the join's thread does it for every race each tick;
+    /// tests of what acts on a verdict set it by hand).
+    pub fn set(&self, champion: &str, challenger: &str, check: RaceCheck) {
+        self.lock()
+            .insert((champion.to_string(), challenger.to_string()), check);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaceName, RaceCheck>> {

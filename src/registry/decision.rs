@@ -47,6 +47,32 @@ pub struct Decision {
     /// the loop's latency goes. Empty in decisions recorded before steps were timed.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// For a live race's outcome (`retrain.rollout = "shadow"`): the paired test on
+    /// the late-labelled messages both models scored. Absent for other runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<RaceRecord>,
+}
+
+/// A live race's figures, as its decision records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceRecord {
+    /// Late-labelled messages both models predicted.
+    pub labelled: u64,
+    pub champion_macro_f1: f64,
+    pub challenger_macro_f1: f64,
+    /// The test that decides: a paired bootstrap of the macro-F1 difference.
+    pub test: String,
+    /// P-value of "challenger - champion <= the required margin" (small: promote).
+    pub promote_p_value: f64,
+    /// P-value of "challenger >= champion" (small: it lost).
+    pub lose_p_value: f64,
+    /// McNemar beside it: messages only the challenger, only the champion got right,
+    /// and its two-sided p-value.
+    pub mcnemar_challenger_only: u64,
+    pub mcnemar_champion_only: u64,
+    pub mcnemar_p_value: f64,
+    /// Seconds from the challenger's first paired label to the verdict.
+    pub seconds: f64,
 }
 
 /// One step of a run and its wall time.
@@ -168,6 +194,10 @@ pub enum Verdict {
     Rejected,
     /// The run did not produce a challenger to judge (no data, training error).
     Failed,
+    /// The challenger beat the champion on the held-out slice and now races it in
+    /// shadow on live traffic (`retrain.rollout = "shadow"`); a later decision, by
+    /// the race, promotes or rejects it.
+    Shadow,
 }
 
 impl fmt::Display for Verdict {
@@ -176,6 +206,7 @@ impl fmt::Display for Verdict {
             Self::Promoted => "promoted",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::Shadow => "shadow",
         })
     }
 }
@@ -239,6 +270,7 @@ pub(crate) mod fixture {
                 name: "train".into(),
                 seconds: 50.0,
             }],
+            race: None,
         }
     }
 }

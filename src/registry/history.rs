@@ -21,6 +21,9 @@ pub enum Actor {
     Retrainer,
     /// `triage train`, for a model that passed every gate.
     Training,
+    /// The live race (`triage retrainer`): a challenger in shadow promoted or
+    /// rejected on the late labels of the messages both models scored.
+    Race,
     /// Written before changes recorded who made them, or by a triage that knows an
     /// actor this one does not (such as `console`, which no release ever wrote).
     #[serde(other)]
@@ -37,6 +40,7 @@ impl Actor {
             Self::Cli => "cli",
             Self::Retrainer => "retrainer",
             Self::Training => "training",
+            Self::Race => "race",
             Self::Unknown => "unknown",
         }
     }

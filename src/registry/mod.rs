@@ -755,13 +755,30 @@ impl Registry {
     }
 }
 
+/// Registry fixtures for other modules' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Actor, Registry};
+
+    /// Registers two small versions (v1, v2) and makes v1 the champion.
+    pub fn two_versions(registry: &Registry) {
+        let (classifier, card, reference) = super::tests::model();
+        for _ in 0..2 {
+            registry
+                .register(&classifier, card.clone(), &reference)
+                .unwrap();
+        }
+        registry.promote("v1", "fixture", Actor::Training).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Classifier, FitParams};
     use ndarray::array;
 
-    fn model() -> (Model, ModelCard, DriftReference) {
+    pub(super) fn model() -> (Model, ModelCard, DriftReference) {
         let x = array![[1.0f32, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]];
         let labels = vec!["a".to_string(), "b".to_string()];
         let params = FitParams {

@@ -27,7 +27,7 @@ use super::error::RetrainError;
 use super::verdict::{Standing, judge};
 use super::workdir::{JobLock, prune, run_folder, write_examples};
 use crate::clock::now_ms;
-use crate::config::{DataFormat, LabelRuleKind, Settings};
+use crate::config::{DataFormat, LabelRuleKind, Rollout, Settings};
 use crate::embed::Embedder;
 use crate::feature::label_rule::LabelRule;
 use crate::feature::read_labelled;
@@ -201,6 +201,7 @@ impl<'a> Job<'a> {
                 cause: None,
                 duration_seconds: 0.0,
                 steps: Vec::new(),
+                race: None,
             },
         }
     }
@@ -345,11 +346,37 @@ impl<'a> Job<'a> {
             r.min_improvement,
         );
         if verdict == Verdict::Promoted {
+            // With a champion to race, a shadow rollout lets live traffic decide; a
+            // first model has nothing to race and is promoted.
+            if r.rollout == Rollout::Shadow && champion.is_some() {
+                let reason = format!(
+                    "{reason}; it now races the champion in shadow on live traffic (retrain.rollout = \"shadow\"): promoted or rejected on rollout.min_labelled late-labelled messages both scored"
+                );
+                self.step("shadow", |job| {
+                    job.shadow(&challenger_scores.version, champion.as_deref(), &reason)
+                })?;
+                return Ok((Verdict::Shadow, reason));
+            }
             self.step("promote", |job| {
                 job.promote(&challenger_scores.version, champion.as_deref(), &reason)
             })?;
         }
         Ok((verdict, reason))
+    }
+
+    /// Puts the challenger in shadow (the `challenger` alias), unless someone moved
+    /// the champion during the run.
+    fn shadow(
+        &self,
+        challenger: &str,
+        champion_at_start: Option<&str>,
+        reason: &str,
+    ) -> Result<(), RetrainError> {
+        self.champion_unmoved(challenger, champion_at_start)?;
+        self.registry
+            .shadow(challenger, reason, Actor::Retrainer)
+            .map(drop)
+            .map_err(|e| RetrainError::Promotion(format!("shadowing {challenger} failed: {e}")))
     }
 
     /// The original training rows, as configured.
@@ -433,6 +460,20 @@ impl<'a> Job<'a> {
         champion_at_start: Option<&str>,
         reason: &str,
     ) -> Result<(), RetrainError> {
+        self.champion_unmoved(challenger, champion_at_start)?;
+        self.registry
+            .promote(challenger, reason, Actor::Retrainer)
+            .map(drop)
+            .map_err(|e| RetrainError::Promotion(format!("promoting {challenger} failed: {e}")))
+    }
+
+    /// Refuses to act when the champion is no longer the one the challenger was
+    /// judged against.
+    fn champion_unmoved(
+        &self,
+        challenger: &str,
+        champion_at_start: Option<&str>,
+    ) -> Result<(), RetrainError> {
         let now = self.registry.aliases()?.champion;
         if now.as_deref() != champion_at_start {
             return Err(RetrainError::Promotion(format!(
@@ -441,10 +482,7 @@ impl<'a> Job<'a> {
                 now.as_deref().unwrap_or("none")
             )));
         }
-        self.registry
-            .promote(challenger, reason, Actor::Retrainer)
-            .map(drop)
-            .map_err(|e| RetrainError::Promotion(format!("promoting {challenger} failed: {e}")))
+        Ok(())
     }
 
     /// Fills in the end of the decision and records it.

@@ -85,6 +85,12 @@ fn outcome_of(d: &Decision) -> JobOutcome {
                 .as_ref()
                 .map_or_else(String::new, |c| c.version.clone()),
         },
+        Verdict::Shadow => JobOutcome::Shadow {
+            version: d
+                .challenger
+                .as_ref()
+                .map_or_else(String::new, |c| c.version.clone()),
+        },
         Verdict::Rejected => JobOutcome::Rejected {
             reason: d.reason.clone(),
         },

@@ -183,7 +183,7 @@ impl RetrainMetrics {
             jobs: counter_vec(
                 &r,
                 "triage_retrain_jobs_total",
-                "Finished retrain jobs, by verdict (promoted, rejected, failed).",
+                "Finished retrain jobs, by verdict (promoted, shadow: racing the champion live, rejected, failed).",
                 &["verdict"],
             ),
             job_duration: histogram(
@@ -231,7 +231,7 @@ impl RetrainMetrics {
             .with_label_values(&[UNKNOWN_ALERT, AlertAction::Unauthorised.as_str()]);
         m.alerts
             .with_label_values(&[OTHER_ALERT, AlertAction::Ignored.as_str()]);
-        for verdict in ["promoted", "rejected", "failed"] {
+        for verdict in ["promoted", "shadow", "rejected", "failed"] {
             m.jobs.with_label_values(&[verdict]);
         }
         for action in ["started", "coalesced"] {

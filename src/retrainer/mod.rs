@@ -7,6 +7,8 @@
 //! - [`token`]: the bearer token, compared in constant time;
 //! - [`scheduler`]: one job at a time, a cooldown after each, alerts meanwhile
 //!   coalesced into one follow-up job;
+//! - [`rollout`]: the live race acted on: a challenger in shadow promoted or
+//!   rejected on the late labels both models scored, each outcome a decision;
 //! - [`schedule`]: `retrain.every`, the same job on a schedule, due by the
 //!   registry's clock (its last decision or champion change);
 //! - [`webhook`]: the HTTP surface (`POST /v1/alerts`, `GET /metrics`, `GET /healthz`);
@@ -24,6 +26,7 @@
 pub mod alert_job;
 pub mod metrics;
 pub mod payload;
+pub mod rollout;
 pub mod schedule;
 pub mod scheduler;
 pub mod token;
@@ -129,6 +132,9 @@ impl Trigger {
 pub enum JobOutcome {
     /// A challenger passed the gates, beat the champion and is the champion now.
     Promoted { version: String },
+    /// A challenger passed the gates and beat the champion on the held-out slice,
+    /// and now races it in shadow (`retrain.rollout = "shadow"`).
+    Shadow { version: String },
     /// A challenger was fitted and judged, and the champion stays (a gate failed, or
     /// it did not beat the champion by the margin). A decision, not an error.
     Rejected { reason: String },
@@ -137,10 +143,11 @@ pub enum JobOutcome {
 }
 
 impl JobOutcome {
-    /// The metric label: `promoted`, `rejected` or `failed`.
+    /// The metric label: `promoted`, `shadow`, `rejected` or `failed`.
     pub fn verdict(&self) -> &'static str {
         match self {
             Self::Promoted { .. } => "promoted",
+            Self::Shadow { .. } => "shadow",
             Self::Rejected { .. } => "rejected",
             Self::Failed { .. } => "failed",
         }
@@ -259,6 +266,14 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let settler = tokio::spawn(rollout::run(
+        registry.clone(),
+        races.clone(),
+        Duration::from_secs(rollout.max_wait_s),
+        settings.min_improvement,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let console = crate::console::retrainer_router(registry, &metrics.registry);
     let state = WebhookState {
         token: Arc::new(token),
@@ -285,6 +300,7 @@ pub async fn run(
     if let Some(schedule) = schedule {
         let _ = schedule.await;
     }
+    let _ = settler.await;
     scheduler.shutdown().await;
     if let Err(err) = joiner.await {
         tracing::error!(error = %err, "The label join failed.");

@@ -222,6 +222,9 @@ impl Inner {
             JobOutcome::Promoted { version } => {
                 info!(alerts = %alerts, version = %version, seconds, "Retrain job promoted a new champion.");
             }
+            JobOutcome::Shadow { version } => {
+                info!(alerts = %alerts, version = %version, seconds, "Retrain job put its challenger in shadow: it races the champion on live traffic.");
+            }
             JobOutcome::Rejected { reason } => {
                 info!(alerts = %alerts, reason = %reason, seconds, "Retrain job kept the champion.");
             }

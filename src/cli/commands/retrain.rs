@@ -36,7 +36,8 @@ pub(super) fn retrain(settings: &Settings, args: RetrainArgs) -> anyhow::Result<
         print!("{}", render(&decision));
     }
     Ok(match decision.verdict {
-        Verdict::Promoted => ExitCode::SUCCESS,
+        // A challenger racing in shadow won its held-out comparison: a success.
+        Verdict::Promoted | Verdict::Shadow => ExitCode::SUCCESS,
         Verdict::Rejected => ExitCode::from(EXIT_REJECTED),
         Verdict::Failed => ExitCode::from(1),
     })
