@@ -1266,91 +1266,134 @@ fn metric_value(body: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-#[test]
-fn drift_alert_retrains_promotes_and_the_consumers_switch() {
-    let s = Setup::new("loop", 2, "");
-    let by = questions_by_intent();
-    // The champion knows 4 intents of 11: the traffic outgrows it.
-    let narrow = ["ACCOUNT", "PAYMENT", "REFUND", "SHIPPING"];
-    let all: Vec<&str> = by.keys().map(String::as_str).collect();
-    let mut csv = String::from("class_name,question,id\n");
-    for intent in narrow {
-        for (id, question) in &by[intent][..40] {
-            csv.push_str(&format!(
-                "{intent},\"{}\",{id}\n",
-                question.replace('"', "\"\"")
-            ));
-        }
-    }
-    std::fs::write(s.dir.join("narrow.csv"), csv).unwrap();
-    let (out, stdout, stderr) = run(s
-        .triage()
-        .args(["train", "--data"])
-        .arg(s.dir.join("narrow.csv")));
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let narrow_version = "v2";
+/// The whole loop's processes on a real broker: a champion (v2) that knows 4 of the
+/// 11 support intents, `triage retrainer` (with `retrainer_env`), Alertmanager
+/// routing to it, `triage run` ("a") and Prometheus scraping it and the retrainer.
+struct LoopRig {
+    // Dropped in this order: the processes before the broker and its folder.
+    prom: Prometheus,
+    service: Service,
+    am: Alertmanager,
+    retrainer: Service,
+    s: Setup,
+    by: BTreeMap<String, Vec<(String, String)>>,
+    narrow: [&'static str; 4],
+    narrow_version: &'static str,
+}
 
-    // The retrainer, with its token; Alertmanager routing to it; Prometheus.
-    let token = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
-    let token_file = s.dir.join("retrain.token");
-    std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let mut retrainer_cmd = s.triage();
-    retrainer_cmd
-        .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
-        .env("TRIAGE__RETRAIN__TRAINING_DATA", "none");
-    let retrainer = Service::start(retrainer_cmd, "retrainer", s.dir.join("retrainer.log"));
-    let retrainer_addr = retrainer.addr.clone();
-    let retrainer_metrics = || {
-        http(&retrainer_addr, "GET", "/metrics", b"")
+impl LoopRig {
+    fn start(tag: &str, retrainer_env: &[(&str, &str)]) -> Self {
+        let s = Setup::new(tag, 2, "");
+        let by = questions_by_intent();
+        // The champion knows 4 intents of 11: the traffic outgrows it.
+        let narrow = ["ACCOUNT", "PAYMENT", "REFUND", "SHIPPING"];
+        let mut csv = String::from("class_name,question,id\n");
+        for intent in narrow {
+            for (id, question) in &by[intent][..40] {
+                csv.push_str(&format!(
+                    "{intent},\"{}\",{id}\n",
+                    question.replace('"', "\"\"")
+                ));
+            }
+        }
+        std::fs::write(s.dir.join("narrow.csv"), csv).unwrap();
+        let (out, stdout, stderr) = run(s
+            .triage()
+            .args(["train", "--data"])
+            .arg(s.dir.join("narrow.csv")));
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+
+        // The retrainer, with its token; Alertmanager routing to it; Prometheus.
+        let token = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
+        let token_file = s.dir.join("retrain.token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let mut retrainer_cmd = s.triage();
+        retrainer_cmd
+            .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
+            .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
+            .envs(retrainer_env.iter().copied());
+        let retrainer = Service::start(retrainer_cmd, "retrainer", s.dir.join("retrainer.log"));
+        // Without the token, or with a wrong one: refused, nothing starts.
+        assert_eq!(post_alert(&retrainer.addr, None), 401);
+        assert_eq!(
+            post_alert(&retrainer.addr, Some("wrong-token-wrong-token")),
+            401
+        );
+        let am = Alertmanager::start(&s.dir, &retrainer.addr, &token_file, |c| {
+            c.replace("group_wait: 1m", "group_wait: 1s")
+        });
+        let service = s.start("a");
+        let prom = Prometheus::start_with(
+            &s.dir,
+            &service.addr,
+            |rules| {
+                let (head, tail) = rules.split_once("- alert: TriageDriftDetected").unwrap();
+                let tail = tail.replacen("for: 10m", "for: 2s", 1);
+                format!("{head}- alert: TriageDriftDetected{tail}")
+            },
+            |config| config.replace("127.0.0.1:9093", &am.addr),
+        );
+        let rig = Self {
+            prom,
+            service,
+            am,
+            retrainer,
+            s,
+            by,
+            narrow,
+            narrow_version: "v2",
+        };
+        assert!(rig.retrainer_metrics().contains("triage_retrain_running 0"));
+        rig
+    }
+
+    fn retrainer_metrics(&self) -> String {
+        http(&self.retrainer.addr, "GET", "/metrics", b"")
             .map(|(_, body)| body)
             .unwrap_or_default()
-    };
-    // Without the token, or with a wrong one: refused, nothing starts.
-    assert_eq!(post_alert(&retrainer_addr, None), 401);
-    assert_eq!(
-        post_alert(&retrainer_addr, Some("wrong-token-wrong-token")),
-        401
-    );
-    let jobs = |verdict: &str| {
+    }
+
+    /// `triage_retrain_jobs_total{verdict}`.
+    fn jobs(&self, verdict: &str) -> f64 {
         metric_value(
-            &retrainer_metrics(),
+            &self.retrainer_metrics(),
             "triage_retrain_jobs_total",
             &format!("verdict=\"{verdict}\""),
         )
         .unwrap_or(0.0)
-    };
-    assert!(retrainer_metrics().contains("triage_retrain_running 0"));
+    }
 
-    let am = Alertmanager::start(&s.dir, &retrainer_addr, &token_file, |c| {
-        c.replace("group_wait: 1m", "group_wait: 1s")
-    });
-    let service = s.start("a");
-    let prom = Prometheus::start_with(
-        &s.dir,
-        &service.addr,
-        |rules| {
-            let (head, tail) = rules.split_once("- alert: TriageDriftDetected").unwrap();
-            let tail = tail.replacen("for: 10m", "for: 2s", 1);
-            format!("{head}- alert: TriageDriftDetected{tail}")
-        },
-        |config| config.replace("127.0.0.1:9093", &am.addr),
-    );
-    let firing = |version: &str| {
-        prom.query(&format!(
+    /// The drift alerts firing for `version`.
+    fn firing(&self, version: &str) -> Vec<serde_json::Value> {
+        self.prom.query(&format!(
             r#"ALERTS{{alertname="TriageDriftDetected",alertstate="firing",model_version="{version}"}}"#
         ))
-    };
-    let drift_messages = |version: &str| {
-        prom.value(&format!(
-            r#"triage_drift_statistic{{statistic="messages",model_version="{version}"}}"#
-        ))
-        .unwrap_or(0.0)
-    };
+    }
+
+    fn drift_messages(&self, version: &str) -> f64 {
+        self.prom
+            .value(&format!(
+                r#"triage_drift_statistic{{statistic="messages",model_version="{version}"}}"#
+            ))
+            .unwrap_or(0.0)
+    }
+}
+
+#[test]
+fn drift_alert_retrains_promotes_and_the_consumers_switch() {
+    let rig = LoopRig::start("loop", &[]);
+    let (s, by, narrow, narrow_version) = (&rig.s, &rig.by, rig.narrow, rig.narrow_version);
+    let all: Vec<&str> = by.keys().map(String::as_str).collect();
+    let (retrainer, am, service, prom) = (&rig.retrainer, &rig.am, &rig.service, &rig.prom);
+    let retrainer_metrics = || rig.retrainer_metrics();
+    let jobs = |verdict: &str| rig.jobs(verdict);
+    let firing = |version: &str| rig.firing(version);
+    let drift_messages = |version: &str| rig.drift_messages(version);
     let mut out = s.collector();
     let pred = s.names.predictions.clone();
 
     // Stationary: unseen questions of the four intents; labels arrive late.
-    let (messages, labels) = phase(&by, &narrow, 40..120, "st");
+    let (messages, labels) = phase(by, &narrow, 40..120, "st");
     produce(&s.broker.address(), &s.names.input, &messages);
     assert!(
         out.wait_count(&pred, 320, Duration::from_secs(120)),
@@ -1408,7 +1451,7 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
 
     // Drifted: all eleven intents; their labels arrive once they are predicted.
     let started = std::time::Instant::now();
-    let (messages, labels) = phase(&by, &all, 120..157, "dr");
+    let (messages, labels) = phase(by, &all, 120..157, "dr");
     produce(&s.broker.address(), &s.names.input, &messages);
     assert!(out.wait_count(&pred, 320 + messages.len(), Duration::from_secs(120)));
     produce(&s.broker.address(), "labels", &labels);
@@ -1474,8 +1517,8 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         .copied()
         .filter(|i| !narrow.contains(i))
         .collect();
-    let (mut messages, mut labels) = phase(&by, &narrow, 157..196, "rc");
-    let (more, more_labels) = phase(&by, &others, 157..169, "rc");
+    let (mut messages, mut labels) = phase(by, &narrow, 157..196, "rc");
+    let (more, more_labels) = phase(by, &others, 157..169, "rc");
     messages.extend(more);
     labels.extend(more_labels);
     produce(&s.broker.address(), &s.names.input, &messages);
@@ -1577,7 +1620,161 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
         switched_at.as_secs_f64(),
         macro_f1(new_version).unwrap_or(f64::NAN),
     );
-    service.stop();
+    rig.service.stop();
+}
+
+/// Issue 24's loop with `retrain.rollout = "shadow"` on two consumers: drift -> the
+/// alert -> a challenger that wins its held-out slice goes into shadow (not
+/// promoted) -> both consumers score it beside the champion -> the late labels of
+/// the messages both scored race them -> the race promotes it -> the consumers serve
+/// it. Every step is a real process.
+#[test]
+fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
+    let rig = LoopRig::start(
+        "race",
+        &[
+            ("TRIAGE__RETRAIN__ROLLOUT", "shadow"),
+            ("TRIAGE__ROLLOUT__MIN_LABELLED", "100"),
+        ],
+    );
+    let (s, by, narrow) = (&rig.s, &rig.by, rig.narrow);
+    let (champion, challenger) = (rig.narrow_version, "v3");
+    let all: Vec<&str> = by.keys().map(String::as_str).collect();
+    let second = s.start("b");
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+
+    // Drifted traffic of all eleven intents, then its late labels.
+    let started = std::time::Instant::now();
+    let (messages, labels) = phase(by, &all, 120..157, "dr");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, messages.len(), Duration::from_secs(120)));
+    produce(&s.broker.address(), "labels", &labels);
+    assert!(
+        rig.prom.wait("up", Duration::from_secs(120), |_| !rig
+            .firing(champion)
+            .is_empty()),
+        "drift alert did not fire:\n{}",
+        rig.service.log()
+    );
+    let alert_at = started.elapsed();
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(300), |_| rig.jobs("shadow")
+                + rig.jobs("rejected")
+                + rig.jobs("failed")
+                >= 1.0),
+        "the job did not finish:\n{}",
+        rig.retrainer.log()
+    );
+    let job_at = started.elapsed();
+    assert_eq!(rig.jobs("shadow"), 1.0, "{}", rig.retrainer.log());
+    assert_eq!(rig.jobs("promoted"), 0.0);
+    let aliases = || -> serde_json::Value {
+        let (_, list, _) = run(s.triage().args(["models", "list", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&list).unwrap()["aliases"].clone()
+    };
+    assert_eq!(aliases()["champion"], champion);
+    assert_eq!(aliases()["challenger"], challenger);
+
+    // Traffic like the recent one: both consumers publish the champion's labels and
+    // carry the challenger's prediction beside them, on both partitions.
+    let others: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|i| !narrow.contains(i))
+        .collect();
+    let (mut messages, mut labels) = phase(by, &narrow, 157..196, "rc");
+    let (more, more_labels) = phase(by, &others, 157..169, "rc");
+    messages.extend(more);
+    labels.extend(more_labels);
+    let before = out.on(&pred).len();
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let shadowed: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
+        .iter()
+        .map(|o| (o.partition, o.json()))
+        .collect();
+    let shadow_at = started.elapsed();
+    assert!(
+        shadowed
+            .iter()
+            .all(|(_, p)| p["model_version"] == champion
+                && p["shadow"]["model_version"] == challenger),
+        "{:?}",
+        shadowed.iter().find(|(_, p)| p["shadow"].is_null())
+    );
+    let partitions: HashSet<i32> = shadowed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(partitions.len(), 2, "both consumers score the shadow");
+    produce(&s.broker.address(), "labels", &labels);
+
+    // The race: promoted by the paired test on the labelled messages both scored.
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(120), |_| rig.jobs("promoted")
+                >= 1.0),
+        "the race did not promote {challenger}:\n{}\n{}",
+        rig.retrainer.log(),
+        rig.retrainer_metrics()
+            .lines()
+            .filter(|l| l.starts_with("triage_race"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let verdict_at = started.elapsed();
+    assert_eq!(aliases()["champion"], challenger);
+    assert!(aliases()["challenger"].is_null());
+    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
+    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+    let d = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (d["trigger"].as_str(), d["verdict"].as_str()),
+        (Some("race"), Some("promoted")),
+        "{d}"
+    );
+    let race = &d["race"];
+    let live = |role: &str| race[format!("{role}_macro_f1")].as_f64().unwrap();
+    assert!(race["labelled"].as_u64().unwrap() >= 100, "{race}");
+    assert!(live("challenger") > live("champion") + 0.2, "{race}");
+    assert!(race["promote_p_value"].as_f64().unwrap() < 0.05, "{race}");
+    let (_, history, _) = run(s.triage().args(["models", "history"]));
+    assert!(
+        history.lines().last().unwrap_or("").contains("race"),
+        "{history}"
+    );
+
+    // Both consumers serve the new champion at their next window.
+    let before = out.on(&pred).len();
+    let (messages, _) = phase(by, &all, 169..172, "nw");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let served: HashSet<String> = out.on(&pred)[before..]
+        .iter()
+        .map(|o| o.json()["model_version"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(served, HashSet::from([challenger.to_string()]));
+    let switched_at = started.elapsed();
+    eprintln!(
+        "live race: drift traffic at 0 s; alert firing at {:.1} s; job done ({challenger} in shadow) by {:.1} s; shadow scored on both consumers by {:.1} s; race promoted {challenger} by {:.1} s on {} labelled messages (live macro-F1 {champion} {:.4}, {challenger} {:.4}; bootstrap p {:.4}, McNemar {} vs {} p {:.2e}); both consumers on {challenger} by {:.1} s",
+        alert_at.as_secs_f64(),
+        job_at.as_secs_f64(),
+        shadow_at.as_secs_f64(),
+        verdict_at.as_secs_f64(),
+        race["labelled"],
+        live("champion"),
+        live("challenger"),
+        race["promote_p_value"].as_f64().unwrap_or(f64::NAN),
+        race["mcnemar_challenger_only"],
+        race["mcnemar_champion_only"],
+        race["mcnemar_p_value"].as_f64().unwrap_or(f64::NAN),
+        switched_at.as_secs_f64(),
+    );
+    second.stop();
 }
 
 /// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer
