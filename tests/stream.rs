@@ -1331,7 +1331,11 @@ impl LoopRig {
                 let tail = tail.replacen("for: 10m", "for: 2s", 1);
                 format!("{head}- alert: TriageDriftDetected{tail}")
             },
-            |config| config.replace("127.0.0.1:9093", &am.addr),
+            |config| {
+                config
+                    .replace("127.0.0.1:9093", &am.addr)
+                    .replace("127.0.0.1:9465", &retrainer.addr)
+            },
         );
         let rig = Self {
             prom,
@@ -1744,8 +1748,18 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     assert!(race["promote_p_value"].as_f64().unwrap() < 0.05, "{race}");
     let (_, history, _) = run(s.triage().args(["models", "history"]));
     assert!(
-        history.lines().last().unwrap_or("").contains("race"),
+        history
+            .lines()
+            .any(|l| l.contains("promote") && l.contains("race") && l.contains(challenger)),
         "{history}"
+    );
+    // The guard: the champion it replaced goes back into shadow, by `guard`.
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
+                == champion),
+        "no guard:\n{}",
+        rig.retrainer.log()
     );
 
     // Both consumers serve the new champion at their next window.
@@ -1758,6 +1772,12 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
         .map(|o| o.json()["model_version"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(served, HashSet::from([challenger.to_string()]));
+    assert!(
+        out.on(&pred)[before..]
+            .iter()
+            .all(|o| o.json()["shadow"]["model_version"] == champion),
+        "the replaced champion is scored in shadow while the guard runs"
+    );
     let switched_at = started.elapsed();
     eprintln!(
         "live race: drift traffic at 0 s; alert firing at {:.1} s; job done ({challenger} in shadow) by {:.1} s; shadow scored on both consumers by {:.1} s; race promoted {challenger} by {:.1} s on {} labelled messages (live macro-F1 {champion} {:.4}, {challenger} {:.4}; bootstrap p {:.4}, McNemar {} vs {} p {:.2e}); both consumers on {challenger} by {:.1} s",
@@ -1775,6 +1795,141 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
         switched_at.as_secs_f64(),
     );
     second.stop();
+}
+
+/// Issue 24's guard: a bad model promoted by hand (it learnt four other intents) is
+/// raced against the champion it replaced, in shadow, on the late labels of the
+/// messages both scored, and rolled back by itself; `TriageRolledBack` fires.
+#[test]
+fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
+    // Jobs the drift alert may start fail at once (too few rows): only the guard acts.
+    let rig = LoopRig::start(
+        "guard",
+        &[
+            ("TRIAGE__ROLLOUT__MIN_LABELLED", "100"),
+            ("TRIAGE__ROLLOUT__GUARD_LABELLED", "300"),
+            ("TRIAGE__RETRAIN__MIN_RECENT_ROWS", "100000"),
+        ],
+    );
+    let (s, by, narrow) = (&rig.s, &rig.by, rig.narrow);
+    let (good, bad) = (rig.narrow_version, "v3");
+    // The bad model: four intents the traffic does not have.
+    let wrong = ["CONTACT", "DELIVERY", "FEEDBACK", "INVOICE"];
+    let mut csv = String::from("class_name,question,id\n");
+    for intent in wrong {
+        for (id, question) in &by[intent][..40] {
+            csv.push_str(&format!(
+                "{intent},\"{}\",{id}\n",
+                question.replace('"', "\"\"")
+            ));
+        }
+    }
+    std::fs::write(s.dir.join("wrong.csv"), csv).unwrap();
+    let (out_train, stdout, stderr) = run(s
+        .triage()
+        .args(["train", "--no-promote", "--data"])
+        .arg(s.dir.join("wrong.csv")));
+    assert!(out_train.status.success(), "{stdout}\n{stderr}");
+    let (promoted, stdout, stderr) = run(s.triage().args(["models", "promote", bad]));
+    assert!(promoted.status.success(), "{stdout}\n{stderr}");
+    let promoted_at = std::time::Instant::now();
+    let aliases = || -> serde_json::Value {
+        let (_, list, _) = run(s.triage().args(["models", "list", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&list).unwrap()["aliases"].clone()
+    };
+    // The guard: the replaced champion back in shadow.
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
+                == good),
+        "no guard:\n{}",
+        rig.retrainer.log()
+    );
+
+    // Traffic of the champion's own intents: the bad model publishes, the good one
+    // is scored beside it; then the late labels.
+    let mut out = s.collector();
+    let pred = s.names.predictions.clone();
+    let (messages, labels) = phase(by, &narrow, 40..120, "gd");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, messages.len(), Duration::from_secs(120)));
+    let records: Vec<serde_json::Value> = out.on(&pred).iter().map(|o| o.json()).collect();
+    assert!(
+        records
+            .iter()
+            .all(|p| p["model_version"] == bad && p["shadow"]["model_version"] == good),
+        "{:?}",
+        records.first()
+    );
+    // The labels arrive 20 at a time, as agents tag tickets: how many does it take?
+    let mut sent = 0;
+    for chunk in labels.chunks(20) {
+        produce(&s.broker.address(), "labels", chunk);
+        sent += chunk.len();
+        // Pacing, not synchronisation: the wait below has its own deadline.
+        std::thread::sleep(Duration::from_millis(700));
+        if aliases()["champion"] == good {
+            break;
+        }
+    }
+
+    // Rolled back by the guard: the champion, the history, the decision, the alert.
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(120), |_| aliases()["champion"]
+                == good),
+        "no rollback:\n{}",
+        rig.retrainer.log()
+    );
+    let rolled_back_after = promoted_at.elapsed();
+    assert!(aliases()["challenger"].is_null());
+    let (_, history, _) = run(s.triage().args(["models", "history"]));
+    let last = history.lines().last().unwrap_or("");
+    assert!(
+        last.contains("rollback") && last.contains("guard") && last.contains(good),
+        "{history}"
+    );
+    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
+    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+    let d = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["trigger"] == "guard")
+        .cloned()
+        .unwrap_or_else(|| panic!("no guard decision: {decisions}"));
+    let race = &d["race"];
+    assert!(
+        race["challenger_macro_f1"].as_f64().unwrap()
+            > race["champion_macro_f1"].as_f64().unwrap() + 0.3,
+        "{race}"
+    );
+    assert!(
+        rig.prom.wait("up", Duration::from_secs(30), |_| !rig
+            .prom
+            .query(r#"ALERTS{alertname="TriageRolledBack",alertstate="firing"}"#)
+            .is_empty()),
+        "TriageRolledBack did not fire"
+    );
+    assert_eq!(
+        metric_value(
+            &rig.retrainer_metrics(),
+            "triage_rollbacks_total",
+            "by=\"guard\""
+        ),
+        Some(1.0)
+    );
+    eprintln!(
+        "guard: {bad} promoted by hand; rolled back to {good} {:.1} s later, {sent} late labels sent, {} late-labelled messages both scored behind the verdict (live macro-F1 {bad} {:.4}, {good} {:.4}; bootstrap p {:.4}; McNemar {} vs {}); history: {last}",
+        rolled_back_after.as_secs_f64(),
+        race["labelled"],
+        race["champion_macro_f1"].as_f64().unwrap_or(f64::NAN),
+        race["challenger_macro_f1"].as_f64().unwrap_or(f64::NAN),
+        race["promote_p_value"].as_f64().unwrap_or(f64::NAN),
+        race["mcnemar_champion_only"],
+        race["mcnemar_challenger_only"],
+    );
 }
 
 /// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer

@@ -24,6 +24,9 @@ pub enum Actor {
     /// The live race (`triage retrainer`): a challenger in shadow promoted or
     /// rejected on the late labels of the messages both models scored.
     Race,
+    /// The guard after a promotion (`triage retrainer`): rolls a new champion back
+    /// when the one it replaced beats it on the same late-labelled messages.
+    Guard,
     /// Written before changes recorded who made them, or by a triage that knows an
     /// actor this one does not (such as `console`, which no release ever wrote).
     #[serde(other)]
@@ -41,6 +44,7 @@ impl Actor {
             Self::Retrainer => "retrainer",
             Self::Training => "training",
             Self::Race => "race",
+            Self::Guard => "guard",
             Self::Unknown => "unknown",
         }
     }

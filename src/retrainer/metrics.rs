@@ -157,6 +157,10 @@ pub struct RetrainMetrics {
     pub scheduled: IntCounterVec,
     /// When the next scheduled run is due (Unix seconds); 0 without a schedule.
     pub next_scheduled: Gauge,
+    /// Guards of a new champion ended, by outcome (passed, rolled_back).
+    pub guards: IntCounterVec,
+    /// Champions rolled back, by who (guard).
+    pub rollbacks: IntCounterVec,
     /// The label join's scores and counts.
     pub performance: PerformanceMetrics,
 }
@@ -211,6 +215,18 @@ impl RetrainMetrics {
                 "triage_retrain_next_scheduled_timestamp_seconds",
                 "When the next scheduled retrain (retrain.every) is due, Unix seconds (0: no schedule).",
             ),
+            guards: counter_vec(
+                &r,
+                "triage_guards_total",
+                "Guards of a new champion ended, by outcome: passed (it held on rollout.guard_labelled late-labelled messages), rolled_back.",
+                &["outcome"],
+            ),
+            rollbacks: counter_vec(
+                &r,
+                "triage_rollbacks_total",
+                "Champions rolled back by triage itself, by who (guard: the champion it replaced beat it on the same late-labelled messages).",
+                &["by"],
+            ),
             performance: PerformanceMetrics::register(&r),
             registry: r,
         };
@@ -237,6 +253,10 @@ impl RetrainMetrics {
         for action in ["started", "coalesced"] {
             m.scheduled.with_label_values(&[action]);
         }
+        for outcome in ["passed", "rolled_back"] {
+            m.guards.with_label_values(&[outcome]);
+        }
+        m.rollbacks.with_label_values(&["guard"]);
         m
     }
 
@@ -312,6 +332,7 @@ mod tests {
         assert_eq!(
             types,
             [
+                "triage_guards_total counter",
                 "triage_performance_accuracy gauge",
                 "triage_performance_below_card gauge",
                 "triage_performance_drop_p_value gauge",
@@ -342,6 +363,7 @@ mod tests {
                 "triage_retrain_running gauge",
                 "triage_retrain_scheduled_total counter",
                 "triage_retrain_webhook_requests_total counter",
+                "triage_rollbacks_total counter",
             ]
         );
         assert_eq!(text.matches("# HELP ").count(), types.len(), "{text}");

@@ -269,8 +269,12 @@ pub async fn run(
     let settler = tokio::spawn(rollout::run(
         registry.clone(),
         races.clone(),
-        Duration::from_secs(rollout.max_wait_s),
-        settings.min_improvement,
+        rollout::Rules {
+            max_wait: Duration::from_secs(rollout.max_wait_s),
+            margin: settings.min_improvement,
+            guard_labelled: rollout.guard_labelled,
+            guard_after_seq: registry.aliases().map_or(0, |a| a.seq),
+        },
         metrics.clone(),
         shutdown.clone(),
     ));

@@ -18,6 +18,17 @@
 //! `race` (the alias change) and `triage_retrain_jobs_total{verdict}`. A champion
 //! moved by someone else while the race ran ends the race (the pair it scored is no
 //! longer the pair on the aliases) without a decision.
+//!
+//! **The guard.** After any promotion (the race's, the retrainer's, `triage models
+//! promote`), the champion it replaced goes back into shadow, by `guard`: the same
+//! race, the other way round. If the replaced champion beats the new one on the same
+//! messages by the same test (by `retrain.min_improvement`, at `rollout.alpha`),
+//! triage rolls back by itself: a history entry by `guard`, a decision (trigger
+//! `guard`, verdict rejected, both live scores), `triage_rollbacks_total{by="guard"}`
+//! and the alert `TriageRolledBack`. Once `rollout.guard_labelled` messages stand
+//! behind the race without that verdict (or the old champion is significantly worse,
+//! or `rollout.max_wait_s` passes), the guard ends and the shadow is cleared. A
+//! rollback is not guarded in turn (no loop), and nor is a first model.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -37,30 +48,73 @@ const TICK: Duration = Duration::from_secs(2);
 
 /// What [`settle`] did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settled {
-    pub verdict: Verdict,
-    pub decision: Decision,
+pub enum Action {
+    /// The race settled: the challenger promoted or rejected, with its decision.
+    Settled {
+        verdict: Verdict,
+        decision: Box<Decision>,
+    },
+    /// A promotion is guarded: the champion it replaced is in shadow.
+    GuardStarted {
+        champion: String,
+        guarded_by: String,
+    },
+    /// The guard ended without a rollback, on this many labelled messages.
+    GuardPassed { champion: String, labelled: usize },
+    /// The guard rolled the new champion back, with its decision.
+    RolledBack { decision: Box<Decision> },
 }
 
-/// Settles the race between the champion and the challenger on the aliases, if its
-/// verdict is in; None while it runs (or when no challenger is shadowed).
+/// The settings [`settle`] goes by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    /// `rollout.max_wait_s`.
+    pub max_wait: Duration,
+    /// `retrain.min_improvement`.
+    pub margin: f64,
+    /// `rollout.guard_labelled`.
+    pub guard_labelled: usize,
+    /// Alias changes numbered above this are guarded (the aliases' `seq` when the
+    /// retrainer started): a promotion made while no retrainer ran is not raced after
+    /// the fact. A guard in progress is in the aliases and goes on after a restart.
+    pub guard_after_seq: u64,
+}
+
+/// One step of the rollout: settles the race between the champion and the
+/// challenger on the aliases if its verdict is in, or guards a new champion, or
+/// ends a guard; None when there is nothing to do.
 pub fn settle(
     registry: &Registry,
     races: &Races,
-    max_wait: Duration,
-    margin: f64,
+    rules: &Rules,
     now: SystemTime,
-) -> Result<Option<Settled>, RegistryError> {
+) -> Result<Option<Action>, RegistryError> {
     let aliases = registry.aliases()?;
-    let (Some(champion), Some(challenger)) = (aliases.champion, aliases.challenger) else {
+    let Some(champion) = aliases.champion else {
         return Ok(None);
     };
+    let replaced = aliases.history.last();
+    let Some(challenger) = aliases.challenger else {
+        return start_guard(registry, rules, &champion, replaced);
+    };
+    let (max_wait, margin) = (rules.max_wait, rules.margin);
+    let shadowing = last_shadowing(registry, &challenger)?;
+    if shadowing
+        .as_ref()
+        .is_some_and(|(_, by)| *by == Actor::Guard)
+    {
+        if replaced.map(String::as_str) != Some(challenger.as_str()) {
+            // Promoted again while a guard ran: guard the newest promotion instead.
+            return start_guard(registry, rules, &champion, replaced);
+        }
+        return guard(registry, races, rules, &champion, &challenger, now);
+    }
     let check = races.get(&champion, &challenger);
     let verdict = match &check {
         Some(c) => c.verdict,
         None => {
             // No paired label yet: expired once max_wait has passed since the shadowing.
-            let since = shadowed_at(registry, &challenger)?;
+            let since = shadowing.map(|(at, _)| at);
             match since.map(|at| now.duration_since(at).unwrap_or_default()) {
                 Some(waited) if waited >= max_wait => RaceVerdict::Reject(RejectReason::Expired),
                 _ => return Ok(None),
@@ -106,21 +160,131 @@ pub fn settle(
         now,
     );
     registry.record_decision(&decision)?;
-    Ok(Some(Settled {
+    Ok(Some(Action::Settled {
         verdict: recorded,
-        decision,
+        decision: Box::new(decision),
     }))
 }
 
-/// When `challenger` was last put in shadow, from the history.
-fn shadowed_at(registry: &Registry, challenger: &str) -> Result<Option<SystemTime>, RegistryError> {
+/// When `challenger` was last put in shadow, and by whom, from the history.
+fn last_shadowing(
+    registry: &Registry,
+    challenger: &str,
+) -> Result<Option<(SystemTime, Actor)>, RegistryError> {
     Ok(registry
         .history()?
         .entries
         .iter()
         .rev()
         .find(|c| c.action == AliasAction::Shadow && c.to.as_deref() == Some(challenger))
-        .and_then(|c| humantime::parse_rfc3339_weak(&c.at).ok()))
+        .and_then(|c| Some((humantime::parse_rfc3339_weak(&c.at).ok()?, c.by))))
+}
+
+/// Guards a promotion that nothing followed yet: the champion it replaced
+/// (`replaced`, the one a rollback restores) goes into shadow, by `guard`.
+fn start_guard(
+    registry: &Registry,
+    rules: &Rules,
+    champion: &str,
+    replaced: Option<&String>,
+) -> Result<Option<Action>, RegistryError> {
+    let Some(replaced) = replaced else {
+        return Ok(None);
+    };
+    let history = registry.history()?.entries;
+    // The champion's promotion is the last change (nothing answered it yet), and it
+    // happened while this retrainer ran.
+    let promoted = history.last().is_some_and(|c| {
+        c.action == AliasAction::Promote
+            && c.to.as_deref() == Some(champion)
+            && c.seq.is_some_and(|seq| seq > rules.guard_after_seq)
+    });
+    if !promoted || replaced == champion {
+        return Ok(None);
+    }
+    let reason = format!(
+        "guard: {replaced}, the champion {champion} replaced, scored in shadow until rollout.guard_labelled late-labelled messages show {champion} is not worse"
+    );
+    registry.shadow(replaced, &reason, Actor::Guard)?;
+    Ok(Some(Action::GuardStarted {
+        champion: champion.to_string(),
+        guarded_by: replaced.clone(),
+    }))
+}
+
+/// A guard's race (the new champion published, the replaced one in shadow): rolls
+/// back when the replaced one wins, ends when enough messages say it does not.
+fn guard(
+    registry: &Registry,
+    races: &Races,
+    rules: &Rules,
+    champion: &str,
+    replaced: &str,
+    now: SystemTime,
+) -> Result<Option<Action>, RegistryError> {
+    let Some(check) = races.get(champion, replaced) else {
+        let since = last_shadowing(registry, replaced)?.map(|(at, _)| at);
+        let waited = since.map_or(Duration::ZERO, |at| {
+            now.duration_since(at).unwrap_or_default()
+        });
+        if waited >= rules.max_wait {
+            let reason = format!(
+                "guard ended: no late label for a message both {champion} and {replaced} scored within rollout.max_wait_s; {champion} stays"
+            );
+            registry.unshadow(&reason, Actor::Guard)?;
+            return Ok(Some(Action::GuardPassed {
+                champion: champion.to_string(),
+                labelled: 0,
+            }));
+        }
+        return Ok(None);
+    };
+    if check.verdict == RaceVerdict::Promote {
+        // The replaced champion beats the new one: roll back, if it is still the
+        // one a rollback restores.
+        let restores = registry.aliases()?.history.last().cloned();
+        if restores.as_deref() != Some(replaced) {
+            return Ok(None);
+        }
+        let reason = format!(
+            "guard: {champion} is worse than {replaced}, the champion it replaced, on the same {} late-labelled messages: macro-F1 {:.4} vs {:.4} ({:+.4}, paired bootstrap p = {:.4}); rolled back to {replaced}",
+            check.labelled,
+            check.champion_macro_f1,
+            check.challenger_macro_f1,
+            -check.difference,
+            check.promote_p
+        );
+        registry.rollback(&reason, Actor::Guard)?;
+        let mut decision = race_decision(
+            champion,
+            replaced,
+            Some(&check),
+            rules.margin,
+            Verdict::Rejected,
+            reason,
+            now,
+        );
+        decision.trigger = Trigger::Other("guard".into());
+        decision.id = decision.id.replacen("race-", "guard-", 1);
+        registry.record_decision(&decision)?;
+        return Ok(Some(Action::RolledBack {
+            decision: Box::new(decision),
+        }));
+    }
+    let held =
+        check.labelled >= rules.guard_labelled || matches!(check.verdict, RaceVerdict::Reject(_));
+    if !held {
+        return Ok(None);
+    }
+    let reason = format!(
+        "guard passed: {champion} is not worse than {replaced} on {} late-labelled messages (macro-F1 {:.4} vs {:.4})",
+        check.labelled, check.champion_macro_f1, check.challenger_macro_f1
+    );
+    registry.unshadow(&reason, Actor::Guard)?;
+    Ok(Some(Action::GuardPassed {
+        champion: champion.to_string(),
+        labelled: check.labelled,
+    }))
 }
 
 fn race_decision(
@@ -205,8 +369,7 @@ fn race_decision(
 pub async fn run(
     registry: Registry,
     races: Races,
-    max_wait: Duration,
-    margin: f64,
+    rules: Rules,
     metrics: RetrainMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -220,23 +383,44 @@ pub async fn run(
             () = tokio::time::sleep(tick) => {}
         }
         let (r, races) = (registry.clone(), races.clone());
-        let settled = tokio::task::spawn_blocking(move || {
-            settle(&r, &races, max_wait, margin, SystemTime::now())
-        })
-        .await;
+        let settled =
+            tokio::task::spawn_blocking(move || settle(&r, &races, &rules, SystemTime::now()))
+                .await;
         match settled {
-            Ok(Ok(Some(s))) => {
-                metrics
-                    .jobs
-                    .with_label_values(&[&s.verdict.to_string()])
-                    .inc();
-                info!(verdict = %s.verdict, id = %s.decision.id, reason = %s.decision.reason, "Live race settled.");
-            }
+            Ok(Ok(Some(action))) => report(&action, &metrics),
             Ok(Ok(None)) => {}
             Ok(Err(err)) => {
                 warn!(error = %err, "Live race: cannot read or write the registry; trying again.");
             }
             Err(err) => warn!(error = %err, "Live race: the check stopped."),
+        }
+    }
+}
+
+/// Logs an action and counts it.
+fn report(action: &Action, metrics: &RetrainMetrics) {
+    match action {
+        Action::Settled { verdict, decision } => {
+            metrics
+                .jobs
+                .with_label_values(&[&verdict.to_string()])
+                .inc();
+            info!(verdict = %verdict, id = %decision.id, reason = %decision.reason, "Live race settled.");
+        }
+        Action::GuardStarted {
+            champion,
+            guarded_by,
+        } => {
+            info!(champion = %champion, shadow = %guarded_by, "Guarding the new champion: the one it replaced is scored in shadow.");
+        }
+        Action::GuardPassed { champion, labelled } => {
+            metrics.guards.with_label_values(&["passed"]).inc();
+            info!(champion = %champion, labelled, "Guard passed: the new champion stays.");
+        }
+        Action::RolledBack { decision } => {
+            metrics.guards.with_label_values(&["rolled_back"]).inc();
+            metrics.rollbacks.with_label_values(&["guard"]).inc();
+            warn!(id = %decision.id, reason = %decision.reason, "Guard rolled back the new champion.");
         }
     }
 }
@@ -280,26 +464,38 @@ mod tests {
         registry
     }
 
+    const RULES: Rules = Rules {
+        max_wait: Duration::from_secs(3600),
+        margin: 0.01,
+        guard_labelled: 200,
+        guard_after_seq: 0,
+    };
+
+    fn decision_of(action: Option<Action>) -> (Verdict, Decision) {
+        match action {
+            Some(Action::Settled { verdict, decision }) => (verdict, *decision),
+            other => panic!("not settled: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_won_race_promotes_the_challenger_and_records_the_figures() {
         let dir = tempfile::tempdir().unwrap();
         let registry = registry(dir.path());
         let races = Races::default();
         let now = SystemTime::now();
-        let week = Duration::from_secs(7 * 24 * 3600);
         // Still running: nothing happens.
         races.set("v1", "v2", check(RaceVerdict::Continue, 0.6, 0.7));
-        assert_eq!(settle(&registry, &races, week, 0.01, now).unwrap(), None);
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
         races.set("v1", "v2", check(RaceVerdict::Promote, 0.6, 0.9));
-        let s = settle(&registry, &races, week, 0.01, now).unwrap().unwrap();
-        assert_eq!(s.verdict, Verdict::Promoted);
+        let (verdict, d) = decision_of(settle(&registry, &races, &RULES, now).unwrap());
+        assert_eq!(verdict, Verdict::Promoted);
         let aliases = registry.aliases().unwrap();
         assert_eq!(aliases.champion.as_deref(), Some("v2"));
         assert_eq!(aliases.challenger, None);
         let recorded = registry.decisions().unwrap().entries;
-        let d = recorded.last().unwrap();
+        assert_eq!(recorded.last(), Some(&d));
         assert_eq!(d.trigger.to_string(), "race");
-        assert_eq!(d.verdict, Verdict::Promoted);
         let race = d.race.as_ref().unwrap();
         assert_eq!((race.labelled, race.mcnemar_challenger_only), (240, 80));
         assert!(
@@ -315,8 +511,18 @@ mod tests {
         let history = registry.history().unwrap().entries;
         let last = history.last().unwrap();
         assert_eq!((last.action, last.by), (AliasAction::Promote, Actor::Race));
-        // Settled: nothing more to do.
-        assert_eq!(settle(&registry, &races, week, 0.01, now).unwrap(), None);
+        // Next: the promotion is guarded, v1 back in shadow by the guard.
+        assert_eq!(
+            settle(&registry, &races, &RULES, now).unwrap(),
+            Some(Action::GuardStarted {
+                champion: "v2".into(),
+                guarded_by: "v1".into()
+            })
+        );
+        assert_eq!(
+            registry.aliases().unwrap().challenger.as_deref(),
+            Some("v1")
+        );
     }
 
     #[test]
@@ -325,15 +531,14 @@ mod tests {
         let registry = registry(dir.path());
         let races = Races::default();
         let now = SystemTime::now();
-        let hour = Duration::from_secs(3600);
         races.set(
             "v1",
             "v2",
             check(RaceVerdict::Reject(RejectReason::Lost), 0.8, 0.6),
         );
-        let s = settle(&registry, &races, hour, 0.01, now).unwrap().unwrap();
-        assert_eq!(s.verdict, Verdict::Rejected);
-        assert!(s.decision.reason.contains("significantly worse"));
+        let (verdict, d) = decision_of(settle(&registry, &races, &RULES, now).unwrap());
+        assert_eq!(verdict, Verdict::Rejected);
+        assert!(d.reason.contains("significantly worse"));
         let aliases = registry.aliases().unwrap();
         assert_eq!(aliases.champion.as_deref(), Some("v1"));
         assert_eq!(aliases.challenger, None);
@@ -342,18 +547,119 @@ mod tests {
         // from the shadowing, not before.
         registry.shadow("v2", "again", Actor::Cli).unwrap();
         let races = Races::default();
-        assert_eq!(settle(&registry, &races, hour, 0.01, now).unwrap(), None);
-        let later = now + hour + Duration::from_secs(5);
-        let s = settle(&registry, &races, hour, 0.01, later)
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.verdict, Verdict::Rejected);
-        assert!(
-            s.decision.reason.contains("no late label"),
-            "{}",
-            s.decision.reason
-        );
-        assert!(s.decision.race.is_none());
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+        let later = now + RULES.max_wait + Duration::from_secs(5);
+        let (verdict, d) = decision_of(settle(&registry, &races, &RULES, later).unwrap());
+        assert_eq!(verdict, Verdict::Rejected);
+        assert!(d.reason.contains("no late label"), "{}", d.reason);
+        assert!(d.race.is_none());
         assert_eq!(registry.aliases().unwrap().challenger, None);
+        // A rejection is no promotion: nothing to guard.
+        assert_eq!(settle(&registry, &races, &RULES, later).unwrap(), None);
+    }
+
+    /// v1 champion, v2 promoted by hand, and its guard started (v1 in shadow).
+    fn guarded(dir: &std::path::Path) -> (Registry, Races) {
+        let registry = Registry::new(dir);
+        crate::registry::testing::two_versions(&registry);
+        registry.promote("v2", "by hand", Actor::Cli).unwrap();
+        let races = Races::default();
+        let started = settle(&registry, &races, &RULES, SystemTime::now()).unwrap();
+        assert!(
+            matches!(started, Some(Action::GuardStarted { .. })),
+            "{started:?}"
+        );
+        (registry, races)
+    }
+
+    #[test]
+    fn the_guard_rolls_back_a_champion_worse_than_the_one_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, races) = guarded(dir.path());
+        let now = SystemTime::now();
+        // The race runs the other way round: v2 published, v1 in shadow.
+        let mut running = check(RaceVerdict::Continue, 0.7, 0.8);
+        running.labelled = 150;
+        races.set("v2", "v1", running);
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+        races.set("v2", "v1", check(RaceVerdict::Promote, 0.55, 0.85));
+        let Some(Action::RolledBack { decision }) = settle(&registry, &races, &RULES, now).unwrap()
+        else {
+            panic!("no rollback");
+        };
+        assert_eq!(decision.trigger.to_string(), "guard");
+        assert_eq!(decision.verdict, Verdict::Rejected);
+        assert!(
+            decision.reason.contains("v2 is worse than v1") && decision.reason.contains("-0.3000"),
+            "{}",
+            decision.reason
+        );
+        let aliases = registry.aliases().unwrap();
+        assert_eq!(aliases.champion.as_deref(), Some("v1"));
+        assert_eq!(aliases.challenger, None);
+        let history = registry.history().unwrap().entries;
+        let last = history.last().unwrap();
+        assert_eq!(
+            (last.action, last.by),
+            (AliasAction::Rollback, Actor::Guard)
+        );
+        // A rollback is not guarded in turn.
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+    }
+
+    #[test]
+    fn a_promotion_during_a_guard_is_guarded_instead_and_an_old_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, races) = guarded(dir.path());
+        // v2 guarded by v1; v1 promoted back by hand: now v1 is guarded by v2.
+        registry.promote("v1", "by hand again", Actor::Cli).unwrap();
+        assert_eq!(
+            settle(&registry, &races, &RULES, SystemTime::now()).unwrap(),
+            Some(Action::GuardStarted {
+                champion: "v1".into(),
+                guarded_by: "v2".into()
+            })
+        );
+        // A retrainer started after the last promotion does not guard it.
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        crate::registry::testing::two_versions(&registry);
+        registry
+            .promote("v2", "before the start", Actor::Cli)
+            .unwrap();
+        let later = Rules {
+            guard_after_seq: registry.aliases().unwrap().seq,
+            ..RULES
+        };
+        assert_eq!(
+            settle(&registry, &races, &later, SystemTime::now()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_guard_ends_once_enough_messages_say_the_new_champion_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, races) = guarded(dir.path());
+        let now = SystemTime::now();
+        let mut c = check(RaceVerdict::Continue, 0.8, 0.79);
+        c.labelled = 150;
+        races.set("v2", "v1", c.clone());
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+        c.labelled = 200;
+        races.set("v2", "v1", c);
+        assert_eq!(
+            settle(&registry, &races, &RULES, now).unwrap(),
+            Some(Action::GuardPassed {
+                champion: "v2".into(),
+                labelled: 200
+            })
+        );
+        let aliases = registry.aliases().unwrap();
+        assert_eq!(
+            (aliases.champion.as_deref(), aliases.challenger),
+            (Some("v2"), None)
+        );
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
     }
 }
