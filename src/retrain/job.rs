@@ -353,30 +353,25 @@ impl<'a> Job<'a> {
                     "{reason}; it now races the champion in shadow on live traffic (retrain.rollout = \"shadow\"): promoted or rejected on rollout.min_labelled late-labelled messages both scored"
                 );
                 self.step("shadow", |job| {
-                    job.shadow(&challenger_scores.version, champion.as_deref(), &reason)
+                    job.adopt(
+                        &challenger_scores.version,
+                        champion.as_deref(),
+                        &reason,
+                        true,
+                    )
                 })?;
                 return Ok((Verdict::Shadow, reason));
             }
             self.step("promote", |job| {
-                job.promote(&challenger_scores.version, champion.as_deref(), &reason)
+                job.adopt(
+                    &challenger_scores.version,
+                    champion.as_deref(),
+                    &reason,
+                    false,
+                )
             })?;
         }
         Ok((verdict, reason))
-    }
-
-    /// Puts the challenger in shadow (the `challenger` alias), unless someone moved
-    /// the champion during the run.
-    fn shadow(
-        &self,
-        challenger: &str,
-        champion_at_start: Option<&str>,
-        reason: &str,
-    ) -> Result<(), RetrainError> {
-        self.champion_unmoved(challenger, champion_at_start)?;
-        self.registry
-            .shadow(challenger, reason, Actor::Retrainer)
-            .map(drop)
-            .map_err(|e| RetrainError::Promotion(format!("shadowing {challenger} failed: {e}")))
     }
 
     /// The original training rows, as configured.
@@ -452,27 +447,15 @@ impl<'a> Job<'a> {
         Ok(dir)
     }
 
-    /// Promotes the challenger, unless someone moved the champion during the run
-    /// (the comparison would then be against the wrong model).
-    fn promote(
+    /// Promotes the challenger, or with `shadow` puts it under the `challenger`
+    /// alias, unless someone moved the champion during the run (the comparison would
+    /// then be against the wrong model).
+    fn adopt(
         &self,
         challenger: &str,
         champion_at_start: Option<&str>,
         reason: &str,
-    ) -> Result<(), RetrainError> {
-        self.champion_unmoved(challenger, champion_at_start)?;
-        self.registry
-            .promote(challenger, reason, Actor::Retrainer)
-            .map(drop)
-            .map_err(|e| RetrainError::Promotion(format!("promoting {challenger} failed: {e}")))
-    }
-
-    /// Refuses to act when the champion is no longer the one the challenger was
-    /// judged against.
-    fn champion_unmoved(
-        &self,
-        challenger: &str,
-        champion_at_start: Option<&str>,
+        shadow: bool,
     ) -> Result<(), RetrainError> {
         let now = self.registry.aliases()?.champion;
         if now.as_deref() != champion_at_start {
@@ -482,7 +465,16 @@ impl<'a> Job<'a> {
                 now.as_deref().unwrap_or("none")
             )));
         }
-        Ok(())
+        let (moved, doing) = if shadow {
+            let moved = self.registry.shadow(challenger, reason, Actor::Retrainer);
+            (moved, "shadowing")
+        } else {
+            let moved = self.registry.promote(challenger, reason, Actor::Retrainer);
+            (moved, "promoting")
+        };
+        moved
+            .map(drop)
+            .map_err(|e| RetrainError::Promotion(format!("{doing} {challenger} failed: {e}")))
     }
 
     /// Fills in the end of the decision and records it.
