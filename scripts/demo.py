@@ -47,8 +47,9 @@ def rows_of(path, limit):
 
 
 def prepare(src, outdir):
-    """Writes train / stationary / drift-main / drift-mix / recovery files and prints
-    shell assignments describing them."""
+    """Writes train / stationary / drift-main / drift-mix / recovery / serving files
+    and prints shell assignments describing them. recovery is the traffic the live
+    race runs on (the challenger in shadow); serving, the traffic after it."""
     rows = rows_of(src, int(os.environ.get("DEMO_MAX_ROWS", "20000")))
     by = collections.OrderedDict()
     for row in rows:
@@ -68,20 +69,23 @@ def prepare(src, outdir):
     others = [l for l in labels if l not in narrow]
     if not narrow or not others:
         sys.exit(f"demo: NARROW={wanted!r} must name some, not all, of the labels {labels}")
-    files = {k: [] for k in ("train", "stationary", "drift-main", "drift-mix", "recovery")}
+    files = {k: [] for k in ("train", "stationary", "drift-main", "drift-mix", "recovery", "serving")}
     for label in narrow:
         r, n = by[label], len(by[label])
-        cut = [0, min(40, n * 3 // 10), min(80, n * 4 // 10), min(37, n // 4), min(39, n)]
+        cut = [0, min(40, n * 3 // 10), min(80, n * 4 // 10), min(37, n // 4), min(39, n), 8]
         for name, (a, b) in zip(
-            ("train", "stationary", "drift-main", "recovery"),
-            [(sum(cut[: i + 1]), sum(cut[: i + 2])) for i in range(4)],
+            ("train", "stationary", "drift-main", "recovery", "serving"),
+            [(sum(cut[: i + 1]), sum(cut[: i + 2])) for i in range(5)],
         ):
             files[name].extend(r[a : min(b, n)])
     for label in others:
         r, n = by[label], len(by[label])
         drift = min(n * 8 // 10, max(37, 150 // len(others)))
         files["drift-mix"].extend(r[:drift])
-        files["recovery"].extend(r[drift : drift + min(12, n - drift)])
+        # The race's traffic is like the drifted traffic: the new labels take a real
+        # share, so the challenger's advantage on them can be measured.
+        files["recovery"].extend(r[drift : drift + min(60, n - drift)])
+        files["serving"].extend(r[drift + 60 : drift + min(63, n - drift)])
     # Interleave the labels so that every stretch of a phase has them all.
     for name, part in files.items():
         rank = collections.Counter()
@@ -201,6 +205,18 @@ def show_predictions(predictions, texts, count, version=""):
     print(f"    {total} predictions read back; labels {dict(sorted(mix.items()))}; {right}/{total} match the late labels")
 
 
+def race_summary():
+    """The last decision (`triage models decisions --json` on stdin) as one line."""
+    d = json.load(sys.stdin)["decisions"][-1]
+    r = d.get("race") or {}
+    print(
+        f"{d['verdict']} on {r.get('labelled')} labelled messages: "
+        f"{d['champion']['version']} {r.get('champion_macro_f1', 0):.3f} vs "
+        f"{d['challenger']['version']} {r.get('challenger_macro_f1', 0):.3f}, "
+        f"paired bootstrap p {r.get('promote_p_value', 1):.4f}"
+    )
+
+
 def classify(service, *texts):
     body = json.dumps({"texts": list(texts)}).encode()
     r = json.loads(get(f"http://{service}/v1/classify", body=body, timeout=30))
@@ -211,6 +227,7 @@ def classify(service, *texts):
 if __name__ == "__main__":
     commands = {
         "prepare": prepare,
+        "race-summary": race_summary,
         "wait-http": wait_http,
         "metric": metric,
         "by-label": by_label,

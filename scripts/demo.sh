@@ -170,6 +170,11 @@ webhook_token_file = "$ABS/retrain.token"
 training_data = "none"
 cooldown_s = 60
 join_pending_s = 60
+# A challenger that wins its held-out slice races the champion in shadow on live
+# traffic; the demo's race decides on 60 late-labelled messages (default 200).
+rollout = "shadow"
+[rollout]
+min_labelled = 60
 EOF
 export TRIAGE_CONFIG="$ABS/triage.toml"
 triage() { "$TRIAGE" --config "$ABS/triage.toml" "$@"; }
@@ -298,23 +303,53 @@ wait_for 300 "retrain verdict (see $WORK/retrainer.log)" at_least 1 jobs_done
 triage models decisions | sed 's/^/    /'
 VERDICT=$(triage models decisions --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["decisions"][-1]; print(d["verdict"])')
 note "verdict: $VERDICT"
-note "champion history:"
-triage models history | tail -n 3 | sed 's/^/      /'
-[[ "$VERDICT" == promoted ]] || fail "the challenger was not promoted ($VERDICT); see $WORK/retrainer.log"
-NEW=$(champion)
+[[ "$VERDICT" == shadow || "$VERDICT" == promoted ]] || fail "the challenger did not win its held-out slice ($VERDICT); see $WORK/retrainer.log"
+CHALLENGER=$(triage models decisions --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["decisions"][-1]; print(d["challenger"]["version"])')
 phase retrain
 
-# ---- 7. the new champion serving ----------------------------------------------------
-say "more traffic: the consumers switch to $NEW at their next window"
-start produce-recovery "$WORK/produce-recovery.log" "$TRIAGE" --config "$ABS/triage.toml" \
-  produce --file "$ABS/data/recovery.jsonl" --labels-topic --labels-delay-s 5 --strip-labels --seed 3
+# ---- 7. the live race ------------------------------------------------------------
+RACE_AT=$SECONDS
+if [[ "$VERDICT" == shadow ]]; then
+  say "the live race: $CHALLENGER scored in shadow beside $FIRST on the same messages; late labels decide"
+  start produce-recovery "$WORK/produce-recovery.log" "$TRIAGE" --config "$ABS/triage.toml" \
+    produce --file "$ABS/data/recovery.jsonl" --labels-topic --labels-delay-s 5 --strip-labels --seed 3
+  race_line() {
+    local m="http://$RETRAINER/metrics"
+    note "race: $(q metric "$m" triage_race_labelled_messages "champion=$FIRST" "challenger=$CHALLENGER") labelled messages; live macro-F1 $FIRST $(q metric "$m" triage_race_macro_f1 "champion=$FIRST" "challenger=$CHALLENGER" role=champion), $CHALLENGER $(q metric "$m" triage_race_macro_f1 "champion=$FIRST" "challenger=$CHALLENGER" role=challenger); p(promote) $(q metric "$m" triage_race_p_value "champion=$FIRST" "challenger=$CHALLENGER" test=promote)"
+  }
+  promoted_jobs() { q metric "http://$RETRAINER/metrics" triage_retrain_jobs_total verdict=promoted; }
+  last=""
+  for _ in $(seq 1 90); do
+    line=$(race_line)
+    [[ "$line" != "$last" ]] && echo "$line"
+    last=$line
+    [[ "$(promoted_jobs)" != 0 ]] && break
+    sleep 2
+  done
+  wait "${PIDS[-1]}" || fail "the producer failed; see $WORK/produce-recovery.log"
+  wait_for 60 "the race's verdict (see $WORK/retrainer.log)" at_least 1 promoted_jobs
+  RACE=$(triage models decisions --json | python3 scripts/demo.py race-summary)
+  note "race verdict: $RACE ($((SECONDS - RACE_AT)) s)"
+else
+  RACE="none: $CHALLENGER promoted directly (retrain.rollout = direct)"
+fi
+note "champion history:"
+triage models history | tail -n 4 | sed 's/^/      /'
+NEW=$(champion)
+[[ "$NEW" == "$CHALLENGER" ]] || fail "$CHALLENGER is not the champion ($NEW); see $WORK/retrainer.log"
+phase race
+
+# ---- 8. the new champion serving ----------------------------------------------------
+say "more traffic: the consumers serve $NEW (the replaced $FIRST stays in shadow while the guard watches)"
+start produce-serving "$WORK/produce-serving.log" "$TRIAGE" --config "$ABS/triage.toml" \
+  produce --file "$ABS/data/serving.jsonl" --labels-topic --labels-delay-s 5 --strip-labels --seed 4
 wait_for 180 "predictions by $NEW" at_least 1 q metric "http://$SERVICE/metrics" triage_predictions_total "model_version=$NEW"
-wait "${PIDS[-1]}" || fail "the producer failed; see $WORK/produce-recovery.log"
+wait "${PIDS[-1]}" || fail "the producer failed; see $WORK/produce-serving.log"
 sleep 3
 note "predictions by model: $(served)"
 triage topics tail --count 100000 --idle-s 5 >"$WORK/predictions.jsonl"
 note "sample predictions by $NEW:"
-q predictions "$WORK/predictions.jsonl" "$WORK/data/recovery.jsonl,$WORK/data/drift-mix.jsonl" 4 "$NEW"
+q predictions "$WORK/predictions.jsonl" "$WORK/data/serving.jsonl,$WORK/data/recovery.jsonl,$WORK/data/drift-mix.jsonl" 4 "$NEW"
 note "POST http://$SERVICE/v1/classify:"
 sample=$(head -n 2 "$WORK/data/drift-mix.jsonl" | python3 -c 'import json,sys; [print(" ".join(json.loads(l)["text"].split())) for l in sys.stdin]')
 mapfile -t texts <<<"$sample"
@@ -329,6 +364,7 @@ note "first label after        ${FIRST_LABEL_AT} s"
 note "messages labelled        $(predicted)   (by model: $(served))"
 note "late labels joined       $(q metric "http://$RETRAINER/metrics" triage_performance_labels_total result=joined)"
 note "alert firing after       ${ALERT_AFTER} s of drifted traffic ($LABELS_AFTER late labels of it joined): $FIRED"
-note "retrain verdict          $VERDICT: $FIRST -> $NEW (triage models decisions)"
+note "retrain verdict          $VERDICT: $CHALLENGER (triage models decisions)"
+note "live race                $RACE"
 note "now serving              $NEW"
 note "logs and data            $WORK/"

@@ -177,6 +177,7 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         .env("TRIAGE__RETRAIN__WEBHOOK_TOKEN_FILE", &token_file)
         .env("TRIAGE__RETRAIN__TRAINING_DATA", "none")
         .env("TRIAGE__RETRAIN__COOLDOWN_S", "0")
+        .env("TRIAGE__RETRAIN__ROLLOUT", "direct")
         .env("TRIAGE__TRAINING__MIN_MACRO_F1", "0.5")
         .env("TRIAGE__TRAINING__MIN_MACRO_RECALL", "0.5");
     let retrainer = Server::start(retrainer, "retrainer", dir.join("retrainer.log"));

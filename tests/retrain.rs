@@ -23,7 +23,9 @@ fn write_config(dir: &Path, broker: &Broker, names: &Names, labels_topic: &str) 
         &broker.address(),
         names,
         &format!("labels_topic = \"{labels_topic}\""),
-        "[retrain]\nwindow_s = 3600",
+        // The job's own verdicts: a winner promoted at once (shadow races are
+        // tests/stream.rs's).
+        "[retrain]\nwindow_s = 3600\nrollout = \"direct\"",
     )
 }
 

@@ -1385,7 +1385,7 @@ impl LoopRig {
 
 #[test]
 fn drift_alert_retrains_promotes_and_the_consumers_switch() {
-    let rig = LoopRig::start("loop", &[]);
+    let rig = LoopRig::start("loop", &[("TRIAGE__RETRAIN__ROLLOUT", "direct")]);
     let (s, by, narrow, narrow_version) = (&rig.s, &rig.by, rig.narrow, rig.narrow_version);
     let all: Vec<&str> = by.keys().map(String::as_str).collect();
     let (retrainer, am, service, prom) = (&rig.retrainer, &rig.am, &rig.service, &rig.prom);

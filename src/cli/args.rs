@@ -100,8 +100,11 @@ pub enum Command {
     /// rest, plus the original training data (retrain.training_data: by default the
     /// champion's own training file), trains a challenger with the [training]
     /// settings and gates. Champion and challenger are then scored on the same
-    /// held-out slice: the challenger becomes the champion only if it passed every
-    /// gate and its macro-F1 beats the champion's by retrain.min_improvement.
+    /// held-out slice: the challenger wins only if it passed every gate and its
+    /// macro-F1 beats the champion's by retrain.min_improvement. A winner then races
+    /// the champion in shadow on live traffic (retrain.rollout = "shadow", the
+    /// default: `triage retrainer` promotes or rejects it on the late labels both
+    /// models scored), or is promoted at once (retrain.rollout = "direct").
     /// Running `triage run` services switch to a promoted model between windows.
     ///
     /// Every run is recorded in the registry, whatever its end, with its inputs,
@@ -109,8 +112,8 @@ pub enum Command {
     /// (`triage models decisions`). Its files (train.jsonl, held-out.jsonl) stay in
     /// <registry_dir>/retrain/<id>/ (`triage models compare A B --data` takes them).
     ///
-    /// Exit status: 0 promoted, 3 rejected (the challenger is stored, not
-    /// promoted), 1 failed (nothing promoted; the reason says why).
+    /// Exit status: 0 promoted or in shadow, 3 rejected (the challenger is stored,
+    /// not promoted), 1 failed (nothing promoted; the reason says why).
     ///
     /// Example: triage retrain --since 6h
     ///

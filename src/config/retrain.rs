@@ -101,8 +101,8 @@ pub struct RetrainSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Rollout {
-    #[default]
     Direct,
+    #[default]
     Shadow,
 }
 
@@ -134,7 +134,7 @@ impl Default for RetrainSettings {
             performance_min_labelled: 50,
             new_class_min_share: 0.05,
             every: String::new(),
-            rollout: Rollout::Direct,
+            rollout: Rollout::Shadow,
         }
     }
 }
