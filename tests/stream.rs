@@ -1799,7 +1799,9 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
 
 /// Issue 24's guard: a bad model promoted by hand (it learnt four other intents) is
 /// raced against the champion it replaced, in shadow, on the late labels of the
-/// messages both scored, and rolled back by itself; `TriageRolledBack` fires.
+/// messages both scored, and rolled back by itself; `TriageRolledBack` fires. Then
+/// the same bad model put in shadow as a challenger loses its race: rejected,
+/// recorded, the champion untouched.
 #[test]
 fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     // Jobs the drift alert may start fail at once (too few rows): only the guard acts.
@@ -1930,6 +1932,50 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
         race["mcnemar_champion_only"],
         race["mcnemar_challenger_only"],
     );
+
+    // The same bad model as a challenger in shadow: it loses the live race.
+    let (shadowed, stdout, stderr) = run(s.triage().args(["models", "shadow", bad]));
+    assert!(shadowed.status.success(), "{stdout}\n{stderr}");
+    let before = out.on(&pred).len();
+    let (messages, labels) = phase(by, &narrow, 120..150, "ls");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    assert!(
+        out.on(&pred)[before..]
+            .iter()
+            .all(|o| o.json()["shadow"]["model_version"] == bad),
+        "the challenger is scored in shadow"
+    );
+    produce(&s.broker.address(), "labels", &labels);
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(120), |_| aliases()["challenger"]
+                .is_null()),
+        "the race did not end:\n{}",
+        rig.retrainer.log()
+    );
+    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
+    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+    let lost = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (lost["trigger"].as_str(), lost["verdict"].as_str()),
+        (Some("race"), Some("rejected")),
+        "{lost}"
+    );
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("significantly worse"),
+        "{lost}"
+    );
+    assert_eq!(aliases()["champion"], good, "the champion untouched");
+    eprintln!("lost race: {}", lost["reason"].as_str().unwrap_or(""));
 }
 
 /// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer
