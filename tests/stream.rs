@@ -113,6 +113,21 @@ impl Setup {
         Service::start(cmd, "run", self.dir.join(format!("{name}.log")))
     }
 
+    /// v2: the fixture's data again, from its feature cache, stored without
+    /// promotion.
+    fn train_second_version(&self) {
+        let data = trained_registry().join("support-440.csv");
+        let (out, _, stderr) = run(self
+            .triage()
+            .env(
+                "TRIAGE__PATHS__FEATURE_CACHE_DIR",
+                trained_registry().join("features"),
+            )
+            .args(["train", "--no-promote", "--data"])
+            .arg(&data));
+        assert!(out.status.success(), "{stderr}");
+    }
+
     fn collector(&self) -> Collector {
         Collector::new(
             &self.broker.address(),
@@ -680,17 +695,7 @@ fn a_service_told_to_stop_while_the_broker_is_gone_stops_in_bounded_time() {
 #[test]
 fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
     let s = Setup::new("swap", 1, "");
-    // v2: same data from the feature cache, stored without promotion.
-    let data = trained_registry().join("support-440.csv");
-    let (out, _, stderr) = run(s
-        .triage()
-        .env(
-            "TRIAGE__PATHS__FEATURE_CACHE_DIR",
-            trained_registry().join("features"),
-        )
-        .args(["train", "--no-promote", "--data"])
-        .arg(&data));
-    assert!(out.status.success(), "{stderr}");
+    s.train_second_version();
     let service = s.start("a");
     let pred = s.names.predictions.clone();
     let mut out = s.collector();
@@ -745,17 +750,7 @@ fn new_champion_is_served_within_a_window_and_a_corrupt_one_is_refused() {
 #[test]
 fn a_shadowed_challenger_travels_with_the_champions_predictions_until_cleared() {
     let s = Setup::new("shadow", 1, "");
-    // v2: same data from the feature cache, stored without promotion.
-    let data = trained_registry().join("support-440.csv");
-    let (out, _, stderr) = run(s
-        .triage()
-        .env(
-            "TRIAGE__PATHS__FEATURE_CACHE_DIR",
-            trained_registry().join("features"),
-        )
-        .args(["train", "--no-promote", "--data"])
-        .arg(&data));
-    assert!(out.status.success(), "{stderr}");
+    s.train_second_version();
     let service = s.start("a");
     let pred = s.names.predictions.clone();
     let mut out = s.collector();
@@ -1266,6 +1261,20 @@ fn metric_value(body: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Writes the first 40 questions of each of `intents` as a training CSV.
+fn write_intents_csv(path: &Path, by: &BTreeMap<String, Vec<(String, String)>>, intents: &[&str]) {
+    let mut csv = String::from("class_name,question,id\n");
+    for intent in intents {
+        for (id, question) in &by[*intent][..40] {
+            csv.push_str(&format!(
+                "{intent},\"{}\",{id}\n",
+                question.replace('"', "\"\"")
+            ));
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
 /// The whole loop's processes on a real broker: a champion (v2) that knows 4 of the
 /// 11 support intents, `triage retrainer` (with `retrainer_env`), Alertmanager
 /// routing to it, `triage run` ("a") and Prometheus scraping it and the retrainer.
@@ -1287,16 +1296,7 @@ impl LoopRig {
         let by = questions_by_intent();
         // The champion knows 4 intents of 11: the traffic outgrows it.
         let narrow = ["ACCOUNT", "PAYMENT", "REFUND", "SHIPPING"];
-        let mut csv = String::from("class_name,question,id\n");
-        for intent in narrow {
-            for (id, question) in &by[intent][..40] {
-                csv.push_str(&format!(
-                    "{intent},\"{}\",{id}\n",
-                    question.replace('"', "\"\"")
-                ));
-            }
-        }
-        std::fs::write(s.dir.join("narrow.csv"), csv).unwrap();
+        write_intents_csv(&s.dir.join("narrow.csv"), &by, &narrow);
         let (out, stdout, stderr) = run(s
             .triage()
             .args(["train", "--data"])
@@ -1349,6 +1349,22 @@ impl LoopRig {
         };
         assert!(rig.retrainer_metrics().contains("triage_retrain_running 0"));
         rig
+    }
+
+    /// `triage models list --json`'s aliases.
+    fn aliases(&self) -> serde_json::Value {
+        let (_, list, _) = run(self.s.triage().args(["models", "list", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&list).unwrap()["aliases"].clone()
+    }
+
+    /// `triage models decisions --json`, oldest first.
+    fn decisions(&self) -> Vec<serde_json::Value> {
+        let (_, decisions, _) = run(self.s.triage().args(["models", "decisions", "--json"]));
+        let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+        decisions["decisions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn retrainer_metrics(&self) -> String {
@@ -1674,10 +1690,7 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     let job_at = started.elapsed();
     assert_eq!(rig.jobs("shadow"), 1.0, "{}", rig.retrainer.log());
     assert_eq!(rig.jobs("promoted"), 0.0);
-    let aliases = || -> serde_json::Value {
-        let (_, list, _) = run(s.triage().args(["models", "list", "--json"]));
-        serde_json::from_str::<serde_json::Value>(&list).unwrap()["aliases"].clone()
-    };
+    let aliases = || rig.aliases();
     assert_eq!(aliases()["champion"], champion);
     assert_eq!(aliases()["challenger"], challenger);
 
@@ -1728,14 +1741,7 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     let verdict_at = started.elapsed();
     assert_eq!(aliases()["champion"], challenger);
     assert!(aliases()["challenger"].is_null());
-    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
-    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
-    let d = decisions["decisions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let d = rig.decisions().pop().unwrap();
     assert_eq!(
         (d["trigger"].as_str(), d["verdict"].as_str()),
         (Some("race"), Some("promoted")),
@@ -1817,16 +1823,7 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     let (good, bad) = (rig.narrow_version, "v3");
     // The bad model: four intents the traffic does not have.
     let wrong = ["CONTACT", "DELIVERY", "FEEDBACK", "INVOICE"];
-    let mut csv = String::from("class_name,question,id\n");
-    for intent in wrong {
-        for (id, question) in &by[intent][..40] {
-            csv.push_str(&format!(
-                "{intent},\"{}\",{id}\n",
-                question.replace('"', "\"\"")
-            ));
-        }
-    }
-    std::fs::write(s.dir.join("wrong.csv"), csv).unwrap();
+    write_intents_csv(&s.dir.join("wrong.csv"), by, &wrong);
     let (out_train, stdout, stderr) = run(s
         .triage()
         .args(["train", "--no-promote", "--data"])
@@ -1835,10 +1832,7 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     let (promoted, stdout, stderr) = run(s.triage().args(["models", "promote", bad]));
     assert!(promoted.status.success(), "{stdout}\n{stderr}");
     let promoted_at = std::time::Instant::now();
-    let aliases = || -> serde_json::Value {
-        let (_, list, _) = run(s.triage().args(["models", "list", "--json"]));
-        serde_json::from_str::<serde_json::Value>(&list).unwrap()["aliases"].clone()
-    };
+    let aliases = || rig.aliases();
     // The guard: the replaced champion back in shadow.
     assert!(
         rig.prom
@@ -1891,16 +1885,13 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
         last.contains("rollback") && last.contains("guard") && last.contains(good),
         "{history}"
     );
-    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
-    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
-    let d = decisions["decisions"]
-        .as_array()
-        .unwrap()
+    let decisions = rig.decisions();
+    let d = decisions
         .iter()
         .rev()
         .find(|d| d["trigger"] == "guard")
         .cloned()
-        .unwrap_or_else(|| panic!("no guard decision: {decisions}"));
+        .unwrap_or_else(|| panic!("no guard decision: {decisions:?}"));
     let race = &d["race"];
     assert!(
         race["challenger_macro_f1"].as_f64().unwrap()
@@ -1954,14 +1945,7 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
         "the race did not end:\n{}",
         rig.retrainer.log()
     );
-    let (_, decisions, _) = run(s.triage().args(["models", "decisions", "--json"]));
-    let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
-    let lost = decisions["decisions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let lost = rig.decisions().pop().unwrap();
     assert_eq!(
         (lost["trigger"].as_str(), lost["verdict"].as_str()),
         (Some("race"), Some("rejected")),
