@@ -2,6 +2,8 @@
 //! the messages whose true label arrived after the prediction, as the retrainer's
 //! label join exports it (`triage_performance_*`), and how the join is doing.
 
+use std::collections::BTreeMap;
+
 use maud::{Markup, html};
 use prometheus::proto::{MetricFamily, MetricType};
 
@@ -24,10 +26,27 @@ pub struct VersionScores {
     pub new_class: bool,
 }
 
+/// A live race (or a guard: the same race the other way round) the join holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Race {
+    /// The version publishing its labels, and the one scored in shadow.
+    pub champion: String,
+    pub challenger: String,
+    pub labelled: f64,
+    pub champion_macro_f1: f64,
+    pub challenger_macro_f1: f64,
+    /// P-value of "the challenger beats the champion by retrain.min_improvement".
+    pub promote_p: f64,
+    /// `triage_race_state`: 0 continue, 1 promote, 2 lost, 3 expired.
+    pub state: f64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LateLabels {
     /// By version name.
     pub versions: Vec<VersionScores>,
+    /// The live races, by (champion, challenger).
+    pub races: Vec<Race>,
     /// Label records by result (joined, unknown id, ...).
     pub results: Vec<(String, f64)>,
     /// Predictions held for the join, and labels waiting for their prediction.
@@ -58,6 +77,70 @@ fn series(families: &[MetricFamily], name: &str) -> Vec<(Vec<String>, f64)> {
             })
         })
         .collect()
+}
+
+/// Each series of `name` as its labels by name, and its value.
+fn named(families: &[MetricFamily], name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    families
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| {
+            f.get_metric().iter().map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                (labels, m.get_gauge().get_value())
+            })
+        })
+        .collect()
+}
+
+/// The races the join exports (`triage_race_*`).
+fn races(families: &[MetricFamily]) -> Vec<Race> {
+    let of =
+        |labels: &BTreeMap<String, String>, key: &str| labels.get(key).cloned().unwrap_or_default();
+    let value = |name: &str, champion: &str, challenger: &str, extra: Option<(&str, &str)>| {
+        named(families, name)
+            .into_iter()
+            .find(|(l, _)| {
+                of(l, "champion") == champion
+                    && of(l, "challenger") == challenger
+                    && extra.is_none_or(|(k, v)| of(l, k) == v)
+            })
+            .map_or(0.0, |s| s.1)
+    };
+    let mut out: Vec<Race> = named(families, "triage_race_labelled_messages")
+        .into_iter()
+        .map(|(l, labelled)| {
+            let (champion, challenger) = (of(&l, "champion"), of(&l, "challenger"));
+            let f1 = |role| {
+                value(
+                    "triage_race_macro_f1",
+                    &champion,
+                    &challenger,
+                    Some(("role", role)),
+                )
+            };
+            Race {
+                labelled,
+                champion_macro_f1: f1("champion"),
+                challenger_macro_f1: f1("challenger"),
+                promote_p: value(
+                    "triage_race_p_value",
+                    &champion,
+                    &challenger,
+                    Some(("test", "promote")),
+                ),
+                state: value("triage_race_state", &champion, &challenger, None),
+                champion,
+                challenger,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.champion, &a.challenger).cmp(&(&b.champion, &b.challenger)));
+    out
 }
 
 fn one(families: &[MetricFamily], name: &str) -> f64 {
@@ -91,6 +174,7 @@ impl LateLabels {
         versions.sort_by(|a, b| a.version.cmp(&b.version));
         Self {
             versions,
+            races: races(families),
             results: series(families, "triage_performance_labels_total")
                 .into_iter()
                 .filter_map(|(l, v)| l.into_iter().next().map(|l| (l, v)))
@@ -136,6 +220,21 @@ pub fn view(d: &LateLabels) -> Markup {
                 (svg::bars("Macro-F1 on late labels per version", &bars))
             }
         }
+        @if !d.races.is_empty() {
+            section.card.scroll #races {
+                h2 { "Live races" }
+                p.muted { "A challenger in shadow (or, after a promotion, the champion it replaced: the guard) scored on the same messages as the version publishing its labels; the late labels decide by a paired test." }
+                table {
+                    tr { th { "publishing" } th { "in shadow" } th.n { "labelled messages" } th.n { "macro-F1 publishing" } th.n { "macro-F1 in shadow" } th.n { "p (shadow wins)" } th { "verdict" } }
+                    @for r in &d.races {
+                        tr { td { (r.champion) } td { (r.challenger) } td.n { (r.labelled) }
+                            td.n { (format!("{:.3}", r.champion_macro_f1)) } td.n { (format!("{:.3}", r.challenger_macro_f1)) }
+                            td.n { (format!("{:.4}", r.promote_p)) }
+                            td { (race_state(r.state)) } }
+                    }
+                }
+            }
+        }
         section.card {
             h2 { "The label join" }
             table #join {
@@ -145,6 +244,16 @@ pub fn view(d: &LateLabels) -> Markup {
             }
         }
     }
+}
+
+fn race_state(state: f64) -> Markup {
+    let (class, text) = match state as i64 {
+        1 => ("ok", "shadow wins"),
+        2 => ("bad", "shadow lost"),
+        3 => ("warn", "expired"),
+        _ => ("", "running"),
+    };
+    html! { span class=(format!("badge {class}")) { (text) } }
 }
 
 #[cfg(test)]
@@ -202,6 +311,57 @@ mod tests {
         assert!(
             html.contains(">kept<") && html.contains(">0.880<"),
             "{html}"
+        );
+    }
+
+    #[test]
+    fn live_races_are_shown_with_both_scores() {
+        let registry = Registry::new();
+        let vec = |name: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, "h"), labels).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        let race = ["champion", "challenger"];
+        vec("triage_race_labelled_messages", &race)
+            .with_label_values(&["v2", "v3"])
+            .set(138.0);
+        let f1 = vec("triage_race_macro_f1", &["champion", "challenger", "role"]);
+        f1.with_label_values(&["v2", "v3", "champion"]).set(0.37);
+        f1.with_label_values(&["v2", "v3", "challenger"]).set(0.535);
+        vec("triage_race_p_value", &["champion", "challenger", "test"])
+            .with_label_values(&["v2", "v3", "promote"])
+            .set(0.0025);
+        vec("triage_race_state", &race)
+            .with_label_values(&["v2", "v3"])
+            .set(1.0);
+        let d = LateLabels::from_metrics(&registry.gather(), Some("v2".into()));
+        assert_eq!(
+            d.races,
+            [Race {
+                champion: "v2".into(),
+                challenger: "v3".into(),
+                labelled: 138.0,
+                champion_macro_f1: 0.37,
+                challenger_macro_f1: 0.535,
+                promote_p: 0.0025,
+                state: 1.0,
+            }]
+        );
+        let html = view(&d).into_string();
+        assert!(
+            html.contains("Live races") && html.contains(">0.535<"),
+            "{html}"
+        );
+        assert!(
+            html.contains("shadow wins") && html.contains(">0.0025<"),
+            "{html}"
+        );
+        // No race: no card.
+        assert!(
+            !view(&LateLabels::default())
+                .into_string()
+                .contains("Live races")
         );
     }
 
