@@ -1367,6 +1367,23 @@ impl LoopRig {
             .unwrap_or_default()
     }
 
+    /// Traffic like the recent traffic a challenger learns from: the four intents
+    /// three times as often as the other seven, as in the stationary and drifted
+    /// phases together; messages and their late labels.
+    fn recovery(&self) -> (Vec<Msg>, Vec<Msg>) {
+        let others: Vec<&str> = self
+            .by
+            .keys()
+            .map(String::as_str)
+            .filter(|i| !self.narrow.contains(i))
+            .collect();
+        let (mut messages, mut labels) = phase(&self.by, &self.narrow, 157..196, "rc");
+        let (more, more_labels) = phase(&self.by, &others, 157..169, "rc");
+        messages.extend(more);
+        labels.extend(more_labels);
+        (messages, labels)
+    }
+
     fn retrainer_metrics(&self) -> String {
         http(&self.retrainer.addr, "GET", "/metrics", b"")
             .map(|(_, body)| body)
@@ -1532,15 +1549,7 @@ fn drift_alert_retrains_promotes_and_the_consumers_switch() {
     // traffic like the recent traffic the challenger learnt from (the four intents
     // three times as often as the other seven, as in the stationary and drifted
     // phases together).
-    let others: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|i| !narrow.contains(i))
-        .collect();
-    let (mut messages, mut labels) = phase(by, &narrow, 157..196, "rc");
-    let (more, more_labels) = phase(by, &others, 157..169, "rc");
-    messages.extend(more);
-    labels.extend(more_labels);
+    let (messages, labels) = rig.recovery();
     produce(&s.broker.address(), &s.names.input, &messages);
     let new_version = "v3";
     assert!(
@@ -1657,7 +1666,7 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
             ("TRIAGE__ROLLOUT__MIN_LABELLED", "100"),
         ],
     );
-    let (s, by, narrow) = (&rig.s, &rig.by, rig.narrow);
+    let (s, by) = (&rig.s, &rig.by);
     let (champion, challenger) = (rig.narrow_version, "v3");
     let all: Vec<&str> = by.keys().map(String::as_str).collect();
     let second = s.start("b");
@@ -1696,15 +1705,7 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
 
     // Traffic like the recent one: both consumers publish the champion's labels and
     // carry the challenger's prediction beside them, on both partitions.
-    let others: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|i| !narrow.contains(i))
-        .collect();
-    let (mut messages, mut labels) = phase(by, &narrow, 157..196, "rc");
-    let (more, more_labels) = phase(by, &others, 157..169, "rc");
-    messages.extend(more);
-    labels.extend(more_labels);
+    let (messages, labels) = rig.recovery();
     let before = out.on(&pred).len();
     produce(&s.broker.address(), &s.names.input, &messages);
     assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));

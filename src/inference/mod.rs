@@ -145,10 +145,26 @@ impl<E: Embedder> Predictor<E> {
         Ok(self.classify_with_embeddings(texts)?.labelled)
     }
 
-    /// Labels every text and returns the embeddings too (for feature records and drift).
+    /// Labels every text and returns the embeddings too (for feature records and
+    /// drift); a shadowed challenger labels them too.
     pub fn classify_with_embeddings(
         &mut self,
         texts: &[&str],
+    ) -> Result<Classified, InferenceError> {
+        self.classify_scoring(texts, true)
+    }
+
+    /// Like [`Predictor::classify_with_embeddings`] with the champion alone: for
+    /// answers no label join will ever see (HTTP classify), where a shadow's labels
+    /// would be work for nothing.
+    pub fn classify_champion(&mut self, texts: &[&str]) -> Result<Classified, InferenceError> {
+        self.classify_scoring(texts, false)
+    }
+
+    fn classify_scoring(
+        &mut self,
+        texts: &[&str],
+        with_shadow: bool,
     ) -> Result<Classified, InferenceError> {
         let started = std::time::Instant::now();
         let vectors = self.embedder.embed(texts)?;
@@ -173,7 +189,11 @@ impl<E: Embedder> Predictor<E> {
                 shadow: None,
             })
             .collect::<Vec<_>>();
-        let labelled = self.score_shadow(texts, x.view(), labelled);
+        let labelled = if with_shadow {
+            self.score_shadow(texts, x.view(), labelled)
+        } else {
+            labelled
+        };
         Ok(Classified {
             labelled,
             embeddings: vectors,
@@ -358,6 +378,9 @@ mod tests {
 
         predictor.set_shadow(Some(v2.clone())).unwrap();
         assert_eq!(predictor.shadow_version(), Some("v2"));
+        // Answers no join will see (HTTP classify) are the champion's alone.
+        let champion_only = predictor.classify_champion(&texts).unwrap().labelled;
+        assert_eq!(champion_only, alone);
         let shadowed = predictor.classify(&texts).unwrap();
         let mut by_v2 = Predictor::new(FakeEmbedder::new(), v2.clone()).unwrap();
         let v2_alone = by_v2.classify(&texts).unwrap();

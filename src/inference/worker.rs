@@ -427,8 +427,14 @@ fn work<E: Embedder>(mut predictor: Predictor<E>, shared: &Shared, rebuild: Opti
             }
         }
         let refs: Vec<&str> = job.texts.iter().map(String::as_str).collect();
+        // The shadow only on stream windows: their records reach the label join.
+        let window = job.observe.is_some();
         let result = match catch_unwind(AssertUnwindSafe(|| {
-            predictor.classify_with_embeddings(&refs)
+            if window {
+                predictor.classify_with_embeddings(&refs)
+            } else {
+                predictor.classify_champion(&refs)
+            }
         })) {
             Ok(result) => result.map_err(WorkerError::Failed),
             Err(panic) => {

@@ -69,17 +69,17 @@ impl PromiseBook {
     /// breaking its promise is logged.
     pub fn checks(&mut self, join: &LabelJoin) -> BTreeMap<String, PromiseCheck> {
         let mut out = BTreeMap::new();
-        for score in join.scores() {
-            let version = score.model_version;
-            let Some(window) = join.window(&version) else {
-                continue;
-            };
-            if let Some((revision, last)) = self.checks.get(&version)
-                && *revision == window.revision
+        for (version, revision) in join.revisions() {
+            if let Some((checked, last)) = self.checks.get(&version)
+                && *checked == revision
             {
                 out.insert(version, last.clone());
                 continue;
             }
+            // Changed: only now is the window copied out of the join.
+            let Some(window) = join.window(&version) else {
+                continue;
+            };
             let test = self.test;
             let promise = self.promise(&version).cloned();
             let now = check(&test, &window, promise.as_ref());

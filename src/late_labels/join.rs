@@ -822,6 +822,19 @@ impl LabelJoin {
         out
     }
 
+    /// Every version held, with its window's revision (it changes whenever the
+    /// window does), sorted by name: what a caller needs to tell which windows to
+    /// read again ([`LabelJoin::window`] copies one).
+    pub fn revisions(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .versions
+            .iter()
+            .map(|(name, v)| (name.to_string(), v.revision))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// A version's window, or None for a version not held.
     pub fn window(&self, version: &str) -> Option<VersionWindow> {
         self.versions.get(version).map(|v| VersionWindow {

@@ -169,15 +169,16 @@ fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// `retrain-20260102T030405123Z`: sortable, and unique unless two runs start in
-/// the same millisecond (the work folder then gets a suffix).
-fn run_id() -> String {
+/// `retrain-20260102T030405123Z` (or `race-...`, `guard-...`: `kind`): sortable,
+/// and unique unless two runs start in the same millisecond (the work folder then
+/// gets a suffix).
+pub fn run_id(kind: &str) -> String {
     let stamp: String = humantime::format_rfc3339_millis(SystemTime::now())
         .to_string()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    format!("retrain-{stamp}")
+    format!("{kind}-{stamp}")
 }
 
 impl<'a> Job<'a> {
@@ -187,7 +188,7 @@ impl<'a> Job<'a> {
             registry,
             started: Instant::now(),
             decision: Decision {
-                id: run_id(),
+                id: run_id("retrain"),
                 started_at: rfc3339_now(),
                 finished_at: String::new(),
                 trigger,

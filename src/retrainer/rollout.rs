@@ -40,8 +40,9 @@ use crate::late_labels::race::{RaceCheck, RaceVerdict, Races, RejectReason};
 use crate::registry::decision::{
     Contender, Decision, Inputs, RaceRecord, Rows, Scores, Source, Trigger, Verdict,
 };
-use crate::registry::history::AliasAction;
+use crate::registry::history::{AliasAction, AliasChange};
 use crate::registry::{Actor, Registry, RegistryError};
+use crate::retrain::job::run_id;
 
 /// How often the race is read.
 const TICK: Duration = Duration::from_secs(2);
@@ -93,21 +94,35 @@ pub fn settle(
     let Some(champion) = aliases.champion else {
         return Ok(None);
     };
+    if aliases.challenger.is_none() && aliases.seq <= rules.guard_after_seq {
+        // Nothing shadowed and no alias change since the retrainer started.
+        return Ok(None);
+    }
+    // Read once per step; every helper below looks at this copy.
+    let history = registry.history()?.entries;
     let replaced = aliases.history.last();
     let Some(challenger) = aliases.challenger else {
-        return start_guard(registry, rules, &champion, replaced);
+        return start_guard(registry, rules, &history, &champion, replaced);
     };
     let (max_wait, margin) = (rules.max_wait, rules.margin);
-    let shadowing = last_shadowing(registry, &challenger)?;
+    let shadowing = last_shadowing(&history, &challenger);
     if shadowing
         .as_ref()
         .is_some_and(|(_, by)| *by == Actor::Guard)
     {
         if replaced.map(String::as_str) != Some(challenger.as_str()) {
             // Promoted again while a guard ran: guard the newest promotion instead.
-            return start_guard(registry, rules, &champion, replaced);
+            return start_guard(registry, rules, &history, &champion, replaced);
         }
-        return guard(registry, races, rules, &champion, &challenger, now);
+        return guard(
+            registry,
+            races,
+            rules,
+            &history,
+            &champion,
+            &challenger,
+            now,
+        );
     }
     let check = races.get(&champion, &challenger);
     let verdict = match &check {
@@ -151,12 +166,11 @@ pub fn settle(
         Verdict::Rejected
     };
     let decision = race_decision(
-        &champion,
-        &challenger,
+        "race",
+        (&champion, &challenger),
         check.as_ref(),
         margin,
-        recorded,
-        reason,
+        (recorded, reason),
         now,
     );
     registry.record_decision(&decision)?;
@@ -167,17 +181,12 @@ pub fn settle(
 }
 
 /// When `challenger` was last put in shadow, and by whom, from the history.
-fn last_shadowing(
-    registry: &Registry,
-    challenger: &str,
-) -> Result<Option<(SystemTime, Actor)>, RegistryError> {
-    Ok(registry
-        .history()?
-        .entries
+fn last_shadowing(history: &[AliasChange], challenger: &str) -> Option<(SystemTime, Actor)> {
+    history
         .iter()
         .rev()
         .find(|c| c.action == AliasAction::Shadow && c.to.as_deref() == Some(challenger))
-        .and_then(|c| Some((humantime::parse_rfc3339_weak(&c.at).ok()?, c.by))))
+        .and_then(|c| Some((humantime::parse_rfc3339_weak(&c.at).ok()?, c.by)))
 }
 
 /// Guards a promotion that nothing followed yet: the champion it replaced
@@ -185,13 +194,13 @@ fn last_shadowing(
 fn start_guard(
     registry: &Registry,
     rules: &Rules,
+    history: &[AliasChange],
     champion: &str,
     replaced: Option<&String>,
 ) -> Result<Option<Action>, RegistryError> {
     let Some(replaced) = replaced else {
         return Ok(None);
     };
-    let history = registry.history()?.entries;
     // The champion's promotion is the last change (nothing answered it yet), and it
     // happened while this retrainer ran.
     let promoted = history.last().is_some_and(|c| {
@@ -214,16 +223,18 @@ fn start_guard(
 
 /// A guard's race (the new champion published, the replaced one in shadow): rolls
 /// back when the replaced one wins, ends when enough messages say it does not.
+/// `replaced` is the one a rollback restores (the caller checked).
 fn guard(
     registry: &Registry,
     races: &Races,
     rules: &Rules,
+    history: &[AliasChange],
     champion: &str,
     replaced: &str,
     now: SystemTime,
 ) -> Result<Option<Action>, RegistryError> {
     let Some(check) = races.get(champion, replaced) else {
-        let since = last_shadowing(registry, replaced)?.map(|(at, _)| at);
+        let since = last_shadowing(history, replaced).map(|(at, _)| at);
         let waited = since.map_or(Duration::ZERO, |at| {
             now.duration_since(at).unwrap_or_default()
         });
@@ -240,12 +251,7 @@ fn guard(
         return Ok(None);
     };
     if check.verdict == RaceVerdict::Promote {
-        // The replaced champion beats the new one: roll back, if it is still the
-        // one a rollback restores.
-        let restores = registry.aliases()?.history.last().cloned();
-        if restores.as_deref() != Some(replaced) {
-            return Ok(None);
-        }
+        // The replaced champion beats the new one: roll back.
         let reason = format!(
             "guard: {champion} is worse than {replaced}, the champion it replaced, on the same {} late-labelled messages: macro-F1 {:.4} vs {:.4} ({:+.4}, paired bootstrap p = {:.4}); rolled back to {replaced}",
             check.labelled,
@@ -255,17 +261,14 @@ fn guard(
             check.promote_p
         );
         registry.rollback(&reason, Actor::Guard)?;
-        let mut decision = race_decision(
-            champion,
-            replaced,
+        let decision = race_decision(
+            "guard",
+            (champion, replaced),
             Some(&check),
             rules.margin,
-            Verdict::Rejected,
-            reason,
+            (Verdict::Rejected, reason),
             now,
         );
-        decision.trigger = Trigger::Other("guard".into());
-        decision.id = decision.id.replacen("race-", "guard-", 1);
         registry.record_decision(&decision)?;
         return Ok(Some(Action::RolledBack {
             decision: Box::new(decision),
@@ -287,13 +290,14 @@ fn guard(
     }))
 }
 
+/// The decision of a race (`kind` `race`) or a guard (`guard`): its id and trigger
+/// say which; `versions` are the published one and the one in shadow.
 fn race_decision(
-    champion: &str,
-    challenger: &str,
+    kind: &str,
+    (champion, challenger): (&str, &str),
     check: Option<&RaceCheck>,
     margin: f64,
-    verdict: Verdict,
-    reason: String,
+    (verdict, reason): (Verdict, String),
     now: SystemTime,
 ) -> Decision {
     let labelled = check.map_or(0, |c| c.labelled as u64);
@@ -312,12 +316,11 @@ fn race_decision(
             per_class_f1: Default::default(),
         },
     };
-    let stamp = humantime::format_rfc3339_millis(now).to_string();
     Decision {
-        id: format!("race-{}", stamp.replace(['-', ':', '.'], "")),
+        id: run_id(kind),
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         finished_at: humantime::format_rfc3339_seconds(now).to_string(),
-        trigger: Trigger::Other("race".into()),
+        trigger: Trigger::Other(kind.into()),
         inputs: Inputs {
             sources: vec![Source {
                 description: format!(
