@@ -89,16 +89,11 @@ fn wait_for(
     }
 }
 
-fn f1(tp: f64, predicted: f64, support: f64) -> f64 {
-    2.0 * tp / (predicted + support)
-}
-
-#[test]
-fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_them() {
-    let started = Instant::now();
-    let dir = common::scratch("labels");
+/// A scratch folder, a broker, and this test's topics (labels included), created.
+fn setup(tag: &str) -> (std::path::PathBuf, Broker, Topics) {
+    let dir = common::scratch(tag);
     let broker = Broker::start(&dir);
-    let names = Names::new("labels");
+    let names = Names::new(tag);
     let t = Topics {
         labels: format!("labels-{}", names.group),
         names,
@@ -107,6 +102,17 @@ fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_the
     env(&mut create, &broker, &t);
     let (out, _, stderr) = common::run(create.args(["topics", "create", "--partitions", "2"]));
     assert!(out.status.success(), "topics create failed: {stderr}");
+    (dir, broker, t)
+}
+
+fn f1(tp: f64, predicted: f64, support: f64) -> f64 {
+    2.0 * tp / (predicted + support)
+}
+
+#[test]
+fn late_labels_give_accuracy_and_macro_f1_per_version_and_a_restart_rebuilds_them() {
+    let started = Instant::now();
+    let (dir, broker, t) = setup("labels");
 
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -280,17 +286,7 @@ fn sample_with(got: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)])
 #[test]
 fn a_better_challenger_in_shadow_wins_the_live_race_and_an_equal_one_does_not() {
     let started = Instant::now();
-    let dir = common::scratch("labels-race");
-    let broker = Broker::start(&dir);
-    let names = Names::new("labels-race");
-    let t = Topics {
-        labels: format!("labels-{}", names.group),
-        names,
-    };
-    let mut create = common::triage(&dir);
-    env(&mut create, &broker, &t);
-    let (out, _, stderr) = common::run(create.args(["topics", "create", "--partitions", "2"]));
-    assert!(out.status.success(), "topics create failed: {stderr}");
+    let (dir, broker, t) = setup("labels-race");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let _child = common::Killed(retrainer_with(
