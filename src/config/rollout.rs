@@ -24,6 +24,13 @@ pub struct RolloutSettings {
     /// Late-labelled messages the previous champion stays in shadow for after a
     /// promotion, so the guard can roll a worse new champion back.
     pub guard_labelled: usize,
+    /// The guard's label-free check: the new champion's mean confidence above
+    /// chance, on the same messages, below this share of the replaced champion's
+    /// is a collapse (significantly, at `alpha`), and rolls back. 0 turns it off.
+    pub confidence_collapse: f64,
+    /// Messages both champions scored that the confidence check needs before it
+    /// may decide; it keeps at most four times this many (the oldest leave first).
+    pub guard_predictions: usize,
 }
 
 impl Default for RolloutSettings {
@@ -33,6 +40,8 @@ impl Default for RolloutSettings {
             max_wait_s: 24 * 3600,
             alpha: 0.05,
             guard_labelled: 200,
+            confidence_collapse: 0.5,
+            guard_predictions: 100,
         }
     }
 }
@@ -65,12 +74,35 @@ impl RolloutSettings {
             || format!("{} messages is outside 20 ..= 100000", self.guard_labelled),
             "use 200",
         );
+        c.check(
+            (0.0..1.0).contains(&self.confidence_collapse),
+            "rollout.confidence_collapse",
+            || format!("{} is outside 0 ..< 1", self.confidence_collapse),
+            "use 0.5 (a new champion keeping less than half the old one's confidence above chance has collapsed), or 0 to turn the check off",
+        );
+        c.check(
+            (20..=100_000).contains(&self.guard_predictions),
+            "rollout.guard_predictions",
+            || {
+                format!(
+                    "{} messages is outside 20 ..= 100000",
+                    self.guard_predictions
+                )
+            },
+            "use 100",
+        );
         c.0
     }
 
     /// Paired observations a race keeps, at most: four times `min_labelled`.
     pub fn max_race_observations(&self) -> usize {
         self.min_labelled.saturating_mul(4).max(1)
+    }
+
+    /// Paired confidences the guard's check keeps, at most: four times
+    /// `guard_predictions`.
+    pub fn max_confidence_pairs(&self) -> usize {
+        self.guard_predictions.saturating_mul(4).max(1)
     }
 }
 
@@ -94,6 +126,8 @@ mod tests {
             max_wait_s: 10,
             alpha: 0.0,
             guard_labelled: 0,
+            confidence_collapse: 1.0,
+            guard_predictions: 5,
         };
         assert_eq!(
             keys(&s),
@@ -101,7 +135,9 @@ mod tests {
                 "rollout.min_labelled",
                 "rollout.max_wait_s",
                 "rollout.alpha",
-                "rollout.guard_labelled"
+                "rollout.guard_labelled",
+                "rollout.confidence_collapse",
+                "rollout.guard_predictions"
             ]
         );
         let s = RolloutSettings {

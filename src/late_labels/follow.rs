@@ -176,6 +176,7 @@ fn join_thread(
     let mut join = LabelJoin::new(limits);
     let mut shown = BTreeSet::new();
     let mut shown_races = BTreeSet::new();
+    let mut shown_confidence = BTreeSet::new();
     let mut invalid_prediction: Option<String> = None;
     while let Some(input) = inbox.blocking_recv() {
         match input {
@@ -186,6 +187,8 @@ fn join_thread(
                 let other = metrics.publish(&mut join, &checks, &mut shown);
                 let race_checks = races.checks(&join, now);
                 metrics.publish_races(&race_checks, &mut shown_races);
+                let confidence = races.confidence_checks(&join);
+                metrics.publish_confidence(&confidence, &mut shown_confidence);
                 metrics.race_dropped.inc_by(join.take_race_dropped());
                 let (invalid_shadows, why) = join.take_invalid_shadows();
                 metrics.invalid_shadows.inc_by(invalid_shadows);

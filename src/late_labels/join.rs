@@ -68,6 +68,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::confidence::{ConfidencePairs, above_chance};
 use super::race::Paired;
 use crate::config::{RetrainSettings, RolloutSettings};
 
@@ -95,6 +96,8 @@ pub struct JoinLimits {
     pub max_unknown_classes: usize,
     /// Paired observations per race, at most (`rollout.min_labelled * 4`).
     pub race_observations: usize,
+    /// Paired confidences per race, at most (`rollout.guard_predictions * 4`).
+    pub confidence_pairs: usize,
 }
 
 impl JoinLimits {
@@ -108,6 +111,7 @@ impl JoinLimits {
             performance_window: r.performance_window.max(1),
             max_unknown_classes: r.join_max_unknown_classes,
             race_observations: RolloutSettings::default().max_race_observations(),
+            confidence_pairs: RolloutSettings::default().max_confidence_pairs(),
         }
     }
 
@@ -115,6 +119,7 @@ impl JoinLimits {
     pub fn with_rollout(self, rollout: &RolloutSettings) -> Self {
         Self {
             race_observations: rollout.max_race_observations(),
+            confidence_pairs: rollout.max_confidence_pairs(),
             ..self
         }
     }
@@ -210,6 +215,8 @@ pub struct VersionWindow {
 struct Shadow {
     version: Arc<str>,
     predicted: usize,
+    /// Its top-class confidence, when the record gave a readable one.
+    confidence: Option<f64>,
 }
 
 /// A prediction held for the join.
@@ -563,6 +570,9 @@ pub struct LabelJoin {
     /// Labels counted as class `other` since the last [`LabelJoin::take_other_class`].
     other_class: u64,
     races: HashMap<RaceKey, Race>,
+    /// Per (champion, challenger): both confidences above chance on each message
+    /// both scored, labelled or not (the guard's confidence check).
+    confidence: HashMap<RaceKey, ConfidencePairs>,
     /// Shadows ignored since the last [`LabelJoin::take_invalid_shadows`], and why
     /// the last one was.
     invalid_shadows: u64,
@@ -584,6 +594,7 @@ impl LabelJoin {
             counts: [0; 5],
             other_class: 0,
             races: HashMap::new(),
+            confidence: HashMap::new(),
             invalid_shadows: 0,
             invalid_shadow: None,
             race_dropped: 0,
@@ -629,6 +640,9 @@ impl LabelJoin {
                 }
             },
         };
+        if let Some(shadow) = &shadow {
+            self.confidences(&version, confidence_of(&map), shadow, seq);
+        }
         let id: Arc<str> = Arc::from(id);
         // A prediction again for the same id (redelivery, or another version):
         // the newest stands, and keeps the truth already joined.
@@ -724,7 +738,11 @@ impl LabelJoin {
             return Err(PredictionError::ShadowIsChampion(version.to_string()));
         }
         let (version, predicted) = self.predicted_by(map, version, label, seq)?;
-        Ok(Shadow { version, predicted })
+        Ok(Shadow {
+            version,
+            predicted,
+            confidence: confidence_of(map),
+        })
     }
 
     /// Takes one label record: `key` is the record's key (the message id), used
@@ -900,6 +918,60 @@ impl LabelJoin {
         }
     }
 
+    /// Feeds the confidence pairs of (champion, challenger) one message both scored
+    /// (when both confidences are readable), each above chance for its label set.
+    fn confidences(
+        &mut self,
+        champion: &Arc<str>,
+        confidence: Option<f64>,
+        shadow: &Shadow,
+        seq: u64,
+    ) {
+        let (Some(a), Some(b)) = (confidence, shadow.confidence) else {
+            return;
+        };
+        let (Some(va), Some(vb)) = (
+            self.versions.get(champion),
+            self.versions.get(&shadow.version),
+        ) else {
+            return;
+        };
+        let (a, b) = (
+            above_chance(a, va.labels.len()),
+            above_chance(b, vb.labels.len()),
+        );
+        let key: RaceKey = (champion.clone(), shadow.version.clone());
+        if !self.confidence.contains_key(&key) && self.confidence.len() >= MAX_RACES {
+            let oldest = self
+                .confidence
+                .iter()
+                .min_by_key(|(_, p)| p.last_seq)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.confidence.remove(&oldest);
+            }
+        }
+        let max = self.limits.confidence_pairs;
+        self.race_dropped += self.confidence.entry(key).or_default().push(a, b, max, seq);
+    }
+
+    /// The confidence pairs held, each as (published, shadowed, revision), sorted.
+    pub fn confidence_races(&self) -> Vec<(String, String, u64)> {
+        let mut out: Vec<_> = self
+            .confidence
+            .iter()
+            .map(|((a, b), p)| (a.to_string(), b.to_string(), p.revision))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The (published, shadowed) confidences above chance of a pair, oldest first.
+    pub fn confidence_pairs(&self, champion: &str, challenger: &str) -> Option<Vec<(f32, f32)>> {
+        let key: RaceKey = (Arc::from(champion), Arc::from(challenger));
+        self.confidence.get(&key).map(ConfidencePairs::to_vec)
+    }
+
     /// Feeds the race of (champion, challenger) one labelled message.
     fn race(
         &mut self,
@@ -1029,6 +1101,13 @@ impl LabelJoin {
     }
 }
 
+/// A prediction's (or shadow's) top-class `confidence`, when it is a number in [0, 1].
+fn confidence_of(map: &serde_json::Map<String, Value>) -> Option<f64> {
+    map.get("confidence")
+        .and_then(Value::as_f64)
+        .filter(|c| (0.0..=1.0).contains(c))
+}
+
 /// `(id, label)` of a label record, or None when it is not one.
 fn parse_label(key: Option<&[u8]>, payload: &[u8]) -> Option<(String, String)> {
     let value: Value = serde_json::from_slice(payload).ok()?;
@@ -1065,6 +1144,7 @@ mod tests {
             performance_window: 200,
             max_unknown_classes: 4,
             race_observations: 800,
+            confidence_pairs: 8,
         }
     }
 
@@ -1597,6 +1677,41 @@ mod tests {
             r2.started_ms, 2_000,
             "the race started at its first observation"
         );
+    }
+
+    #[test]
+    fn both_confidences_are_paired_above_chance_without_labels_and_bounded() {
+        let mut j = LabelJoin::new(limits());
+        for i in 0..10 {
+            let mut p: Value = serde_json::from_slice(&shadowed(
+                &format!("m{i}"),
+                "positive",
+                "v2",
+                "positive",
+                "v1",
+            ))
+            .unwrap();
+            p["confidence"] = Value::from(0.4);
+            j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+                .unwrap();
+        }
+        // No label, no race; the confidences are paired all the same.
+        assert!(j.races().is_empty());
+        assert_eq!(j.confidence_races().len(), 1);
+        let pairs = j.confidence_pairs("v2", "v1").unwrap();
+        // Bounded at confidence_pairs (8), the oldest gone and counted.
+        assert_eq!(pairs.len(), 8);
+        assert_eq!(j.take_race_dropped(), 2);
+        // Three classes: 0.4 is 0.1 above chance, 0.8 is 0.7.
+        let (a, b) = pairs[0];
+        assert!((a - 0.1).abs() < 1e-6 && (b - 0.7).abs() < 1e-6, "{a} {b}");
+        // A confidence that is not a number in [0, 1] pairs nothing.
+        let mut p: Value =
+            serde_json::from_slice(&shadowed("x", "positive", "v2", "positive", "v1")).unwrap();
+        p["shadow"]["confidence"] = Value::from(7.0);
+        j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+            .unwrap();
+        assert_eq!(j.take_race_dropped(), 0);
     }
 
     #[test]

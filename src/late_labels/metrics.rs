@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
+use super::confidence::ConfidenceCheck;
 use super::join::{LabelJoin, LabelResult};
 use super::promise::PromiseCheck;
 use super::race::{RaceCheck, RaceName};
@@ -51,6 +52,10 @@ pub struct PerformanceMetrics {
     pub race_p_value: GaugeVec,
     /// Each race's verdict: 0 continue, 1 promote, 2 lost, 3 expired.
     pub race_state: IntGaugeVec,
+    /// Mean confidence above chance of each side on the same messages (the
+    /// guard's label-free check), with the messages behind it.
+    pub race_confidence: GaugeVec,
+    pub race_confidence_messages: IntGaugeVec,
 }
 
 /// The label names of the race series.
@@ -166,6 +171,18 @@ impl PerformanceMetrics {
                 r,
                 "triage_race_state",
                 "A live race's verdict: 0 continue, 1 promote, 2 lost (rejected), 3 expired (rejected after rollout.max_wait_s).",
+                &RACE,
+            ),
+            race_confidence: float_gauge_vec(
+                r,
+                "triage_race_confidence",
+                "Mean top-class confidence above chance ((c - 1/k) / (1 - 1/k): 0 a uniform guess, 1 certain) of each side (role champion: the published model, challenger: the one in shadow) on the same messages, labelled or not: the guard's confidence check (its p-value is triage_race_p_value{test=\"confidence\"}).",
+                &["champion", "challenger", "role"],
+            ),
+            race_confidence_messages: gauge_vec(
+                r,
+                "triage_race_confidence_messages",
+                "Messages both sides scored behind triage_race_confidence (at most rollout.guard_predictions * 4, the newest).",
                 &RACE,
             ),
         };
@@ -300,6 +317,49 @@ impl PerformanceMetrics {
                     .race_p_value
                     .remove_label_values(&[champion, challenger, test]);
             }
+        }
+        *shown = checks.keys().cloned().collect();
+    }
+
+    /// Sets the confidence series of every pair in `checks`, and removes those of
+    /// the pairs in `shown` that are gone; `shown` becomes `checks`' pairs.
+    pub fn publish_confidence(
+        &self,
+        checks: &BTreeMap<RaceName, ConfidenceCheck>,
+        shown: &mut BTreeSet<RaceName>,
+    ) {
+        for ((champion, challenger), c) in checks {
+            let pair = [champion.as_str(), challenger.as_str()];
+            self.race_confidence_messages
+                .with_label_values(&pair)
+                .set(i64::try_from(c.predictions).unwrap_or(i64::MAX));
+            for (role, mean) in [
+                ("champion", c.published_mean),
+                ("challenger", c.shadowed_mean),
+            ] {
+                self.race_confidence
+                    .with_label_values(&[champion, challenger, role])
+                    .set(mean);
+            }
+            self.race_p_value
+                .with_label_values(&[champion, challenger, "confidence"])
+                .set(c.p_value);
+        }
+        for (champion, challenger) in shown.iter() {
+            if checks.contains_key(&(champion.clone(), challenger.clone())) {
+                continue;
+            }
+            let _ = self
+                .race_confidence_messages
+                .remove_label_values(&[champion, challenger]);
+            for role in ["champion", "challenger"] {
+                let _ = self
+                    .race_confidence
+                    .remove_label_values(&[champion, challenger, role]);
+            }
+            let _ = self
+                .race_p_value
+                .remove_label_values(&[champion, challenger, "confidence"]);
         }
         *shown = checks.keys().cloned().collect();
     }

@@ -42,6 +42,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::info;
 
+use super::confidence::{self, ConfidenceCheck, ConfidenceTest};
 use super::join::LabelJoin;
 use super::promise::{Counts, RESAMPLES};
 use crate::config::{RetrainSettings, RolloutSettings};
@@ -250,32 +251,75 @@ pub fn mcnemar_p(b: u64, c: u64) -> f64 {
 /// A race's name: (champion version, challenger version).
 pub type RaceName = (String, String);
 
-/// Each race's current check, shared between the join's thread (which writes it
-/// every tick) and whoever acts on the verdicts (the retrainer).
+/// Each race's current check (and its confidence check), shared between the
+/// join's thread (which writes them every tick) and whoever acts on the verdicts
+/// (the retrainer).
 #[derive(Clone, Default)]
-pub struct Races(Arc<Mutex<BTreeMap<RaceName, RaceCheck>>>);
+pub struct Races(Arc<Mutex<Shared>>);
+
+#[derive(Default)]
+struct Shared {
+    checks: BTreeMap<RaceName, RaceCheck>,
+    confidence: BTreeMap<RaceName, ConfidenceCheck>,
+    /// An alert about the published model since the guard last looked.
+    alarm: Option<String>,
+}
 
 impl Races {
     /// The current check of the race (champion, challenger), if the join holds it.
     pub fn get(&self, champion: &str, challenger: &str) -> Option<RaceCheck> {
         self.lock()
+            .checks
             .get(&(champion.to_string(), challenger.to_string()))
             .cloned()
     }
 
     /// Every race's current check.
     pub fn all(&self) -> BTreeMap<RaceName, RaceCheck> {
-        self.lock().clone()
+        self.lock().checks.clone()
     }
 
     /// Sets one race's check (the join's thread does it for every race each tick;
     /// tests of what acts on a verdict set it by hand).
     pub fn set(&self, champion: &str, challenger: &str, check: RaceCheck) {
         self.lock()
+            .checks
             .insert((champion.to_string(), challenger.to_string()), check);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RaceName, RaceCheck>> {
+    /// The confidence check of (published, shadowed), if the join holds its pairs.
+    pub fn confidence(&self, champion: &str, challenger: &str) -> Option<ConfidenceCheck> {
+        self.lock()
+            .confidence
+            .get(&(champion.to_string(), challenger.to_string()))
+            .copied()
+    }
+
+    /// Sets one pair's confidence check (as [`Races::set`]).
+    pub fn set_confidence(&self, champion: &str, challenger: &str, check: ConfidenceCheck) {
+        self.lock()
+            .confidence
+            .insert((champion.to_string(), challenger.to_string()), check);
+    }
+
+    /// Raises an alarm about the published model (the webhook does, for an alert
+    /// about a swap such as `TriageSwapDeadLetters`): a guard running rolls back on
+    /// it; the last one raised is kept until one is.
+    pub fn raise_alarm(&self, what: String) {
+        self.lock().alarm = Some(what);
+    }
+
+    /// The alarm raised since the last call, if any.
+    pub fn take_alarm(&self) -> Option<String> {
+        self.lock().alarm.take()
+    }
+
+    /// Drops a raised alarm (nothing was guarded when it came).
+    pub fn clear_alarm(&self) {
+        self.lock().alarm = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         // A panic elsewhere while holding it leaves plain data: still readable.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -287,6 +331,8 @@ impl Races {
 pub struct RaceBook {
     test: RaceTest,
     checks: HashMap<RaceName, (u64, RaceCheck)>,
+    confidence_test: ConfidenceTest,
+    confidence: HashMap<RaceName, (u64, ConfidenceCheck)>,
     shared: Races,
 }
 
@@ -296,8 +342,53 @@ impl RaceBook {
         Self {
             test,
             checks: HashMap::new(),
+            confidence_test: ConfidenceTest::from_settings(&RolloutSettings::default()),
+            confidence: HashMap::new(),
             shared,
         }
+    }
+
+    /// With the guard's confidence check by `test` (the default `[rollout]`'s otherwise).
+    pub fn with_confidence(self, test: ConfidenceTest) -> Self {
+        Self {
+            confidence_test: test,
+            ..self
+        }
+    }
+
+    /// The confidence check of every pair `join` holds; redone only when its pairs
+    /// changed. A collapse found is logged.
+    pub fn confidence_checks(&mut self, join: &LabelJoin) -> BTreeMap<RaceName, ConfidenceCheck> {
+        let mut out = BTreeMap::new();
+        for (published, shadowed, revision) in join.confidence_races() {
+            let name = (published, shadowed);
+            let now = match self.confidence.get(&name) {
+                Some((seen, last)) if *seen == revision => *last,
+                _ => {
+                    let Some(pairs) = join.confidence_pairs(&name.0, &name.1) else {
+                        continue;
+                    };
+                    confidence::check(&self.confidence_test, &pairs)
+                }
+            };
+            let before = self.confidence.get(&name).is_some_and(|(_, c)| c.collapsed);
+            if now.collapsed && !before {
+                info!(
+                    published = %name.0,
+                    shadowed = %name.1,
+                    predictions = now.predictions,
+                    published_above_chance = now.published_mean,
+                    shadowed_above_chance = now.shadowed_mean,
+                    p = now.p_value,
+                    "Confidence collapse: the published model is far less sure than the one in shadow on the same messages."
+                );
+            }
+            self.confidence.insert(name.clone(), (revision, now));
+            out.insert(name, now);
+        }
+        self.confidence.retain(|name, _| out.contains_key(name));
+        self.shared.lock().confidence = out.clone();
+        out
     }
 
     /// The check of every race `join` holds, at `now_ms`. A verdict that changes
@@ -334,7 +425,7 @@ impl RaceBook {
             out.insert(name, now);
         }
         self.checks.retain(|name, _| out.contains_key(name));
-        *self.shared.lock() = out.clone();
+        self.shared.lock().checks = out.clone();
         out
     }
 }

@@ -51,6 +51,24 @@ pub struct Decision {
     /// the late-labelled messages both models scored. Absent for other runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub race: Option<RaceRecord>,
+    /// The alerts that asked for the run (each distinct one, as Alertmanager named
+    /// it). Empty for runs no alert started, and in decisions recorded before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRef>,
+    /// For a guard's rollback: the alerts behind the run that produced the version
+    /// rolled back. They are answered: the retrainer does not start a job for them
+    /// again; the same alert resolving and firing anew (a new `starts_at`) does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered_alerts: Vec<AlertRef>,
+}
+
+/// One firing alert, as a decision names it: Alertmanager's fingerprint of its
+/// label set and when it started firing tell this firing from a later one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertRef {
+    pub name: String,
+    pub fingerprint: String,
+    pub starts_at: String,
 }
 
 /// A live race's figures, as its decision records them.
@@ -271,6 +289,8 @@ pub(crate) mod fixture {
                 seconds: 50.0,
             }],
             race: None,
+            alerts: Vec::new(),
+            answered_alerts: Vec::new(),
         }
     }
 }

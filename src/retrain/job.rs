@@ -34,7 +34,7 @@ use crate::feature::read_labelled;
 use crate::kafka::TopicError;
 use crate::kafka::client::{RangeReadError, for_each_in_time_range};
 use crate::registry::decision::{
-    Contender, Decision, Inputs, Rows, Scores, Source, Step, Trigger, Verdict,
+    AlertRef, Contender, Decision, Inputs, Rows, Scores, Source, Step, Trigger, Verdict,
 };
 use crate::registry::{Actor, Registry};
 use crate::training::{TrainOptions, evaluate_versions, train};
@@ -71,6 +71,9 @@ pub struct JobOptions {
     /// The whole read of each topic, at most (a broker that does not answer is
     /// given up on after 10 s of this).
     pub read_timeout: Duration,
+    /// The alerts that asked for the run, recorded in its decision (a rollback of
+    /// what it produced answers them).
+    pub alerts: Vec<AlertRef>,
 }
 
 impl Default for JobOptions {
@@ -79,6 +82,7 @@ impl Default for JobOptions {
             since: None,
             training_data: None,
             read_timeout: Duration::from_secs(120),
+            alerts: Vec::new(),
         }
     }
 }
@@ -96,6 +100,7 @@ pub fn run(
         Err(e) => return failed_to_start(settings, trigger, e.to_string()),
     };
     let mut job = Job::new(settings, &registry, trigger);
+    job.decision.alerts = options.alerts.clone();
     let work = job.retrain_dir();
     let lock = match JobLock::acquire(&work) {
         Ok(lock) => lock,
@@ -203,6 +208,8 @@ impl<'a> Job<'a> {
                 duration_seconds: 0.0,
                 steps: Vec::new(),
                 race: None,
+                alerts: Vec::new(),
+                answered_alerts: Vec::new(),
             },
         }
     }

@@ -31,6 +31,10 @@ impl RetrainJob for TrainingJob {
     fn run(&self, trigger: Trigger) -> BoxFuture<'_, JobOutcome> {
         let settings = self.settings.clone();
         let recorded = recorded_trigger(&trigger);
+        let options = JobOptions {
+            alerts: trigger.alert_refs(),
+            ..JobOptions::default()
+        };
         let scores = self.scores.clone();
         Box::pin(async move {
             let ran = tokio::task::spawn_blocking(move || {
@@ -40,7 +44,7 @@ impl RetrainJob for TrainingJob {
                         &settings,
                         &mut EmbedderPool::new(members),
                         recorded,
-                        &JobOptions::default(),
+                        &options,
                     ),
                     Err(e) => job::failed_to_start(
                         &settings,

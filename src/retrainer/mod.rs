@@ -44,6 +44,7 @@ use tracing::info;
 
 use crate::config::RetrainSettings;
 use crate::kafka::KafkaSettings;
+use crate::registry::decision::AlertRef;
 
 pub use metrics::RetrainMetrics;
 pub use scheduler::{Admission, Phase, Scheduler};
@@ -61,6 +62,17 @@ pub struct TriggerAlert {
     pub labels: BTreeMap<String, String>,
     /// When the alert started firing (RFC 3339, as Alertmanager sent it).
     pub starts_at: String,
+}
+
+impl TriggerAlert {
+    /// The alert as a decision names it.
+    pub fn as_ref(&self) -> AlertRef {
+        AlertRef {
+            name: self.name.clone(),
+            fingerprint: self.fingerprint.clone(),
+            starts_at: self.starts_at.clone(),
+        }
+    }
 }
 
 /// Why a job runs: the alerts that asked for it. When notifications arrive while a
@@ -115,6 +127,11 @@ impl Trigger {
                 self.alerts.push(alert);
             }
         }
+    }
+
+    /// The alerts, as a decision records them.
+    pub fn alert_refs(&self) -> Vec<AlertRef> {
+        self.alerts.iter().map(TriggerAlert::as_ref).collect()
     }
 
     /// The distinct alert names, sorted.
@@ -205,8 +222,9 @@ pub enum RetrainerError {
     },
 }
 
-/// Runs the receiver on `settings.listen` (alerts about a version other than
-/// `champion()` are superseded), and beside it the label join over
+/// Runs the receiver on `settings.listen` (alerts about a version other than the
+/// champion `aliases()` names are superseded; while it names a challenger, the race
+/// answers them), and beside it the label join over
 /// `kafka`'s predictions and labels topics, until `shutdown` resolves; then waits
 /// for a running job to finish (a pending follow-up is dropped). `registry` feeds
 /// the console at `/` (late-label accuracy, models, retraining runs). The server
@@ -215,7 +233,7 @@ pub async fn run(
     settings: &RetrainSettings,
     kafka: &KafkaSettings,
     http: &crate::config::HttpSettings,
-    champion: webhook::ChampionLookup,
+    aliases: webhook::AliasLookup,
     registry: crate::registry::Registry,
     job: Arc<dyn RetrainJob>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -248,7 +266,8 @@ pub async fn run(
         crate::late_labels::race::RaceBook::new(
             crate::late_labels::race::RaceTest::from_settings(&rollout, settings),
             races.clone(),
-        ),
+        )
+        .with_confidence(crate::late_labels::confidence::ConfidenceTest::from_settings(&rollout)),
         metrics.performance.clone(),
         shutdown.clone(),
     ));
@@ -266,9 +285,15 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    // Firings a guard's rollback answered: the registry's, then the rollout's.
+    let answered = webhook::Answered::default();
+    for d in registry.decisions().map(|d| d.entries).unwrap_or_default() {
+        answered.add(&d.answered_alerts);
+    }
     let settler = tokio::spawn(rollout::run(
         registry.clone(),
         races.clone(),
+        answered.clone(),
         rollout::Rules {
             max_wait: Duration::from_secs(rollout.max_wait_s),
             margin: settings.min_improvement,
@@ -285,7 +310,9 @@ pub async fn run(
         metrics,
         handled: settings.alerts.clone().into(),
         max_request_bytes: settings.max_request_bytes,
-        champion,
+        aliases,
+        answered,
+        races,
     };
     info!(
         address = %settings.listen,

@@ -6,7 +6,7 @@
 //! each alert's `status` and `labels`) and lenient about the rest, so fields a later
 //! Alertmanager adds are no reason to refuse a notification.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,37 +157,76 @@ pub enum IgnoreReason {
     /// a promotion has already answered it (Alertmanager repeats a firing alert
     /// until Prometheus sees it resolve).
     Superseded,
+    /// A challenger races the champion in shadow (or guards a new champion): its
+    /// verdict answers the alert, and a job now would replace it mid-race.
+    Racing,
+    /// A guard rolled back the version a job for this very alert (the same
+    /// fingerprint, firing since the same `startsAt`) produced: retraining on it
+    /// again would fit the same challenger. It counts again once it resolves and
+    /// fires anew.
+    RolledBack,
+    /// An alert about a swap (`SWAP_ALERTS`) while no new champion is guarded: there
+    /// is no champion it replaced in shadow to go back to (`triage models rollback`
+    /// still can).
+    NoGuard,
+}
+
+/// Alerts about a model swap that the guard rolls back on (no retrain): model-caused
+/// dead letters right after a new champion started serving.
+pub const SWAP_ALERTS: &[&str] = &["TriageSwapDeadLetters"];
+
+/// What the registry says now, as [`sort_alerts`] needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// The champion's version (None: unknown, every alert is about it).
+    pub champion: Option<String>,
+    /// The version in shadow, when one is.
+    pub challenger: Option<String>,
+    /// Alerts a guard's rollback answered: (fingerprint, starts_at).
+    pub answered: BTreeSet<(String, String)>,
 }
 
 /// A notification's alerts, sorted into those that ask for a retrain and the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sorted {
     pub wanted: Vec<TriggerAlert>,
+    /// Alerts about a swap while one is guarded: the guard rolls back on them.
+    pub alarms: Vec<TriggerAlert>,
     pub ignored: Vec<Ignored>,
 }
 
 /// Keeps the firing alerts whose name is in `handled` and that are about the
-/// `champion` (when the alert names a `model_version` and a champion is known);
-/// every other alert is ignored with its reason.
-pub fn sort_alerts(
-    notification: Notification,
-    handled: &[String],
-    champion: Option<&str>,
-) -> Sorted {
+/// champion (when the alert names a `model_version` and a champion is known),
+/// while no challenger races it and no rollback answered them; every other alert
+/// is ignored with its reason.
+pub fn sort_alerts(notification: Notification, handled: &[String], standing: &Standing) -> Sorted {
     let mut sorted = Sorted::default();
     for alert in notification.alerts {
         let name = alert.name().unwrap_or_default().to_string();
+        let swap = SWAP_ALERTS.contains(&name.as_str());
         let reason = if name.is_empty() {
             Some(IgnoreReason::NoAlertName)
         } else if alert.status == AlertStatus::Resolved {
             Some(IgnoreReason::Resolved)
+        } else if swap && standing.challenger.is_none() {
+            Some(IgnoreReason::NoGuard)
+        } else if swap {
+            None
         } else if !handled.contains(&name) {
             Some(IgnoreReason::NotHandled)
         } else if let (Some(version), Some(champion)) =
-            (alert.labels.get("model_version"), champion)
+            (alert.labels.get("model_version"), &standing.champion)
             && version != champion
         {
             Some(IgnoreReason::Superseded)
+        } else if standing.challenger.is_some() {
+            Some(IgnoreReason::Racing)
+        } else if !alert.fingerprint.is_empty()
+            && standing
+                .answered
+                .contains(&(alert.fingerprint.clone(), alert.starts_at.clone()))
+        {
+            Some(IgnoreReason::RolledBack)
         } else {
             None
         };
@@ -197,12 +236,19 @@ pub fn sort_alerts(
                 fingerprint: alert.fingerprint,
                 reason,
             }),
-            None => sorted.wanted.push(TriggerAlert {
-                name,
-                fingerprint: alert.fingerprint,
-                labels: alert.labels,
-                starts_at: alert.starts_at,
-            }),
+            None => {
+                let wanted = TriggerAlert {
+                    name,
+                    fingerprint: alert.fingerprint,
+                    labels: alert.labels,
+                    starts_at: alert.starts_at,
+                };
+                if swap {
+                    sorted.alarms.push(wanted);
+                } else {
+                    sorted.wanted.push(wanted);
+                }
+            }
         }
     }
     sorted
@@ -243,7 +289,11 @@ pub(crate) mod tests {
 
     #[test]
     fn firing_handled_alerts_are_wanted() {
-        let sorted = sort_alerts(parse(FIRING.as_bytes()).unwrap(), &handled(), None);
+        let sorted = sort_alerts(
+            parse(FIRING.as_bytes()).unwrap(),
+            &handled(),
+            &Standing::default(),
+        );
         assert!(sorted.ignored.is_empty(), "{sorted:?}");
         let detectors: Vec<&str> = sorted
             .wanted
@@ -260,7 +310,7 @@ pub(crate) mod tests {
         let sorted = sort_alerts(
             parse(FIRING_AND_RESOLVED.as_bytes()).unwrap(),
             &handled(),
-            None,
+            &Standing::default(),
         );
         assert_eq!(sorted.wanted.len(), 1);
         assert_eq!(sorted.wanted[0].labels["detector"], "embedding_mmd");
@@ -281,7 +331,7 @@ pub(crate) mod tests {
             .labels
             .insert("alertname".into(), "TriageDeadLetterRate".into());
         n.alerts[1].labels.remove("alertname");
-        let sorted = sort_alerts(n, &handled(), None);
+        let sorted = sort_alerts(n, &handled(), &Standing::default());
         assert!(sorted.wanted.is_empty());
         let reasons: Vec<(&str, IgnoreReason)> = sorted
             .ignored
@@ -370,9 +420,13 @@ pub(crate) mod tests {
     fn alerts_about_a_replaced_champion_are_superseded() {
         let n = parse(FIRING.as_bytes()).unwrap();
         let version = n.alerts[0].labels["model_version"].clone();
-        let sorted = sort_alerts(n.clone(), &handled(), Some(&version));
+        let about = |champion: &str| Standing {
+            champion: Some(champion.into()),
+            ..Standing::default()
+        };
+        let sorted = sort_alerts(n.clone(), &handled(), &about(&version));
         assert!(!sorted.wanted.is_empty(), "about the champion: wanted");
-        let sorted = sort_alerts(n, &handled(), Some("v-newer"));
+        let sorted = sort_alerts(n, &handled(), &about("v-newer"));
         assert!(sorted.wanted.is_empty());
         assert!(
             sorted
@@ -380,5 +434,61 @@ pub(crate) mod tests {
                 .iter()
                 .all(|i| i.reason == IgnoreReason::Superseded)
         );
+    }
+
+    #[test]
+    fn a_race_or_a_rollback_answers_the_alert() {
+        let n = parse(FIRING.as_bytes()).unwrap();
+        let version = n.alerts[0].labels["model_version"].clone();
+        let racing = Standing {
+            champion: Some(version.clone()),
+            challenger: Some("v-next".into()),
+            ..Standing::default()
+        };
+        let sorted = sort_alerts(n.clone(), &handled(), &racing);
+        assert!(sorted.wanted.is_empty());
+        assert!(
+            sorted
+                .ignored
+                .iter()
+                .all(|i| i.reason == IgnoreReason::Racing)
+        );
+
+        // The first alert's firing was answered by a rollback; the second was not.
+        let first = &n.alerts[0];
+        let answered = Standing {
+            champion: Some(version),
+            answered: BTreeSet::from([(first.fingerprint.clone(), first.starts_at.clone())]),
+            ..Standing::default()
+        };
+        let sorted = sort_alerts(n.clone(), &handled(), &answered);
+        assert_eq!(sorted.ignored.len(), 1);
+        assert_eq!(sorted.ignored[0].reason, IgnoreReason::RolledBack);
+        assert_eq!(sorted.ignored[0].fingerprint, first.fingerprint);
+        assert_eq!(sorted.wanted.len(), 1);
+        // The same alert firing anew (another startsAt) counts again.
+        let mut anew = n;
+        anew.alerts[0].starts_at = "2026-12-06T18:00:00Z".into();
+        assert_eq!(sort_alerts(anew, &handled(), &answered).wanted.len(), 2);
+    }
+
+    #[test]
+    fn a_swap_alert_is_an_alarm_while_a_guard_runs_and_ignored_otherwise() {
+        let mut n = parse(FIRING.as_bytes()).unwrap();
+        n.alerts.truncate(1);
+        n.alerts[0]
+            .labels
+            .insert("alertname".into(), SWAP_ALERTS[0].into());
+        let sorted = sort_alerts(n.clone(), &handled(), &Standing::default());
+        assert!(sorted.wanted.is_empty() && sorted.alarms.is_empty());
+        assert_eq!(sorted.ignored[0].reason, IgnoreReason::NoGuard);
+        let guarded = Standing {
+            champion: Some("v3".into()),
+            challenger: Some("v2".into()),
+            ..Standing::default()
+        };
+        let sorted = sort_alerts(n, &handled(), &guarded);
+        assert!(sorted.wanted.is_empty() && sorted.ignored.is_empty());
+        assert_eq!(sorted.alarms[0].name, SWAP_ALERTS[0]);
     }
 }

@@ -25,7 +25,11 @@
 //! messages by the same test (by `retrain.min_improvement`, at `rollout.alpha`),
 //! triage rolls back by itself: a history entry by `guard`, a decision (trigger
 //! `guard`, verdict rejected, both live scores), `triage_rollbacks_total{by="guard"}`
-//! and the alert `TriageRolledBack`. Once `rollout.guard_labelled` messages stand
+//! and the alert `TriageRolledBack`. The alerts that started the job behind the
+//! rolled-back version (its decision's `alerts`) are recorded as the rollback's
+//! `answered_alerts`: the webhook does not start a job for those firings again
+//! (the same fingerprint and `startsAt`), so the restored champion's still-firing
+//! alert does not fit the same challenger again. Once `rollout.guard_labelled` messages stand
 //! behind the race without that verdict (or the old champion is significantly worse,
 //! or `rollout.max_wait_s` passes), the guard ends and the shadow is cleared. A
 //! rollback is not guarded in turn (no loop), and nor is a first model.
@@ -36,9 +40,10 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use super::metrics::RetrainMetrics;
+use super::webhook::Answered;
 use crate::late_labels::race::{RaceCheck, RaceVerdict, Races, RejectReason};
 use crate::registry::decision::{
-    Contender, Decision, Inputs, RaceRecord, Rows, Scores, Source, Trigger, Verdict,
+    AlertRef, Contender, Decision, Inputs, RaceRecord, Rows, Scores, Source, Trigger, Verdict,
 };
 use crate::registry::history::{AliasAction, AliasChange};
 use crate::registry::{Actor, Registry, RegistryError};
@@ -91,6 +96,12 @@ pub fn settle(
     now: SystemTime,
 ) -> Result<Option<Action>, RegistryError> {
     let aliases = registry.aliases()?;
+    let guarding =
+        aliases.challenger.is_some() && aliases.history.last() == aliases.challenger.as_ref();
+    if !guarding {
+        // An alarm about a swap counts only while that swap is guarded.
+        races.clear_alarm();
+    }
     let Some(champion) = aliases.champion else {
         return Ok(None);
     };
@@ -233,6 +244,18 @@ fn guard(
     replaced: &str,
     now: SystemTime,
 ) -> Result<Option<Action>, RegistryError> {
+    // Label-free first: they speak within minutes of the swap, labels take hours.
+    if let Some(reason) = swap_alarm(races, champion, replaced) {
+        let check = races.get(champion, replaced);
+        return roll_back(
+            registry,
+            rules,
+            (champion, replaced),
+            check.as_ref(),
+            reason,
+            now,
+        );
+    }
     let Some(check) = races.get(champion, replaced) else {
         let since = last_shadowing(history, replaced).map(|(at, _)| at);
         let waited = since.map_or(Duration::ZERO, |at| {
@@ -260,19 +283,14 @@ fn guard(
             -check.difference,
             check.promote_p
         );
-        registry.rollback(&reason, Actor::Guard)?;
-        let decision = race_decision(
-            "guard",
+        return roll_back(
+            registry,
+            rules,
             (champion, replaced),
             Some(&check),
-            rules.margin,
-            (Verdict::Rejected, reason),
+            reason,
             now,
         );
-        registry.record_decision(&decision)?;
-        return Ok(Some(Action::RolledBack {
-            decision: Box::new(decision),
-        }));
     }
     let held =
         check.labelled >= rules.guard_labelled || matches!(check.verdict, RaceVerdict::Reject(_));
@@ -288,6 +306,64 @@ fn guard(
         champion: champion.to_string(),
         labelled: check.labelled,
     }))
+}
+
+/// Why the new champion must go without waiting for labels, if it must: its
+/// confidence collapsed next to the replaced one's on the same messages, or an alert
+/// about the swap (`TriageSwapDeadLetters`: model-caused dead letters after the
+/// swap) reached the webhook while the guard ran.
+fn swap_alarm(races: &Races, champion: &str, replaced: &str) -> Option<String> {
+    if let Some(c) = races.confidence(champion, replaced).filter(|c| c.collapsed) {
+        return Some(format!(
+            "guard: {champion}'s confidence collapsed next to {replaced}, the champion it replaced, on the same {} messages: {:.3} vs {:.3} above chance, under rollout.confidence_collapse of the old one's (p = {:.4}); rolled back to {replaced}",
+            c.predictions, c.published_mean, c.shadowed_mean, c.p_value
+        ));
+    }
+    races.take_alarm().map(|alarm| {
+        format!("guard: {alarm} while {champion} was guarded; rolled back to {replaced}")
+    })
+}
+
+/// Rolls the guarded `champion` back to `replaced`, and records the decision (the
+/// label race's figures when it has some) with the alerts it answers.
+fn roll_back(
+    registry: &Registry,
+    rules: &Rules,
+    (champion, replaced): (&str, &str),
+    check: Option<&RaceCheck>,
+    reason: String,
+    now: SystemTime,
+) -> Result<Option<Action>, RegistryError> {
+    registry.rollback(&reason, Actor::Guard)?;
+    let mut decision = race_decision(
+        "guard",
+        (champion, replaced),
+        check,
+        rules.margin,
+        (Verdict::Rejected, reason),
+        now,
+    );
+    decision.answered_alerts = alerts_behind(registry, champion)?;
+    registry.record_decision(&decision)?;
+    Ok(Some(Action::RolledBack {
+        decision: Box::new(decision),
+    }))
+}
+
+/// The alerts behind the job that fitted `version` (its decision's, the newest that
+/// registered it): a rollback of `version` answers them.
+fn alerts_behind(registry: &Registry, version: &str) -> Result<Vec<AlertRef>, RegistryError> {
+    let decisions = registry.decisions()?.entries;
+    Ok(decisions
+        .into_iter()
+        .rev()
+        .find(|d| {
+            d.challenger.as_ref().is_some_and(|c| c.version == version)
+                && matches!(d.verdict, Verdict::Promoted | Verdict::Shadow)
+                && d.race.is_none()
+        })
+        .map(|d| d.alerts)
+        .unwrap_or_default())
 }
 
 /// The decision of a race (`kind` `race`) or a guard (`guard`): its id and trigger
@@ -353,6 +429,8 @@ fn race_decision(
             .unwrap_or_default()
             .as_secs_f64(),
         steps: Vec::new(),
+        alerts: Vec::new(),
+        answered_alerts: Vec::new(),
         race: check.map(|c| RaceRecord {
             labelled,
             champion_macro_f1: c.champion_macro_f1,
@@ -372,6 +450,7 @@ fn race_decision(
 pub async fn run(
     registry: Registry,
     races: Races,
+    answered: Answered,
     rules: Rules,
     metrics: RetrainMetrics,
     shutdown: impl Future<Output = ()>,
@@ -390,7 +469,7 @@ pub async fn run(
             tokio::task::spawn_blocking(move || settle(&r, &races, &rules, SystemTime::now()))
                 .await;
         match settled {
-            Ok(Ok(Some(action))) => report(&action, &metrics),
+            Ok(Ok(Some(action))) => report(&action, &metrics, &answered),
             Ok(Ok(None)) => {}
             Ok(Err(err)) => {
                 warn!(error = %err, "Live race: cannot read or write the registry; trying again.");
@@ -401,7 +480,7 @@ pub async fn run(
 }
 
 /// Logs an action and counts it.
-fn report(action: &Action, metrics: &RetrainMetrics) {
+fn report(action: &Action, metrics: &RetrainMetrics, answered: &Answered) {
     match action {
         Action::Settled { verdict, decision } => {
             metrics
@@ -421,6 +500,7 @@ fn report(action: &Action, metrics: &RetrainMetrics) {
             info!(champion = %champion, labelled, "Guard passed: the new champion stays.");
         }
         Action::RolledBack { decision } => {
+            answered.add(&decision.answered_alerts);
             metrics.guards.with_label_values(&["rolled_back"]).inc();
             metrics.rollbacks.with_label_values(&["guard"]).inc();
             warn!(id = %decision.id, reason = %decision.reason, "Guard rolled back the new champion.");
@@ -431,6 +511,7 @@ fn report(action: &Action, metrics: &RetrainMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::late_labels::confidence::ConfidenceCheck;
     use crate::late_labels::race::McNemar;
 
     fn check(verdict: RaceVerdict, champion: f64, challenger: f64) -> RaceCheck {
@@ -561,10 +642,23 @@ mod tests {
         assert_eq!(settle(&registry, &races, &RULES, later).unwrap(), None);
     }
 
-    /// v1 champion, v2 promoted by hand, and its guard started (v1 in shadow).
+    fn alert() -> AlertRef {
+        AlertRef {
+            name: "TriagePerformanceDrop".into(),
+            fingerprint: "5b1e0c7f2a9d3e11".into(),
+            starts_at: "2026-12-06T17:00:00Z".into(),
+        }
+    }
+
+    /// v1 champion, v2 (fitted by a job an alert started) promoted by hand, and its
+    /// guard started (v1 in shadow).
     fn guarded(dir: &std::path::Path) -> (Registry, Races) {
         let registry = Registry::new(dir);
         crate::registry::testing::two_versions(&registry);
+        let mut job = crate::registry::decision::fixture::decision("retrain-1", Verdict::Shadow);
+        job.challenger.as_mut().unwrap().version = "v2".into();
+        job.alerts = vec![alert()];
+        registry.record_decision(&job).unwrap();
         registry.promote("v2", "by hand", Actor::Cli).unwrap();
         let races = Races::default();
         let started = settle(&registry, &races, &RULES, SystemTime::now()).unwrap();
@@ -590,6 +684,8 @@ mod tests {
         else {
             panic!("no rollback");
         };
+        // The alert behind v2's job is answered by the rollback.
+        assert_eq!(decision.answered_alerts, vec![alert()]);
         assert_eq!(decision.trigger.to_string(), "guard");
         assert_eq!(decision.verdict, Verdict::Rejected);
         assert!(
@@ -608,6 +704,57 @@ mod tests {
         );
         // A rollback is not guarded in turn.
         assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+    }
+
+    #[test]
+    fn the_guard_rolls_back_on_a_confidence_collapse_before_any_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, races) = guarded(dir.path());
+        let now = SystemTime::now();
+        let collapse = |collapsed| ConfidenceCheck {
+            predictions: 120,
+            published_mean: 0.04,
+            shadowed_mean: 0.61,
+            p_value: if collapsed { 1e-9 } else { 0.3 },
+            collapsed,
+        };
+        races.set_confidence("v2", "v1", collapse(false));
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+        races.set_confidence("v2", "v1", collapse(true));
+        let Some(Action::RolledBack { decision }) = settle(&registry, &races, &RULES, now).unwrap()
+        else {
+            panic!("no rollback");
+        };
+        assert!(
+            decision.reason.contains("confidence collapsed")
+                && decision.reason.contains("0.040 vs 0.610"),
+            "{}",
+            decision.reason
+        );
+        assert!(decision.race.is_none(), "no label race yet");
+        assert_eq!(decision.answered_alerts, vec![alert()]);
+        assert_eq!(registry.aliases().unwrap().champion.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn a_swap_alarm_rolls_back_a_guarded_champion_and_is_dropped_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, races) = guarded(dir.path());
+        let now = SystemTime::now();
+        races.raise_alarm("alert TriageSwapDeadLetters (fingerprint f)".into());
+        let Some(Action::RolledBack { decision }) = settle(&registry, &races, &RULES, now).unwrap()
+        else {
+            panic!("no rollback");
+        };
+        assert!(
+            decision.reason.contains("TriageSwapDeadLetters"),
+            "{}",
+            decision.reason
+        );
+        // Nothing guarded now: a later alarm is dropped, not kept for the next guard.
+        races.raise_alarm("alert TriageSwapDeadLetters (fingerprint g)".into());
+        assert_eq!(settle(&registry, &races, &RULES, now).unwrap(), None);
+        assert_eq!(races.take_alarm(), None);
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //!
 //! ```json
 //! {"job": "started", "accepted": [{"alert": "TriageDriftDetected", "fingerprint": "1fab5115a88eb9cb"}],
-//!  "coalesced": [], "ignored": [{"alert": "TriageDriftDetected", "fingerprint": "3ec3bc02054803f5", "reason": "resolved"}]}
+//!  "alarms": [], "coalesced": [],
+//!  "ignored": [{"alert": "TriageDriftDetected", "fingerprint": "3ec3bc02054803f5", "reason": "resolved"}]}
 //! ```
 //!
 //! `job` is `started` (a job starts now), `coalesced` (one runs or cools down; these
-//! alerts join the follow-up) or `none` (nothing to do).
+//! alerts join the follow-up) or `none` (nothing to do). `alarms` are alerts about a
+//! swap (`TriageSwapDeadLetters`) handed to a running guard, which rolls back.
 
 use std::sync::Arc;
 
@@ -44,12 +46,49 @@ pub struct WebhookState {
     pub handled: Arc<[String]>,
     /// `retrain.max_request_bytes`: larger bodies get 413.
     pub max_request_bytes: usize,
-    /// The registry's champion now: alerts about an older version are superseded.
-    pub champion: ChampionLookup,
+    /// The registry's aliases now: alerts about an older version are superseded,
+    /// and alerts while a challenger is in shadow are answered by its race.
+    pub aliases: AliasLookup,
+    /// Alerts a guard's rollback answered.
+    pub answered: Answered,
+    /// Where an alert about a swap raises its alarm for the guard.
+    pub races: crate::late_labels::race::Races,
 }
 
-/// Reads the current champion's version (None: unknown, every alert counts).
-pub type ChampionLookup = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// Reads the current champion and challenger (None: unknown; every alert counts).
+pub type AliasLookup = Arc<dyn Fn() -> (Option<String>, Option<String>) + Send + Sync>;
+
+/// The alert firings a guard's rollback answered, (fingerprint, starts_at): shared
+/// by the rollout (which adds them) and the webhook (which ignores them). Seeded at
+/// start from the registry's guard decisions; at most [`Answered::MAX`], the
+/// oldest forgotten first (Alertmanager stops repeating an alert once it resolves,
+/// so only the last few can come again).
+#[derive(Clone, Default)]
+pub struct Answered(Arc<std::sync::Mutex<std::collections::VecDeque<(String, String)>>>);
+
+impl Answered {
+    pub const MAX: usize = 1024;
+
+    /// Adds the alerts of one rollback.
+    pub fn add(&self, alerts: &[crate::registry::decision::AlertRef]) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for a in alerts.iter().filter(|a| !a.fingerprint.is_empty()) {
+            let key = (a.fingerprint.clone(), a.starts_at.clone());
+            if !held.contains(&key) {
+                if held.len() >= Self::MAX {
+                    held.pop_front();
+                }
+                held.push_back(key);
+            }
+        }
+    }
+
+    /// The answered firings now.
+    pub fn snapshot(&self) -> std::collections::BTreeSet<(String, String)> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter().cloned().collect()
+    }
+}
 
 /// The routes.
 pub fn router(state: WebhookState) -> Router {
@@ -118,9 +157,22 @@ async fn alerts(State(app): State<WebhookState>, request: Request) -> Response {
     };
     let group_key = notification.group_key.clone();
     let truncated = notification.truncated_alerts;
-    let champion = (app.champion)();
-    let sorted = payload::sort_alerts(notification, &app.handled, champion.as_deref());
+    let (champion, challenger) = (app.aliases)();
+    let standing = payload::Standing {
+        champion,
+        challenger,
+        answered: app.answered.snapshot(),
+    };
+    let sorted = payload::sort_alerts(notification, &app.handled, &standing);
 
+    for alarm in &sorted.alarms {
+        warn!(alert = %alarm.name, fingerprint = %alarm.fingerprint, "An alert about the swap while the new champion is guarded: the guard rolls back.");
+        app.races.raise_alarm(format!(
+            "alert {} (fingerprint {}, firing since {})",
+            alarm.name, alarm.fingerprint, alarm.starts_at
+        ));
+        app.metrics.alert(&alarm.name, AlertAction::Accepted);
+    }
     let (job, action) = if sorted.wanted.is_empty() {
         (JobAnswer::None, AlertAction::Accepted)
     } else {
@@ -163,6 +215,7 @@ async fn alerts(State(app): State<WebhookState>, request: Request) -> Response {
     axum::Json(json!({
         "job": job,
         "accepted": accepted,
+        "alarms": acted(&sorted.alarms),
         "coalesced": coalesced,
         "ignored": ignored,
     }))
@@ -236,7 +289,9 @@ pub(crate) mod tests {
             metrics: metrics.clone(),
             handled: handled.into(),
             max_request_bytes,
-            champion: Arc::new(|| None),
+            aliases: Arc::new(|| (None, None)),
+            answered: Answered::default(),
+            races: Default::default(),
         });
         Rig {
             app,

@@ -16,7 +16,7 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
         &settings.retrain,
         &settings.kafka,
         &settings.http,
-        champion_of(registry.clone()),
+        aliases_of(registry.clone()),
         registry,
         Arc::new(TrainingJob::new(settings.clone())),
         shutdown_signal(),
@@ -28,7 +28,12 @@ pub(super) fn retrainer(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The registry's champion, read at each notification (a small file or object read).
-fn champion_of(registry: crate::registry::Registry) -> crate::retrainer::webhook::ChampionLookup {
-    Arc::new(move || registry.aliases().ok().and_then(|a| a.champion))
+/// The registry's champion and challenger, read at each notification (a small file
+/// or object read).
+fn aliases_of(registry: crate::registry::Registry) -> crate::retrainer::webhook::AliasLookup {
+    Arc::new(move || {
+        registry
+            .aliases()
+            .map_or((None, None), |a| (a.champion, a.challenger))
+    })
 }
