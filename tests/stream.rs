@@ -1817,19 +1817,36 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
         &[
             ("TRIAGE__ROLLOUT__MIN_LABELLED", "100"),
             ("TRIAGE__ROLLOUT__GUARD_LABELLED", "300"),
+            ("TRIAGE__ROLLOUT__GUARD_PREDICTIONS", "40"),
             ("TRIAGE__RETRAIN__MIN_RECENT_ROWS", "100000"),
         ],
     );
     let (s, by, narrow) = (&rig.s, &rig.by, rig.narrow);
-    let (good, bad) = (rig.narrow_version, "v3");
-    // The bad model: four intents the traffic does not have.
+    let (good, bad, unsure) = (rig.narrow_version, "v3", "v4");
+    // The bad model (v3): the champion's own intents, each labelled as the next one
+    // (a labelling mix-up): as sure of itself as the champion, and wrong.
+    let mut csv = String::from("class_name,question,id\n");
+    for (i, intent) in narrow.iter().enumerate() {
+        for (id, question) in &by[*intent][..40] {
+            let label = narrow[(i + 1) % narrow.len()];
+            csv.push_str(&format!(
+                "{label},\"{}\",{id}\n",
+                question.replace('"', "\"\"")
+            ));
+        }
+    }
+    std::fs::write(s.dir.join("mixed-up.csv"), csv).unwrap();
+    // The unsure model (v4): four intents the traffic does not have; on this traffic
+    // its answers are close to a guess.
     let wrong = ["CONTACT", "DELIVERY", "FEEDBACK", "INVOICE"];
     write_intents_csv(&s.dir.join("wrong.csv"), by, &wrong);
-    let (out_train, stdout, stderr) = run(s
-        .triage()
-        .args(["train", "--no-promote", "--data"])
-        .arg(s.dir.join("wrong.csv")));
-    assert!(out_train.status.success(), "{stdout}\n{stderr}");
+    for data in ["mixed-up.csv", "wrong.csv"] {
+        let (out_train, stdout, stderr) = run(s
+            .triage()
+            .args(["train", "--no-promote", "--data"])
+            .arg(s.dir.join(data)));
+        assert!(out_train.status.success(), "{stdout}\n{stderr}");
+    }
     let (promoted, stdout, stderr) = run(s.triage().args(["models", "promote", bad]));
     assert!(promoted.status.success(), "{stdout}\n{stderr}");
     let promoted_at = std::time::Instant::now();
@@ -1961,6 +1978,49 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     );
     assert_eq!(aliases()["champion"], good, "the champion untouched");
     eprintln!("lost race: {}", lost["reason"].as_str().unwrap_or(""));
+
+    // The unsure model promoted by hand: its confidence collapses next to the
+    // champion it replaced on the same messages, and the guard rolls it back
+    // without a single late label.
+    let (promoted, stdout, stderr) = run(s.triage().args(["models", "promote", unsure]));
+    assert!(promoted.status.success(), "{stdout}\n{stderr}");
+    let promoted_at = std::time::Instant::now();
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
+                == good),
+        "no guard:\n{}",
+        rig.retrainer.log()
+    );
+    let before = out.on(&pred).len();
+    let (messages, _) = phase(by, &narrow, 150..190, "cc");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(60), |_| aliases()["champion"]
+                == good),
+        "no rollback on the collapse:\n{}",
+        rig.retrainer.log()
+    );
+    let d = rig.decisions().pop().unwrap();
+    let reason = d["reason"].as_str().unwrap_or("");
+    assert_eq!(d["trigger"], "guard", "{d}");
+    assert!(reason.contains("confidence collapsed"), "{reason}");
+    assert!(d["race"].is_null(), "no late label behind it: {d}");
+    assert_eq!(
+        metric_value(
+            &rig.retrainer_metrics(),
+            "triage_rollbacks_total",
+            "by=\"guard\""
+        ),
+        Some(2.0)
+    );
+    eprintln!(
+        "confidence guard: {unsure} promoted by hand; rolled back to {good} {:.1} s later, {} messages, no late label: {reason}",
+        promoted_at.elapsed().as_secs_f64(),
+        messages.len()
+    );
 }
 
 /// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer
