@@ -10,7 +10,7 @@
 //! that module sits below `config` in the dependency order (`kafka`, `stream`,
 //! `drift`, `model`'s n-grams), otherwise a file here named after it (`log.rs`,
 //! `paths.rs`, `embedding.rs`, `data.rs`, `training.rs`, `http.rs`, `retrain.rs`,
-//! `rollout.rs`).
+//! `rollout.rs`, `review.rs`).
 //! This module composes them and `validate.rs` dispatches to their checks.
 
 mod data;
@@ -21,6 +21,7 @@ mod log;
 mod paths;
 pub mod registry_url;
 mod retrain;
+mod review;
 mod rollout;
 mod training;
 mod validate;
@@ -36,6 +37,7 @@ pub use load::{ConfigError, load, load_with_env};
 pub use log::{LogFormat, LogSettings};
 pub use paths::PathSettings;
 pub use retrain::{MIN_TOKEN_CHARS, RetrainSettings, Rollout};
+pub use review::ReviewSettings;
 pub use rollout::RolloutSettings;
 pub use training::{ClassBalance, TrainingSettings};
 pub use validate::{Problem, ValidationError};
@@ -57,6 +59,7 @@ pub struct Settings {
     pub drift: crate::drift::DriftSettings,
     pub retrain: RetrainSettings,
     pub rollout: RolloutSettings,
+    pub review: ReviewSettings,
 }
 
 /// Features beside the sentence embedding. Only a frame: its one section,

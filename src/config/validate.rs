@@ -84,6 +84,7 @@ impl Settings {
         c.0.extend(owned(self.drift.problems()));
         c.0.extend(self.retrain.problems());
         c.0.extend(self.rollout.problems());
+        c.0.extend(self.review.problems());
         self.check_across_sections(&mut c);
         if c.0.is_empty() {
             Ok(())

@@ -36,6 +36,14 @@ pub struct ModelCard {
     pub gates: Vec<GateResult>,
     pub passed_gates: bool,
     pub timings: Timings,
+    /// The calibration the model serves (fitted on out-of-fold predictions) and
+    /// how it measured. Absent in cards of models trained before calibration, or
+    /// without cross-validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::model::calibration::Calibrated>,
+    /// The routing threshold for `review.target_precision` and what it promises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::model::routing::Routing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,6 +274,8 @@ pub(crate) mod fixture {
                 embed_cached: false,
                 fit_seconds: 0.0,
             },
+            calibration: None,
+            routing: None,
         }
     }
 }

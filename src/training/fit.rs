@@ -13,6 +13,8 @@ use crate::config::Settings;
 use crate::model::decision::{
     DecisionRule, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
 };
+use crate::model::calibration::{self, Calibrated};
+use crate::model::routing::{self, Routing};
 use crate::model::{ClassifierError, FitParams, FitWork, Model, Ngrams, Prediction, TextHead};
 use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
 
@@ -31,7 +33,14 @@ pub struct TrainingSet<'a> {
 pub struct Fitted {
     pub model: Model,
     pub selection: ModelSelection,
+    /// Calibrated, as the model serves.
     pub out_of_fold: Vec<Prediction>,
+    /// The temperature fitted on the out-of-fold predictions (None without
+    /// cross-validation: the model serves its probabilities as they are).
+    pub calibration: Option<Calibrated>,
+    /// The threshold for `review.target_precision` on the calibrated out-of-fold
+    /// predictions.
+    pub routing: Option<Routing>,
 }
 
 /// Fits a model on the training split and says how each part was chosen.
@@ -185,9 +194,55 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
     };
     let model = Model::new(embedding, text.map(|(head, _)| head), weight, offsets)
         .map_err(|e| ClassifierError::Fit(e.to_string()))?;
+    calibrate_and_route(settings, data, model, selection, out_of_fold)
+}
+
+/// Fits the calibration on the out-of-fold predictions (which then read as the
+/// model serves them) and chooses the routing threshold on them.
+fn calibrate_and_route(
+    settings: &Settings,
+    data: &TrainingSet<'_>,
+    model: Model,
+    selection: ModelSelection,
+    mut out_of_fold: Vec<Prediction>,
+) -> Result<Fitted, ClassifierError> {
+    if out_of_fold.is_empty() {
+        return Ok(Fitted {
+            model,
+            selection,
+            out_of_fold,
+            calibration: None,
+            routing: None,
+        });
+    }
+    let calibrated = calibration::calibrate(&out_of_fold, data.labels);
+    for p in &mut out_of_fold {
+        calibration::temper(p, calibrated.temperature);
+    }
+    let model = model
+        .with_temperature(calibrated.temperature)
+        .map_err(|e| ClassifierError::Fit(e.to_string()))?;
+    let routing = routing::route(
+        &routing::scored(&out_of_fold, data.labels),
+        data.label_names.len(),
+        settings.review.target_precision,
+    );
+    info!(
+        target: "triage::training",
+        temperature = format!("{:.3}", calibrated.temperature),
+        ece_before = format!("{:.4}", calibrated.ece_before),
+        ece_temperature = format!("{:.4}", calibrated.ece_temperature),
+        ece_isotonic = format!("{:.4}", calibrated.ece_isotonic),
+        threshold = format!("{:.4}", routing.global.threshold),
+        expected_coverage = format!("{:.3}", routing.global.coverage),
+        expected_precision = format!("{:.4}", routing.global.precision),
+        "Calibrated (out-of-fold), routing threshold chosen."
+    );
     Ok(Fitted {
         model,
         selection,
         out_of_fold,
+        calibration: Some(calibrated),
+        routing: Some(routing),
     })
 }

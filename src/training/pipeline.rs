@@ -15,6 +15,7 @@ use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{EmbedStats, FeatureError, embed_texts, read_labelled};
+use crate::model::{calibration, routing};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
@@ -107,6 +108,8 @@ pub fn train(
         model,
         selection,
         out_of_fold,
+        mut calibration,
+        mut routing,
     } = fit_model(
         settings,
         &TrainingSet {
@@ -125,6 +128,16 @@ pub fn train(
     let test_texts: Vec<&str> = split.test.iter().map(|&i| texts[i]).collect();
     let (test_preds, metrics) = predict_and_score(&model, &test_texts, &x_test, &y_test)?;
 
+    // The promise and the calibration on rows neither was chosen on.
+    if let Some(c) = calibration.as_mut() {
+        c.held_out = Some(calibration::held_out(&test_preds, &y_test, c.temperature));
+    }
+    if let Some(r) = routing.as_mut() {
+        r.held_out = Some(routing::apply(
+            &routing::scored(&test_preds, &y_test),
+            r.global.threshold,
+        ));
+    }
     let gate_results = gates::check(&metrics, t);
     let gate_failures = gates::failures(&gate_results);
     let reference = DriftReference::build(
@@ -184,6 +197,8 @@ pub fn train(
             embed_cached: embed_stats.cached,
             fit_seconds,
         },
+        calibration,
+        routing,
     };
     let version = registry.register(&model, card, &reference)?;
     let card = registry.card(&version)?;

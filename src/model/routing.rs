@@ -1,0 +1,208 @@
+//! The routing threshold with a promise: at training, the lowest calibrated
+//! confidence at which the out-of-fold predictions above it are right at least
+//! `review.target_precision` of the time. Messages at or above it are labelled
+//! automatically; the rest go to a person. Pure: (confidence, predicted class,
+//! right) triples in, the thresholds and what they promise out.
+//!
+//! **Global, and per class beside it.** One threshold for every class serves: it
+//! is chosen on all the out-of-fold rows. A threshold per predicted class is
+//! chosen the same way on each class's rows alone and recorded beside it, with the
+//! coverage it would give, so the card says what per-class routing would gain; it
+//! does not serve, because each per-class threshold rests on a k-th of the rows and
+//! its promise is the looser for it.
+
+use serde::{Deserialize, Serialize};
+
+use super::logistic::Prediction;
+
+/// One out-of-fold prediction as routing sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub confidence: f64,
+    pub predicted: usize,
+    pub right: bool,
+}
+
+/// A threshold and what it does on the rows it was chosen on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Confidence at or above which a label is applied automatically; above 1 when
+    /// no threshold keeps the target (everything goes to review).
+    pub threshold: f64,
+    /// Share of the rows labelled automatically, and their precision.
+    pub coverage: f64,
+    pub precision: f64,
+}
+
+/// The routing recorded in the card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    pub target_precision: f64,
+    /// Out-of-fold rows it was chosen on.
+    pub rows: u64,
+    /// The threshold that serves.
+    pub global: Threshold,
+    /// Per predicted class (in label order), measured, not served.
+    pub per_class: Vec<Threshold>,
+    /// Coverage and precision of the per-class thresholds together.
+    pub per_class_coverage: f64,
+    pub per_class_precision: f64,
+    /// The served threshold on the held-out split, rows it was not chosen on: how
+    /// close the promise is kept.
+    #[serde(default)]
+    pub held_out: Option<Threshold>,
+}
+
+/// No threshold keeps the target: nothing is automatic.
+const NONE: f64 = 1.0 + f64::EPSILON * 4.0;
+
+/// The lowest threshold at which the rows at or above it reach `target`
+/// precision (the most coverage that keeps it).
+pub fn choose(rows: &[Scored], target: f64) -> Threshold {
+    let mut sorted: Vec<&Scored> = rows.iter().collect();
+    sorted.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let n = rows.len();
+    let mut best = Threshold {
+        threshold: NONE,
+        coverage: 0.0,
+        precision: 1.0,
+    };
+    let mut right = 0usize;
+    for (i, s) in sorted.iter().enumerate() {
+        right += usize::from(s.right);
+        // Only at the end of a run of equal confidences: a threshold takes them all.
+        let last_of_run = sorted
+            .get(i + 1)
+            .is_none_or(|next| next.confidence < s.confidence);
+        let taken = i + 1;
+        let precision = right as f64 / taken as f64;
+        if last_of_run && precision >= target {
+            best = Threshold {
+                threshold: s.confidence,
+                coverage: taken as f64 / n as f64,
+                precision,
+            };
+        }
+    }
+    best
+}
+
+/// Each prediction against its true label, as routing sees it.
+pub fn scored(predictions: &[Prediction], labels: &[usize]) -> Vec<Scored> {
+    predictions
+        .iter()
+        .zip(labels)
+        .map(|(p, &y)| Scored {
+            confidence: p.confidence,
+            predicted: p.label,
+            right: p.label == y,
+        })
+        .collect()
+}
+
+/// What `threshold` does on `rows`.
+pub fn apply(rows: &[Scored], threshold: f64) -> Threshold {
+    let taken: Vec<&Scored> = rows.iter().filter(|s| s.confidence >= threshold).collect();
+    let right = taken.iter().filter(|s| s.right).count();
+    Threshold {
+        threshold,
+        coverage: taken.len() as f64 / rows.len().max(1) as f64,
+        precision: if taken.is_empty() {
+            1.0
+        } else {
+            right as f64 / taken.len() as f64
+        },
+    }
+}
+
+/// The global threshold for `target`, and the per-class ones measured beside it.
+pub fn route(rows: &[Scored], classes: usize, target: f64) -> Routing {
+    let global = choose(rows, target);
+    let per_class: Vec<Threshold> = (0..classes)
+        .map(|k| {
+            let of_class: Vec<Scored> = rows.iter().filter(|s| s.predicted == k).copied().collect();
+            choose(&of_class, target)
+        })
+        .collect();
+    let auto: Vec<&Scored> = rows
+        .iter()
+        .filter(|s| {
+            per_class
+                .get(s.predicted)
+                .is_some_and(|t| s.confidence >= t.threshold)
+        })
+        .collect();
+    let right = auto.iter().filter(|s| s.right).count();
+    Routing {
+        target_precision: target,
+        rows: rows.len() as u64,
+        global,
+        per_class,
+        per_class_coverage: auto.len() as f64 / rows.len().max(1) as f64,
+        per_class_precision: if auto.is_empty() {
+            1.0
+        } else {
+            right as f64 / auto.len() as f64
+        },
+        held_out: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(confidence: f64, predicted: usize, right: bool) -> Scored {
+        Scored {
+            confidence,
+            predicted,
+            right,
+        }
+    }
+
+    #[test]
+    fn the_lowest_threshold_that_keeps_the_target_is_chosen() {
+        // Sorted: 0.99 R, 0.95 R, 0.9 R, 0.8 W, 0.7 R, 0.6 W.
+        let rows = [
+            s(0.9, 0, true),
+            s(0.6, 0, false),
+            s(0.99, 1, true),
+            s(0.8, 1, false),
+            s(0.95, 0, true),
+            s(0.7, 1, true),
+        ];
+        let t = choose(&rows, 0.75);
+        // At 0.7: 4 right of 5 = 0.8 >= 0.75; at 0.6: 4 of 6 < 0.75.
+        assert_eq!(t.threshold, 0.7);
+        assert_eq!((t.coverage, t.precision), (5.0 / 6.0, 0.8));
+        let strict = choose(&rows, 0.95);
+        assert_eq!((strict.threshold, strict.coverage), (0.9, 0.5));
+        // Nothing keeps an impossible target: all to review.
+        let none = choose(&[s(0.9, 0, false)], 0.95);
+        assert!(none.threshold > 1.0 && none.coverage == 0.0);
+        assert_eq!(apply(&rows, none.threshold).coverage, 0.0);
+    }
+
+    #[test]
+    fn equal_confidences_are_taken_together() {
+        let rows = [s(0.9, 0, true), s(0.8, 0, true), s(0.8, 0, false)];
+        // 0.8 takes both rows at 0.8: 2 of 3, not 2 of 2.
+        let t = choose(&rows, 0.9);
+        assert_eq!(t.threshold, 0.9);
+    }
+
+    #[test]
+    fn per_class_thresholds_are_measured_beside_the_global_one() {
+        // Class 0 is sure and right; class 1 is right only when very sure.
+        let mut rows = Vec::new();
+        for i in 0..50 {
+            rows.push(s(0.6 + i as f64 * 0.001, 0, true));
+            rows.push(s(0.7 + i as f64 * 0.005, 1, i >= 25));
+        }
+        let r = route(&rows, 2, 0.95);
+        assert!(r.per_class[0].threshold <= 0.6 + 1e-9, "{r:?}");
+        assert!(r.per_class[1].threshold > 0.8, "{r:?}");
+        assert!(r.per_class_coverage > r.global.coverage, "{r:?}");
+        assert!(r.per_class_precision >= 0.95 && r.global.precision >= 0.95, "{r:?}");
+    }
+}
