@@ -2023,6 +2023,236 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     );
 }
 
+/// Issue 24: a challenger that wins its held-out slice but loses live. A batch of
+/// late labels tagged under a stale mapping (ACCOUNT and SHIPPING swapped) is what
+/// the retraining job learns from and judges on: its challenger beats the champion
+/// on that held-out slice and goes into shadow. The traffic's late labels then
+/// follow the current mapping, and the live race on the messages both models scored
+/// finds the challenger significantly worse: rejected, recorded, the champion
+/// untouched and still served by both consumers.
+#[test]
+fn a_challenger_that_wins_held_out_but_loses_live_is_rejected_in_shadow() {
+    let rig = LoopRig::start(
+        "lose",
+        &[
+            ("TRIAGE__RETRAIN__ROLLOUT", "shadow"),
+            ("TRIAGE__ROLLOUT__MIN_LABELLED", "40"),
+        ],
+    );
+    let (s, by, narrow) = (&rig.s, &rig.by, rig.narrow);
+    let (champion, challenger) = (rig.narrow_version, "v3");
+    let second = s.start("b");
+    let pred = s.names.predictions.clone();
+    let mut out = Collector::new(&s.broker.address(), &[&pred, &s.names.features]);
+    let aliases = || rig.aliases();
+    let history = || {
+        let (_, json, _) = run(s.triage().args(["models", "history", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()["changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let changes_before = history().len();
+
+    // Stale labels: the champion's own intents, tagged with ACCOUNT and SHIPPING
+    // swapped. The job trains on them (retrain.training_data = "none": recent rows
+    // only) and holds out a slice of the same rows.
+    let started = std::time::Instant::now();
+    let (messages, labels) = phase(by, &narrow, 40..80, "stale");
+    let stale: Vec<Msg> = labels
+        .iter()
+        .map(|(key, payload)| {
+            let mut label: serde_json::Value =
+                serde_json::from_slice(payload.as_deref().unwrap()).unwrap();
+            let swapped = match label["label"].as_str() {
+                Some("ACCOUNT") => "SHIPPING",
+                Some("SHIPPING") => "ACCOUNT",
+                _ => return (key.clone(), payload.clone()),
+            };
+            label["label"] = swapped.into();
+            (key.clone(), Some(label.to_string().into_bytes()))
+        })
+        .collect();
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, messages.len(), Duration::from_secs(120)));
+    assert!(out.wait_count(&s.names.features, messages.len(), Duration::from_secs(30)));
+    produce(&s.broker.address(), "labels", &stale);
+    // The cheapest honest trigger: the alert Alertmanager would send, posted to the
+    // retrainer's webhook with its token.
+    let token = std::fs::read_to_string(s.dir.join("retrain.token")).unwrap();
+    assert_eq!(post_alert(&rig.retrainer.addr, Some(token.trim())), 200);
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(300), |_| rig.jobs("shadow")
+                + rig.jobs("rejected")
+                + rig.jobs("failed")
+                >= 1.0),
+        "the job did not finish:\n{}",
+        rig.retrainer.log()
+    );
+    let job_at = started.elapsed();
+    let job = rig.decisions().pop().unwrap();
+    assert_eq!(
+        (job["trigger"].as_str(), job["verdict"].as_str()),
+        (Some("alert:TriageDriftDetected"), Some("shadow")),
+        "{job}\n{}",
+        rig.retrainer.log()
+    );
+    let held_out = |role: &str| job[role]["metrics"]["macro_f1"].as_f64().unwrap();
+    let margin = job["margin_required"].as_f64().unwrap();
+    assert_eq!(
+        (
+            job["champion"]["version"].as_str(),
+            job["challenger"]["version"].as_str()
+        ),
+        (Some(champion), Some(challenger)),
+        "{job}"
+    );
+    assert!(
+        held_out("challenger") > held_out("champion") + margin,
+        "the challenger did not win its held-out slice: {job}"
+    );
+    assert_eq!(aliases()["champion"], champion);
+    assert_eq!(aliases()["challenger"], challenger);
+
+    // Current labels: the same intents, tagged as the traffic means them. Both
+    // consumers carry the challenger's prediction beside the champion's.
+    let (messages, labels) = phase(by, &narrow, 80..95, "live");
+    let before = out.on(&pred).len();
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let shadowed: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
+        .iter()
+        .map(|o| (o.partition, o.json()))
+        .collect();
+    let shadow_at = started.elapsed();
+    assert!(
+        shadowed
+            .iter()
+            .all(|(_, p)| p["model_version"] == champion
+                && p["shadow"]["model_version"] == challenger),
+        "{:?}",
+        shadowed.iter().find(|(_, p)| p["shadow"].is_null())
+    );
+    let partitions: HashSet<i32> = shadowed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(partitions.len(), 2, "both consumers score the shadow");
+    produce(&s.broker.address(), "labels", &labels);
+
+    // The race: rejected, significantly worse on the same late-labelled messages.
+    assert!(
+        rig.prom
+            .wait("up", Duration::from_secs(120), |_| rig.jobs("rejected")
+                + rig.jobs("promoted")
+                >= 1.0),
+        "the race did not settle:\n{}\n{}",
+        rig.retrainer.log(),
+        rig.retrainer_metrics()
+            .lines()
+            .filter(|l| l.starts_with("triage_race"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let verdict_at = started.elapsed();
+    assert_eq!(
+        [
+            rig.jobs("shadow"),
+            rig.jobs("rejected"),
+            rig.jobs("promoted"),
+            rig.jobs("failed")
+        ],
+        [1.0, 1.0, 0.0, 0.0],
+        "triage_retrain_jobs_total"
+    );
+    let d = rig.decisions().pop().unwrap();
+    assert_eq!(
+        (d["trigger"].as_str(), d["verdict"].as_str()),
+        (Some("race"), Some("rejected")),
+        "{d}"
+    );
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("significantly worse"),
+        "{d}"
+    );
+    assert_eq!(
+        (
+            d["champion"]["version"].as_str(),
+            d["challenger"]["version"].as_str()
+        ),
+        (Some(champion), Some(challenger)),
+        "{d}"
+    );
+    let race = &d["race"];
+    let live = |role: &str| race[format!("{role}_macro_f1")].as_f64().unwrap();
+    assert!(race["labelled"].as_u64().unwrap() >= 40, "{race}");
+    assert!(live("champion") > live("challenger") + 0.2, "{race}");
+    assert!(race["lose_p_value"].as_f64().unwrap() < 0.05, "{race}");
+
+    // The champion untouched: the only alias changes are the shadowing and its end.
+    let changes = history();
+    let moves: Vec<(&str, &str, &str)> = changes[changes_before..]
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap_or(""),
+                c["by"].as_str().unwrap_or(""),
+                c["to"].as_str().or(c["from"].as_str()).unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("shadow", "retrainer", challenger),
+            ("unshadow", "race", challenger)
+        ],
+        "{changes:?}"
+    );
+    assert_eq!(aliases()["champion"], champion);
+    assert!(aliases()["challenger"].is_null());
+
+    // Both consumers serve the champion, with no shadow beside it.
+    let before = out.on(&pred).len();
+    let (messages, _) = phase(by, &narrow, 95..98, "after");
+    produce(&s.broker.address(), &s.names.input, &messages);
+    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let after: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
+        .iter()
+        .map(|o| (o.partition, o.json()))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .all(|(_, p)| p["model_version"] == champion && p.get("shadow").is_none()),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.iter().map(|(p, _)| *p).collect::<HashSet<_>>().len(),
+        2,
+        "both consumers serve {champion}"
+    );
+    eprintln!(
+        "lost live race: stale-labelled traffic at 0 s; job done ({challenger} in shadow) by {:.1} s, held-out macro-F1 on {} stale-labelled rows {champion} {:.4}, {challenger} {:.4} (margin {margin}); shadow scored on both consumers by {:.1} s; race rejected {challenger} by {:.1} s on {} labelled messages (live macro-F1 {champion} {:.4}, {challenger} {:.4}; bootstrap lose p {:.4}; McNemar: only {challenger} right {}, only {champion} right {}, p {:.2e}); {champion} still served by both consumers at {:.1} s",
+        job_at.as_secs_f64(),
+        job["rows"]["held_out"],
+        held_out("champion"),
+        held_out("challenger"),
+        shadow_at.as_secs_f64(),
+        verdict_at.as_secs_f64(),
+        race["labelled"],
+        live("champion"),
+        live("challenger"),
+        race["lose_p_value"].as_f64().unwrap_or(f64::NAN),
+        race["mcnemar_challenger_only"],
+        race["mcnemar_champion_only"],
+        race["mcnemar_p_value"].as_f64().unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64(),
+    );
+    second.stop();
+}
+
 /// Polls `GET /readyz` until it answers `status`; past `timeout`, the last answer
 /// (status and body, or that none came) as the error.
 fn wait_readyz(addr: &str, status: u16, timeout: Duration) -> Result<(), String> {
