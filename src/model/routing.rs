@@ -203,6 +203,9 @@ mod tests {
         assert!(r.per_class[0].threshold <= 0.6 + 1e-9, "{r:?}");
         assert!(r.per_class[1].threshold > 0.8, "{r:?}");
         assert!(r.per_class_coverage > r.global.coverage, "{r:?}");
-        assert!(r.per_class_precision >= 0.95 && r.global.precision >= 0.95, "{r:?}");
+        assert!(
+            r.per_class_precision >= 0.95 && r.global.precision >= 0.95,
+            "{r:?}"
+        );
     }
 }

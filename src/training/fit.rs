@@ -10,10 +10,10 @@ use super::cv::{
     stratified_folds,
 };
 use crate::config::Settings;
+use crate::model::calibration::{self, Calibrated};
 use crate::model::decision::{
     DecisionRule, Scored, blended, blended_macro_f1, choose_weight, tune_offsets,
 };
-use crate::model::calibration::{self, Calibrated};
 use crate::model::routing::{self, Routing};
 use crate::model::{ClassifierError, FitParams, FitWork, Model, Ngrams, Prediction, TextHead};
 use crate::registry::card::{HeadSelection, ModelSelection, NgramSelection};
@@ -33,13 +33,11 @@ pub struct TrainingSet<'a> {
 pub struct Fitted {
     pub model: Model,
     pub selection: ModelSelection,
-    /// Calibrated, as the model serves.
     pub out_of_fold: Vec<Prediction>,
-    /// The temperature fitted on the out-of-fold predictions (None without
-    /// cross-validation: the model serves its probabilities as they are).
+    /// The calibration measured on the out-of-fold predictions (None without
+    /// cross-validation).
     pub calibration: Option<Calibrated>,
-    /// The threshold for `review.target_precision` on the calibrated out-of-fold
-    /// predictions.
+    /// The threshold for `review.target_precision` on the out-of-fold predictions.
     pub routing: Option<Routing>,
 }
 
@@ -197,14 +195,15 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
     calibrate_and_route(settings, data, model, selection, out_of_fold)
 }
 
-/// Fits the calibration on the out-of-fold predictions (which then read as the
-/// model serves them) and chooses the routing threshold on them.
+/// Measures a calibration on the out-of-fold predictions (recorded in the card,
+/// not served yet: see [`Calibrated::served`]) and chooses the routing threshold
+/// on the confidences the model serves.
 fn calibrate_and_route(
     settings: &Settings,
     data: &TrainingSet<'_>,
     model: Model,
     selection: ModelSelection,
-    mut out_of_fold: Vec<Prediction>,
+    out_of_fold: Vec<Prediction>,
 ) -> Result<Fitted, ClassifierError> {
     if out_of_fold.is_empty() {
         return Ok(Fitted {
@@ -216,12 +215,6 @@ fn calibrate_and_route(
         });
     }
     let calibrated = calibration::calibrate(&out_of_fold, data.labels);
-    for p in &mut out_of_fold {
-        calibration::temper(p, calibrated.temperature);
-    }
-    let model = model
-        .with_temperature(calibrated.temperature)
-        .map_err(|e| ClassifierError::Fit(e.to_string()))?;
     let routing = routing::route(
         &routing::scored(&out_of_fold, data.labels),
         data.label_names.len(),
@@ -236,7 +229,7 @@ fn calibrate_and_route(
         threshold = format!("{:.4}", routing.global.threshold),
         expected_coverage = format!("{:.3}", routing.global.coverage),
         expected_precision = format!("{:.4}", routing.global.precision),
-        "Calibrated (out-of-fold), routing threshold chosen."
+        "Calibration measured (out-of-fold), routing threshold chosen."
     );
     Ok(Fitted {
         model,

@@ -15,9 +15,9 @@ use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
 use crate::feature::{EmbedStats, FeatureError, embed_texts, read_labelled};
-use crate::model::{calibration, routing};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
+use crate::model::{calibration, routing};
 use crate::registry::card::{DataCard, DataReport, Hyperparameters, Timings};
 use crate::registry::{Actor, ModelCard, Registry, RegistryError};
 
