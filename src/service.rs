@@ -135,7 +135,7 @@ fn pipeline(
     worker: WorkerHandle,
     metrics: &Arc<Metrics>,
     state: &Arc<PipelineState>,
-    features: bool,
+    (features, review): (bool, bool),
 ) -> Arc<Pipeline> {
     Arc::new(Pipeline {
         worker,
@@ -143,6 +143,7 @@ fn pipeline(
         metrics: metrics.clone(),
         state: state.clone(),
         features,
+        review,
         worker_outage: Duration::from_millis(settings.stream.worker_outage_timeout_ms),
     })
 }
@@ -166,8 +167,11 @@ pub async fn run_kafka(
     let sink = KafkaSink::new(&settings.kafka, metrics.clone())?;
     serve_http(&settings, &metrics, &state, &worker).await?;
 
-    let features = !settings.kafka.features_topic.is_empty();
-    let pipeline = pipeline(&settings, worker, &metrics, &state, features);
+    let extra = (
+        !settings.kafka.features_topic.is_empty(),
+        !settings.kafka.review_topic.is_empty(),
+    );
+    let pipeline = pipeline(&settings, worker, &metrics, &state, extra);
     let result = pipeline::run(
         pipeline,
         &window_settings(&settings),
@@ -286,7 +290,7 @@ pub async fn run_files(
         worker,
         &metrics,
         &state,
-        run.outputs.features.is_some(),
+        (run.outputs.features.is_some(), run.outputs.review.is_some()),
     );
     let result = pipeline::run(
         pipeline,

@@ -249,6 +249,11 @@ pub struct RunArgs {
     /// Batch mode: also write a feature record (id, text, embedding, label) per prediction.
     #[arg(long, value_name = "FILE", requires = "input")]
     pub features: Option<PathBuf>,
+    /// Batch mode: write a review record (id, text, label, confidence, top three
+    /// classes) for each message whose confidence is under the model card's routing
+    /// threshold (`route: review` in its prediction), for a person to label.
+    #[arg(long, value_name = "FILE", requires = "input")]
+    pub review: Option<PathBuf>,
     /// Batch mode: how the input is framed (default: by extension, JSON lines for `-`).
     #[arg(long, value_enum, requires = "input")]
     pub format: Option<InputFormatArg>,

@@ -86,6 +86,7 @@ mod tests {
                 .collect(),
             model_version: "v3".into(),
             shadow: None,
+            route: crate::inference::Route::Auto,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Outputs {
     pub dead_letters: PathBuf,
     /// Feature records (id, embedding, label); None: not written.
     pub features: Option<PathBuf>,
+    /// Review records (the messages whose label goes to a person); None: not written.
+    pub review: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -47,6 +49,7 @@ struct Files {
     predictions: Output,
     dead_letters: Output,
     features: Option<Output>,
+    review: Option<Output>,
 }
 
 struct Output {
@@ -98,6 +101,7 @@ impl FileSink {
                 .as_deref()
                 .map(Output::create)
                 .transpose()?,
+            review: outputs.review.as_deref().map(Output::create).transpose()?,
         };
         Ok(Self {
             files: Arc::new(Mutex::new(files)),
@@ -112,6 +116,11 @@ impl FileSink {
                 RecordKind::Prediction => files.predictions.line(payload)?,
                 RecordKind::Feature => {
                     if let Some(f) = files.features.as_mut() {
+                        f.line(payload)?;
+                    }
+                }
+                RecordKind::Review => {
+                    if let Some(f) = files.review.as_mut() {
                         f.line(payload)?;
                     }
                 }
@@ -132,7 +141,11 @@ impl FileSink {
         }
         files.predictions.flush()?;
         files.dead_letters.flush()?;
-        if let Some(f) = files.features.as_mut() {
+        let files = &mut *files;
+        for f in [files.features.as_mut(), files.review.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             f.flush()?;
         }
         Ok(())
@@ -163,6 +176,7 @@ mod tests {
             predictions: dir.path().join("out.jsonl"),
             dead_letters: Outputs::default_dead_letters(&dir.path().join("out.jsonl")),
             features: None,
+            review: Some(dir.path().join("review.jsonl")),
         };
         assert!(outputs.dead_letters.ends_with("out.jsonl.dlq.jsonl"));
         let sink = FileSink::create(&outputs).unwrap();
@@ -189,7 +203,16 @@ mod tests {
             kind: RecordKind::Feature,
             ..prediction.clone()
         };
-        sink.write(vec![prediction, dead, feature]).await.unwrap();
+        let review = Record {
+            kind: RecordKind::Review,
+            payload: Some(b"{\"id\":\"b\"}".to_vec()),
+            ..prediction.clone()
+        };
+        sink.write(vec![prediction, dead, feature, review])
+            .await
+            .unwrap();
+        let reviews = std::fs::read_to_string(dir.path().join("review.jsonl")).unwrap();
+        assert_eq!(reviews, "{\"id\":\"b\"}\n", "and no feature file asked for");
         let out = std::fs::read_to_string(&outputs.predictions).unwrap();
         assert_eq!(out, "{\"id\":\"a\"}\n");
         let dlq = std::fs::read_to_string(&outputs.dead_letters).unwrap();

@@ -51,6 +51,30 @@ pub struct Labelled {
     /// as the label (nor in an HTTP answer).
     #[serde(skip)]
     pub shadow: Option<ShadowLabel>,
+    /// Whether the label is applied by itself (`auto`: its confidence is at or above
+    /// the card's routing threshold for `review.target_precision`) or goes to a
+    /// person (`review`). A model whose card has no threshold labels every text
+    /// `auto`, as before routing.
+    pub route: Route,
+}
+
+/// Where a label goes: applied automatically, or to the review queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Auto,
+    Review,
+}
+
+impl Route {
+    /// The route of a label of `confidence` under the card's threshold (None: auto;
+    /// at the threshold: auto).
+    pub fn of(confidence: f64, threshold: Option<f64>) -> Self {
+        match threshold {
+            Some(t) if confidence < t => Self::Review,
+            _ => Self::Auto,
+        }
+    }
 }
 
 /// The challenger's prediction for one text, scored on the champion's embeddings.
@@ -176,6 +200,7 @@ impl<E: Embedder> Predictor<E> {
             EmbedError::Inference(format!("embedder returned vectors of the wrong size: {e}"))
         })?;
         let labels = self.model.classifier.labels();
+        let threshold = self.model.card.routing.as_ref().map(|r| r.global.threshold);
         let labelled = self
             .model
             .classifier
@@ -187,6 +212,7 @@ impl<E: Embedder> Predictor<E> {
                 probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
                 model_version: self.model.card.version.clone(),
                 shadow: None,
+                route: Route::of(p.confidence, threshold),
             })
             .collect::<Vec<_>>();
         let labelled = if with_shadow {

@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub state: Arc<PipelineState>,
     /// Write a feature record per prediction.
     pub features: bool,
+    /// Write a review record per prediction routed to review.
+    pub review: bool,
     /// How long a window waits for the workers when none can classify.
     pub worker_outage: Duration,
 }
@@ -326,6 +328,9 @@ impl Pipeline {
                 let mut outputs = vec![records::prediction(
                     message, decoded, labelled, window_id, &timings,
                 )];
+                if self.review && labelled.route == super::Route::Review {
+                    outputs.push(records::review(message, decoded, labelled, window_id));
+                }
                 if self.features {
                     outputs.push(records::feature(
                         message,
@@ -558,7 +563,7 @@ mod tests {
                             v["source"]["offset"].as_i64()
                         }
                         RecordKind::DeadLetter { position, .. } => Some(offset(position)),
-                        RecordKind::Feature => None,
+                        RecordKind::Feature | RecordKind::Review => None,
                     }))
                 }
                 Event::Acked(last) => acks.push((offset(&last[0]), written.clone())),
@@ -575,6 +580,7 @@ mod tests {
                     let k = match r.kind {
                         RecordKind::Prediction => "prediction",
                         RecordKind::Feature => "feature",
+                        RecordKind::Review => "review",
                         RecordKind::DeadLetter { reason, .. } => reason,
                     };
                     *n.entry(k).or_default() += 1;
@@ -1030,7 +1036,7 @@ mod tests {
                             (v["source"]["offset"].as_i64().unwrap(), "prediction")
                         }
                         RecordKind::DeadLetter { position, .. } => (offset(position), "dead_letter"),
-                        RecordKind::Feature => continue,
+                        RecordKind::Feature | RecordKind::Review => continue,
                     };
                     outputs.entry(offset).or_default().push(kind);
                 }

@@ -34,6 +34,7 @@ pub fn prediction(
         "confidence": labelled.confidence,
         "probabilities": labelled.probabilities,
         "model_version": labelled.model_version,
+        "route": labelled.route,
         "window_id": window_id,
         "ground_truth": decoded.label,
         "source": message.position.to_json(),
@@ -50,6 +51,32 @@ pub fn prediction(
     }
     Record {
         kind: RecordKind::Prediction,
+        key: Some(key_of(message, decoded)),
+        payload: Some(value.to_string().into_bytes()),
+        headers: Vec::new(),
+    }
+}
+
+/// The review record of a message whose label goes to a person: its text, the
+/// model's label and confidence, its three likeliest classes, and where it came
+/// from; keyed like its prediction.
+pub fn review(message: &Message, decoded: &Decoded, labelled: &Labelled, window_id: u64) -> Record {
+    let mut top: Vec<(&String, &f64)> = labelled.probabilities.iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    top.truncate(3);
+    let value = json!({
+        "id": decoded.id,
+        "text": decoded.text,
+        "label": labelled.label,
+        "confidence": labelled.confidence,
+        "top": top.iter().map(|(l, p)| json!({"label": l, "probability": p})).collect::<Vec<_>>(),
+        "model_version": labelled.model_version,
+        "window_id": window_id,
+        "timestamp_ms": message.timestamp_ms,
+        "source": message.position.to_json(),
+    });
+    Record {
+        kind: RecordKind::Review,
         key: Some(key_of(message, decoded)),
         payload: Some(value.to_string().into_bytes()),
         headers: Vec::new(),
@@ -199,6 +226,7 @@ mod tests {
             probabilities: [("positive".to_string(), 0.9)].into_iter().collect(),
             model_version: "v3".into(),
             shadow: None,
+            route: crate::inference::Route::Auto,
         };
         let r = prediction(&message(), &decoded, &labelled, 7, &Timings::default());
         assert_eq!(r.key.as_deref(), Some(&b"r1"[..]));
@@ -229,6 +257,7 @@ mod tests {
             probabilities: probabilities([0.1, 0.1, 0.8]),
             model_version: "v1".into(),
             shadow: None,
+            route: crate::inference::Route::Auto,
         };
         let record = |l: &Labelled| -> serde_json::Value {
             let r = prediction(&message(), &decoded, l, 7, &Timings::default());
@@ -261,5 +290,51 @@ mod tests {
             (with["label"].as_str(), with["model_version"].as_str()),
             (Some("positive"), Some("v1"))
         );
+    }
+
+    #[test]
+    fn a_review_record_carries_the_text_and_the_three_likeliest_classes() {
+        let decoded = Decoded {
+            id: "r1".into(),
+            text: "my card was charged twice".into(),
+            label: None,
+        };
+        let labelled = Labelled {
+            label: "billing".into(),
+            confidence: 0.41,
+            probabilities: [
+                ("billing", 0.41),
+                ("refund", 0.39),
+                ("account", 0.15),
+                ("other", 0.05),
+            ]
+            .into_iter()
+            .map(|(l, p)| (l.to_string(), p))
+            .collect(),
+            model_version: "v3".into(),
+            shadow: None,
+            route: crate::inference::Route::Review,
+        };
+        let p = prediction(&message(), &decoded, &labelled, 7, &Timings::default());
+        let p: serde_json::Value = serde_json::from_slice(p.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(p["route"], "review");
+        let r = review(&message(), &decoded, &labelled, 7);
+        assert_eq!(r.kind, RecordKind::Review);
+        assert_eq!(r.key.as_deref(), Some(&b"r1"[..]));
+        let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(v["text"], "my card was charged twice");
+        let top: Vec<&str> = v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(top, ["billing", "refund", "account"]);
+        assert_eq!(v["source"]["offset"], 42);
+        // Routed by the card's threshold; none: everything is automatic.
+        use crate::inference::Route;
+        assert_eq!(Route::of(0.41, Some(0.75)), Route::Review);
+        assert_eq!(Route::of(0.75, Some(0.75)), Route::Auto);
+        assert_eq!(Route::of(0.1, None), Route::Auto);
     }
 }

@@ -59,6 +59,7 @@ pub fn pipeline_with(settings: &Settings, faults: Arc<Faults>) -> Arc<Pipeline> 
             std::time::Duration::from_secs(5),
         )),
         features: true,
+        review: true,
         worker_outage: std::time::Duration::from_millis(settings.stream.worker_outage_timeout_ms),
     })
 }

@@ -74,8 +74,10 @@ pub fn check_output_topics(k: &KafkaSettings) -> Result<(), TopicCheckError> {
             .any(|t| t.name() == name && t.error().is_none())
     };
     let mut wanted = vec![&k.predictions_topic, &k.dlq_topic];
-    if !k.features_topic.is_empty() {
-        wanted.push(&k.features_topic);
+    for optional in [&k.features_topic, &k.review_topic] {
+        if !optional.is_empty() {
+            wanted.push(optional);
+        }
     }
     let missing: Vec<String> = wanted.into_iter().filter(|t| !exists(t)).cloned().collect();
     if missing.is_empty() {

@@ -47,6 +47,10 @@ pub struct KafkaSettings {
     /// Feature records (id, timestamp, embedding, label) for the training pipeline.
     /// Empty: feature records are not written.
     pub features_topic: String,
+    /// Messages whose label goes to a person (`route: review`: confidence under the
+    /// card's routing threshold): their text, the top classes and the model's
+    /// probabilities, for a review queue. Empty: not written.
+    pub review_topic: String,
     /// Delayed ground truth: one record per labelled message, key = the message id,
     /// value `{"id": "...", "label": "..."}` (an agent re-tagged the ticket hours
     /// later). Joined with predictions for accuracy per model version (the
@@ -157,6 +161,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("predictions_topic", &self.predictions_topic)
             .field("dlq_topic", &self.dlq_topic)
             .field("features_topic", &self.features_topic)
+            .field("review_topic", &self.review_topic)
             .field("labels_topic", &self.labels_topic)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
@@ -183,6 +188,7 @@ impl Default for KafkaSettings {
             predictions_topic: "predictions".into(),
             dlq_topic: "messages.dlq".into(),
             features_topic: "features".into(),
+            review_topic: String::new(),
             labels_topic: "labels".into(),
             security_protocol: "plaintext".into(),
             sasl_mechanism: String::new(),
@@ -246,6 +252,17 @@ impl KafkaSettings {
                 "use a topic that triage does not read",
             );
         }
+        check(
+            self.review_topic.is_empty() || !self.input_topics.contains(&self.review_topic),
+            "kafka.review_topic",
+            &|| {
+                format!(
+                    "{:?} is also an input topic, which would loop",
+                    self.review_topic
+                )
+            },
+            "use a topic that triage does not read, e.g. \"review\"",
+        );
         check(
             self.labels_topic.is_empty() || self.labels_topic != self.features_topic,
             "kafka.labels_topic",

@@ -40,6 +40,7 @@ pub struct KafkaSink {
 struct Topics {
     predictions: String,
     features: String,
+    review: String,
     dlq: String,
     /// The producer's own size limit (`message.max.bytes`).
     max_record_bytes: usize,
@@ -53,6 +54,7 @@ impl KafkaSink {
             topics: Arc::new(Topics {
                 predictions: k.predictions_topic.clone(),
                 features: k.features_topic.clone(),
+                review: k.review_topic.clone(),
                 dlq: k.dlq_topic.clone(),
                 max_record_bytes,
             }),
@@ -70,6 +72,7 @@ impl KafkaSink {
         match kind {
             RecordKind::Prediction => &self.topics.predictions,
             RecordKind::Feature => &self.topics.features,
+            RecordKind::Review => &self.topics.review,
             RecordKind::DeadLetter { .. } => &self.topics.dlq,
         }
     }

@@ -148,6 +148,8 @@ impl Message {
 pub enum RecordKind {
     Prediction,
     Feature,
+    /// A message whose label goes to a person: its text and the model's view.
+    Review,
     /// The message unchanged, with why and where from (also in the headers).
     DeadLetter {
         reason: &'static str,

@@ -65,6 +65,7 @@ pub(super) fn run_files(settings: &Settings, args: RunArgs) -> anyhow::Result<Ex
             predictions,
             dead_letters,
             features: args.features,
+            review: args.review,
         },
     };
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());

@@ -17,7 +17,7 @@ pub(super) fn create_topics(
     let k = &settings.kafka;
     let mut names: Vec<String> = k.input_topics.clone();
     names.extend([k.predictions_topic.clone(), k.dlq_topic.clone()]);
-    for optional in [&k.features_topic, &k.labels_topic] {
+    for optional in [&k.features_topic, &k.review_topic, &k.labels_topic] {
         if !optional.is_empty() {
             names.push(optional.clone());
         }
