@@ -14,6 +14,8 @@ pub struct Metrics {
     pub messages_in: IntCounterVec,
     /// Predictions produced (acknowledged), by label and model version.
     pub predictions: IntCounterVec,
+    /// The same by route (`auto`, `review`) and model version: the coverage.
+    pub routes: IntCounterVec,
     /// Messages sent to the dead-letter topic, by reason.
     pub dlq: IntCounterVec,
     pub windows: IntCounter,
@@ -169,6 +171,12 @@ impl Metrics {
                 "triage_predictions_total",
                 "Predictions acknowledged by the broker.",
                 &["label", "model_version"],
+            ),
+            routes: counter_vec(
+                &r,
+                "triage_routes_total",
+                "Predictions acknowledged by the broker, by route: auto (confidence at or above the model card's routing threshold for review.target_precision) or review (for a person). Coverage = auto / all.",
+                &["route", "model_version"],
             ),
             dlq: counter_vec(
                 &r,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::decode::{Decoded, Decoder, Rejection};
@@ -86,6 +87,7 @@ pub async fn run<S: Source, K: Sink>(
         next_id: 0,
         last: None,
         fatal,
+        tasks: JoinSet::new(),
     };
     let mut buffer: WindowBuffer<Message> =
         WindowBuffer::new(settings.max_messages, settings.max_wait);
@@ -139,6 +141,10 @@ pub async fn run<S: Source, K: Sink>(
     if !drained && stopped.is_ok() && failed.is_empty() {
         warn!("Drain deadline passed; unacknowledged windows will be read again after restart.");
     }
+    // Windows still running (after a failure, or past the drain deadline) stop here,
+    // unacknowledged: none outlives the pipeline (waiting for workers, counted in
+    // triage_worker_outage, or holding a permit).
+    windows.tasks.shutdown().await;
     let stopped = match (stopped, failed.try_recv()) {
         (Ok(_), Ok(err)) => Err(err),
         (stopped, _) => stopped,
@@ -163,6 +169,8 @@ struct Windows<K, A> {
     /// Resolves when the newest window is written: Err if it, or one before it, failed.
     last: Option<oneshot::Receiver<()>>,
     fatal: mpsc::Sender<PipelineError>,
+    /// The window tasks; finished ones are reaped at each flush.
+    tasks: JoinSet<()>,
 }
 
 impl<K: Sink, A: Acknowledge> Windows<K, A> {
@@ -187,7 +195,8 @@ impl<K: Sink, A: Acknowledge> Windows<K, A> {
             _permit: permit,
             _in_flight: InFlight::start(self.pipeline.state.clone()),
         };
-        tokio::spawn(task.run(
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn(task.run(
             self.pipeline.clone(),
             self.sink.clone(),
             self.ack.clone(),
@@ -271,7 +280,7 @@ impl WindowTask {
 struct Produced {
     records: Vec<Record>,
     /// (label, model version) per prediction.
-    labels: Vec<(String, String)>,
+    labels: Vec<(String, String, super::Route)>,
     /// Reason per dead letter.
     dead_letters: Vec<&'static str>,
 }
@@ -356,9 +365,11 @@ impl Pipeline {
                     ));
                     continue;
                 }
-                produced
-                    .labels
-                    .push((labelled.label.clone(), batch.model_version.clone()));
+                produced.labels.push((
+                    labelled.label.clone(),
+                    batch.model_version.clone(),
+                    labelled.route,
+                ));
                 produced.records.extend(outputs);
             }
         }
@@ -393,15 +404,25 @@ impl Pipeline {
     }
 
     /// Metrics and totals of a written window.
-    fn written(&self, messages: &[Message], labels: &[(String, String)], dead: &[&'static str]) {
+    fn written(
+        &self,
+        messages: &[Message],
+        labels: &[(String, String, super::Route)],
+        dead: &[&'static str],
+    ) {
         let m = &self.metrics;
         let now_ms = crate::clock::now_ms();
         for ts in messages.iter().filter_map(|m| m.timestamp_ms) {
             m.end_to_end_seconds
                 .observe(((now_ms - ts).max(0) as f64) / 1e3);
         }
-        for (label, version) in labels {
+        for (label, version, route) in labels {
             m.predictions.with_label_values(&[label, version]).inc();
+            let route = match route {
+                super::Route::Auto => "auto",
+                super::Route::Review => "review",
+            };
+            m.routes.with_label_values(&[route, version]).inc();
         }
         for reason in dead {
             m.dlq.with_label_values(&[reason]).inc();
