@@ -1199,7 +1199,9 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
         .arg("--output")
         .arg(&output)
         .arg("--metrics-file")
-        .arg(&metrics));
+        .arg(&metrics)
+        .arg("--review")
+        .arg(dir.join("review.jsonl")));
     assert_no_panic(&stderr);
     assert_eq!(
         out.status.code(),
@@ -1234,6 +1236,40 @@ fn a_batch_run_over_a_file_predicts_every_valid_line_and_dead_letters_the_rest()
         "drift statistics as in the service"
     );
     assert!(stderr.contains("154 messages: 150 predicted"), "{stderr}");
+    // Every prediction is routed by the card's threshold; each one routed to a person
+    // has its review record, with its text.
+    let routed: Vec<serde_json::Value> = predictions
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        routed
+            .iter()
+            .all(|p| p["route"] == "auto" || p["route"] == "review"),
+        "{:?}",
+        routed.first()
+    );
+    let to_review: Vec<&serde_json::Value> =
+        routed.iter().filter(|p| p["route"] == "review").collect();
+    let reviews = std::fs::read_to_string(dir.join("review.jsonl")).unwrap();
+    assert_eq!(reviews.lines().count(), to_review.len(), "{reviews}");
+    for (line, p) in reviews.lines().zip(&to_review) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["id"], p["id"]);
+        assert!(r["text"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+    }
+    let auto = routed.len() - to_review.len();
+    assert!(
+        prom.contains(&format!(
+            "triage_routes_total{{model_version=\"v1\",route=\"auto\"}} {auto}"
+        )),
+        "{prom}"
+    );
+    eprintln!(
+        "batch routing: {auto} of {} automatic, {} to review",
+        routed.len(),
+        to_review.len()
+    );
 }
 
 /// POSTs an Alertmanager notification to the retrainer; returns the status.
