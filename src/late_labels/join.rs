@@ -206,6 +206,10 @@ pub struct VersionWindow {
     pub classes: usize,
     /// The joined pairs in the window, as (truth, predicted) class indices.
     pub pairs: Vec<(usize, usize)>,
+    /// Pairs in the window whose label was applied automatically (`route: auto`),
+    /// and of those the ones right: the review promise's precision.
+    pub auto_labelled: u64,
+    pub auto_right: u64,
     /// Changes whenever the window does: a check of an unchanged window can be kept.
     pub revision: u64,
 }
@@ -230,12 +234,16 @@ struct Held {
     seq: u64,
     /// Whether a label was joined with it already (a later one is a relabel).
     labelled: bool,
+    /// Whether its label was applied automatically (`route` is not `review`).
+    auto: bool,
 }
 
 struct Pair {
     id: Arc<str>,
     predicted: usize,
     truth: usize,
+    /// The label was applied automatically (never for a shadow's).
+    auto: bool,
 }
 
 /// One model version: its label set, the true labels it has met outside that set,
@@ -341,7 +349,13 @@ impl Version {
         }
     }
 
-    fn push(&mut self, id: Arc<str>, predicted: usize, truth: usize, window: usize) {
+    fn push(
+        &mut self,
+        id: Arc<str>,
+        (predicted, auto): (usize, bool),
+        truth: usize,
+        window: usize,
+    ) {
         let n = self.first_pair + self.pairs.len() as u64;
         self.pair_of.insert(id.clone(), n);
         self.tally(truth, predicted);
@@ -349,6 +363,7 @@ impl Version {
             id,
             predicted,
             truth,
+            auto,
         });
         while self.pairs.len() > window {
             let Some(old) = self.pairs.pop_front() else {
@@ -370,7 +385,7 @@ impl Version {
         &mut self,
         id: &Arc<str>,
         label: &str,
-        predicted: usize,
+        (predicted, auto): (usize, bool),
         again: bool,
         window: usize,
     ) -> (bool, bool) {
@@ -398,9 +413,10 @@ impl Version {
         if let Some(at) = in_window {
             self.pairs[at].truth = truth;
             self.pairs[at].predicted = predicted;
+            self.pairs[at].auto = auto;
             self.tally(truth, predicted);
         } else {
-            self.push(id.clone(), predicted, truth, window);
+            self.push(id.clone(), (predicted, auto), truth, window);
         }
         (known.is_some(), other)
     }
@@ -656,6 +672,7 @@ impl LabelJoin {
                 ts_ms,
                 seq,
                 labelled,
+                auto: map.get("route").and_then(Value::as_str) != Some("review"),
             },
         );
         self.order.push_back((id.clone(), seq));
@@ -859,6 +876,12 @@ impl LabelJoin {
             labels: v.labels.clone(),
             classes: v.support.len(),
             pairs: v.pairs.iter().map(|p| (p.truth, p.predicted)).collect(),
+            auto_labelled: v.pairs.iter().filter(|p| p.auto).count() as u64,
+            auto_right: v
+                .pairs
+                .iter()
+                .filter(|p| p.auto && p.truth == p.predicted)
+                .count() as u64,
             revision: v.revision,
         })
     }
@@ -899,7 +922,7 @@ impl LabelJoin {
         };
         let again = std::mem::replace(&mut held.labelled, true);
         let window = self.limits.performance_window;
-        let (known, other) = version.join(id, label, held.predicted, again, window);
+        let (known, other) = version.join(id, label, (held.predicted, held.auto), again, window);
         if other {
             self.other_class += 1;
         }
@@ -908,7 +931,8 @@ impl LabelJoin {
             && let Some(v) = self.versions.get_mut(&shadow.version)
         {
             // The label is counted once, as the champion's; `other` too.
-            v.join(id, label, shadow.predicted, again, window);
+            // A shadow's label is never applied: not in the review promise.
+            v.join(id, label, (shadow.predicted, false), again, window);
             self.race(id, label, champion, shadow, again, now_ms);
         }
         match (known, again) {
@@ -1677,6 +1701,38 @@ mod tests {
             r2.started_ms, 2_000,
             "the race started at its first observation"
         );
+    }
+
+    #[test]
+    fn labels_applied_automatically_are_counted_for_the_review_promise() {
+        let mut j = LabelJoin::new(limits());
+        let routed = |id: &str, label: &str, route: Option<&str>| {
+            let mut p: Value = serde_json::from_slice(&prediction(id, label, "v1")).unwrap();
+            if let Some(route) = route {
+                p["route"] = Value::from(route);
+            }
+            p.to_string().into_bytes()
+        };
+        j.prediction(&routed("a", "positive", Some("auto")), 1_000, 1_000)
+            .unwrap();
+        j.prediction(&routed("b", "negative", Some("auto")), 1_000, 1_000)
+            .unwrap();
+        j.prediction(&routed("c", "neutral", Some("review")), 1_000, 1_000)
+            .unwrap();
+        // Before routing existed, every label was applied.
+        j.prediction(&routed("d", "neutral", None), 1_000, 1_000)
+            .unwrap();
+        for (id, truth) in [
+            ("a", "positive"),
+            ("b", "positive"),
+            ("c", "neutral"),
+            ("d", "neutral"),
+        ] {
+            j.label(None, &label(id, truth), 2_000);
+        }
+        let w = j.window("v1").unwrap();
+        assert_eq!(w.pairs.len(), 4);
+        assert_eq!((w.auto_labelled, w.auto_right), (3, 2), "c went to review");
     }
 
     #[test]

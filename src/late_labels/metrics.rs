@@ -40,6 +40,11 @@ pub struct PerformanceMetrics {
     pub new_class_share: GaugeVec,
     /// 1 while classes a version never learned take a measurable share.
     pub new_class: IntGaugeVec,
+    /// The review promise per version: automatic labels in the window, the share
+    /// right, and 1 while significantly under the card's `review.target_precision`.
+    pub auto_labelled: IntGaugeVec,
+    pub auto_precision: GaugeVec,
+    pub promise_broken: IntGaugeVec,
     /// Shadows the join could not read (ignored; the champion's prediction taken).
     pub invalid_shadows: IntCounter,
     /// Race observations dropped for room (past `rollout.min_labelled * 4`).
@@ -139,6 +144,24 @@ impl PerformanceMetrics {
                 "1 while classes a version never learned take a measurable share of its late labels (the share's lower bound at least retrain.new_class_min_share), else 0.",
                 &["model_version"],
             ),
+            auto_labelled: gauge_vec(
+                r,
+                "triage_performance_auto_labelled",
+                "Late-labelled messages in a version's window whose label it applied automatically (route auto): what the review promise is measured on.",
+                &["model_version"],
+            ),
+            auto_precision: float_gauge_vec(
+                r,
+                "triage_performance_auto_precision",
+                "Share of those automatic labels the late labels say were right: the review promise kept (compare with the card's review.target_precision).",
+                &["model_version"],
+            ),
+            promise_broken: gauge_vec(
+                r,
+                "triage_performance_auto_promise_broken",
+                "1 while the automatic labels are significantly less precise than the card's review.target_precision (the Wilson upper bound of their precision, one-sided at retrain.performance_alpha, under it, on at least retrain.performance_min_labelled of them), else 0. Only for versions whose card has a routing threshold.",
+                &["model_version"],
+            ),
             invalid_shadows: counter(
                 r,
                 "triage_performance_invalid_shadows_total",
@@ -231,6 +254,7 @@ impl PerformanceMetrics {
             let _ = self.below_card.remove_label_values(&v);
             let _ = self.new_class_share.remove_label_values(&v);
             let _ = self.new_class.remove_label_values(&v);
+            self.remove_promise(gone);
             for measure in ["macro_f1", "recall"] {
                 let _ = self.drop_p_value.remove_label_values(&[gone, measure]);
             }
@@ -265,6 +289,26 @@ impl PerformanceMetrics {
         self.new_class
             .with_label_values(&v)
             .set(i64::from(c.new_class));
+        if c.auto_target.is_some() && c.auto_labelled > 0 {
+            self.auto_labelled
+                .with_label_values(&v)
+                .set(i64::try_from(c.auto_labelled).unwrap_or(i64::MAX));
+            self.auto_precision
+                .with_label_values(&v)
+                .set(c.auto_precision);
+            self.promise_broken
+                .with_label_values(&v)
+                .set(i64::from(c.promise_broken));
+        } else {
+            self.remove_promise(version);
+        }
+    }
+
+    fn remove_promise(&self, version: &str) {
+        let v = [version];
+        let _ = self.auto_labelled.remove_label_values(&v);
+        let _ = self.auto_precision.remove_label_values(&v);
+        let _ = self.promise_broken.remove_label_values(&v);
     }
 
     /// Copies the races' checks into the metrics; the series of a race no longer

@@ -61,6 +61,9 @@ pub struct Promise {
     pub macro_f1: f64,
     /// `confusion[truth][predicted]` over `labels`.
     pub confusion: Vec<Vec<u64>>,
+    /// The card's `review.target_precision`: the share of its automatic labels
+    /// promised right (None for cards without a routing threshold).
+    pub auto_target: Option<f64>,
 }
 
 impl Promise {
@@ -75,6 +78,7 @@ impl Promise {
             labels,
             macro_f1: m.macro_f1,
             confusion: m.confusion.clone(),
+            auto_target: card.routing.as_ref().map(|r| r.target_precision),
         })
     }
 
@@ -137,6 +141,14 @@ pub struct PromiseCheck {
     /// The verdicts.
     pub below_card: bool,
     pub new_class: bool,
+    /// The review promise: automatic labels in the window, the share of them right,
+    /// the card's target, and whether the window shows it broken (the Wilson upper
+    /// bound of that share, one-sided at `alpha`, under the target, once
+    /// `min_labelled` automatic labels stand behind it).
+    pub auto_labelled: u64,
+    pub auto_precision: f64,
+    pub auto_target: Option<f64>,
+    pub promise_broken: bool,
 }
 
 impl PromiseCheck {
@@ -172,6 +184,9 @@ pub fn check(
     };
     let half = test.alpha / 2.0;
     let recall_p = worst_class.as_ref().map_or(1.0, |c| c.p_value);
+    let (auto_n, auto_right) = (window.auto_labelled, window.auto_right);
+    let auto_target = promise.and_then(|p| p.auto_target);
+    let auto_upper = 1.0 - wilson_lower(auto_n - auto_right.min(auto_n), auto_n, test.alpha);
     PromiseCheck {
         pairs: n,
         tested,
@@ -182,6 +197,16 @@ pub fn check(
         new_class_lower: lower,
         below_card: tested && (macro_f1_p < half || recall_p < half),
         new_class: tested && outside > 0 && lower >= test.new_class_min_share,
+        auto_labelled: auto_n,
+        auto_precision: if auto_n == 0 {
+            1.0
+        } else {
+            auto_right as f64 / auto_n as f64
+        },
+        auto_target,
+        promise_broken: auto_target.is_some_and(|target| {
+            auto_n > 0 && auto_n >= test.min_labelled as u64 && auto_upper < target
+        }),
     }
 }
 
@@ -360,6 +385,7 @@ mod tests {
             labels: labels.iter().map(|l| l.to_string()).collect(),
             macro_f1: counts.macro_f1(),
             confusion,
+            auto_target: None,
         }
     }
 
@@ -378,6 +404,8 @@ mod tests {
             labels: labels.iter().map(|l| l.to_string()).collect(),
             classes: k + 2,
             pairs,
+            auto_labelled: 0,
+            auto_right: 0,
             revision: 1,
         }
     }
@@ -501,6 +529,8 @@ mod tests {
             labels: promise.labels.clone().into(),
             classes: k + 2,
             pairs,
+            auto_labelled: 0,
+            auto_right: 0,
             revision: 1,
         }
     }
@@ -544,5 +574,28 @@ mod tests {
         assert_eq!(p.macro_f1, card.metrics.macro_f1);
         card.metrics.confusion = Vec::new();
         assert_eq!(Promise::from_card(&card), None);
+    }
+
+    #[test]
+    fn the_review_promise_is_broken_only_when_the_automatic_labels_are_significantly_worse() {
+        let mut promise = promise(&LABELS, 100, 0.9);
+        promise.auto_target = Some(0.95);
+        let mut w = window(&LABELS, 100, 0.9, 0);
+        // 300 automatic labels, 90% right: even the upper bound (alpha 0.01) of
+        // 270/300 is under 0.95.
+        (w.auto_labelled, w.auto_right) = (300, 270);
+        let c = check(&TEST, &w, Some(&promise));
+        assert!(c.promise_broken, "{c:?}");
+        assert!((c.auto_precision - 0.9).abs() < 1e-9);
+        // 94% of 300: not significantly under 95%.
+        w.auto_right = 282;
+        assert!(!check(&TEST, &w, Some(&promise)).promise_broken);
+        // Too few automatic labels to say.
+        (w.auto_labelled, w.auto_right) = (20, 15);
+        assert!(!check(&TEST, &w, Some(&promise)).promise_broken);
+        // No target in the card: nothing promised.
+        promise.auto_target = None;
+        (w.auto_labelled, w.auto_right) = (300, 200);
+        assert!(!check(&TEST, &w, Some(&promise)).promise_broken);
     }
 }
