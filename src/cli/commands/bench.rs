@@ -70,13 +70,19 @@ fn print_bench(settings: &Settings, r: &BenchReport) {
             );
         }
         println!(
-            "shadow cost              without {:.1}, with {:.1} messages/s (medians); with / without x{:.3} (median of the rounds; lowest x{:.3})",
-            sh.plain_per_second, sh.shadowed_per_second, sh.ratio, sh.ratio_min
+            "shadow cost              without {:.1}, with {:.1} messages/s (medians); with / without x{:.3} (median of the rounds; lowest x{:.3}; geometric mean x{:.3})",
+            sh.plain_per_second,
+            sh.shadowed_per_second,
+            sh.ratio,
+            sh.ratio_min,
+            sh.ratio_geometric_mean
         );
         println!(
-            "  ms per message         classify {:.3} without, {:.3} with (both models); produce {:.2} and {:.2} (wall)",
+            "  ms per message         classify {:.3} without, {:.3} with (both models): +{:.3} ms, {:.2}% of a worker's time; produce {:.2} and {:.2} (wall)",
             r.stages_ms_per_message.classify,
             sh.stages_ms_per_message.classify,
+            sh.added_classify_ms_per_message,
+            sh.added_worker_share * 100.0,
             r.stages_ms_per_message.produce,
             sh.stages_ms_per_message.produce
         );

@@ -105,9 +105,19 @@ pub struct ShadowReport {
     /// Shadowed over plain throughput: the median of the rounds' ratios, and the lowest.
     pub ratio: f64,
     pub ratio_min: f64,
+    /// The geometric mean of the rounds' ratios: with as many rounds of each order
+    /// (an even `--repeat`), a slowdown of whichever drain runs second cancels out.
+    pub ratio_geometric_mean: f64,
     /// Per message in the shadowed runs (means over the rounds); `classify` holds
     /// both models' predictions. The plain runs' are `stages_ms_per_message`.
     pub stages_ms_per_message: StageCosts,
+    /// What the shadow adds to a worker's time per message (classifying, shadowed
+    /// less plain), in ms and as a share of the plain runs' worker time (embed,
+    /// classify, drift). Throughput is bound by the workers, so 1 / (1 + share) is
+    /// the ratio the stage clocks predict; unlike the measured ratio it does not
+    /// move with the machine's speed between two drains.
+    pub added_classify_ms_per_message: f64,
+    pub added_worker_share: f64,
     pub rounds: Vec<ShadowRound>,
 }
 
@@ -322,6 +332,9 @@ pub async fn run(
         None => None,
     };
 
+    let shadow = registries
+        .as_ref()
+        .map(|r| shadow::report(&r.challenger, &shadow_pairs, &stages, shadow_stages));
     Ok(BenchReport {
         rows,
         window_max_messages: settings.stream.max_messages,
@@ -347,9 +360,7 @@ pub async fn run(
         service_peak_rss_mb: service_peak.max(overload.as_ref().map_or(0.0, |o| o.peak_rss_mb)),
         overload,
         bench_peak_rss_mb: peak_rss_mb(),
-        shadow: registries
-            .as_ref()
-            .map(|r| shadow::report(&r.challenger, &shadow_pairs, shadow_stages)),
+        shadow,
     })
 }
 

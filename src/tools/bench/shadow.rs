@@ -141,12 +141,14 @@ pub(super) fn check_shadow(
     Ok(())
 }
 
-/// The shadow report from each round's pair (plain, shadowed) and the mean stage
-/// costs of the shadowed runs.
+/// The shadow report from each round's pair (plain and shadowed messages/s, and the
+/// shadow predictions counted) and the mean stage costs of the plain and the
+/// shadowed runs.
 pub(super) fn report(
     challenger: &str,
     pairs: &[(f64, f64, u64)],
-    stages: StageCosts,
+    plain: &StageCosts,
+    shadowed: StageCosts,
 ) -> ShadowReport {
     let rounds: Vec<ShadowRound> = pairs
         .iter()
@@ -160,13 +162,20 @@ pub(super) fn report(
         })
         .collect();
     let of = |f: fn(&ShadowRound) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+    let ratios = of(|r| r.ratio);
+    let logs: f64 = ratios.iter().map(|r| r.max(f64::MIN_POSITIVE).ln()).sum();
+    let added = shadowed.classify - plain.classify;
+    let worker = plain.embed + plain.classify + plain.drift;
     ShadowReport {
         challenger: challenger.to_string(),
         plain_per_second: median(&of(|r| r.plain_per_second)),
         shadowed_per_second: median(&of(|r| r.shadowed_per_second)),
-        ratio: median(&of(|r| r.ratio)),
-        ratio_min: of(|r| r.ratio).into_iter().fold(f64::INFINITY, f64::min),
-        stages_ms_per_message: stages,
+        ratio: median(&ratios),
+        ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratio_geometric_mean: (logs / ratios.len().max(1) as f64).exp(),
+        stages_ms_per_message: shadowed,
+        added_classify_ms_per_message: added,
+        added_worker_share: if worker > 0.0 { added / worker } else { 0.0 },
         rounds,
     }
 }
@@ -210,10 +219,21 @@ mod tests {
 
     #[test]
     fn the_ratio_is_shadowed_over_plain_per_round_and_its_median() {
+        let plain = StageCosts {
+            embed: 19.9,
+            classify: 0.05,
+            drift: 0.05,
+            ..StageCosts::default()
+        };
+        let shadowed = StageCosts {
+            classify: 0.09,
+            ..plain.clone()
+        };
         let r = report(
             "v2",
             &[(50.0, 45.0, 10), (40.0, 40.0, 10), (60.0, 57.0, 10)],
-            StageCosts::default(),
+            &plain,
+            shadowed,
         );
         let ratios: Vec<f64> = r.rounds.iter().map(|r| r.ratio).collect();
         assert_eq!(ratios, [0.9, 1.0, 0.95]);
@@ -223,6 +243,29 @@ mod tests {
         );
         assert_eq!((r.ratio, r.ratio_min), (0.95, 0.9));
         assert_eq!((r.plain_per_second, r.shadowed_per_second), (50.0, 45.0));
+        let cube_root = (0.9f64 * 1.0 * 0.95).powf(1.0 / 3.0);
+        assert!((r.ratio_geometric_mean - cube_root).abs() < 1e-12);
+        // 0.04 ms more classifying on 20 ms of worker time per message.
+        assert!((r.added_classify_ms_per_message - 0.04).abs() < 1e-12);
+        assert!((r.added_worker_share - 0.002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_slower_second_drain_cancels_out_of_the_geometric_mean() {
+        // The same cost (x0.99) in every round, and whichever drains second runs 20%
+        // slower: the rounds' ratios swing, their geometric mean does not.
+        let pairs: Vec<(f64, f64, u64)> = (0..4)
+            .map(|i| {
+                if plain_first(i) {
+                    (50.0, 50.0 * 0.99 * 0.8, 1)
+                } else {
+                    (50.0 * 0.8, 50.0 * 0.99, 1)
+                }
+            })
+            .collect();
+        let r = report("v2", &pairs, &StageCosts::default(), StageCosts::default());
+        assert!((r.ratio_geometric_mean - 0.99).abs() < 1e-12, "{r:?}");
+        assert!(r.ratio_min < 0.8);
     }
 
     #[test]
