@@ -313,8 +313,8 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     // consumer scores it beside v2 on the same messages; their late labels feed the
     // guard's live race, which the race panels read.
     let challenger = || {
-        let (status, stdout, stderr) = run(cli().args(["models", "list", "--json"]));
-        assert!(status.status.success(), "models list:\n{stderr}");
+        let (listed, stdout, stderr) = run(cli().args(["models", "list", "--json"]));
+        assert!(listed.status.success(), "models list:\n{stderr}");
         let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         list["aliases"]["challenger"].as_str().map(str::to_string)
     };
