@@ -2,8 +2,10 @@
 //! (deploy/prometheus/rules/triage.yml) against a real Prometheus that scrapes a live
 //! `triage run` and a live `triage retrainer`: after traffic, dead letters, late labels,
 //! a failed and a promoted retrain (both started by Alertmanager with the repository's
-//! routing) and the consumers' switch to the new champion, every panel, annotation and
-//! variable query must parse and return series.
+//! routing), the consumers' switch to the new champion and the guard's live race (the
+//! replaced champion scored in shadow, on late labels), every panel, annotation and
+//! variable query must parse and return series (but for the events listed in
+//! `EVENTS_NOT_MADE`, with why).
 
 mod common;
 
@@ -12,13 +14,24 @@ use std::time::{Duration, Instant};
 
 use common::alertmanager::Alertmanager;
 use common::broker::Broker;
-use common::kafka::{Collector, Names, http, produce, write_support_config};
+use common::kafka::{Collector, Names, Out, http, produce, write_support_config};
 use common::prometheus::Prometheus;
 use common::server::Server;
 use common::*;
 
 /// Intents the first champion knows; the traffic then brings all eleven.
 const NARROW: [&str; 4] = ["ACCOUNT", "PAYMENT", "REFUND", "SHIPPING"];
+
+/// Dashboard queries whose event this test does not bring about, each with why. Such
+/// a query has no series (it selects the event), so, as for the alert rules, it must
+/// parse and every metric it reads must have series. An entry whose query does return
+/// series (or is gone) fails the test: the list holds only what it must.
+const EVENTS_NOT_MADE: [(&str, &str); 1] = [(
+    "triage-retraining.json annotation \"Rollback\"",
+    "a guard rolls back only when the champion a promotion replaced beats the new one on \
+     rollout.min_labelled (200) late-labelled messages; here that is v1, which knows 4 of \
+     the 11 intents, on 55 messages",
+)];
 
 /// Sends one firing alert to Alertmanager's API; its route decides where it goes.
 fn fire(alertmanager: &str, alertname: &str) {
@@ -296,6 +309,53 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         "the consumer did not switch:\n{}",
         service.log()
     );
+    // The guard of that promotion: the retrainer puts v1 back into shadow, and the
+    // consumer scores it beside v2 on the same messages; their late labels feed the
+    // guard's live race, which the race panels read.
+    let challenger = || {
+        let (listed, stdout, stderr) = run(cli().args(["models", "list", "--json"]));
+        assert!(listed.status.success(), "models list:\n{stderr}");
+        let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        list["aliases"]["challenger"].as_str().map(str::to_string)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while challenger().as_deref() != Some("v1") {
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not put v1 in shadow within 30 s:\n{}",
+            retrainer.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (messages, labels) = phase_with(&by_intent, &all, 75..80, "g", true);
+    produce(&brokers, &names.input, &messages);
+    let shadowed = |records: &[Out]| {
+        records
+            .iter()
+            .filter(|o| o.topic == names.predictions)
+            .map(|o| o.json())
+            .filter(|v| v["id"].as_str().is_some_and(|id| id.starts_with("g-")))
+            .filter(|v| v["shadow"]["model_version"] == "v1")
+            .count()
+    };
+    assert!(
+        out.until(Duration::from_secs(120), |r| shadowed(r) >= messages.len()),
+        "{} of {} predictions carried v1's shadow:\n{}",
+        shadowed(&out.records),
+        messages.len(),
+        service.log()
+    );
+    produce(&brokers, "labels", &labels);
+    assert!(
+        prom.wait(
+            "triage_race_labelled_messages",
+            Duration::from_secs(60),
+            |r| !r.is_empty()
+        ),
+        "no live race on the late labels:\n{}",
+        retrainer.log()
+    );
+
     // Two scrapes more of every target, so every rate and increase spans the last events.
     let swapped_seen = unix_now();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -323,16 +383,33 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 3, "overview, drift and retraining: {files:?}");
+    let mut not_made = Vec::new();
     for file in &files {
         for (source, expr) in dashboard_queries(file, span) {
             checked += 1;
             match prom.query_range(&expr, span, step) {
                 Ok(series) if series.is_empty() => {
-                    failures.push(format!("{source}: no series: {expr}"))
+                    if EVENTS_NOT_MADE.iter().any(|(s, _)| *s == source) {
+                        not_made.push(source.clone());
+                        for metric in metric_names(&expr) {
+                            if prom.query_range(&metric, span, step).unwrap().is_empty() {
+                                failures.push(format!("{source}: {metric} has no series"));
+                            }
+                        }
+                    } else {
+                        failures.push(format!("{source}: no series: {expr}"))
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => failures.push(format!("{source}: {e}: {expr}")),
             }
+        }
+    }
+    for (source, why) in EVENTS_NOT_MADE {
+        if !not_made.iter().any(|s| s == source) {
+            failures.push(format!(
+                "{source} is in EVENTS_NOT_MADE ({why}) but returned series or is gone: remove it from the list"
+            ));
         }
     }
 

@@ -158,6 +158,7 @@ pub enum Command {
     ///
     /// Example: triage bench --data ../shared/data/yelp/reviews-5k.jsonl --rows 1000
     ///          triage bench --data unseen.jsonl --overload 2 --overload-secs 90 --json
+    ///          triage bench --data unseen.jsonl --rows 1000 --shadow
     Bench(BenchArgs),
 
     /// Replay a JSON-lines or CSV file into a topic as messages keyed by id, at
@@ -394,6 +395,13 @@ pub struct BenchArgs {
     /// Seconds of the overload run.
     #[arg(long, default_value_t = 60)]
     pub overload_secs: u64,
+    /// Also measure what a challenger in shadow costs: each round drains the same
+    /// messages twice, back to back, with no challenger and with a copy of the
+    /// champion in shadow (in a registry of the bench's own; the configured one is
+    /// not touched), alternating which goes first; reports both throughputs and
+    /// shadowed / plain. Fails if the shadow did not run.
+    #[arg(long)]
+    pub shadow: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,

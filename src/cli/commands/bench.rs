@@ -21,6 +21,7 @@ pub(super) fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<Exit
         latency_rows: args.latency_rows,
         overload: args.overload,
         overload_secs: args.overload_secs,
+        shadow: args.shadow,
     };
     let report = runtime()?.block_on(bench::run(settings, &args.data, &options))?;
     if args.json {
@@ -56,6 +57,36 @@ fn print_bench(settings: &Settings, r: &BenchReport) {
         r.throughput_vs_bound * 100.0,
         r.throughput_vs_bound_min * 100.0
     );
+    if let Some(sh) = &r.shadow {
+        for (i, round) in sh.rounds.iter().enumerate() {
+            println!(
+                "{:<25}{} first: without a challenger {:.1}, with {} in shadow {:.1} messages/s (x{:.3})",
+                format!("shadow, round {}", i + 1),
+                round.first,
+                round.plain_per_second,
+                sh.challenger,
+                round.shadowed_per_second,
+                round.ratio
+            );
+        }
+        println!(
+            "shadow cost              without {:.1}, with {:.1} messages/s (medians); with / without x{:.3} (median of the rounds; lowest x{:.3}; geometric mean x{:.3})",
+            sh.plain_per_second,
+            sh.shadowed_per_second,
+            sh.ratio,
+            sh.ratio_min,
+            sh.ratio_geometric_mean
+        );
+        println!(
+            "  ms per message         classify {:.3} without, {:.3} with (both models): +{:.3} ms, {:.2}% of a worker's time; produce {:.2} and {:.2} (wall)",
+            r.stages_ms_per_message.classify,
+            sh.stages_ms_per_message.classify,
+            sh.added_classify_ms_per_message,
+            sh.added_worker_share * 100.0,
+            r.stages_ms_per_message.produce,
+            sh.stages_ms_per_message.produce
+        );
+    }
     println!(
         "batch plan               {:.0} tokens per message, padding adds {:.1}% ({:?}, budget {})",
         r.tokens_per_message,

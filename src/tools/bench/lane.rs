@@ -55,11 +55,13 @@ pub(super) fn producer(settings: &Settings) -> anyhow::Result<Producer> {
     Ok(Producer::with_linger_ms(&settings.kafka, 1)?)
 }
 
-/// A prediction read back: when, and how long its window had been in the service.
+/// A prediction read back: when, how long its window had been in the service, and
+/// whether it carried a challenger's prediction (its `shadow` field).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Arrival {
     pub(super) at: Instant,
     pub(super) in_service: Duration,
+    pub(super) shadow: bool,
 }
 
 impl Arrival {
@@ -95,6 +97,7 @@ pub(super) async fn collect(
                 seen.entry(id.to_string()).or_insert_with(|| Arrival {
                     at: Instant::now(),
                     in_service: Duration::from_secs_f64(in_service.max(0.0) / 1e3),
+                    shadow: v["shadow"].is_object(),
                 });
             }
         }

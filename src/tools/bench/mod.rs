@@ -14,12 +14,17 @@
 //!    while, sampling memory, consumer lag and the time messages spend inside the
 //!    service once read, every second.
 //! 4. Peak RSS of the service processes (and, apart, of the bench's own).
+//! 5. Optionally (`--shadow`), the cost of scoring a challenger in shadow: each round
+//!    drains the same messages once more, with a copy of the champion in shadow,
+//!    right before or after the plain run (alternating), and reports shadowed over
+//!    plain throughput (see [`shadow`]).
 //!
 //! The service runs as a child `triage run` process, as users run it.
 
 mod child;
 mod lane;
 mod phases;
+mod shadow;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +49,8 @@ pub struct BenchOptions {
     /// Overload run: this multiple of the measured throughput; `None`: no overload run.
     pub overload: Option<f64>,
     pub overload_secs: u64,
+    /// Each round also drains the messages with a challenger in shadow.
+    pub shadow: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +87,51 @@ pub struct BenchReport {
     pub service_peak_rss_mb: f64,
     /// Peak RSS of the bench process itself (the bound's embedder, producer, reader).
     pub bench_peak_rss_mb: f64,
+    /// With `--shadow`: throughput without and with a challenger in shadow. The
+    /// fields above then describe the runs without one.
+    pub shadow: Option<ShadowReport>,
+}
+
+/// The cost of scoring a challenger in shadow: the same messages drained by a
+/// service with the champion alone and by one with a challenger in shadow, back to
+/// back in each round.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowReport {
+    /// The challenger's version in the bench's own registry: a copy of the champion.
+    pub challenger: String,
+    /// Medians over the rounds, messages/s.
+    pub plain_per_second: f64,
+    pub shadowed_per_second: f64,
+    /// Shadowed over plain throughput: the median of the rounds' ratios, and the lowest.
+    pub ratio: f64,
+    pub ratio_min: f64,
+    /// The geometric mean of the rounds' ratios: with as many rounds of each order
+    /// (an even `--repeat`), a slowdown of whichever drain runs second cancels out.
+    pub ratio_geometric_mean: f64,
+    /// Per message in the shadowed runs (means over the rounds); `classify` holds
+    /// both models' predictions. The plain runs' are `stages_ms_per_message`.
+    pub stages_ms_per_message: StageCosts,
+    /// What the shadow adds to a worker's time per message (classifying, shadowed
+    /// less plain), in ms and as a share of the plain runs' worker time (embed,
+    /// classify, drift). Throughput is bound by the workers, so 1 / (1 + share) is
+    /// the ratio the stage clocks predict; unlike the measured ratio it does not
+    /// move with the machine's speed between two drains.
+    pub added_classify_ms_per_message: f64,
+    pub added_worker_share: f64,
+    pub rounds: Vec<ShadowRound>,
+}
+
+/// One round's pair of drains.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowRound {
+    /// Which drained first: `plain` (rounds 1, 3, ...) or `shadowed` (2, 4, ...).
+    pub first: &'static str,
+    pub plain_per_second: f64,
+    pub shadowed_per_second: f64,
+    /// shadowed / plain.
+    pub ratio: f64,
+    /// Texts the challenger scored in the shadowed run (`triage_shadow_predictions_total`).
+    pub shadow_predictions: u64,
 }
 
 /// One bound-then-service pair.
@@ -175,12 +227,24 @@ pub async fn run(
     settings.data.text_field = "text".into();
     // The service embeds as its champion was trained (graph and token length),
     // whatever the config says: so does the bound.
-    let champion = Arc::new(
-        crate::registry::Registry::from_settings(&settings)?
-            .card("champion")?
-            .embedding,
-    );
+    let registry = crate::registry::Registry::from_settings(&settings)?;
+    let champion = Arc::new(registry.card("champion")?.embedding);
     let rows = texts.len();
+    let registries = if options.shadow {
+        Some(shadow::Registries::copy(&settings)?)
+    } else {
+        if let Ok(aliases) = registry.aliases()
+            && let Some(challenger) = aliases.challenger
+        {
+            tracing::warn!(
+                %challenger,
+                "The registry has a challenger: the benchmarked service scores it in shadow, and the figures include that cost. `--shadow` measures with and without one."
+            );
+        }
+        None
+    };
+    let mut shadow_pairs = Vec::new();
+    let mut shadow_stages = StageCosts::default();
 
     let mut rounds = Vec::new();
     let mut tokenize_ms = Vec::new();
@@ -194,12 +258,39 @@ pub async fn run(
         // The bound's embedder is dropped before the service loads its own.
         let b = tokio::task::spawn_blocking(move || embedding_bound(&s, &c, &t)).await??;
         let bound = b.per_second;
+        let drained = match &registries {
+            None => drain_backlog(&settings, &texts, &format!("tp{round}")).await?,
+            Some(r) => {
+                let (plain, shadowed) = r.drain_pair(&texts, round).await?;
+                tracing::info!(
+                    round = round + 1,
+                    of = repeat,
+                    plain = format!("{:.1}", plain.throughput),
+                    shadowed = format!("{:.1}", shadowed.throughput),
+                    first = if shadow::plain_first(round) {
+                        "plain"
+                    } else {
+                        "shadowed"
+                    },
+                    "Throughput without and with a challenger in shadow measured (messages/s)."
+                );
+                shadow_pairs.push((
+                    plain.throughput,
+                    shadowed.throughput,
+                    shadowed.shadow_scored,
+                ));
+                add_mean(&mut shadow_stages, &shadowed.stages, repeat);
+                service_peak = service_peak.max(shadowed.peak_rss);
+                plain
+            }
+        };
         let Drained {
             throughput,
             stages: costs,
             peak_rss,
             cpu: shares,
-        } = drain_backlog(&settings, &texts, round).await?;
+            ..
+        } = drained;
         cpu.service += shares.service / repeat as f64;
         cpu.bench += shares.bench / repeat as f64;
         service_peak = service_peak.max(peak_rss);
@@ -212,15 +303,7 @@ pub async fn run(
         );
         tokenize_ms.push(b.tokenize_ms);
         plan = (b.tokens_per_message, b.padding);
-        for (sum, add) in [
-            (&mut stages.decode, costs.decode),
-            (&mut stages.embed, costs.embed),
-            (&mut stages.classify, costs.classify),
-            (&mut stages.drift, costs.drift),
-            (&mut stages.produce, costs.produce),
-        ] {
-            *sum += add / repeat as f64;
-        }
+        add_mean(&mut stages, &costs, repeat);
         rounds.push(Round {
             embed_only_per_second: bound,
             throughput_per_second: throughput,
@@ -249,6 +332,9 @@ pub async fn run(
         None => None,
     };
 
+    let shadow = registries
+        .as_ref()
+        .map(|r| shadow::report(&r.challenger, &shadow_pairs, &stages, shadow_stages));
     Ok(BenchReport {
         rows,
         window_max_messages: settings.stream.max_messages,
@@ -274,7 +360,21 @@ pub async fn run(
         service_peak_rss_mb: service_peak.max(overload.as_ref().map_or(0.0, |o| o.peak_rss_mb)),
         overload,
         bench_peak_rss_mb: peak_rss_mb(),
+        shadow,
     })
+}
+
+/// Adds one of `rounds` runs' stage costs to their mean.
+fn add_mean(mean: &mut StageCosts, run: &StageCosts, rounds: usize) {
+    for (sum, add) in [
+        (&mut mean.decode, run.decode),
+        (&mut mean.embed, run.embed),
+        (&mut mean.classify, run.classify),
+        (&mut mean.drift, run.drift),
+        (&mut mean.produce, run.produce),
+    ] {
+        *sum += add / rounds as f64;
+    }
 }
 
 /// `triage-bench-{tag}-...`: a name no other run uses (topics, groups, folders).

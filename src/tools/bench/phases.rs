@@ -89,16 +89,22 @@ pub(super) struct Drained {
     pub(super) stages: StageCosts,
     pub(super) peak_rss: f64,
     pub(super) cpu: CpuShares,
+    /// Texts the service scored with a challenger in shadow
+    /// (`triage_shadow_predictions_total`), and prediction records read back with a
+    /// `shadow` field.
+    pub(super) shadow_scored: u64,
+    pub(super) shadow_records: usize,
 }
 
-/// Writes `texts` to a fresh topic, then lets a fresh service drain them.
+/// Writes `texts` to a fresh topic (named after `tag`), then lets a fresh service
+/// drain them.
 pub(super) async fn drain_backlog(
     settings: &Settings,
     texts: &[String],
-    round: usize,
+    tag: &str,
 ) -> anyhow::Result<Drained> {
     let rows = texts.len();
-    let l = lane(settings, &format!("tp{round}")).await?;
+    let l = lane(settings, tag).await?;
     let prod = producer(&l.settings)?;
     for (i, text) in texts.iter().enumerate() {
         let id = format!("b-{i}");
@@ -131,6 +137,7 @@ pub(super) async fn drain_backlog(
         drift: per_message("drift"),
         produce: per_message("produce"),
     };
+    let shadow_scored = metric_sum(&exposition, "triage_shadow_predictions_total", &[]) as u64;
     let peak_rss = service.stop().await;
     // The clock runs from the service reading its first message (the earliest
     // arrival less its time in the service) to the last prediction read back.
@@ -145,6 +152,8 @@ pub(super) async fn drain_backlog(
         stages,
         peak_rss,
         cpu,
+        shadow_scored,
+        shadow_records: arrivals.values().filter(|a| a.shadow).count(),
     })
 }
 
