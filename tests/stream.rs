@@ -1403,6 +1403,65 @@ impl LoopRig {
             .unwrap_or_default()
     }
 
+    /// Produces `messages` and waits for their predictions; returns how many
+    /// predictions `out` held before them.
+    fn publish(&self, out: &mut Collector, messages: &[Msg]) -> usize {
+        let pred = &self.s.names.predictions;
+        let before = out.on(pred).len();
+        produce(&self.s.broker.address(), &self.s.names.input, messages);
+        assert!(out.wait_count(pred, before + messages.len(), Duration::from_secs(120)));
+        before
+    }
+
+    /// The retrainer's log and its race metrics: what a stuck race says.
+    fn race_state(&self) -> String {
+        let metrics = self.retrainer_metrics();
+        let race: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("triage_race"))
+            .collect();
+        format!("{}\n{}", self.retrainer.log(), race.join("\n"))
+    }
+
+    /// Waits up to 300 s for a job to end shadowing, rejecting or failing.
+    fn wait_job_settled(&self) -> bool {
+        self.prom.wait("up", Duration::from_secs(300), |_| {
+            self.jobs("shadow") + self.jobs("rejected") + self.jobs("failed") >= 1.0
+        })
+    }
+
+    /// Waits up to `secs` for the registry's `alias` to name `version`.
+    fn wait_alias(&self, alias: &str, version: &str, secs: u64) -> bool {
+        self.prom.wait("up", Duration::from_secs(secs), |_| {
+            self.aliases()[alias] == version
+        })
+    }
+
+    /// Produces `messages` and waits for their predictions: both consumers (both
+    /// partitions) publish `champion`'s labels with `challenger`'s prediction in shadow
+    /// beside each one.
+    fn publish_with_shadow(
+        &self,
+        out: &mut Collector,
+        messages: &[Msg],
+        (champion, challenger): (&str, &str),
+    ) {
+        let pred = &self.s.names.predictions;
+        let before = self.publish(out, messages);
+        let shadowed: Vec<(i32, serde_json::Value)> = out.on(pred)[before..]
+            .iter()
+            .map(|o| (o.partition, o.json()))
+            .collect();
+        assert!(
+            shadowed.iter().all(|(_, p)| p["model_version"] == champion
+                && p["shadow"]["model_version"] == challenger),
+            "{:?}",
+            shadowed.iter().find(|(_, p)| p["shadow"].is_null())
+        );
+        let partitions: HashSet<i32> = shadowed.iter().map(|(p, _)| *p).collect();
+        assert_eq!(partitions.len(), 2, "both consumers score the shadow");
+    }
+
     /// Traffic like the recent traffic a challenger learns from: the four intents
     /// three times as often as the other seven, as in the stationary and drifted
     /// phases together; messages and their late labels.
@@ -1724,11 +1783,7 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     );
     let alert_at = started.elapsed();
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(300), |_| rig.jobs("shadow")
-                + rig.jobs("rejected")
-                + rig.jobs("failed")
-                >= 1.0),
+        rig.wait_job_settled(),
         "the job did not finish:\n{}",
         rig.retrainer.log()
     );
@@ -1742,24 +1797,8 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     // Traffic like the recent one: both consumers publish the champion's labels and
     // carry the challenger's prediction beside them, on both partitions.
     let (messages, labels) = rig.recovery();
-    let before = out.on(&pred).len();
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
-    let shadowed: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
-        .iter()
-        .map(|o| (o.partition, o.json()))
-        .collect();
+    rig.publish_with_shadow(&mut out, &messages, (champion, challenger));
     let shadow_at = started.elapsed();
-    assert!(
-        shadowed
-            .iter()
-            .all(|(_, p)| p["model_version"] == champion
-                && p["shadow"]["model_version"] == challenger),
-        "{:?}",
-        shadowed.iter().find(|(_, p)| p["shadow"].is_null())
-    );
-    let partitions: HashSet<i32> = shadowed.iter().map(|(p, _)| *p).collect();
-    assert_eq!(partitions.len(), 2, "both consumers score the shadow");
     produce(&s.broker.address(), "labels", &labels);
 
     // The race: promoted by the paired test on the labelled messages both scored.
@@ -1767,13 +1806,8 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
         rig.prom
             .wait("up", Duration::from_secs(120), |_| rig.jobs("promoted")
                 >= 1.0),
-        "the race did not promote {challenger}:\n{}\n{}",
-        rig.retrainer.log(),
-        rig.retrainer_metrics()
-            .lines()
-            .filter(|l| l.starts_with("triage_race"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        "the race did not promote {challenger}:\n{}",
+        rig.race_state()
     );
     let verdict_at = started.elapsed();
     assert_eq!(aliases()["champion"], challenger);
@@ -1798,18 +1832,14 @@ fn a_challenger_in_shadow_wins_the_live_race_and_both_consumers_switch() {
     );
     // The guard: the champion it replaced goes back into shadow, by `guard`.
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
-                == champion),
+        rig.wait_alias("challenger", champion, 30),
         "no guard:\n{}",
         rig.retrainer.log()
     );
 
     // Both consumers serve the new champion at their next window.
-    let before = out.on(&pred).len();
     let (messages, _) = phase(by, &all, 169..172, "nw");
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let before = rig.publish(&mut out, &messages);
     let served: HashSet<String> = out.on(&pred)[before..]
         .iter()
         .map(|o| o.json()["model_version"].as_str().unwrap_or("").to_string())
@@ -1889,9 +1919,7 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     let aliases = || rig.aliases();
     // The guard: the replaced champion back in shadow.
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
-                == good),
+        rig.wait_alias("challenger", good, 30),
         "no guard:\n{}",
         rig.retrainer.log()
     );
@@ -1925,9 +1953,7 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
 
     // Rolled back by the guard: the champion, the history, the decision, the alert.
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(120), |_| aliases()["champion"]
-                == good),
+        rig.wait_alias("champion", good, 120),
         "no rollback:\n{}",
         rig.retrainer.log()
     );
@@ -1981,10 +2007,8 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     // The same bad model as a challenger in shadow: it loses the live race.
     let (shadowed, stdout, stderr) = run(s.triage().args(["models", "shadow", bad]));
     assert!(shadowed.status.success(), "{stdout}\n{stderr}");
-    let before = out.on(&pred).len();
     let (messages, labels) = phase(by, &narrow, 120..150, "ls");
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let before = rig.publish(&mut out, &messages);
     assert!(
         out.on(&pred)[before..]
             .iter()
@@ -2022,20 +2046,14 @@ fn a_bad_champion_promoted_by_hand_is_rolled_back_by_the_guard() {
     assert!(promoted.status.success(), "{stdout}\n{stderr}");
     let promoted_at = std::time::Instant::now();
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(30), |_| aliases()["challenger"]
-                == good),
+        rig.wait_alias("challenger", good, 30),
         "no guard:\n{}",
         rig.retrainer.log()
     );
-    let before = out.on(&pred).len();
     let (messages, _) = phase(by, &narrow, 150..190, "cc");
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    rig.publish(&mut out, &messages);
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(60), |_| aliases()["champion"]
-                == good),
+        rig.wait_alias("champion", good, 60),
         "no rollback on the collapse:\n{}",
         rig.retrainer.log()
     );
@@ -2118,11 +2136,7 @@ fn a_challenger_that_wins_held_out_but_loses_live_is_rejected_in_shadow() {
     let token = std::fs::read_to_string(s.dir.join("retrain.token")).unwrap();
     assert_eq!(post_alert(&rig.retrainer.addr, Some(token.trim())), 200);
     assert!(
-        rig.prom
-            .wait("up", Duration::from_secs(300), |_| rig.jobs("shadow")
-                + rig.jobs("rejected")
-                + rig.jobs("failed")
-                >= 1.0),
+        rig.wait_job_settled(),
         "the job did not finish:\n{}",
         rig.retrainer.log()
     );
@@ -2154,24 +2168,8 @@ fn a_challenger_that_wins_held_out_but_loses_live_is_rejected_in_shadow() {
     // Current labels: the same intents, tagged as the traffic means them. Both
     // consumers carry the challenger's prediction beside the champion's.
     let (messages, labels) = phase(by, &narrow, 80..95, "live");
-    let before = out.on(&pred).len();
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
-    let shadowed: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
-        .iter()
-        .map(|o| (o.partition, o.json()))
-        .collect();
+    rig.publish_with_shadow(&mut out, &messages, (champion, challenger));
     let shadow_at = started.elapsed();
-    assert!(
-        shadowed
-            .iter()
-            .all(|(_, p)| p["model_version"] == champion
-                && p["shadow"]["model_version"] == challenger),
-        "{:?}",
-        shadowed.iter().find(|(_, p)| p["shadow"].is_null())
-    );
-    let partitions: HashSet<i32> = shadowed.iter().map(|(p, _)| *p).collect();
-    assert_eq!(partitions.len(), 2, "both consumers score the shadow");
     produce(&s.broker.address(), "labels", &labels);
 
     // The race: rejected, significantly worse on the same late-labelled messages.
@@ -2180,13 +2178,8 @@ fn a_challenger_that_wins_held_out_but_loses_live_is_rejected_in_shadow() {
             .wait("up", Duration::from_secs(120), |_| rig.jobs("rejected")
                 + rig.jobs("promoted")
                 >= 1.0),
-        "the race did not settle:\n{}\n{}",
-        rig.retrainer.log(),
-        rig.retrainer_metrics()
-            .lines()
-            .filter(|l| l.starts_with("triage_race"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        "the race did not settle:\n{}",
+        rig.race_state()
     );
     let verdict_at = started.elapsed();
     assert_eq!(
@@ -2250,10 +2243,8 @@ fn a_challenger_that_wins_held_out_but_loses_live_is_rejected_in_shadow() {
     assert!(aliases()["challenger"].is_null());
 
     // Both consumers serve the champion, with no shadow beside it.
-    let before = out.on(&pred).len();
     let (messages, _) = phase(by, &narrow, 95..98, "after");
-    produce(&s.broker.address(), &s.names.input, &messages);
-    assert!(out.wait_count(&pred, before + messages.len(), Duration::from_secs(120)));
+    let before = rig.publish(&mut out, &messages);
     let after: Vec<(i32, serde_json::Value)> = out.on(&pred)[before..]
         .iter()
         .map(|o| (o.partition, o.json()))

@@ -100,18 +100,29 @@ pub fn scored(predictions: &[Prediction], labels: &[usize]) -> Vec<Scored> {
         .collect()
 }
 
+/// Coverage and precision of the rows `auto` keeps out of `rows` (precision 1
+/// when it keeps none).
+fn kept(rows: &[Scored], auto: impl Fn(&Scored) -> bool) -> (f64, f64) {
+    let (mut taken, mut right) = (0usize, 0usize);
+    for s in rows.iter().filter(|s| auto(s)) {
+        taken += 1;
+        right += usize::from(s.right);
+    }
+    let precision = if taken == 0 {
+        1.0
+    } else {
+        right as f64 / taken as f64
+    };
+    (taken as f64 / rows.len().max(1) as f64, precision)
+}
+
 /// What `threshold` does on `rows`.
 pub fn apply(rows: &[Scored], threshold: f64) -> Threshold {
-    let taken: Vec<&Scored> = rows.iter().filter(|s| s.confidence >= threshold).collect();
-    let right = taken.iter().filter(|s| s.right).count();
+    let (coverage, precision) = kept(rows, |s| s.confidence >= threshold);
     Threshold {
         threshold,
-        coverage: taken.len() as f64 / rows.len().max(1) as f64,
-        precision: if taken.is_empty() {
-            1.0
-        } else {
-            right as f64 / taken.len() as f64
-        },
+        coverage,
+        precision,
     }
 }
 
@@ -124,26 +135,18 @@ pub fn route(rows: &[Scored], classes: usize, target: f64) -> Routing {
             choose(&of_class, target)
         })
         .collect();
-    let auto: Vec<&Scored> = rows
-        .iter()
-        .filter(|s| {
-            per_class
-                .get(s.predicted)
-                .is_some_and(|t| s.confidence >= t.threshold)
-        })
-        .collect();
-    let right = auto.iter().filter(|s| s.right).count();
+    let (per_class_coverage, per_class_precision) = kept(rows, |s| {
+        per_class
+            .get(s.predicted)
+            .is_some_and(|t| s.confidence >= t.threshold)
+    });
     Routing {
         target_precision: target,
         rows: rows.len() as u64,
         global,
         per_class,
-        per_class_coverage: auto.len() as f64 / rows.len().max(1) as f64,
-        per_class_precision: if auto.is_empty() {
-            1.0
-        } else {
-            right as f64 / auto.len() as f64
-        },
+        per_class_coverage,
+        per_class_precision,
         held_out: None,
     }
 }
