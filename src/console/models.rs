@@ -97,6 +97,7 @@ fn card_view(c: &ModelCard, champion: Option<&str>) -> Markup {
                         tr { th { "macro precision / recall" } td.n { (format!("{:.3} / {:.3}", m.macro_precision, m.macro_recall)) } }
                         tr { th { "train accuracy / macro-F1" } td.n { (format!("{:.3} / {:.3}", c.train_accuracy, c.train_macro_f1)) } }
                     }
+                    (routing_view(c))
                     h3 { "Gates" }
                     table #gates {
                         tr { th { "gate" } th.n { "threshold" } th.n { "value" } th {} }
@@ -119,6 +120,36 @@ fn card_view(c: &ModelCard, champion: Option<&str>) -> Markup {
             }
             h3 { "Confusion matrix (held-out)" }
             div.scroll { (svg::heat_map(&format!("Confusion matrix of {}", c.version), &c.labels, &m.confusion)) }
+        }
+    }
+}
+
+/// The review promise the card makes, and its calibration: what share of labels
+/// the model applies by itself, how often they are right, measured where.
+fn routing_view(c: &ModelCard) -> Markup {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    html! {
+        @if let Some(r) = &c.routing {
+            h3 { "Routing (review promise)" }
+            table #routing {
+                tr { th { "target precision" } td.n { (pct(r.target_precision)) } }
+                tr { th { "confidence threshold" } td.n #threshold {
+                    @if r.global.threshold > 1.0 { "none (everything to review)" }
+                    @else { (format!("{:.3}", r.global.threshold)) } } }
+                tr { th { "automatic, out-of-fold" } td.n { (pct(r.global.coverage)) " at " (pct(r.global.precision)) " right" } }
+                @if let Some(h) = &r.held_out {
+                    tr { th { "automatic, held-out" } td.n #held-out-routing { (pct(h.coverage)) " at " (pct(h.precision)) " right" } }
+                }
+            }
+            p.muted { "Labels at or above the threshold are applied by themselves (route auto); the rest go to a person (route review)." }
+        }
+        @if let Some(k) = &c.calibration {
+            h3 { "Calibration (measured, not served)" }
+            table #calibration {
+                tr { th { "expected calibration error" } td.n { (format!("{:.3}", k.ece_before)) } }
+                tr { th { "after temperature " (format!("{:.2}", k.temperature)) } td.n { (format!("{:.3}", k.ece_temperature)) } }
+                tr { th { "after isotonic" } td.n { (format!("{:.3}", k.ece_isotonic)) } }
+            }
         }
     }
 }
@@ -213,6 +244,10 @@ mod tests {
         assert!(html.contains(r#"href="/models?a=v1&amp;b=v2""#), "{html}");
         assert!(html.contains("&lt;refund&gt;") && !html.contains("<refund>"));
         assert!(html.contains("Confusion matrix of v1"));
+        assert!(
+            !html.contains("Routing (review promise)"),
+            "no routing in this card"
+        );
         assert!(html.contains("No promotion"));
         assert!(html.contains(r#"<option value="v1" selected>v1</option></select> against"#));
         assert!(html.contains(r#"<option value="v2" selected>v2</option><option value="v1">"#));
@@ -239,5 +274,34 @@ mod tests {
     fn an_empty_registry_says_how_to_fill_it() {
         let html = view(&ModelsData::default()).into_string();
         assert!(html.contains("triage train"));
+    }
+
+    #[test]
+    fn the_card_shows_its_review_promise_measured_out_of_fold_and_held_out() {
+        use crate::model::routing::{Routing, Threshold};
+        let mut c = versioned("v3");
+        let t = |threshold, coverage, precision| Threshold {
+            threshold,
+            coverage,
+            precision,
+        };
+        c.routing = Some(Routing {
+            target_precision: 0.95,
+            rows: 4000,
+            global: t(0.7496, 0.64025, 0.95),
+            per_class: vec![],
+            per_class_coverage: 0.692,
+            per_class_precision: 0.9505,
+            held_out: Some(t(0.7496, 0.649, 0.9414)),
+        });
+        let d = ModelsData {
+            cards: vec![c.clone()],
+            selected: Some(c),
+            ..ModelsData::default()
+        };
+        let html = view(&d).into_string();
+        assert!(html.contains("Routing (review promise)"), "{html}");
+        assert!(html.contains("0.750"), "the threshold");
+        assert!(html.contains("64.9% at 94.1% right"), "held-out: {html}");
     }
 }
