@@ -69,6 +69,19 @@ pub fn normal_quantile(p: f64) -> f64 {
     -std::f64::consts::SQRT_2 * puruspe::inverfc(2.0 * p)
 }
 
+/// Wilson's lower confidence bound of a proportion `x / n`, one-sided at `alpha`.
+pub fn wilson_lower(x: u64, n: u64, alpha: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (n, p) = (n as f64, x as f64 / n as f64);
+    let z = normal_quantile(1.0 - alpha);
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ use rand_chacha::ChaCha8Rng;
 use super::join::{VersionWindow, macro_f1};
 use crate::config::RetrainSettings;
 use crate::registry::card::ModelCard;
-use crate::stats::{normal_cdf, normal_quantile};
+use crate::stats::{normal_cdf, wilson_lower};
 
 /// Bootstrap resamples of the macro-F1 difference (the smallest p-value it can
 /// give is 1 / (RESAMPLES + 1), well under any alpha worth paging on).
@@ -208,19 +208,6 @@ pub fn check(
             auto_n > 0 && auto_n >= test.min_labelled as u64 && auto_upper < target
         }),
     }
-}
-
-/// Wilson's lower confidence bound of a proportion `x / n`, one-sided at `alpha`.
-pub fn wilson_lower(x: u64, n: u64, alpha: f64) -> f64 {
-    if n == 0 {
-        return 0.0;
-    }
-    let (n, p) = (n as f64, x as f64 / n as f64);
-    let z = normal_quantile(1.0 - alpha);
-    let z2 = z * z;
-    let centre = p + z2 / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
 }
 
 /// Per-class counts of a sample of (truth, predicted) pairs over `k` classes
