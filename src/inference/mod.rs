@@ -67,6 +67,14 @@ pub enum Route {
 }
 
 impl Route {
+    /// `auto` or `review`, as records and metrics say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Review => "review",
+        }
+    }
+
     /// The route of a label of `confidence` under the card's threshold (None: auto;
     /// at the threshold: auto).
     pub fn of(confidence: f64, threshold: Option<f64>) -> Self {

@@ -418,11 +418,7 @@ impl Pipeline {
         }
         for (label, version, route) in labels {
             m.predictions.with_label_values(&[label, version]).inc();
-            let route = match route {
-                super::Route::Auto => "auto",
-                super::Route::Review => "review",
-            };
-            m.routes.with_label_values(&[route, version]).inc();
+            m.routes.with_label_values(&[route.as_str(), version]).inc();
         }
         for reason in dead {
             m.dlq.with_label_values(&[reason]).inc();

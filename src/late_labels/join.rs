@@ -966,14 +966,7 @@ impl LabelJoin {
         );
         let key: RaceKey = (champion.clone(), shadow.version.clone());
         if !self.confidence.contains_key(&key) && self.confidence.len() >= MAX_RACES {
-            let oldest = self
-                .confidence
-                .iter()
-                .min_by_key(|(_, p)| p.last_seq)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.confidence.remove(&oldest);
-            }
+            forget_least_recent(&mut self.confidence, |p| p.last_seq);
         }
         let max = self.limits.confidence_pairs;
         self.race_dropped += self.confidence.entry(key).or_default().push(a, b, max, seq);
@@ -1027,13 +1020,7 @@ impl LabelJoin {
     }
 
     fn forget_least_recent_race(&mut self) {
-        let oldest = self
-            .races
-            .iter()
-            .min_by_key(|(_, r)| r.last_seq)
-            .map(|(key, _)| key.clone());
-        if let Some(key) = oldest {
-            self.races.remove(&key);
+        if let Some(key) = forget_least_recent(&mut self.races, |r| r.last_seq) {
             tracing::info!(champion = %key.0, challenger = %key.1, max = MAX_RACES, "Label join: race forgotten for room.");
         }
     }
@@ -1078,13 +1065,7 @@ impl LabelJoin {
     /// Makes room for a new version: forgets the one predicted least recently (its
     /// held predictions' labels then count as `unknown_id`).
     fn forget_least_recent_version(&mut self) {
-        let oldest = self
-            .versions
-            .iter()
-            .min_by_key(|(_, v)| v.last_seq)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = oldest {
-            self.versions.remove(&name);
+        if let Some(name) = forget_least_recent(&mut self.versions, |v| v.last_seq) {
             tracing::info!(version = %name, max = MAX_VERSIONS, "Label join: model version forgotten for room.");
         }
     }
@@ -1123,6 +1104,19 @@ impl LabelJoin {
             }
         }
     }
+}
+
+/// Removes the entry of `map` fed least recently (the smallest `seq`); its key.
+fn forget_least_recent<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    seq: impl Fn(&V) -> u64,
+) -> Option<K> {
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, v)| seq(v))
+        .map(|(key, _)| key.clone())?;
+    map.remove(&oldest);
+    Some(oldest)
 }
 
 /// A prediction's (or shadow's) top-class `confidence`, when it is a number in [0, 1].

@@ -344,10 +344,7 @@ impl PerformanceMetrics {
                 .with_label_values(&race)
                 .set(c.verdict.state());
         }
-        for (champion, challenger) in shown.iter() {
-            if checks.contains_key(&(champion.clone(), challenger.clone())) {
-                continue;
-            }
+        for (champion, challenger) in gone(shown, checks) {
             let race = [champion.as_str(), challenger.as_str()];
             let _ = self.race_labelled.remove_label_values(&race);
             let _ = self.race_state.remove_label_values(&race);
@@ -389,10 +386,7 @@ impl PerformanceMetrics {
                 .with_label_values(&[champion, challenger, "confidence"])
                 .set(c.p_value);
         }
-        for (champion, challenger) in shown.iter() {
-            if checks.contains_key(&(champion.clone(), challenger.clone())) {
-                continue;
-            }
+        for (champion, challenger) in gone(shown, checks) {
             let _ = self
                 .race_confidence_messages
                 .remove_label_values(&[champion, challenger]);
@@ -407,4 +401,12 @@ impl PerformanceMetrics {
         }
         *shown = checks.keys().cloned().collect();
     }
+}
+
+/// The pairs published last time (`shown`) that `checks` no longer holds.
+fn gone<'a, V>(
+    shown: &'a BTreeSet<RaceName>,
+    checks: &'a BTreeMap<RaceName, V>,
+) -> impl Iterator<Item = &'a RaceName> {
+    shown.iter().filter(|name| !checks.contains_key(*name))
 }

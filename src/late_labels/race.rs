@@ -303,8 +303,8 @@ impl Races {
     }
 
     /// Raises an alarm about the published model (the webhook does, for an alert
-    /// about a swap such as `TriageSwapDeadLetters`): a guard running rolls back on
-    /// it; the last one raised is kept until one is.
+    /// about a swap such as `TriageSwapDeadLetters`): the rollout's next step takes
+    /// it, and a guard running then rolls back on it.
     pub fn raise_alarm(&self, what: String) {
         self.lock().alarm = Some(what);
     }
@@ -312,11 +312,6 @@ impl Races {
     /// The alarm raised since the last call, if any.
     pub fn take_alarm(&self) -> Option<String> {
         self.lock().alarm.take()
-    }
-
-    /// Drops a raised alarm (nothing was guarded when it came).
-    pub fn clear_alarm(&self) {
-        self.lock().alarm = None;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {

@@ -58,12 +58,32 @@ pub fn temper(p: &mut Prediction, t: f64) {
 }
 
 /// Mean negative log-likelihood of the true labels at temperature `t`.
+/// (The probability of `y` tempered is `p_y^(1/t) / sum_k p_k^(1/t)`: no copy of the
+/// prediction is needed.)
 fn nll(predictions: &[Prediction], labels: &[usize], t: f64) -> f64 {
     let mut total = 0.0;
     for (p, &y) in predictions.iter().zip(labels) {
-        let mut q = p.clone();
-        temper(&mut q, t);
-        let py = q.probabilities.get(y).copied().unwrap_or(0.0);
+        let scaled = |q: f64| {
+            if q > 0.0 {
+                q.ln() / t
+            } else {
+                f64::NEG_INFINITY
+            }
+        };
+        let top = p
+            .probabilities
+            .iter()
+            .map(|&q| scaled(q))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let norm: f64 = p
+            .probabilities
+            .iter()
+            .map(|&q| (scaled(q) - top).exp())
+            .sum();
+        let py = p
+            .probabilities
+            .get(y)
+            .map_or(0.0, |&q| (scaled(q) - top).exp() / norm);
         total -= py.max(1e-12).ln();
     }
     total / predictions.len().max(1) as f64
@@ -149,6 +169,19 @@ pub fn pairs(predictions: &[Prediction], labels: &[usize]) -> Vec<(f64, bool)> {
         .iter()
         .zip(labels)
         .map(|(p, &y)| (p.confidence, p.label == y))
+        .collect()
+}
+
+/// (confidence, right) of each prediction tempered by `t` (the label stays).
+fn tempered_pairs(predictions: &[Prediction], labels: &[usize], t: f64) -> Vec<(f64, bool)> {
+    predictions
+        .iter()
+        .zip(labels)
+        .map(|(p, &y)| {
+            let mut q = p.clone();
+            temper(&mut q, t);
+            (q.confidence, q.label == y)
+        })
         .collect()
 }
 
@@ -257,11 +290,7 @@ pub fn calibrate(predictions: &[Prediction], labels: &[usize]) -> Calibrated {
         let (fit_p, fit_y) = halves(h);
         let (test_p, test_y) = halves(1 - h);
         let t = fit_temperature(&fit_p, &fit_y);
-        for (p, &y) in test_p.iter().zip(&test_y) {
-            let mut q = p.clone();
-            temper(&mut q, t);
-            cross_t.push((q.confidence, q.label == y));
-        }
+        cross_t.extend(tempered_pairs(&test_p, &test_y, t));
         let iso = Isotonic::fit(&pairs(&fit_p, &fit_y));
         cross_i.extend(
             pairs(&test_p, &test_y)
@@ -269,15 +298,7 @@ pub fn calibrate(predictions: &[Prediction], labels: &[usize]) -> Calibrated {
                 .map(|(c, r)| (iso.apply(c), r)),
         );
     }
-    let after: Vec<(f64, bool)> = predictions
-        .iter()
-        .zip(labels)
-        .map(|(p, &y)| {
-            let mut q = p.clone();
-            temper(&mut q, temperature);
-            (q.confidence, q.label == y)
-        })
-        .collect();
+    let after = tempered_pairs(predictions, labels, temperature);
     Calibrated {
         method: Method::Temperature,
         served: false,
@@ -296,15 +317,7 @@ pub fn calibrate(predictions: &[Prediction], labels: &[usize]) -> Calibrated {
 /// serves them (uncalibrated), tempered by `t` for the after.
 pub fn held_out(predictions: &[Prediction], labels: &[usize], t: f64) -> HeldOut {
     let before = pairs(predictions, labels);
-    let after: Vec<(f64, bool)> = predictions
-        .iter()
-        .zip(labels)
-        .map(|(p, &y)| {
-            let mut q = p.clone();
-            temper(&mut q, t);
-            (q.confidence, q.label == y)
-        })
-        .collect();
+    let after = tempered_pairs(predictions, labels, t);
     HeldOut {
         rows: predictions.len() as u64,
         ece_before: ece(&before),

@@ -37,8 +37,6 @@ pub enum ModelError {
     Offsets { offsets: usize, labels: usize },
     #[error("embedding weight {0} is outside [0, 1]")]
     Weight(f64),
-    #[error("calibration temperature {0} is not a positive number")]
-    Temperature(f64),
     #[error("the {part} model: {source}")]
     Part {
         part: &'static str,
@@ -68,15 +66,6 @@ pub struct Model {
     embedding_weight: f64,
     /// Per-label offsets added to the blended log-probabilities (all 0 = argmax).
     offsets: Vec<f64>,
-    /// The calibration: the blended log-probabilities are divided by it before the
-    /// final softmax ([`calibration::temper`]); 1 (absent in models trained before
-    /// calibration) leaves them as they are. It never changes a label.
-    #[serde(default = "one")]
-    temperature: f64,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 impl Model {
@@ -126,25 +115,7 @@ impl Model {
             text,
             embedding_weight,
             offsets,
-            temperature: 1.0,
         })
-    }
-
-    /// The same model serving probabilities calibrated by `temperature` (a finite
-    /// positive number; anything else is refused).
-    pub fn with_temperature(self, temperature: f64) -> Result<Self, ModelError> {
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(ModelError::Temperature(temperature));
-        }
-        Ok(Self {
-            temperature,
-            ..self
-        })
-    }
-
-    /// The calibration temperature (1: uncalibrated).
-    pub fn temperature(&self) -> f64 {
-        self.temperature
     }
 
     /// Reads `model.json`: this format, or the embedding-only format of triage 0.1
@@ -162,8 +133,7 @@ impl Model {
             model.text,
             model.embedding_weight,
             model.offsets,
-        )?
-        .with_temperature(model.temperature)
+        )
     }
 
     /// The label set; prediction indices point into it.
@@ -213,9 +183,7 @@ impl Model {
             .enumerate()
             .map(|(i, e)| {
                 let t = from_text.as_ref().map(|t| t[i].probabilities.as_slice());
-                let mut p = blend(&e.probabilities, t, self.embedding_weight, &self.offsets);
-                calibration::temper(&mut p, self.temperature);
-                p
+                blend(&e.probabilities, t, self.embedding_weight, &self.offsets)
             })
             .collect())
     }

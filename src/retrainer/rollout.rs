@@ -96,12 +96,9 @@ pub fn settle(
     now: SystemTime,
 ) -> Result<Option<Action>, RegistryError> {
     let aliases = registry.aliases()?;
-    let guarding =
-        aliases.challenger.is_some() && aliases.history.last() == aliases.challenger.as_ref();
-    if !guarding {
-        // An alarm about a swap counts only while that swap is guarded.
-        races.clear_alarm();
-    }
+    // An alarm about a swap counts only for the guard running now: any step that
+    // does not reach one drops it.
+    let alarm = races.take_alarm();
     let Some(champion) = aliases.champion else {
         return Ok(None);
     };
@@ -127,11 +124,10 @@ pub fn settle(
         }
         return guard(
             registry,
-            races,
+            (races, alarm),
             rules,
             &history,
-            &champion,
-            &challenger,
+            (&champion, &challenger),
             now,
         );
     }
@@ -237,15 +233,14 @@ fn start_guard(
 /// `replaced` is the one a rollback restores (the caller checked).
 fn guard(
     registry: &Registry,
-    races: &Races,
+    (races, alarm): (&Races, Option<String>),
     rules: &Rules,
     history: &[AliasChange],
-    champion: &str,
-    replaced: &str,
+    (champion, replaced): (&str, &str),
     now: SystemTime,
 ) -> Result<Option<Action>, RegistryError> {
     // Label-free first: they speak within minutes of the swap, labels take hours.
-    if let Some(reason) = swap_alarm(races, champion, replaced) {
+    if let Some(reason) = swap_alarm(races, alarm, champion, replaced) {
         let check = races.get(champion, replaced);
         return roll_back(
             registry,
@@ -312,14 +307,19 @@ fn guard(
 /// confidence collapsed next to the replaced one's on the same messages, or an alert
 /// about the swap (`TriageSwapDeadLetters`: model-caused dead letters after the
 /// swap) reached the webhook while the guard ran.
-fn swap_alarm(races: &Races, champion: &str, replaced: &str) -> Option<String> {
+fn swap_alarm(
+    races: &Races,
+    alarm: Option<String>,
+    champion: &str,
+    replaced: &str,
+) -> Option<String> {
     if let Some(c) = races.confidence(champion, replaced).filter(|c| c.collapsed) {
         return Some(format!(
             "guard: {champion}'s confidence collapsed next to {replaced}, the champion it replaced, on the same {} messages: {:.3} vs {:.3} above chance, under rollout.confidence_collapse of the old one's (p = {:.4}); rolled back to {replaced}",
             c.predictions, c.published_mean, c.shadowed_mean, c.p_value
         ));
     }
-    races.take_alarm().map(|alarm| {
+    alarm.map(|alarm| {
         format!("guard: {alarm} while {champion} was guarded; rolled back to {replaced}")
     })
 }

@@ -192,31 +192,30 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
     };
     let model = Model::new(embedding, text.map(|(head, _)| head), weight, offsets)
         .map_err(|e| ClassifierError::Fit(e.to_string()))?;
-    calibrate_and_route(settings, data, model, selection, out_of_fold)
+    let (calibration, routing) = calibrate_and_route(settings, data, &out_of_fold).unzip();
+    Ok(Fitted {
+        model,
+        selection,
+        out_of_fold,
+        calibration,
+        routing,
+    })
 }
 
 /// Measures a calibration on the out-of-fold predictions (recorded in the card,
 /// not served yet: see [`Calibrated::served`]) and chooses the routing threshold
-/// on the confidences the model serves.
+/// on the confidences the model serves; None without out-of-fold predictions.
 fn calibrate_and_route(
     settings: &Settings,
     data: &TrainingSet<'_>,
-    model: Model,
-    selection: ModelSelection,
-    out_of_fold: Vec<Prediction>,
-) -> Result<Fitted, ClassifierError> {
+    out_of_fold: &[Prediction],
+) -> Option<(Calibrated, Routing)> {
     if out_of_fold.is_empty() {
-        return Ok(Fitted {
-            model,
-            selection,
-            out_of_fold,
-            calibration: None,
-            routing: None,
-        });
+        return None;
     }
-    let calibrated = calibration::calibrate(&out_of_fold, data.labels);
+    let calibrated = calibration::calibrate(out_of_fold, data.labels);
     let routing = routing::route(
-        &routing::scored(&out_of_fold, data.labels),
+        &routing::scored(out_of_fold, data.labels),
         data.label_names.len(),
         settings.review.target_precision,
     );
@@ -231,11 +230,5 @@ fn calibrate_and_route(
         expected_precision = format!("{:.4}", routing.global.precision),
         "Calibration measured (out-of-fold), routing threshold chosen."
     );
-    Ok(Fitted {
-        model,
-        selection,
-        out_of_fold,
-        calibration: Some(calibrated),
-        routing: Some(routing),
-    })
+    Some((calibrated, routing))
 }
