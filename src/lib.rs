@@ -14,6 +14,7 @@
 //! [`model`] (logistic regressions over the embedding and word n-grams, blended, and
 //! the evaluation metrics), [`registry`] (model versions, cards and aliases),
 //! [`drift`] (the monitor and the reference it compares against), [`metrics`],
+//! [`review`] (the queue of messages waiting for a person, and who may answer it),
 //! and the pure leaves [`stats`], [`checksum`] and [`clock`]. [`retrain`] is `triage
 //! retrainer`, Alertmanager's webhook receiver that runs retraining jobs one at a
 //! time, in a process of its own. [`tools`] holds what runs
@@ -21,7 +22,7 @@
 //! and consumer); [`cli`] is the binary's edge.
 //!
 //! Dependencies run one way, from the binary down to the pure core: `cli` ->
-//! `tools`, `retrainer`, `service` -> `retrain`, `late_labels` -> `console` -> `http` -> `file` -> `inference` ->
+//! `tools`, `retrainer`, `service` -> `retrain`, `late_labels` -> `console` -> `review` -> `http` -> `file` -> `inference` ->
 //! `training` -> `registry` -> `feature` -> `embed` -> `config` -> `kafka` -> `stream`
 //! -> `metrics` -> `drift` -> `model`; any of them may use the leaves `stats`,
 //! `checksum` and `clock`. A module uses only modules below it (not its peers), unit
@@ -46,6 +47,7 @@ pub mod model;
 pub mod registry;
 pub mod retrain;
 pub mod retrainer;
+pub mod review;
 pub mod service;
 pub mod stats;
 pub mod stream;

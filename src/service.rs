@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::embed::{EmbedError, Embedder, OnnxEmbedder};
@@ -46,6 +46,8 @@ pub enum ServiceError {
     },
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] std::io::Error),
+    #[error("the review queue cannot start: {0}")]
+    Review(String),
     #[error("a start-up task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -199,6 +201,31 @@ pub async fn run_kafka(
     Ok(())
 }
 
+/// The review queue when `kafka.review_topic` is set, followed from its topic and
+/// the labels topic for as long as the process runs.
+fn review_desk(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::review::Desk>, ServiceError> {
+    if settings.kafka.review_topic.is_empty() {
+        return Ok(None);
+    }
+    let desk =
+        crate::review::Desk::new(settings, &metrics.registry).map_err(ServiceError::Review)?;
+    if !settings.review.reviewers.is_empty() && !desk.gate.shared_key {
+        warn!(
+            "review.session_secret is empty: this process signs its own sessions, so a reviewer signed in here is not signed in on other replicas, and is signed out by a restart; set TRIAGE__REVIEW__SESSION_SECRET (e.g. `openssl rand -hex 32`) to the same value on every replica."
+        );
+    }
+    tokio::spawn(crate::review::follow::run(
+        settings.kafka.clone(),
+        Duration::from_secs(settings.review.queue_window_s),
+        desk.clone(),
+        std::future::pending(),
+    ));
+    Ok(Some(desk))
+}
+
 async fn serve_http(
     settings: &Settings,
     metrics: &Arc<Metrics>,
@@ -224,12 +251,14 @@ async fn serve_http(
         worker: worker.clone(),
         limits: limits.clone(),
     };
+    let desk = review_desk(settings, metrics)?;
     let console = crate::console::Console::new(
         crate::registry::Registry::from_settings(settings).map_err(InferenceError::from)?,
         settings.drift.clone(),
         worker.clone(),
         metrics.clone(),
         limits,
+        desk,
     );
     let routes = crate::http::router(app).merge(crate::console::router(console));
     let http = settings.http.clone();

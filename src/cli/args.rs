@@ -233,6 +233,22 @@ pub enum Command {
     /// Example: triage probe /readyz
     ///          triage probe --retrainer /healthz
     Probe(ProbeArgs),
+
+    /// Print a reviewer account for the console's Review page: reads the password
+    /// from standard input (its first line), and prints a [[review.reviewers]] block
+    /// with the name and the password's Argon2id hash, to add to the configuration
+    /// file. The password itself is stored nowhere. Every replica needs the same
+    /// accounts, and the same review.session_secret for a sign-in to hold on all.
+    ///
+    /// Example: printf '%s\n' "$PASSWORD" | triage reviewer ana >> triage.toml
+    Reviewer(ReviewerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewerArgs {
+    /// The reviewer's name, which signs their answers on the labels topic (1 to 64
+    /// letters, digits, '.', '_' or '-').
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

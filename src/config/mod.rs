@@ -37,7 +37,7 @@ pub use load::{ConfigError, load, load_with_env};
 pub use log::{LogFormat, LogSettings};
 pub use paths::PathSettings;
 pub use retrain::{MIN_TOKEN_CHARS, RetrainSettings, Rollout};
-pub use review::ReviewSettings;
+pub use review::{MIN_SESSION_SECRET_CHARS, ReviewSettings, Reviewer, valid_reviewer_name};
 pub use rollout::RolloutSettings;
 pub use training::{ClassBalance, TrainingSettings};
 pub use validate::{Problem, ValidationError};

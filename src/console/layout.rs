@@ -14,6 +14,7 @@ pub const SERVICE: Nav = &[
     ("/models", "Models"),
     ("/drift", "Drift & quality"),
     ("/retraining", "Retraining"),
+    ("/review", "Review"),
 ];
 
 /// `triage retrainer`'s console.
@@ -56,6 +57,14 @@ select{background:#fff;color:#111;border-color:#d1d5db}
 .notice{background:#fef3c7;border:1px solid #fcd34d;border-radius:6px;padding:.5rem .8rem}
 .text{white-space:pre-wrap;word-break:break-word}
 footer{max-width:1100px;margin:0 auto;padding:0 1rem 1.5rem;color:#6b7280;font-size:.8rem}
+form.inline{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center;margin:.3rem 0}
+button.secondary{background:#fff;color:#2563eb}
+.choices{display:flex;flex-wrap:wrap;gap:.4rem;margin:.4rem 0}
+button.choice .pct{opacity:.8;font-size:.85em}
+.new-label{display:flex;flex-wrap:wrap;gap:.4rem}
+.new-label input{flex:1 1 10rem;min-width:0}
+input[type=text],input[type=password]{font:inherit;padding:.4rem .5rem;border:1px solid #d1d5db;border-radius:6px;max-width:100%}
+section.narrow{max-width:26rem}
 @media (max-width:600px){main{padding:.6rem}th,td{padding:.2rem .35rem}.grid{grid-template-columns:1fr}}
 "#;
 

@@ -15,6 +15,7 @@ pub mod late_labels;
 pub mod layout;
 pub mod models;
 pub mod retraining;
+pub mod review;
 pub mod svg;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,6 +76,8 @@ pub struct Console {
     /// The form's bounds, shared with `POST /v1/classify`.
     pub limits: ClassifyLimits,
     reference: Arc<Mutex<CachedReference>>,
+    /// The review queue, when `kafka.review_topic` is set.
+    pub desk: Option<crate::review::Desk>,
 }
 
 impl Console {
@@ -84,6 +87,7 @@ impl Console {
         worker: WorkerHandle,
         metrics: Arc<Metrics>,
         limits: ClassifyLimits,
+        desk: Option<crate::review::Desk>,
     ) -> Self {
         Self {
             pages: Pages {
@@ -96,6 +100,7 @@ impl Console {
             metrics,
             limits,
             reference: Arc::default(),
+            desk,
         }
     }
 }
@@ -103,11 +108,13 @@ impl Console {
 /// The service console's routes, with their state.
 pub fn router(console: Console) -> Router {
     let pages = console.pages.clone();
+    let review = review::ReviewPages::new(pages.clone(), console.desk.clone());
     Router::new()
         .route("/", get(classify_get).post(classify_post))
         .route("/drift", get(drift))
         .with_state(console)
         .merge(registry_views(pages))
+        .merge(review::router(review))
 }
 
 /// The views both consoles have: they read only the registry.
@@ -173,9 +180,17 @@ fn respond(
     {
         response.headers_mut().insert("server-timing", v);
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Nothing is fetched, nothing runs, no other site may frame a page (the review
+    // forms' buttons) or be the target of one of its forms.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
@@ -494,6 +509,7 @@ mod tests {
                 max_request_bytes: 64,
                 gate: gate.clone(),
             },
+            None,
         );
         let app = router(console);
 

@@ -12,6 +12,7 @@ mod probe;
 mod produce;
 mod retrain;
 mod retrainer;
+mod reviewer;
 mod run;
 mod topics;
 mod train;
@@ -56,6 +57,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         }) => topics::tail(settings, topic, count, idle_s),
         Command::Config => config::config(settings),
         Command::Probe(args) => probe::probe(settings, &args),
+        Command::Reviewer(args) => reviewer::reviewer(&args),
     }
 }
 
