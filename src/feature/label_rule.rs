@@ -46,6 +46,11 @@ impl LabelRule {
             LabelRuleKind::Stars => {
                 let stars = match value {
                     LabelValue::Number(n) => *n,
+                    // A label that already names a class (a reviewer's answer on the
+                    // labels topic) is that class.
+                    LabelValue::Text(s) if self.ranges.iter().any(|r| r.label == s.trim()) => {
+                        return Ok(s.trim().to_string());
+                    }
                     LabelValue::Text(s) => s
                         .trim()
                         .parse::<f64>()
@@ -91,6 +96,13 @@ mod tests {
         assert_eq!(map(4.0).unwrap(), "positive");
         assert_eq!(map(5.0).unwrap(), "positive");
         assert!(map(3.5).unwrap_err().to_string().contains("no range"));
+        let text = |t: &str| rule.apply(&LabelValue::Text(t.into()));
+        assert_eq!(text("4").unwrap(), "positive");
+        assert_eq!(text(" neutral ").unwrap(), "neutral", "a class's own name");
+        assert!(matches!(
+            text("billing"),
+            Err(LabelError::StarsNotANumber(_))
+        ));
         assert!(map(0.0).is_err());
         assert_eq!(
             rule.known_labels().unwrap(),

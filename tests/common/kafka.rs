@@ -328,10 +328,60 @@ pub fn ids_of(records: &[Out], topic: &str) -> HashSet<String> {
 
 /// A minimal HTTP/1.1 request; returns status and body.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
+    let reply = http_with(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )?;
+    Some((reply.status, reply.body))
+}
+
+/// An HTTP answer: status, header lines, body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// The values of every header `name` (any case).
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        self.head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+
+    /// The `name=value` of a cookie this answer sets, if it does.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers("set-cookie")
+            .into_iter()
+            .filter_map(|c| c.split(';').next().map(str::to_string))
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// A minimal HTTP/1.1 request with `headers`.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Reply> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).ok()?;
@@ -344,14 +394,15 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, S
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    Some((
+    Some(Reply {
         status,
-        if chunked {
+        head: head.to_string(),
+        body: if chunked {
             dechunk(body)
         } else {
             body.to_string()
         },
-    ))
+    })
 }
 
 /// The body of a chunked HTTP/1.1 response (large answers, e.g. Prometheus's API).

@@ -180,6 +180,7 @@ pub fn train_support(dir: &Path, env: &[(&str, &str)]) {
 
 pub mod alertmanager;
 pub mod broker;
+pub mod browser;
 pub mod daemon;
 pub mod kafka;
 pub mod moto;
