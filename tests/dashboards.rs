@@ -150,12 +150,14 @@ fn every_dashboard_query_and_alert_rule_returns_series_from_live_services() {
     let dir = scratch("dashboards");
     let broker = Broker::start(&dir);
     let names = Names::new("dash");
+    // The review queue on, with one reviewer: its series exist from the start.
+    let account = reviewer_account(&dir, "ana", "dashboards-password");
     let config = write_support_config(
         &dir,
         &broker.address(),
         &names,
-        "",
-        "[stream]\nmax_wait_ms = 200\nmax_message_bytes = 2000\n",
+        &format!("review_topic = \"review-{}\"", names.group),
+        &format!("[stream]\nmax_wait_ms = 200\nmax_message_bytes = 2000\n\n{account}"),
     );
     let cli = || {
         let mut cmd = triage(&dir);

@@ -19,7 +19,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::broker::{Broker, free_port};
@@ -94,22 +94,7 @@ impl Rig {
         let dir = scratch(tag);
         let data = dir.join("train.jsonl");
         slice_lines(&shared("yelp/reviews-5k.jsonl"), &data, train, false);
-        let mut reviewer = triage(&dir)
-            .args(["reviewer", "ana"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(
-            &mut reviewer.stdin.take().unwrap(),
-            format!("{PASSWORD}\n").as_bytes(),
-        )
-        .unwrap();
-        let account = reviewer.wait_with_output().unwrap();
-        assert!(account.status.success());
-        let account = String::from_utf8(account.stdout).unwrap();
-        assert!(account.contains("$argon2id$") && !account.contains(PASSWORD));
-
+        let account = reviewer_account(&dir, "ana", PASSWORD);
         let broker = Broker::start(&dir);
         let names = Names::new(tag);
         let review_topic = format!("review-{}", names.group);
@@ -426,6 +411,8 @@ fn a_reviewer_signs_in_labels_five_messages_and_the_queue_shrinks_on_both_replic
     // the page's token.
     let page = http_with(&b, "GET", "/review", &[("Cookie", &session)], b"").unwrap();
     assert!(page.body.contains(r#"<b id="reviewer">ana</b>"#));
+    // Replica b counts the answers a gave: it read them on the labels topic.
+    assert!(page.body.contains(r#"<b id="answers-hour">5</b> answered"#));
     assert!(wait_http(&b, "/metrics", Duration::from_secs(5), |_, m| m
         .contains(
             "triage_review_refused_total{reason=\"bad_token\"} 2"

@@ -165,6 +165,8 @@ pub struct QueueView<'a> {
     pub items: &'a [Item],
     pub waiting: usize,
     pub oldest_age_s: Option<i64>,
+    /// Reviewers' answers in the last hour, every replica's.
+    pub answers_last_hour: usize,
     pub thresholds: &'a HashMap<String, Option<f64>>,
     /// Signed in: the reviewer and the form token.
     pub reviewer: Option<(&'a str, &'a str)>,
@@ -212,13 +214,15 @@ async fn render_queue(
         return respond(&r.pages, PATH, StatusCode::OK, body, started);
     };
     let n = desk.page_items;
-    let (items, waiting, oldest) = desk.with_queue(|q| {
+    let now = crate::clock::now_ms();
+    let (items, waiting, oldest, answers) = desk.with_queue(|q| {
         let items = if by_arrival {
             q.first_come(n)
         } else {
             q.most_useful(n)
         };
-        (items, q.len(), q.oldest_ms())
+        let answers = q.answers_since(now - crate::review::queue::ANSWER_HORIZON_MS);
+        (items, q.len(), q.oldest_ms(), answers)
     });
     let mut versions: Vec<String> = items.iter().map(|i| i.model_version.clone()).collect();
     versions.sort();
@@ -228,7 +232,8 @@ async fn render_queue(
     let view = QueueView {
         items: &items,
         waiting,
-        oldest_age_s: oldest.map(|t| (crate::clock::now_ms() - t).max(0) / 1000),
+        oldest_age_s: oldest.map(|t| (now - t).max(0) / 1000),
+        answers_last_hour: answers,
         thresholds: &thresholds,
         reviewer: session.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
         can_sign_in: desk.gate.has_accounts(),
@@ -299,7 +304,7 @@ pub fn queue_view(v: &QueueView) -> Markup {
             p {
                 b #waiting { (v.waiting) } " message(s) waiting"
                 @if let Some(a) = v.oldest_age_s { ", the oldest for " (age(a)) }
-                ". "
+                "; " b #answers-hour { (v.answers_last_hour) } " answered in the last hour. "
                 @if v.by_arrival {
                     "First come first (" a href="/review" { "most useful first" } ")."
                 } @else {
@@ -673,6 +678,7 @@ mod tests {
             items,
             waiting: items.len(),
             oldest_age_s: Some(300),
+            answers_last_hour: 7,
             thresholds: &thresholds,
             reviewer,
             can_sign_in: true,
@@ -699,6 +705,10 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("the oldest for 5 min"), "{html}");
+        assert!(
+            html.contains(r#"<b id="answers-hour">7</b> answered in the last hour"#),
+            "{html}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
 use super::Desk;
-use super::queue::{Offered, label_id};
+use super::queue::{Offered, label_ref};
 use crate::clock::now_ms;
 use crate::kafka::{FollowFrom, Follower, KafkaSettings};
 
@@ -101,8 +101,13 @@ pub async fn run(
                             invalid = Some(why);
                         }
                         desk.metrics.records.with_label_values(&[offered.as_str()]).inc();
-                    } else if let Some(id) = label_id(r.key.as_deref(), payload) {
-                        desk.with_queue(|q| q.answer(&id));
+                    } else if let Some(label) = label_ref(r.key.as_deref(), payload) {
+                        desk.with_queue(|q| {
+                            q.answer(&label.id);
+                            if let Some(at) = label.reviewed_ms {
+                                q.note_review_answer(at, now_ms());
+                            }
+                        });
                     }
                 }
                 Err(err) => {

@@ -160,10 +160,28 @@ impl Desk {
                 format!("cannot make the review answers' producer: {e}")
             })?))
         };
+        let metrics = ReviewMetrics::register(registry);
+        // Every known series from the start, at 0: rates and increases work from
+        // the first answer, and a dashboard shows 0, not "no data".
+        for r in &settings.review.reviewers {
+            metrics.answers.with_label_values(&[&r.name]);
+        }
+        for result in ["ok", "refused", "busy"] {
+            metrics.sign_ins.with_label_values(&[result]);
+        }
+        for reason in [
+            "no_session",
+            "bad_token",
+            "gone",
+            "bad_label",
+            "not_written",
+        ] {
+            metrics.refused.with_label_values(&[reason]);
+        }
         Ok(Self {
             queue: Arc::new(Mutex::new(Queue::new(settings.review.max_queue))),
             gate: Gate::new(&settings.review)?,
-            metrics: ReviewMetrics::register(registry),
+            metrics,
             page_items: settings.review.page_items,
             labels_topic: k.labels_topic.clone(),
             producer,

@@ -82,7 +82,13 @@ pub struct Queue {
     seq: u64,
     /// Messages dropped because the queue was full, since the last take.
     dropped: u64,
+    /// When reviewers' answers (labels with source "review", from any replica) were
+    /// given, over the last [`ANSWER_HORIZON_MS`], at most `max_items`.
+    answer_times: VecDeque<i64>,
 }
+
+/// How far back answers are remembered for [`Queue::answers_since`]: an hour.
+pub const ANSWER_HORIZON_MS: i64 = 3_600_000;
 
 /// How useful a person's answer to a message is, from the model's three likeliest
 /// classes: the smaller the margin between the first two, the closer the message
@@ -103,7 +109,30 @@ impl Queue {
             max_items: max_items.max(1),
             seq: 0,
             dropped: 0,
+            answer_times: VecDeque::new(),
         }
+    }
+
+    /// A reviewer answered at `at_ms` (seen on the labels topic); `now_ms` prunes
+    /// what is older than the horizon.
+    pub fn note_review_answer(&mut self, at_ms: i64, now_ms: i64) {
+        if at_ms >= now_ms - ANSWER_HORIZON_MS {
+            let at = self.answer_times.partition_point(|&t| t <= at_ms);
+            self.answer_times.insert(at, at_ms);
+        }
+        while self
+            .answer_times
+            .front()
+            .is_some_and(|&t| t < now_ms - ANSWER_HORIZON_MS)
+            || self.answer_times.len() > self.max_items
+        {
+            self.answer_times.pop_front();
+        }
+    }
+
+    /// Reviewers' answers given at or after `since_ms` (within the last hour).
+    pub fn answers_since(&self, since_ms: i64) -> usize {
+        self.answer_times.len() - self.answer_times.partition_point(|&t| t < since_ms)
     }
 
     /// Takes one review record (`{"id", "text", "label", "confidence", "top": [{"label",
@@ -266,12 +295,23 @@ fn cut_text(mut text: String) -> (String, bool) {
     (text, true)
 }
 
-/// The id a label record is for: its `id` field, or the record's key without one.
-/// None when it has neither (such a record answers nothing).
-pub fn label_id(key: Option<&[u8]>, payload: &[u8]) -> Option<String> {
+/// What a label record says to the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRef {
+    /// The message it labels: its `id` field, or the record's key without one.
+    pub id: String,
+    /// When a reviewer gave it (`source` "review", `answered_at_ms`); None for a
+    /// label from elsewhere.
+    pub reviewed_ms: Option<i64>,
+}
+
+/// Reads a label record; None when it names no message (it answers nothing).
+pub fn label_ref(key: Option<&[u8]>, payload: &[u8]) -> Option<LabelRef> {
     #[derive(Deserialize)]
     struct Raw {
         id: Option<serde_json::Value>,
+        source: Option<serde_json::Value>,
+        answered_at_ms: Option<i64>,
     }
     let raw: Raw = serde_json::from_slice(payload).ok()?;
     let id = match raw.id {
@@ -279,7 +319,9 @@ pub fn label_id(key: Option<&[u8]>, payload: &[u8]) -> Option<String> {
         Some(serde_json::Value::Null) | None => std::str::from_utf8(key?).ok()?.to_string(),
         Some(_) => return None,
     };
-    (!id.is_empty() && id.len() <= MAX_NAME_BYTES).then_some(id)
+    let by_review = raw.source.as_ref().and_then(serde_json::Value::as_str) == Some("review");
+    let reviewed_ms = if by_review { raw.answered_at_ms } else { None };
+    (!id.is_empty() && id.len() <= MAX_NAME_BYTES).then_some(LabelRef { id, reviewed_ms })
 }
 
 #[cfg(test)]
@@ -402,17 +444,45 @@ mod tests {
     }
 
     #[test]
-    fn a_label_names_its_message_by_id_or_by_key() {
+    fn a_label_names_its_message_by_id_or_by_key_and_says_if_a_reviewer_gave_it() {
+        let id = |key: Option<&[u8]>, payload: &[u8]| label_ref(key, payload).map(|l| l.id);
         assert_eq!(
-            label_id(None, br#"{"id":"m1","label":"x"}"#).as_deref(),
+            id(None, br#"{"id":"m1","label":"x"}"#).as_deref(),
             Some("m1")
         );
-        assert_eq!(
-            label_id(Some(b"k9"), br#"{"label":"x"}"#).as_deref(),
-            Some("k9")
+        assert_eq!(id(Some(b"k9"), br#"{"label":"x"}"#).as_deref(), Some("k9"));
+        assert_eq!(id(Some(b"k9"), br#"{"id":7,"label":"x"}"#), None);
+        assert_eq!(id(None, br#"{"label":"x"}"#), None);
+        assert_eq!(id(Some(b"k"), b"garbage"), None);
+        let reviewed = label_ref(
+            None,
+            br#"{"id":"m","label":"x","source":"review","answered_at_ms":5}"#,
         );
-        assert_eq!(label_id(Some(b"k9"), br#"{"id":7,"label":"x"}"#), None);
-        assert_eq!(label_id(None, br#"{"label":"x"}"#), None);
-        assert_eq!(label_id(Some(b"k"), b"garbage"), None);
+        assert_eq!(reviewed.unwrap().reviewed_ms, Some(5));
+        let agent = label_ref(
+            None,
+            br#"{"id":"m","label":"x","source":"crm","answered_at_ms":5}"#,
+        );
+        assert_eq!(agent.unwrap().reviewed_ms, None);
+    }
+
+    #[test]
+    fn answers_are_counted_over_the_last_hour_only() {
+        let mut q = Queue::new(3);
+        let now = 10 * ANSWER_HORIZON_MS;
+        for at in [
+            now - ANSWER_HORIZON_MS - 1,
+            now - 1000,
+            now - 3000,
+            now - 2000,
+        ] {
+            q.note_review_answer(at, now);
+        }
+        assert_eq!(q.answers_since(now - ANSWER_HORIZON_MS), 3);
+        assert_eq!(q.answers_since(now - 2500), 2);
+        q.note_review_answer(now, now);
+        assert_eq!(q.answers_since(0), 3, "bounded by max_items, oldest out");
+        q.note_review_answer(now + ANSWER_HORIZON_MS, now + ANSWER_HORIZON_MS);
+        assert_eq!(q.answers_since(0), 2, "an hour later the old ones are gone");
     }
 }

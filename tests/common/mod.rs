@@ -178,6 +178,27 @@ pub fn train_support(dir: &Path, env: &[(&str, &str)]) {
     assert!(out.status.success(), "{stdout}\n{stderr}");
 }
 
+/// A `[[review.reviewers]]` block for `name` with `password`, as `triage reviewer`
+/// prints it (the password on its standard input).
+pub fn reviewer_account(dir: &Path, name: &str, password: &str) -> String {
+    let mut reviewer = triage(dir)
+        .args(["reviewer", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut reviewer.stdin.take().unwrap(),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    let account = reviewer.wait_with_output().unwrap();
+    assert!(account.status.success(), "triage reviewer {name} failed");
+    let account = String::from_utf8(account.stdout).unwrap();
+    assert!(account.contains("$argon2id$") && !account.contains(password));
+    account
+}
+
 pub mod alertmanager;
 pub mod broker;
 pub mod browser;
