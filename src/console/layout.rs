@@ -59,6 +59,7 @@ select{background:#fff;color:#111;border-color:#d1d5db}
 footer{max-width:1100px;margin:0 auto;padding:0 1rem 1.5rem;color:#6b7280;font-size:.8rem}
 form.inline{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center;margin:.3rem 0}
 button.secondary{background:#fff;color:#2563eb}
+p.message{max-height:11rem;overflow-y:auto;margin-top:0}
 .choices{display:flex;flex-wrap:wrap;gap:.4rem;margin:.4rem 0}
 button.choice .pct{opacity:.8;font-size:.85em}
 .new-label{display:flex;flex-wrap:wrap;gap:.4rem}
