@@ -299,7 +299,7 @@ fn post_answer(addr: &str, cookie: Option<&str>, body: &str) -> Reply {
 fn a_reviewer_signs_in_labels_five_messages_and_the_queue_shrinks_on_both_replicas() {
     let rig = Rig::new("review-page", 0..300, "");
     let (_a, a) = rig.replica("a");
-    let (_b, b) = rig.replica("b");
+    let (b_process, b) = rig.replica("b");
     let mut out = rig.collector();
     let unseen = reviews(1000..1080);
     let truth: HashMap<&str, &str> = unseen
@@ -421,6 +421,18 @@ fn a_reviewer_signs_in_labels_five_messages_and_the_queue_shrinks_on_both_replic
         out.on(&rig.labels_topic).len() == 5,
         "a refused post wrote a label"
     );
+
+    // The queue survives a restart: it is the review topic less the labels given.
+    drop(b_process);
+    let (_b, b) = rig.replica("b-again");
+    wait_queue(&[&b], routed.len() - 5, "after a restart");
+    let page = http_with(&b, "GET", "/review", &[("Cookie", &session)], b"").unwrap();
+    for id in answered.keys() {
+        assert!(
+            !page.body.contains(&format!("data-id=\"{id}\"")),
+            "{id} is back"
+        );
+    }
 }
 
 #[test]
