@@ -207,7 +207,7 @@ impl RetrainMetrics {
             scheduled: counter_vec(
                 &r,
                 "triage_retrain_scheduled_total",
-                "Scheduled retrains (retrain.every) by action: started (a job started), coalesced (joined the follow-up of a running job).",
+                "Scheduled retrains (retrain.every) by action: started (a job started), coalesced (joined the follow-up of a running job), held (due while a challenger races in shadow: waits for the race or the guard).",
                 &["action"],
             ),
             next_scheduled: float_gauge(

@@ -15,6 +15,11 @@
 //!
 //! After a scheduled run the next one is at least `every` after the run ended, even
 //! if the job recorded nothing (it panicked): no tight loop on a failing job.
+//!
+//! **A race comes first.** While a challenger is in shadow (a live race, or the guard
+//! of a new champion) a due run waits, as alerts are ignored meanwhile: a job would
+//! judge and replace a challenger the late labels are about to decide on. It starts
+//! once the race or the guard has settled (counted once per wait as `held`).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +38,13 @@ const RECHECK: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_secs(2);
 /// A registry that cannot be read is tried again after this long.
 const RETRY: Duration = Duration::from_secs(60);
+/// A due run held back by a race looks again after this long.
+const RACE_RECHECK: Duration = Duration::from_secs(30);
+
+/// The challenger in shadow, if one is: a due run waits for its race (or guard).
+pub fn racing(registry: &Registry) -> Result<Option<String>, RegistryError> {
+    Ok(registry.aliases()?.challenger)
+}
 
 /// When the next scheduled run is due: `every` after the latest of `last` (the
 /// registry's last decision or champion change), `ran` (this process's last
@@ -82,6 +94,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     let started = SystemTime::now();
     let mut ran: Option<SystemTime> = None;
+    // The challenger a due run is waiting for, while it waits.
+    let mut held: Option<String> = None;
     info!(every = %humantime::format_duration(every), "Scheduled retraining on (retrain.every).");
     loop {
         let reading = registry.clone();
@@ -112,6 +126,35 @@ pub async fn run(
                 continue;
             }
             _ => {}
+        }
+        let reading = registry.clone();
+        match tokio::task::spawn_blocking(move || racing(&reading)).await {
+            Ok(Ok(Some(challenger))) => {
+                if held.as_deref() != Some(challenger.as_str()) {
+                    metrics.scheduled.with_label_values(&["held"]).inc();
+                    info!(%challenger, "Scheduled retrain due, held back: a challenger races the champion in shadow (its race or the guard decides first).");
+                    held = Some(challenger);
+                }
+                if pause(RACE_RECHECK, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(None)) => held = None,
+            Ok(Err(err)) => {
+                warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: cannot read the registry's aliases; trying again.");
+                if pause(RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Err(err) => {
+                warn!(error = %err, "Scheduled retraining: the registry read stopped.");
+                if pause(RETRY, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
         }
         let before = scheduler.status().jobs_started;
         let admission = scheduler.submit(Trigger::scheduled());
@@ -195,5 +238,21 @@ mod tests {
             Some(humantime::parse_rfc3339("2026-12-03T10:00:00Z").unwrap())
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_challenger_in_shadow_holds_a_due_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        crate::registry::testing::two_versions(&registry);
+        assert_eq!(racing(&registry).unwrap(), None);
+        registry
+            .shadow("v2", "test", crate::registry::Actor::Retrainer)
+            .unwrap();
+        assert_eq!(racing(&registry).unwrap().as_deref(), Some("v2"));
+        registry
+            .unshadow("test", crate::registry::Actor::Race)
+            .unwrap();
+        assert_eq!(racing(&registry).unwrap(), None);
     }
 }
