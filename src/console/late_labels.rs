@@ -24,6 +24,12 @@ pub struct VersionScores {
     /// share is measurable.
     pub new_class_share: f64,
     pub new_class: bool,
+    /// The labels it applied by itself (route auto) that a late label checked, and
+    /// the share right: the review promise (None: its card has no routing threshold).
+    pub auto_labelled: Option<f64>,
+    pub auto_precision: Option<f64>,
+    /// Significantly under the card's `review.target_precision`.
+    pub promise_broken: bool,
 }
 
 /// A live race (or a guard: the same race the other way round) the join holds.
@@ -167,6 +173,9 @@ impl LateLabels {
                 below_card: value("triage_performance_below_card", &version) == 1.0,
                 new_class_share: value("triage_performance_new_class_share", &version),
                 new_class: value("triage_performance_new_class", &version) == 1.0,
+                auto_labelled: found("triage_performance_auto_labelled", &version),
+                auto_precision: found("triage_performance_auto_precision", &version),
+                promise_broken: value("triage_performance_auto_promise_broken", &version) == 1.0,
                 version,
                 accuracy,
             })
@@ -200,7 +209,7 @@ pub fn view(d: &LateLabels) -> Markup {
                     code { "kafka.labels_topic" } " (key = message id)." }
             } @else {
                 table {
-                    tr { th { "version" } th.n { "accuracy" } th.n { "macro-F1" } th.n { "its card promised" } th.n { "labelled predictions" } th { "the promise" } }
+                    tr { th { "version" } th.n { "accuracy" } th.n { "macro-F1" } th.n { "its card promised" } th.n { "labelled predictions" } th { "the promise" } th.n { "automatic labels checked" } th.n { "right" } }
                     @for v in &d.versions {
                         tr { td { (v.version) " " @if d.champion.as_deref() == Some(v.version.as_str()) { span.badge.ok { "champion" } } }
                             td.n { (format!("{:.3}", v.accuracy)) } td.n { (format!("{:.3}", v.macro_f1)) }
@@ -211,9 +220,20 @@ pub fn view(d: &LateLabels) -> Markup {
                                 @if v.new_class { span.badge.bad title="late labels name classes this version never learned" { (format!("new classes: {:.0}% of labels", v.new_class_share * 100.0)) } }
                                 @if !v.below_card && !v.new_class { span.badge.ok { "kept" } }
                             }
+                            td.n { @if let Some(n) = v.auto_labelled { (n) } @else { "-" } }
+                            td.n {
+                                @if let Some(p) = v.auto_precision {
+                                    (format!("{:.1}%", p * 100.0)) " "
+                                    @if v.promise_broken {
+                                        span.badge.bad title="significantly under the card's review.target_precision (TriageReviewPromiseBroken)" { "promise broken" }
+                                    }
+                                } @else { "-" }
+                            }
                         }
                     }
                 }
+                p.muted { "Automatic labels: those a version applied by itself (confidence at or above its card's routing threshold); the share right is the review promise, tested against "
+                    code { "review.target_precision" } " (" code { "TriageReviewPromiseBroken" } ")." }
                 p.muted { "A version is tested against its model card and for classes it never learned once "
                     code { "retrain.performance_min_labelled" } " labels stand behind it; either fires "
                     code { "TriagePerformanceDrop" } ", which retrains." }
@@ -296,6 +316,9 @@ mod tests {
             ("triage_performance_below_card", 1.0, 0.0),
             ("triage_performance_new_class", 1.0, 0.0),
             ("triage_performance_new_class_share", 0.68, 0.0),
+            ("triage_performance_auto_labelled", 120.0, 300.0),
+            ("triage_performance_auto_precision", 0.9, 0.96),
+            ("triage_performance_auto_promise_broken", 1.0, 0.0),
         ] {
             let g = GaugeVec::new(Opts::new(name, "h"), &["model_version"]).unwrap();
             registry.register(Box::new(g.clone())).unwrap();
@@ -308,6 +331,12 @@ mod tests {
         let html = view(&d).into_string();
         assert!(html.contains("below its card"), "{html}");
         assert!(html.contains("new classes: 68% of labels"), "{html}");
+        assert!(d.versions[0].promise_broken && !d.versions[1].promise_broken);
+        assert!(
+            html.contains("90.0% <span class=\"badge bad\"") && html.contains("promise broken"),
+            "{html}"
+        );
+        assert!(html.contains(">96.0% <"), "{html}");
         assert!(
             html.contains(">kept<") && html.contains(">0.880<"),
             "{html}"

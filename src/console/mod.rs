@@ -108,7 +108,11 @@ impl Console {
 /// The service console's routes, with their state.
 pub fn router(console: Console) -> Router {
     let pages = console.pages.clone();
-    let review = review::ReviewPages::new(pages.clone(), console.desk.clone());
+    let review = review::ReviewPages::new(
+        pages.clone(),
+        console.desk.clone(),
+        Some(console.metrics.routes.clone()),
+    );
     Router::new()
         .route("/", get(classify_get).post(classify_post))
         .route("/drift", get(drift))

@@ -41,14 +41,21 @@ pub struct ReviewPages {
     pub desk: Option<Desk>,
     /// Each version's routing threshold, from its card.
     thresholds: Arc<Mutex<HashMap<String, Option<f64>>>>,
+    /// `triage_routes_total{route, model_version}`: the live coverage.
+    routes: Option<prometheus::IntCounterVec>,
 }
 
 impl ReviewPages {
-    pub fn new(pages: Pages, desk: Option<Desk>) -> Self {
+    pub fn new(
+        pages: Pages,
+        desk: Option<Desk>,
+        routes: Option<prometheus::IntCounterVec>,
+    ) -> Self {
         Self {
             pages,
             desk,
             thresholds: Arc::default(),
+            routes,
         }
     }
 
@@ -103,6 +110,30 @@ impl ReviewPages {
             })
             .collect()
     }
+}
+
+/// Per model version: messages labelled automatically and in all, since start.
+pub fn coverage(routes: &prometheus::IntCounterVec) -> Vec<(String, u64, u64)> {
+    use prometheus::core::Collector;
+    let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for family in routes.collect() {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            let n = m.get_counter().get_value() as u64;
+            let e = by.entry(label("model_version")).or_default();
+            if label("route") == "auto" {
+                e.0 += n;
+            }
+            e.1 += n;
+        }
+    }
+    by.into_iter().map(|(v, (a, t))| (v, a, t)).collect()
 }
 
 /// The review routes.
@@ -167,6 +198,8 @@ pub struct QueueView<'a> {
     pub oldest_age_s: Option<i64>,
     /// Reviewers' answers in the last hour, every replica's.
     pub answers_last_hour: usize,
+    /// Per model version, since this replica started: labelled automatically, in all.
+    pub coverage: &'a [(String, u64, u64)],
     pub thresholds: &'a HashMap<String, Option<f64>>,
     /// Signed in: the reviewer and the form token.
     pub reviewer: Option<(&'a str, &'a str)>,
@@ -229,7 +262,9 @@ async fn render_queue(
     versions.dedup();
     let thresholds = r.thresholds(versions).await;
     let session = signed_in(&desk.gate, headers);
+    let coverage = r.routes.as_ref().map(coverage).unwrap_or_default();
     let view = QueueView {
+        coverage: &coverage,
         items: &items,
         waiting,
         oldest_age_s: oldest.map(|t| (now - t).max(0) / 1000),
@@ -310,6 +345,13 @@ pub fn queue_view(v: &QueueView) -> Markup {
                 } @else {
                     "Most useful first: the closest calls between two classes, whose labels teach the next model most ("
                     a href="/review?order=arrival" { "first come first" } ")."
+                }
+            }
+            @for (version, auto, total) in v.coverage.iter().filter(|c| c.2 > 0) {
+                p.coverage {
+                    "Since this replica started, model " b { (version) } " labelled "
+                    b { (format!("{:.1}%", *auto as f64 * 100.0 / *total as f64)) }
+                    " of its " (total) " messages by itself; the other " (total - auto) " came here."
                 }
             }
             @match v.reviewer {
@@ -679,6 +721,7 @@ mod tests {
             waiting: items.len(),
             oldest_age_s: Some(300),
             answers_last_hour: 7,
+            coverage: &[("v2".into(), 61, 100)],
             thresholds: &thresholds,
             reviewer,
             can_sign_in: true,
@@ -731,6 +774,22 @@ mod tests {
             "answer and sign-out: {html}"
         );
         assert!(html.contains(r#"<b id="reviewer">ana</b>"#), "{html}");
+    }
+
+    #[test]
+    fn coverage_is_read_per_version_from_the_route_counter() {
+        let routes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("triage_routes_total", "h"),
+            &["route", "model_version"],
+        )
+        .unwrap();
+        routes.with_label_values(&["auto", "v2"]).inc_by(61);
+        routes.with_label_values(&["review", "v2"]).inc_by(39);
+        routes.with_label_values(&["review", "v1"]).inc_by(5);
+        assert_eq!(
+            coverage(&routes),
+            [("v1".to_string(), 0, 5), ("v2".to_string(), 61, 100)]
+        );
     }
 
     #[test]
@@ -830,7 +889,7 @@ mod tests {
             ),
             nav: super::super::layout::SERVICE,
         };
-        let app = router(ReviewPages::new(pages, Some(desk.clone())));
+        let app = router(ReviewPages::new(pages, Some(desk.clone()), None));
         let refused = |reason: &str| desk.metrics.refused.with_label_values(&[reason]).get();
 
         // Anyone may read; no form without a sign-in; a post without one is refused.
