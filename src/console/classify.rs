@@ -84,6 +84,7 @@ mod tests {
             probabilities: [("refund".to_string(), 0.7), ("<billing>".to_string(), 0.3)]
                 .into_iter()
                 .collect(),
+            raw_confidence: 0.7,
             model_version: "v3".into(),
             shadow: None,
             route: crate::inference::Route::Auto,

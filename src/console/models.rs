@@ -144,12 +144,16 @@ fn routing_view(c: &ModelCard) -> Markup {
             p.muted { "Labels at or above the threshold are applied by themselves (route auto); the rest go to a person (route review)." }
         }
         @if let Some(k) = &c.calibration {
-            h3 { "Calibration (measured, not served)" }
+            h3 { @if k.served { "Calibration (served: temperature " (format!("{:.2}", k.temperature)) ")" } @else { "Calibration (measured, not served)" } }
             table #calibration {
-                tr { th { "expected calibration error" } td.n { (format!("{:.3}", k.ece_before)) } }
+                tr { th { "expected calibration error, out-of-fold" } td.n { (format!("{:.3}", k.ece_before)) } }
                 tr { th { "after temperature " (format!("{:.2}", k.temperature)) } td.n { (format!("{:.3}", k.ece_temperature)) } }
                 tr { th { "after isotonic" } td.n { (format!("{:.3}", k.ece_isotonic)) } }
+                @if let Some(h) = &k.held_out {
+                    tr { th { "held-out (" (h.rows) " rows), before / after" } td.n { (format!("{:.3} / {:.3}", h.ece_before, h.ece_after)) } }
+                }
             }
+            @if !k.reason.is_empty() { p.muted #calibration-reason { (k.reason) } }
         }
     }
 }

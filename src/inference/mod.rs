@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::embed::{EmbedError, Embedder, GraphCatalog};
-use crate::model::ClassifierError;
+use crate::model::{ClassifierError, calibration};
 use crate::registry::{ModelVersion, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +43,15 @@ pub enum InferenceError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Labelled {
     pub label: String,
+    /// The top class's probability as served: calibrated when the model card's
+    /// calibration serves ([`crate::model::calibration`]), like `probabilities`.
     pub confidence: f64,
     pub probabilities: BTreeMap<String, f64>,
+    /// The model's own (uncalibrated) top-class confidence: what drift and the
+    /// rollout guard read, the scale their references and thresholds were set on.
+    /// Equal to `confidence` when no calibration serves.
+    #[serde(skip)]
+    pub raw_confidence: f64,
     pub model_version: String,
     /// The challenger's label for the same text, when one is shadowed: it travels
     /// with the prediction record for the late-label join, and is never published
@@ -90,7 +97,10 @@ impl Route {
 pub struct ShadowLabel {
     pub model_version: String,
     pub label: String,
+    /// As served (calibrated by the challenger's card when it serves one).
     pub confidence: f64,
+    /// The challenger's own confidence, which the guard pairs with the champion's.
+    pub raw_confidence: f64,
     pub probabilities: BTreeMap<String, f64>,
 }
 
@@ -209,18 +219,24 @@ impl<E: Embedder> Predictor<E> {
         })?;
         let labels = self.model.classifier.labels();
         let threshold = self.model.card.routing.as_ref().map(|r| r.global.threshold);
+        let calibration = self.model.card.calibration.as_ref();
         let labelled = self
             .model
             .classifier
             .predict(texts, x.view())?
             .into_iter()
-            .map(|p| Labelled {
-                label: labels[p.label].clone(),
-                confidence: p.confidence,
-                probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
-                model_version: self.model.card.version.clone(),
-                shadow: None,
-                route: Route::of(p.confidence, threshold),
+            .map(|mut p| {
+                let raw_confidence = p.confidence;
+                calibration::serve(calibration, &mut p);
+                Labelled {
+                    label: labels[p.label].clone(),
+                    confidence: p.confidence,
+                    probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
+                    raw_confidence,
+                    model_version: self.model.card.version.clone(),
+                    shadow: None,
+                    route: Route::of(p.confidence, threshold),
+                }
             })
             .collect::<Vec<_>>();
         let labelled = if with_shadow {
@@ -261,11 +277,14 @@ impl<E> Predictor<E> {
             }
         };
         let labels = shadow.classifier.labels();
-        for (l, p) in labelled.iter_mut().zip(predictions) {
+        for (l, mut p) in labelled.iter_mut().zip(predictions) {
+            let raw_confidence = p.confidence;
+            calibration::serve(shadow.card.calibration.as_ref(), &mut p);
             l.shadow = Some(ShadowLabel {
                 model_version: shadow.card.version.clone(),
                 label: labels[p.label].clone(),
                 confidence: p.confidence,
+                raw_confidence,
                 probabilities: labels.iter().cloned().zip(p.probabilities).collect(),
             });
         }
@@ -387,6 +406,60 @@ mod tests {
         );
         assert_eq!(predictor.embedder_spec().max_length, 64);
         assert_eq!(predictor.version(), "v-long");
+    }
+
+    #[test]
+    fn a_served_calibration_tempers_the_served_confidence_and_routes_on_it() {
+        let (_dir, model) = champion(64);
+        let texts = ["the visit 1 was fine great", "the visit 2 was awful"];
+        let raw = Predictor::new(FakeEmbedder::new(), model.clone())
+            .unwrap()
+            .classify(&texts)
+            .unwrap();
+        // A cooling temperature (2), served, and a routing threshold between the first
+        // text's raw and tempered confidences.
+        let mut calibration = calibration::calibrate(&[], &[]);
+        calibration.temperature = 2.0;
+        let mut served = (*model).clone();
+        let mut card_routing = crate::model::routing::route(&[], 2, 0.95);
+        let mut tempered = crate::model::Prediction {
+            label: 0,
+            confidence: 0.0,
+            probabilities: raw[0].probabilities.values().copied().collect(),
+        };
+        calibration::temper(&mut tempered, 2.0);
+        card_routing.global.threshold = (raw[0].confidence + tempered.confidence) / 2.0;
+        served.card.routing = Some(card_routing);
+        let classify = |card: &ModelVersion| {
+            Predictor::new(FakeEmbedder::new(), Arc::new(card.clone()))
+                .unwrap()
+                .classify(&texts)
+                .unwrap()
+        };
+        calibration.served = false;
+        served.card.calibration = Some(calibration.clone());
+        let unserved = classify(&served);
+        assert_eq!(unserved[0].confidence, raw[0].confidence);
+        assert_eq!(unserved[0].route, Route::Auto);
+
+        calibration.served = true;
+        served.card.calibration = Some(calibration);
+        let labelled = classify(&served);
+        for (l, r) in labelled.iter().zip(&raw) {
+            assert_eq!(l.label, r.label, "a temperature keeps the label");
+            assert_eq!(
+                l.raw_confidence, r.confidence,
+                "drift and the guard read this"
+            );
+            assert!(l.confidence < r.confidence, "{l:?} {r:?}");
+            assert!((l.probabilities.values().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+        assert!((labelled[0].confidence - tempered.confidence).abs() < 1e-12);
+        assert_eq!(
+            labelled[0].route,
+            Route::Review,
+            "routed on the served confidence"
+        );
     }
 
     #[test]

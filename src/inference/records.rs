@@ -33,6 +33,9 @@ pub fn prediction(
         "label": labelled.label,
         "confidence": labelled.confidence,
         "probabilities": labelled.probabilities,
+        // The model's own confidence (the rollout guard's scale); `confidence` is
+        // calibrated when the model's card serves a calibration.
+        "raw_confidence": labelled.raw_confidence,
         "model_version": labelled.model_version,
         "route": labelled.route,
         "window_id": window_id,
@@ -224,6 +227,7 @@ mod tests {
             label: "positive".into(),
             confidence: 0.9,
             probabilities: [("positive".to_string(), 0.9)].into_iter().collect(),
+            raw_confidence: 0.9,
             model_version: "v3".into(),
             shadow: None,
             route: crate::inference::Route::Auto,
@@ -255,6 +259,7 @@ mod tests {
             label: "positive".into(),
             confidence: 0.8,
             probabilities: probabilities([0.1, 0.1, 0.8]),
+            raw_confidence: 0.6,
             model_version: "v1".into(),
             shadow: None,
             route: crate::inference::Route::Auto,
@@ -270,6 +275,7 @@ mod tests {
             model_version: "v3".into(),
             label: "neutral".into(),
             confidence: 0.71,
+            raw_confidence: 0.55,
             probabilities: probabilities([0.1, 0.71, 0.19]),
         });
         let with = record(&labelled);
@@ -279,11 +285,23 @@ mod tests {
                 "model_version": "v3",
                 "label": "neutral",
                 "confidence": 0.71,
+                "raw_confidence": 0.55,
                 "probabilities": {"negative": 0.1, "neutral": 0.71, "positive": 0.19},
             })
         );
         // The published prediction is the champion's, field for field.
-        for field in ["label", "confidence", "probabilities", "model_version"] {
+        // Served and raw confidences both travel: the guard reads the raw ones.
+        assert_eq!(
+            (with["confidence"].as_f64(), with["raw_confidence"].as_f64()),
+            (Some(0.8), Some(0.6))
+        );
+        for field in [
+            "label",
+            "confidence",
+            "raw_confidence",
+            "probabilities",
+            "model_version",
+        ] {
             assert_eq!(with[field], without[field], "{field}");
         }
         assert_eq!(
@@ -311,6 +329,7 @@ mod tests {
             .into_iter()
             .map(|(l, p)| (l.to_string(), p))
             .collect(),
+            raw_confidence: 0.41,
             model_version: "v3".into(),
             shadow: None,
             route: crate::inference::Route::Review,

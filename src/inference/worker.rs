@@ -343,7 +343,13 @@ fn observe<E: Embedder>(
             .iter()
             .map(|l| index(&l.label).unwrap_or(0))
             .collect(),
-        confidences: classified.labelled.iter().map(|l| l.confidence).collect(),
+        // The model's own confidences, like the reference's (captured at training
+        // from the uncalibrated predictions): a served calibration moves neither.
+        confidences: classified
+            .labelled
+            .iter()
+            .map(|l| l.raw_confidence)
+            .collect(),
         embeddings: classified.embeddings.clone(),
         text_lengths: texts.iter().map(|t| t.chars().count()).collect(),
         truth: observed

@@ -1119,9 +1119,12 @@ fn forget_least_recent<K: Clone + Eq + std::hash::Hash, V>(
     Some(oldest)
 }
 
-/// A prediction's (or shadow's) top-class `confidence`, when it is a number in [0, 1].
+/// A prediction's (or shadow's) top-class confidence as the model gave it, when it
+/// is a number in [0, 1]: `raw_confidence` (uncalibrated: the guard's scale, which a
+/// served calibration does not move), or `confidence` in records from before it.
 fn confidence_of(map: &serde_json::Map<String, Value>) -> Option<f64> {
-    map.get("confidence")
+    map.get("raw_confidence")
+        .or_else(|| map.get("confidence"))
         .and_then(Value::as_f64)
         .filter(|c| (0.0..=1.0).contains(c))
 }
@@ -1762,6 +1765,22 @@ mod tests {
         j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
             .unwrap();
         assert_eq!(j.take_race_dropped(), 0);
+    }
+
+    #[test]
+    fn the_guard_pairs_the_models_own_confidences_when_a_calibration_served() {
+        let mut j = LabelJoin::new(limits());
+        let mut p: Value =
+            serde_json::from_slice(&shadowed("m", "positive", "v2", "positive", "v1")).unwrap();
+        // Both served calibrated (0.95, 0.9); their own confidences were 0.4 and 0.8.
+        p["confidence"] = Value::from(0.95);
+        p["raw_confidence"] = Value::from(0.4);
+        p["shadow"]["confidence"] = Value::from(0.9);
+        p["shadow"]["raw_confidence"] = Value::from(0.8);
+        j.prediction(p.to_string().as_bytes(), 1_000, 1_000)
+            .unwrap();
+        let (a, b) = j.confidence_pairs("v2", "v1").unwrap()[0];
+        assert!((a - 0.1).abs() < 1e-6 && (b - 0.7).abs() < 1e-6, "{a} {b}");
     }
 
     #[test]

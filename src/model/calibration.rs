@@ -4,18 +4,29 @@
 //! labels in, a temperature, the expected calibration error and a reliability
 //! table out.
 //!
-//! **Temperature scaling is the one fitted; isotonic regression is measured beside
-//! it. Neither serves yet** ([`Calibrated::served`]): training records them in the
-//! card. The
-//! blended log-scores are divided by one temperature `T` (fitted by maximum
-//! likelihood on the out-of-fold predictions): it cannot change a label (the
-//! argmax and every ranking stay, so the decision offsets and the macro-F1 tuned on
-//! the same predictions stand), it keeps a full probability vector, and one
-//! parameter is stable on the few hundred rows a retraining job has. Isotonic
-//! regression on the top-class confidence (pool-adjacent-violators) is fitted and
-//! scored the same way, cross-fitted (fit on one half of the rows, measured on the
-//! other, both ways), so the card records how the two compare on each model's
-//! data; [`Calibrated::method`] names the one fitted.
+//! **Temperature scaling is the one fitted and served; isotonic regression is
+//! measured beside it.** The blended log-scores are divided by one temperature `T`
+//! (fitted by maximum likelihood on the out-of-fold predictions): it cannot change
+//! a label (the argmax and every ranking within a row stay, so the decision offsets
+//! and the macro-F1 tuned on the same predictions stand), it keeps a full
+//! probability vector, and one parameter is stable on the few hundred rows a
+//! retraining job has. Isotonic regression on the top-class confidence
+//! (pool-adjacent-violators) is fitted and scored the same way, cross-fitted (fit on
+//! one half of the rows, measured on the other, both ways), so the card records how
+//! the two compare on each model's data; it is not served: it maps the top class
+//! alone (no probability vector), and its steps tie confidences that the routing
+//! threshold and the review order must tell apart.
+//!
+//! **When it serves** ([`Calibrated::served`], with [`Calibrated::reason`]): `T` is
+//! searched in [[`T_MIN`], [`T_MAX`]] only, and serves when (1) at least
+//! [`MIN_ROWS`] out-of-fold rows stand behind it, (2) the likelihood's optimum lies
+//! inside that range (a temperature at its bound means the rows are separable,
+//! every one right and sure: the fit would sharpen every confidence to 1, as it did
+//! at 0.05 on 127 rows before the bound), and (3) the cross-fitted error falls by
+//! [`MIN_GAIN`] at least. Served, the prediction records' `confidence`,
+//! `probabilities` and route use it; drift and the rollout guard keep reading the
+//! model's own (uncalibrated) confidence, the scale their references and
+//! thresholds were set on.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +34,15 @@ use super::logistic::{Prediction, argmax};
 
 /// Bins of the reliability table and of the expected calibration error.
 pub const BINS: usize = 10;
-/// The temperature search's range.
-const T_MIN: f64 = 0.05;
-const T_MAX: f64 = 20.0;
+/// The temperature search's range: at most 4x sharper or 4x cooler log-scores. A
+/// model that needs more than that is too wrong to be saved by one number.
+pub const T_MIN: f64 = 0.25;
+pub const T_MAX: f64 = 4.0;
+/// Out-of-fold rows a served calibration needs at least.
+pub const MIN_ROWS: u64 = 200;
+/// How much the cross-fitted expected calibration error must fall (absolute) for
+/// the temperature to serve.
+pub const MIN_GAIN: f64 = 0.005;
 
 /// Rescales one prediction's probabilities by temperature `t`: `p_k ∝ p_k^(1/t)`
 /// (the same as dividing the log-scores by `t` before the softmax). A probability
@@ -90,7 +107,8 @@ fn nll(predictions: &[Prediction], labels: &[usize], t: f64) -> f64 {
 }
 
 /// The temperature that minimises the negative log-likelihood of `labels` (a
-/// golden-section search over ln t in [0.05, 20]); 1 without predictions.
+/// golden-section search over ln t in [[`T_MIN`], [`T_MAX`]]); 1 without
+/// predictions.
 pub fn fit_temperature(predictions: &[Prediction], labels: &[usize]) -> f64 {
     if predictions.is_empty() {
         return 1.0;
@@ -229,7 +247,7 @@ impl Isotonic {
     }
 }
 
-/// Which calibration serves.
+/// Which calibration is fitted (and serves when [`Calibrated::served`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -240,11 +258,14 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibrated {
     pub method: Method,
-    /// Whether the model serves it. Not yet: on small, separable training sets the
-    /// fitted temperature sharpens every confidence towards 1 (measured: 0.05 on
-    /// 127 out-of-fold rows all right), which blinds the confidence drift detector
-    /// and the guard's confidence check; it is recorded until it serves safely.
+    /// Whether the model serves it: its predictions' confidences, probabilities and
+    /// routes are tempered by [`Calibrated::temperature`]. False in cards from before
+    /// it could serve, and when the rule of the module documentation refuses it.
     pub served: bool,
+    /// Why it serves or not, and why temperature rather than isotonic, in words
+    /// (empty in cards from before it could serve).
+    #[serde(default)]
+    pub reason: String,
     pub temperature: f64,
     /// Out-of-fold predictions it was fitted on.
     pub rows: u64,
@@ -262,6 +283,28 @@ pub struct Calibrated {
     pub held_out: Option<HeldOut>,
 }
 
+impl Calibrated {
+    /// The temperature the model serves, if it serves one.
+    pub fn served_temperature(&self) -> Option<f64> {
+        self.served.then_some(self.temperature)
+    }
+
+    /// `p` as served: tempered when the calibration serves, as it is otherwise.
+    pub fn serve(&self, p: &mut Prediction) {
+        if let Some(t) = self.served_temperature() {
+            temper(p, t);
+        }
+    }
+}
+
+/// A card's calibration applied to one of its model's predictions (none, or one
+/// that does not serve: unchanged). Every path that serves a label calls this.
+pub fn serve(calibration: Option<&Calibrated>, p: &mut Prediction) {
+    if let Some(c) = calibration {
+        c.serve(p);
+    }
+}
+
 /// Calibration error on the held-out split, before and after the temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldOut {
@@ -271,8 +314,55 @@ pub struct HeldOut {
     pub reliability_after: Vec<ReliabilityBin>,
 }
 
-/// Fits the temperature on all of `predictions`, and measures both methods
-/// cross-fitted on halves (rows alternate between the halves).
+/// Whether a fitted temperature sits at (within 1% of) a bound of its search: the
+/// likelihood wanted a temperature outside the range.
+fn at_bound(t: f64) -> bool {
+    (t.ln() - T_MIN.ln()).abs() < 0.01 || (t.ln() - T_MAX.ln()).abs() < 0.01
+}
+
+/// The serving rule of the module documentation: whether it serves, and why in
+/// words (naming both methods' cross-fitted errors).
+fn decide(rows: u64, t: f64, before: f64, temperature: f64, isotonic: f64) -> (bool, String) {
+    let measured = format!(
+        "ECE out-of-fold {before:.4}, cross-fitted: temperature {temperature:.4}, isotonic {isotonic:.4}"
+    );
+    let versus = if isotonic < temperature {
+        "isotonic measured lower but is not served (top class only, no probability vector; its steps tie confidences)"
+    } else {
+        "temperature measured at or below isotonic, and keeps a full probability vector"
+    };
+    if rows < MIN_ROWS {
+        return (
+            false,
+            format!("not served: {rows} out-of-fold rows, fewer than {MIN_ROWS} ({measured})"),
+        );
+    }
+    if at_bound(t) {
+        return (
+            false,
+            format!(
+                "not served: the temperature {t:.3} reached its bound [{T_MIN}, {T_MAX}] (separable rows: the fit would sharpen every confidence towards 1; {measured})"
+            ),
+        );
+    }
+    if before - temperature < MIN_GAIN {
+        return (
+            false,
+            format!(
+                "not served: the temperature {t:.3} lowers the cross-fitted error by {:.4}, less than {MIN_GAIN} ({measured})",
+                before - temperature
+            ),
+        );
+    }
+    (
+        true,
+        format!("temperature {t:.3} served: {measured}; {versus}"),
+    )
+}
+
+/// Fits the temperature on all of `predictions`, measures both methods
+/// cross-fitted on halves (rows alternate between the halves), and decides
+/// whether the temperature serves.
 pub fn calibrate(predictions: &[Prediction], labels: &[usize]) -> Calibrated {
     let temperature = fit_temperature(predictions, labels);
     let before = pairs(predictions, labels);
@@ -299,14 +389,18 @@ pub fn calibrate(predictions: &[Prediction], labels: &[usize]) -> Calibrated {
         );
     }
     let after = tempered_pairs(predictions, labels, temperature);
+    let rows = predictions.len() as u64;
+    let (ece_before, ece_temperature, ece_isotonic) = (ece(&before), ece(&cross_t), ece(&cross_i));
+    let (served, reason) = decide(rows, temperature, ece_before, ece_temperature, ece_isotonic);
     Calibrated {
         method: Method::Temperature,
-        served: false,
+        served,
+        reason,
         temperature,
-        rows: predictions.len() as u64,
-        ece_before: ece(&before),
-        ece_temperature: ece(&cross_t),
-        ece_isotonic: ece(&cross_i),
+        rows,
+        ece_before,
+        ece_temperature,
+        ece_isotonic,
         reliability_before: reliability(&before),
         reliability_after: reliability(&after),
         held_out: None,
@@ -406,6 +500,111 @@ mod tests {
         assert_eq!(mapped[0], 0.0);
         assert_eq!(mapped[1], 0.5, "pooled with the violator after it");
         assert_eq!(mapped[4], 1.0);
+    }
+
+    /// `n` predictions of 3 classes, every one right, with confidences spread over
+    /// 0.5 ..< 0.9: separable rows, whose likelihood only grows as `T` falls.
+    fn separable(n: usize) -> (Vec<Prediction>, Vec<usize>) {
+        (0..n)
+            .map(|i| {
+                let y = i % 3;
+                let c = 0.5 + 0.4 * (i as f64 / n as f64);
+                let mut probabilities = vec![(1.0 - c) / 2.0; 3];
+                probabilities[y] = c;
+                (
+                    Prediction {
+                        label: y,
+                        confidence: c,
+                        probabilities,
+                    },
+                    y,
+                )
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn a_separable_set_does_not_run_the_temperature_away_nor_serve_it() {
+        for n in [127, 1000] {
+            let (preds, labels) = separable(n);
+            let c = calibrate(&preds, &labels);
+            // It stops at its bound (it went to 0.05 before the bound), and says why
+            // it does not serve.
+            assert!((T_MIN..T_MIN * 1.01).contains(&c.temperature), "{n}: {c:?}");
+            assert!(!c.served, "{n}: {c:?}");
+            let why = if n < MIN_ROWS as usize {
+                "fewer than 200"
+            } else {
+                "reached its bound"
+            };
+            assert!(
+                c.reason.starts_with("not served") && c.reason.contains(why),
+                "{n}: {}",
+                c.reason
+            );
+            // Not served: what the model serves is what it predicted.
+            let mut p = preds[0].clone();
+            c.serve(&mut p);
+            assert_eq!(p, preds[0]);
+        }
+    }
+
+    #[test]
+    fn a_calibration_serves_when_it_clearly_helps_and_changes_the_served_confidence() {
+        let (preds, labels) = overconfident(2000, 4.0, 3);
+        let c = calibrate(&preds, &labels);
+        assert!(c.served, "{c:?}");
+        assert!(
+            c.reason.starts_with("temperature") && c.reason.contains("served"),
+            "{}",
+            c.reason
+        );
+        let mut p = preds[0].clone();
+        c.serve(&mut p);
+        assert_eq!(p.label, preds[0].label);
+        assert!(
+            p.confidence < preds[0].confidence - 0.01,
+            "{p:?} {:?}",
+            preds[0]
+        );
+        // Already calibrated predictions: no gain worth serving.
+        let cooled: Vec<Prediction> = preds
+            .iter()
+            .map(|p| {
+                let mut q = p.clone();
+                temper(&mut q, c.temperature);
+                q
+            })
+            .collect();
+        let again = calibrate(&cooled, &labels);
+        assert!(
+            !again.served && again.reason.contains("lowers the cross-fitted error"),
+            "{again:?}"
+        );
+        // Too few rows to trust.
+        let few = calibrate(&preds[..150], &labels[..150]);
+        assert!(
+            !few.served && few.reason.contains("150 out-of-fold rows"),
+            "{few:?}"
+        );
+    }
+
+    #[test]
+    fn calibrations_recorded_before_serving_still_load_and_do_not_serve() {
+        // A card's calibration from before `reason` (and with the run-away temperature
+        // such cards recorded).
+        let old = serde_json::json!({
+            "method": "temperature", "served": false, "temperature": 0.05, "rows": 127,
+            "ece_before": 0.139, "ece_temperature": 0.0, "ece_isotonic": 0.0,
+            "reliability_before": [], "reliability_after": []
+        });
+        let c: Calibrated = serde_json::from_value(old).unwrap();
+        assert_eq!((c.served, c.reason.as_str()), (false, ""));
+        let (preds, _) = separable(3);
+        let mut p = preds[1].clone();
+        serve(Some(&c), &mut p);
+        serve(None, &mut p);
+        assert_eq!(p, preds[1]);
     }
 
     #[test]

@@ -158,6 +158,49 @@ pub fn route(rows: &[Scored], classes: usize, target: f64) -> Routing {
     }
 }
 
+/// What makes a queued message uncertain, for [`review_priority_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uncertainty {
+    /// A low top-class probability.
+    Confidence,
+    /// A small gap between the two likeliest classes.
+    Margin,
+}
+
+/// The gap between the two largest of `probabilities` (the largest alone with one
+/// class; 0 with none).
+pub fn margin(probabilities: &[f64]) -> f64 {
+    let (mut first, mut second) = (0.0f64, 0.0f64);
+    for &p in probabilities {
+        if p > first {
+            second = first;
+            first = p;
+        } else if p > second {
+            second = p;
+        }
+    }
+    first - second
+}
+
+/// How uncertain a prediction is by `by`, in [0, 1]: 1 minus its confidence, or 1
+/// minus its margin. Higher is more uncertain.
+pub fn review_priority_by(probabilities: &[f64], by: Uncertainty) -> f64 {
+    let top = probabilities.iter().copied().fold(0.0f64, f64::max);
+    match by {
+        Uncertainty::Confidence => 1.0 - top,
+        Uncertainty::Margin => 1.0 - margin(probabilities),
+    }
+}
+
+/// The review queue's order: how much a person's answer to a waiting message is
+/// worth to the next model, from its served probabilities (all classes, or only
+/// the likeliest few: the two largest decide). **Higher first.** Measured on a
+/// replay (`triage review-order`, docs/model-quality.md): the smallest margin
+/// between the two likeliest classes first beat first-come order.
+pub fn review_priority(probabilities: &[f64]) -> f64 {
+    review_priority_by(probabilities, Uncertainty::Margin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +260,24 @@ mod tests {
         let many = times(&rows, 100);
         let t = choose(&many, 0.95);
         assert!(t.threshold > 0.5 && t.precision == 1.0, "{t:?}");
+    }
+
+    #[test]
+    fn the_review_priority_puts_the_closest_call_first() {
+        // Order does not matter, nor do the classes after the second.
+        let close = [0.1, 0.46, 0.44];
+        let clear = [0.7, 0.2, 0.1];
+        assert!((margin(&close) - 0.02).abs() < 1e-12);
+        assert!((margin(&[0.44, 0.46]) - 0.02).abs() < 1e-12);
+        assert_eq!(margin(&[0.8]), 0.8);
+        assert!(review_priority(&close) > review_priority(&clear));
+        assert!((review_priority(&close) - 0.98).abs() < 1e-12);
+        // By confidence, a flat three-way split beats a close two-way one; by
+        // margin, the reverse.
+        let flat = [0.4, 0.3, 0.3];
+        let by = review_priority_by;
+        assert!(by(&flat, Uncertainty::Confidence) > by(&close, Uncertainty::Confidence));
+        assert!(by(&flat, Uncertainty::Margin) < by(&close, Uncertainty::Margin));
     }
 
     #[test]

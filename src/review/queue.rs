@@ -91,12 +91,13 @@ pub struct Queue {
 pub const ANSWER_HORIZON_MS: i64 = 3_600_000;
 
 /// How useful a person's answer to a message is, from the model's three likeliest
-/// classes: the smaller the margin between the first two, the closer the message
-/// sits to a decision boundary and the more its label moves the next model (margin
-/// sampling). Higher is more useful: `1 - (p1 - p2)`.
+/// classes: [`crate::model::routing::review_priority`] (margin sampling: the smaller
+/// the margin between the first two, the closer the message sits to a decision
+/// boundary and the more its label moves the next model; `triage review-order`
+/// measured it against first-come order). Higher is more useful.
 pub fn usefulness(top: &[Likely]) -> f64 {
-    let p = |i: usize| top.get(i).map_or(0.0, |l| l.probability);
-    1.0 - (p(0) - p(1))
+    let p: Vec<f64> = top.iter().map(|l| l.probability).collect();
+    crate::model::routing::review_priority(&p)
 }
 
 impl Queue {

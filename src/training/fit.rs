@@ -202,9 +202,12 @@ pub fn fit_model(settings: &Settings, data: &TrainingSet<'_>) -> Result<Fitted, 
     })
 }
 
-/// Measures a calibration on the out-of-fold predictions (recorded in the card,
-/// not served yet: see [`Calibrated::served`]) and chooses the routing threshold
-/// on the confidences the model serves; None without out-of-fold predictions.
+/// Fits the calibration on the out-of-fold predictions and chooses the routing
+/// threshold on the confidences the model will serve: calibrated when the
+/// calibration serves (a temperature is not monotone across rows of several
+/// classes, so a threshold chosen on the raw confidences would not keep its
+/// promise on the tempered ones), raw otherwise; None without out-of-fold
+/// predictions.
 fn calibrate_and_route(
     settings: &Settings,
     data: &TrainingSet<'_>,
@@ -214,21 +217,30 @@ fn calibrate_and_route(
         return None;
     }
     let calibrated = calibration::calibrate(out_of_fold, data.labels);
+    let served: Vec<Prediction> = out_of_fold
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            calibrated.serve(&mut p);
+            p
+        })
+        .collect();
     let routing = routing::route(
-        &routing::scored(out_of_fold, data.labels),
+        &routing::scored(&served, data.labels),
         data.label_names.len(),
         settings.review.target_precision,
     );
     info!(
         target: "triage::training",
         temperature = format!("{:.3}", calibrated.temperature),
+        served = calibrated.served,
         ece_before = format!("{:.4}", calibrated.ece_before),
         ece_temperature = format!("{:.4}", calibrated.ece_temperature),
         ece_isotonic = format!("{:.4}", calibrated.ece_isotonic),
         threshold = format!("{:.4}", routing.global.threshold),
         expected_coverage = format!("{:.3}", routing.global.coverage),
         expected_precision = format!("{:.4}", routing.global.precision),
-        "Calibration measured (out-of-fold), routing threshold chosen."
+        "Calibration fitted (out-of-fold), routing threshold chosen on the served confidences."
     );
     Some((calibrated, routing))
 }

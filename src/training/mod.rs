@@ -13,6 +13,6 @@ pub mod split;
 pub(crate) mod testing;
 
 pub use pipeline::{
-    EvaluateOutcome, TrainError, TrainOptions, TrainOutcome, evaluate_file, evaluate_versions,
-    train,
+    Embedded, EvaluateOutcome, TrainError, TrainOptions, TrainOutcome, evaluate_file,
+    evaluate_versions, read_and_embed, train,
 };

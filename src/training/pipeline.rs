@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use ndarray::{Array2, Axis};
@@ -14,7 +14,9 @@ use crate::drift::reference::{DriftReference, ReferencePlan, TrainingRows};
 use crate::embed::{EmbedError, Embedder, EmbeddingSpec};
 use crate::feature::cache::FeatureCache;
 use crate::feature::readers::ReadSummary;
-use crate::feature::{EmbedStats, FeatureError, embed_texts, read_labelled};
+use crate::feature::{
+    EmbedStats, FeatureError, LabelledData, LabelledExample, embed_texts, read_labelled,
+};
 use crate::model::evaluation::{Evaluation, evaluate};
 use crate::model::{ClassifierError, FitParams, Model, Prediction};
 use crate::model::{calibration, routing};
@@ -62,43 +64,16 @@ pub fn train(
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let t = &settings.training;
-    // A model is trained on the configured graph and token length, whatever the
-    // embedder last served or scored (a retrainer's embedder also scores the champion
-    // on the champion's).
-    let configured = EmbeddingSpec {
-        max_length: settings.embedding.max_length,
-        ..embedder.loaded().clone()
-    };
-    embedder.adopt(&configured)?;
-    let data = read_labelled(&options.data, settings)?;
-    let (examples, checks) = data_checks::check(
-        data.examples,
-        &data.labels,
-        t,
-        settings.embedding.max_length,
-    );
-    for w in &checks.warnings {
-        warn!(target: "triage::training", "{w}");
-    }
-    if !checks.failures.is_empty() {
-        return Err(TrainError::DataChecks(checks.failures));
-    }
+    let Embedded {
+        data,
+        examples,
+        checks,
+        features,
+        embed_stats,
+    } = read_and_embed(settings, embedder, &options.data)?;
     let targets: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let split = stratified_split(&targets, t.test_fraction, t.seed);
-
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let cache = FeatureCache::new(settings.feature_cache_dir());
-    let key = FeatureCache::key(
-        &data.summary.sha256,
-        &format!(
-            "{}|{}",
-            data.reader_fingerprint,
-            serde_json::to_string(&settings.labels).unwrap_or_default()
-        ),
-        embedder.spec(),
-    );
-    let cache_arg = t.feature_cache.then_some((&cache, key.as_str()));
-    let (features, embed_stats) = embed_texts(embedder, &texts, cache_arg)?;
 
     let x_train = features.select(Axis(0), &split.train);
     let y_train: Vec<usize> = split.train.iter().map(|&i| targets[i]).collect();
@@ -128,13 +103,23 @@ pub fn train(
     let test_texts: Vec<&str> = split.test.iter().map(|&i| texts[i]).collect();
     let (test_preds, metrics) = predict_and_score(&model, &test_texts, &x_test, &y_test)?;
 
-    // The promise and the calibration on rows neither was chosen on.
+    // The promise and the calibration on rows neither was chosen on; the promise on
+    // the confidences served (calibrated when the calibration serves). The drift
+    // reference below keeps the model's own confidences: live drift reads those too.
+    let served_test: Vec<Prediction> = test_preds
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            calibration::serve(calibration.as_ref(), &mut p);
+            p
+        })
+        .collect();
     if let Some(c) = calibration.as_mut() {
         c.held_out = Some(calibration::held_out(&test_preds, &y_test, c.temperature));
     }
     if let Some(r) = routing.as_mut() {
         r.held_out = Some(routing::apply(
-            &routing::scored(&test_preds, &y_test),
+            &routing::scored(&served_test, &y_test),
             r.global.threshold,
         ));
     }
@@ -213,6 +198,70 @@ pub fn train(
         promoted,
         gate_failures,
         card,
+    })
+}
+
+/// A labelled file as training sees it: read, checked (duplicates removed) and
+/// embedded through the feature cache, in the file's order.
+pub struct Embedded {
+    /// The file as read; its examples were moved to `examples`.
+    pub data: LabelledData,
+    pub examples: Vec<LabelledExample>,
+    pub checks: DataReport,
+    /// One row per example.
+    pub features: Array2<f32>,
+    pub embed_stats: EmbedStats,
+}
+
+/// Reads, checks and embeds a labelled file as `triage train` does (on the
+/// configured graph and token length, with the same feature-cache key, so a file trained on once is not embedded again); the
+/// checks' warnings are logged, their failures refuse the file.
+pub fn read_and_embed(
+    settings: &Settings,
+    embedder: &mut dyn Embedder,
+    path: &Path,
+) -> Result<Embedded, TrainError> {
+    let t = &settings.training;
+    // A model is trained on the configured graph and token length, whatever the
+    // embedder last served or scored (a retrainer's embedder also scores the champion
+    // on the champion's).
+    let configured = EmbeddingSpec {
+        max_length: settings.embedding.max_length,
+        ..embedder.loaded().clone()
+    };
+    embedder.adopt(&configured)?;
+    let mut data = read_labelled(path, settings)?;
+    let (examples, checks) = data_checks::check(
+        std::mem::take(&mut data.examples),
+        &data.labels,
+        t,
+        settings.embedding.max_length,
+    );
+    for w in &checks.warnings {
+        warn!(target: "triage::training", "{w}");
+    }
+    if !checks.failures.is_empty() {
+        return Err(TrainError::DataChecks(checks.failures));
+    }
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let cache = FeatureCache::new(settings.feature_cache_dir());
+    let key = FeatureCache::key(
+        &data.summary.sha256,
+        &format!(
+            "{}|{}",
+            data.reader_fingerprint,
+            serde_json::to_string(&settings.labels).unwrap_or_default()
+        ),
+        embedder.spec(),
+    );
+    let cache_arg = t.feature_cache.then_some((&cache, key.as_str()));
+    let (features, embed_stats) = embed_texts(embedder, &texts, cache_arg)?;
+    Ok(Embedded {
+        data,
+        examples,
+        checks,
+        features,
+        embed_stats,
     })
 }
 

@@ -12,6 +12,7 @@ mod probe;
 mod produce;
 mod retrain;
 mod retrainer;
+mod review_order;
 mod reviewer;
 mod run;
 mod topics;
@@ -42,6 +43,7 @@ pub fn run(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
         Command::Retrainer => retrainer::retrainer(settings),
         Command::Bench(args) => bench::bench(settings, args),
         Command::Produce(args) => produce::produce(settings, args),
+        Command::ReviewOrder(args) => review_order::review_order(settings, args),
         Command::Drift(DriftCommand::Eval(args)) => drift::drift_eval(settings, &registry, args),
         Command::Topics(TopicsCommand::Create {
             partitions,

@@ -57,6 +57,33 @@ pub(super) fn train(
         );
         print!("{}", card.metrics.render());
         println!();
+        if let Some(c) = &card.calibration {
+            println!("calibration ({} out-of-fold rows): {}", c.rows, c.reason);
+            if let Some(h) = &c.held_out {
+                println!(
+                    "calibration held-out: ECE {:.4} before, {:.4} tempered ({} rows)",
+                    h.ece_before, h.ece_after, h.rows
+                );
+            }
+        }
+        if let Some(r) = &card.routing {
+            let on = match &card.calibration {
+                Some(c) if c.served => "calibrated",
+                _ => "uncalibrated",
+            };
+            print!(
+                "routing: threshold {:.4} ({on} confidence) for precision {}: out-of-fold coverage {:.3}, precision {:.4}",
+                r.global.threshold, r.target_precision, r.global.coverage, r.global.precision
+            );
+            match &r.held_out {
+                Some(h) => println!(
+                    "; held-out coverage {:.3}, precision {:.4}",
+                    h.coverage, h.precision
+                ),
+                None => println!(),
+            }
+        }
+        println!();
         for g in &card.gates {
             println!(
                 "gate {:<28} {:.4} >= {:.4}  {}",
