@@ -41,5 +41,6 @@ shoot models "http://$SERVICE/models" 1280 1100
 shoot drift "http://$SERVICE/drift" 1280 1300
 shoot classify-phone "http://$SERVICE/?text=$text" 390 844
 shoot drift-phone "http://$SERVICE/drift" 390 844
+shoot review-read-only "http://$SERVICE/review" 1280 900
 shoot retraining "http://$RETRAINER/retraining" 1280 1000
 shoot retrainer "http://$RETRAINER/" 1280 900

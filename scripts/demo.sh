@@ -139,6 +139,10 @@ PROM=127.0.0.1:$(free_port 9090)
 AM=127.0.0.1:$(free_port 9093)
 ABS=$(cd "$WORK" && pwd)
 python3 -c 'import secrets; print(secrets.token_hex(32))' >"$ABS/retrain.token"
+# A reviewer for the console's Review page: its password in a file, only its hash in
+# the configuration (`triage reviewer` prints the block).
+python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"$ABS/reviewer.password"
+REVIEWER=$("$TRIAGE" reviewer demo <"$ABS/reviewer.password")
 cat >"$ABS/triage.toml" <<EOF
 # The demo's configuration: short windows and a short cooldown so it takes minutes.
 [paths]
@@ -159,6 +163,7 @@ predictions_topic = "predictions"
 dlq_topic = "messages.dlq"
 features_topic = "features"
 labels_topic = "labels"
+review_topic = "review"
 [stream]
 max_wait_ms = 200
 drain_timeout_ms = 5000
@@ -175,6 +180,9 @@ join_pending_s = 60
 rollout = "shadow"
 [rollout]
 min_labelled = 60
+[review]
+session_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+$REVIEWER
 EOF
 export TRIAGE_CONFIG="$ABS/triage.toml"
 triage() { "$TRIAGE" --config "$ABS/triage.toml" "$@"; }
@@ -228,6 +236,7 @@ q wait-http "http://$PROM/-/ready" 60
 wait_for 120 "ready service (see $WORK/run.log)" q wait-http "http://$SERVICE/readyz" 1
 note "open while it runs:"
 note "  console      http://$SERVICE/"
+note "  review queue http://$SERVICE/review   (sign in as demo, password in $WORK/reviewer.password)"
 note "  Prometheus   http://$PROM/alerts   (and /graph?g0.expr=triage_drift_statistic)"
 note "  Alertmanager http://$AM/"
 note "  metrics      http://$SERVICE/metrics   http://$RETRAINER/metrics"
