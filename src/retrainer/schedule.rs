@@ -98,23 +98,11 @@ pub async fn run(
     let mut held: Option<String> = None;
     info!(every = %humantime::format_duration(every), "Scheduled retraining on (retrain.every).");
     loop {
-        let reading = registry.clone();
-        let last = match tokio::task::spawn_blocking(move || last_activity(&reading)).await {
-            Ok(Ok(last)) => last,
-            Ok(Err(err)) => {
-                warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: cannot read the registry's decisions and history; trying again.");
-                if pause(RETRY, &mut shutdown).await {
-                    return;
-                }
-                continue;
+        let Some(last) = read(&registry, "decisions and history", last_activity).await else {
+            if pause(RETRY, &mut shutdown).await {
+                return;
             }
-            Err(err) => {
-                warn!(error = %err, "Scheduled retraining: the registry read stopped.");
-                if pause(RETRY, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
+            continue;
         };
         let due = next_due(last, ran, started, every);
         metrics.next_scheduled.set(unix_seconds(due));
@@ -127,35 +115,24 @@ pub async fn run(
             }
             _ => {}
         }
-        let reading = registry.clone();
-        match tokio::task::spawn_blocking(move || racing(&reading)).await {
-            Ok(Ok(Some(challenger))) => {
-                if held.as_deref() != Some(challenger.as_str()) {
-                    metrics.scheduled.with_label_values(&["held"]).inc();
-                    info!(%challenger, "Scheduled retrain due, held back: a challenger races the champion in shadow (its race or the guard decides first).");
-                    held = Some(challenger);
-                }
-                if pause(RACE_RECHECK, &mut shutdown).await {
-                    return;
-                }
-                continue;
+        let Some(challenger) = read(&registry, "aliases", racing).await else {
+            if pause(RETRY, &mut shutdown).await {
+                return;
             }
-            Ok(Ok(None)) => held = None,
-            Ok(Err(err)) => {
-                warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: cannot read the registry's aliases; trying again.");
-                if pause(RETRY, &mut shutdown).await {
-                    return;
-                }
-                continue;
+            continue;
+        };
+        if let Some(challenger) = challenger {
+            if held.as_deref() != Some(challenger.as_str()) {
+                metrics.scheduled.with_label_values(&["held"]).inc();
+                info!(%challenger, "Scheduled retrain due, held back: a challenger races the champion in shadow (its race or the guard decides first).");
+                held = Some(challenger);
             }
-            Err(err) => {
-                warn!(error = %err, "Scheduled retraining: the registry read stopped.");
-                if pause(RETRY, &mut shutdown).await {
-                    return;
-                }
-                continue;
+            if pause(RACE_RECHECK, &mut shutdown).await {
+                return;
             }
+            continue;
         }
+        held = None;
         let before = scheduler.status().jobs_started;
         let admission = scheduler.submit(Trigger::scheduled());
         metrics
@@ -178,6 +155,27 @@ pub async fn run(
             }
         }
         ran = Some(SystemTime::now());
+    }
+}
+
+/// `f` on the registry, off the async threads; None (after a warning naming `what`)
+/// when it cannot be read: the caller pauses [`RETRY`] and tries again.
+async fn read<T: Send + 'static>(
+    registry: &Registry,
+    what: &str,
+    f: fn(&Registry) -> Result<T, RegistryError>,
+) -> Option<T> {
+    let reading = registry.clone();
+    match tokio::task::spawn_blocking(move || f(&reading)).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: cannot read the registry's {what}; trying again.");
+            None
+        }
+        Err(err) => {
+            warn!(error = %err, retry_in_s = RETRY.as_secs(), "Scheduled retraining: the registry read stopped; trying again.");
+            None
+        }
     }
 }
 
