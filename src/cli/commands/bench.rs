@@ -61,6 +61,12 @@ fn print_profile(r: &BenchReport, p: &bench::ProfileReport) {
         p.peak.int8_ops / 1e9
     );
     println!(
+        "    one session alone     fp32 MatMul {:.1} GFLOP/s, int8 MatMulInteger {:.1} GOP/s ({} thread(s))",
+        p.peak_one_session.fp32_flops / 1e9,
+        p.peak_one_session.int8_ops / 1e9,
+        p.peak_one_session.threads
+    );
+    println!(
         "    per text              {:.1} M int8 ops, {:.1} M fp32 FLOP in matrix products ({:.1} M per token in all)",
         p.int8_ops_per_text / 1e6,
         p.fp32_flops_per_text / 1e6,

@@ -155,9 +155,12 @@ pub struct ProfileReport {
     /// Arithmetic of the matrix products per text: int8 (`MatMulInteger`) and fp32.
     pub int8_ops_per_text: f64,
     pub fp32_flops_per_text: f64,
+    /// The workers' sessions side by side: the machine's rate as the service runs.
     pub peak: crate::embed::profile::Peak,
-    /// The profiled kernels' rate over one worker's share of the peak
-    /// (peak / sessions): int8 `MatMulInteger`, fp32 `MatMul`.
+    /// One session alone, as the profile ran.
+    pub peak_one_session: crate::embed::profile::Peak,
+    /// The profiled kernels' rate over one session's peak: the int8 and the fp32
+    /// matrix products.
     pub int8_kernel_share: f64,
     pub fp32_kernel_share: f64,
     /// The service's end-to-end throughput times the arithmetic per text: ops/s,
@@ -509,7 +512,6 @@ fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
     };
     let (int8, fp32) = (sum(is_int8_matmul), sum(is_fp32_matmul));
     let rate = |(flops, us): (f64, f64)| if us > 0.0 { flops / (us / 1e6) } else { 0.0 };
-    let per_session = |peak: f64| peak / p.peak.sessions.max(1) as f64;
     let share = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let int8_per_text = int8.0 / n;
     let fp32_per_text = fp32.0 / n;
@@ -532,14 +534,15 @@ fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
             .collect(),
         int8_ops_per_text: int8_per_text,
         fp32_flops_per_text: fp32_per_text,
-        int8_kernel_share: share(rate(int8), per_session(p.peak.int8_ops)),
-        fp32_kernel_share: share(rate(fp32), per_session(p.peak.fp32_flops)),
+        int8_kernel_share: share(rate(int8), p.peak_one.int8_ops),
+        fp32_kernel_share: share(rate(fp32), p.peak_one.fp32_flops),
         service_int8_ops: throughput * int8_per_text,
         service_int8_share: share(throughput * int8_per_text, p.peak.int8_ops),
         service_fp32_flops: throughput * fp32_per_text,
         service_fp32_share: share(throughput * fp32_per_text, p.peak.fp32_flops),
         ms_per_text_at_peak: at_peak * 1e3,
         peak: p.peak,
+        peak_one_session: p.peak_one,
     }
 }
 

@@ -84,6 +84,7 @@ pub(super) struct Profiled {
     pub(super) tokens: usize,
     pub(super) trace: crate::embed::profile::TraceTotals,
     pub(super) peak: crate::embed::profile::Peak,
+    pub(super) peak_one: crate::embed::profile::Peak,
 }
 
 /// ONNX Runtime's profile of up to 200 of `texts` embedded one per call with one
@@ -106,14 +107,21 @@ pub(super) fn profile(
     let _ = std::fs::remove_dir_all(&dir);
     let (trace, tokens) = profiled?;
     let m = (tokens / sample.len().max(1)).div_ceil(16).max(1) * 16;
-    let peak = crate::embed::profile::measure_peak(
-        embedder.environment(),
-        (m, 384, 1536),
-        workers,
-        settings.threads_per_embedder(workers),
-        Duration::from_secs(2),
-    )?;
+    let threads = settings.threads_per_embedder(workers);
+    let peak_at = |sessions| {
+        crate::embed::profile::measure_peak(
+            embedder.environment(),
+            (m, 384, 1536),
+            sessions,
+            threads,
+            Duration::from_secs(2),
+        )
+    };
+    // One session alone, as the profile ran; then the workers' sessions side by side.
+    let peak_one = peak_at(1)?;
+    let peak = peak_at(workers)?;
     Ok(Profiled {
+        peak_one,
         texts: sample.len(),
         tokens,
         trace,
