@@ -93,7 +93,11 @@ async fn start_workers(
         predictors,
         Some(follower),
         settings.stream.worker_queue,
-        settings.drift.clone(),
+        worker::DriftFeed {
+            settings: settings.drift.clone(),
+            window_messages: settings.stream.max_messages,
+            window_wait: Duration::from_millis(settings.stream.max_wait_ms),
+        },
         metrics.clone(),
         Some(rebuild),
     )
@@ -128,6 +132,7 @@ fn window_settings(settings: &Settings) -> WindowSettings {
         max_messages: st.max_messages,
         max_wait: Duration::from_millis(st.max_wait_ms),
         max_in_flight: st.max_in_flight_windows,
+        continuous: st.continuous_batching,
         drain_timeout: Duration::from_millis(st.drain_timeout_ms),
     }
 }

@@ -433,6 +433,13 @@ pub struct BenchArgs {
     /// shadowed / plain. Fails if the shadow did not run.
     #[arg(long)]
     pub shadow: bool,
+    /// Also profile the embedding: ONNX Runtime's profiler over a one-text-per-call
+    /// run of up to 200 of the messages (kernel time per operator type, and the
+    /// arithmetic of the matrix products), and the machine's fp32 `MatMul` and
+    /// int8 `MatMulInteger` rates at the feed-forward's shape, so that the share
+    /// of those rates the embedding and the service reach is printed.
+    #[arg(long)]
+    pub profile: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,

@@ -118,6 +118,77 @@ pub struct WindowObservation {
     pub invalid: usize,
 }
 
+impl WindowObservation {
+    /// Messages it stands for: classified and dead-lettered.
+    pub fn messages(&self) -> usize {
+        self.labels.len() + self.invalid
+    }
+
+    /// Appends `other`'s messages.
+    pub fn absorb(&mut self, other: WindowObservation) {
+        self.labels.extend(other.labels);
+        self.confidences.extend(other.confidences);
+        self.embeddings.extend(other.embeddings);
+        self.text_lengths.extend(other.text_lengths);
+        self.truth.extend(other.truth);
+        self.invalid += other.invalid;
+    }
+}
+
+/// Gathers the stream's windows into drift windows of at least `messages` messages,
+/// or whatever arrived within `max_age` of the first: with continuous batching the
+/// stream's windows hold one or two messages at light load, and the monitor's
+/// `sliding_windows` and its per-report cost assume windows as the window bounds
+/// (`stream.max_messages`, `stream.max_wait_ms`) cut them. A window that is
+/// already that large passes through as it is.
+#[derive(Debug)]
+pub struct Gather {
+    messages: usize,
+    max_age: std::time::Duration,
+    pending: Option<(WindowObservation, std::time::Instant)>,
+}
+
+impl Gather {
+    pub fn new(messages: usize, max_age: std::time::Duration) -> Self {
+        Self {
+            messages: messages.max(1),
+            max_age,
+            pending: None,
+        }
+    }
+
+    /// Adds a window at `now`; returns the gathered drift window once it is complete.
+    pub fn add(
+        &mut self,
+        window: WindowObservation,
+        now: std::time::Instant,
+    ) -> Option<WindowObservation> {
+        let (pending, opened) = match self.pending.take() {
+            Some((mut pending, opened)) => {
+                pending.absorb(window);
+                (pending, opened)
+            }
+            None => (window, now),
+        };
+        if pending.messages() >= self.messages || now.duration_since(opened) >= self.max_age {
+            Some(pending)
+        } else {
+            self.pending = Some((pending, opened));
+            None
+        }
+    }
+
+    /// Messages waiting for their drift window to complete.
+    pub fn pending(&self) -> usize {
+        self.pending.as_ref().map_or(0, |(p, _)| p.messages())
+    }
+
+    /// Forgets what was gathered (a new model version starts its statistics afresh).
+    pub fn clear(&mut self) {
+        self.pending = None;
+    }
+}
+
 /// Every statistic and detector over the pooled recent windows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DriftReport {
@@ -307,6 +378,42 @@ impl DriftMonitor {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    fn observation(n: usize, invalid: usize) -> WindowObservation {
+        WindowObservation {
+            labels: vec![1; n],
+            confidences: vec![0.9; n],
+            embeddings: vec![vec![0.5; 4]; n],
+            text_lengths: vec![10; n],
+            truth: vec![None; n],
+            invalid,
+        }
+    }
+
+    #[test]
+    fn small_windows_are_gathered_into_drift_windows_by_the_window_bounds() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut g = Gather::new(4, Duration::from_millis(500));
+        // One-message windows: the fourth message completes a drift window.
+        assert!(g.add(observation(1, 0), t0).is_none());
+        assert!(g.add(observation(1, 0), t0).is_none());
+        assert!(g.add(observation(0, 1), t0).is_none());
+        assert_eq!(g.pending(), 3);
+        let w = g.add(observation(1, 0), t0).unwrap();
+        assert_eq!((w.labels.len(), w.invalid, w.embeddings.len()), (3, 1, 3));
+        assert_eq!(g.pending(), 0);
+        // A full window passes through as it is.
+        assert_eq!(g.add(observation(64, 0), t0).unwrap().labels.len(), 64);
+        // Whatever arrived within max_age of the first message, at the next window.
+        assert!(g.add(observation(1, 0), t0).is_none());
+        let late = t0 + Duration::from_millis(500);
+        assert_eq!(g.add(observation(1, 0), late).unwrap().labels.len(), 2);
+        // A new model's statistics start afresh.
+        assert!(g.add(observation(1, 0), late).is_none());
+        g.clear();
+        assert_eq!(g.pending(), 0);
+    }
 
     #[test]
     fn each_detector_reads_its_own_alarm() {

@@ -5,6 +5,7 @@ pub mod batching;
 pub mod graphs;
 mod onnx;
 mod pool;
+pub mod profile;
 mod runtime;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -198,6 +198,84 @@ impl OnnxEmbedder {
         })
     }
 
+    /// ONNX Runtime's profile of embedding `texts` one per call, as the service
+    /// does, in a session of this embedder's graph, threads and token length made
+    /// for it with the profiler on (the trace goes to a file under `dir`, read and
+    /// removed here). Returns the trace summed per operator, and the tokens run.
+    pub fn profile(
+        &self,
+        texts: &[&str],
+        dir: &std::path::Path,
+    ) -> Result<(super::profile::TraceTotals, usize), EmbedError> {
+        use ort::session::Session;
+        use ort::value::Tensor;
+        let err = |e: ort::Error| EmbedError::Inference(format!("profiling: {e}"));
+        let graph = Graph::read(self.plan.graphs.find(&self.spec.model_sha256)?)?;
+        let mut builder = Session::builder(&self.plan.environment).map_err(err)?;
+        if let Some(threads) = self.plan.threads {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|e| err(e.into()))?;
+        }
+        let mut session = builder
+            .with_profiling(dir.join("triage-profile"))
+            .map_err(|e| err(e.into()))?
+            .commit_from_memory(&graph.onnx)
+            .map_err(err)?;
+        let names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        let mut tokens = 0;
+        for text in texts {
+            let encoding = self
+                .model
+                .tokenizer
+                .encode(*text, true)
+                .map_err(|e| EmbedError::Inference(format!("tokenising: {e}")))?;
+            let n = encoding.len();
+            tokens += n;
+            let column = |v: &[u32]| -> Result<Tensor<i64>, EmbedError> {
+                Tensor::from_array((
+                    [1usize, n],
+                    v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(),
+                ))
+                .map_err(err)
+            };
+            let mut inputs = Vec::new();
+            for name in &names {
+                let values = match name.as_str() {
+                    "input_ids" => column(encoding.get_ids())?,
+                    "attention_mask" => column(encoding.get_attention_mask())?,
+                    "token_type_ids" => column(encoding.get_type_ids())?,
+                    other => {
+                        return Err(EmbedError::Inference(format!(
+                            "profiling: the graph asks for an input {other:?}"
+                        )));
+                    }
+                };
+                inputs.push((
+                    std::borrow::Cow::<str>::from(name.clone()),
+                    ort::session::SessionInputValue::from(values),
+                ));
+            }
+            session.run(inputs).map_err(err)?;
+        }
+        let path = session.end_profiling().map_err(err)?;
+        let trace = std::fs::read_to_string(&path).map_err(|source| EmbedError::Io {
+            path: path.clone().into(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&path);
+        Ok((super::profile::parse_trace(&trace)?, tokens))
+    }
+
+    /// The ONNX Runtime environment this embedder's sessions run in.
+    pub fn environment(&self) -> &Environment {
+        &self.plan.environment
+    }
+
     /// Where this embedder looks for a model's graph: to check before a hot swap
     /// that every worker will find it.
     pub fn graphs(&self) -> Arc<GraphCatalog> {

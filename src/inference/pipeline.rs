@@ -12,8 +12,15 @@
 //! `stream.worker_outage_timeout_ms`, then the pipeline stops with an error.
 //!
 //! The loop has clear priorities (`select! { biased; }`): shutdown, then a sink
-//! failure, then the window timer, then new messages. Waiting for a free window
-//! slot (`max_in_flight_windows`) is the backpressure: meanwhile nothing is read.
+//! failure, then the window timer, then a worker handing a window back, then new
+//! messages. Waiting for a free window slot (`max_in_flight_windows`) is the
+//! backpressure: meanwhile nothing is read.
+//!
+//! Continuous batching (`stream.continuous_batching`, on by default): an open window
+//! goes to the workers as soon as one of them is idle (fewer windows at the workers
+//! than workers), so at light load a message is embedded as soon as it is read; while
+//! every worker is busy the window keeps collecting, up to `max_messages` or
+//! `max_wait`, the upper bounds either way. Off, a window waits for one of those.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use super::decode::{Decoded, Decoder, Rejection};
 use super::records::{self, Timings};
-use super::window::WindowBuffer;
+use super::window::{AtWorkers, Held, WindowBuffer, dispatch_now};
 use super::worker::{self, Classified, WorkerError, WorkerHandle};
 use crate::metrics::Metrics;
 use crate::stream::envelope;
@@ -38,6 +45,9 @@ pub struct WindowSettings {
     pub max_messages: usize,
     pub max_wait: Duration,
     pub max_in_flight: usize,
+    /// Hand an open window to the workers as soon as one is idle (continuous
+    /// batching); false: only when it is full or its time is up.
+    pub continuous: bool,
     /// On shutdown, how long in-flight windows may take to be written.
     pub drain_timeout: Duration,
 }
@@ -88,12 +98,21 @@ pub async fn run<S: Source, K: Sink>(
         last: None,
         fatal,
         tasks: JoinSet::new(),
+        at_workers: AtWorkers::new(),
     };
+    let workers = pipeline.worker.workers();
     let mut buffer: WindowBuffer<Message> =
         WindowBuffer::new(settings.max_messages, settings.max_wait);
     tokio::pin!(shutdown);
 
     let stopped: Result<Ending, PipelineError> = loop {
+        if settings.continuous && dispatch_now(buffer.len(), windows.at_workers.count(), workers) {
+            windows.flush(&mut buffer).await;
+            continue;
+        }
+        // Only while all workers are busy with an open window: wake when one is free.
+        let waiting = settings.continuous && !buffer.is_empty();
+        let at_workers = windows.at_workers.clone();
         let deadline = buffer.deadline();
         let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(
             deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
@@ -103,6 +122,8 @@ pub async fn run<S: Source, K: Sink>(
             _ = &mut shutdown => break Ok(Ending::Shutdown),
             Some(err) = failed.recv() => break Err(err),
             _ = timer, if deadline.is_some() => windows.flush(&mut buffer).await,
+            // Checked again at the top of the loop.
+            _ = at_workers.freed(), if waiting => {}
             next = source.next() => match next {
                 Ok(Some(message)) => {
                     pipeline
@@ -171,12 +192,14 @@ struct Windows<K, A> {
     fatal: mpsc::Sender<PipelineError>,
     /// The window tasks; finished ones are reaped at each flush.
     tasks: JoinSet<()>,
+    /// Windows at the workers, not yet classified.
+    at_workers: Arc<AtWorkers>,
 }
 
 impl<K: Sink, A: Acknowledge> Windows<K, A> {
     async fn flush(&mut self, buffer: &mut WindowBuffer<Message>) {
         let opened = buffer.opened_at().unwrap_or_else(Instant::now);
-        let messages = buffer.take();
+        let (messages, arrivals) = buffer.take_with_arrivals();
         if messages.is_empty() {
             return;
         }
@@ -189,7 +212,9 @@ impl<K: Sink, A: Acknowledge> Windows<K, A> {
         let task = WindowTask {
             id: self.next_id,
             messages,
+            arrivals,
             opened,
+            held: self.at_workers.hold(),
             previous: self.last.replace(next),
             done,
             _permit: permit,
@@ -224,7 +249,11 @@ impl Drop for InFlight {
 struct WindowTask {
     id: u64,
     messages: Vec<Message>,
+    /// When each message was read.
+    arrivals: Vec<Instant>,
     opened: Instant,
+    /// Counts the window at the workers until they have classified it.
+    held: Held,
     previous: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
     _permit: OwnedSemaphorePermit,
@@ -239,7 +268,16 @@ impl WindowTask {
         ack: A,
         fatal: mpsc::Sender<PipelineError>,
     ) {
-        let produced = match pipeline.process(&self.messages, self.id, self.opened).await {
+        let window = Window {
+            id: self.id,
+            opened: self.opened,
+            arrivals: &self.arrivals,
+            dispatched: Instant::now(),
+        };
+        let produced = match pipeline
+            .process(&self.messages, window, Some(self.held))
+            .await
+        {
             Ok(produced) => produced,
             Err(err) => {
                 let _ = fatal.try_send(err);
@@ -287,6 +325,17 @@ struct Produced {
 
 type Rows = Vec<(usize, Decoded)>;
 
+/// A window's identity and clock: what its records report of it.
+struct Window<'a> {
+    id: u64,
+    /// When its first message was read.
+    opened: Instant,
+    /// When each message was read (empty: not known, e.g. in tests).
+    arrivals: &'a [Instant],
+    /// When the loop closed it and handed it on.
+    dispatched: Instant,
+}
+
 impl Pipeline {
     fn stage(&self, name: &str, d: Duration) {
         self.metrics
@@ -300,9 +349,10 @@ impl Pipeline {
     async fn process(
         &self,
         messages: &[Message],
-        window_id: u64,
-        opened: Instant,
+        window: Window<'_>,
+        held: Option<Held>,
     ) -> Result<Produced, PipelineError> {
+        let (window_id, opened) = (window.id, window.opened);
         let started = Instant::now();
         let (valid, mut rejected) = self.decode(messages);
         let decode = started.elapsed();
@@ -310,6 +360,12 @@ impl Pipeline {
 
         let (classified, failed) =
             classify_all(&self.worker, valid, rejected.len(), self.worker_outage).await?;
+        // The workers are done with it: the loop may hand them the next window.
+        drop(held);
+        let ready = Instant::now();
+        // Instants as wall-clock time (µs since the epoch), for the latency breakdown.
+        let anchor = (ready, crate::clock::now_us());
+        let epoch_us = |at: Instant| anchor.1 - ready.duration_since(at).as_micros() as i64;
         // From the window's first message read to predictions ready: what the
         // service adds, whatever the backlog. Under overload it stays bounded while
         // the backlog grows (stream.max_in_flight_windows, stream.worker_queue).
@@ -325,14 +381,23 @@ impl Pipeline {
         for (batch, rows) in &classified {
             self.stage("embed", batch.times.embed);
             self.stage("classify", batch.times.classify);
-            let timings = Timings {
+            let mut timings = Timings {
                 decode,
                 embed: batch.times.embed,
                 classify: batch.times.classify,
                 in_service,
+                ..Timings::default()
             };
             for (row, (i, decoded)) in rows.iter().enumerate() {
                 let message = &messages[*i];
+                if let Some(&read) = window.arrivals.get(*i) {
+                    timings.read = Some(crate::inference::records::MessageClock {
+                        window: window.dispatched.saturating_duration_since(read),
+                        since_read: ready.duration_since(read),
+                        read_at_us: epoch_us(read),
+                        ready_at_us: anchor.1,
+                    });
+                }
                 let labelled = &batch.labelled[row];
                 let mut outputs = vec![records::prediction(
                     message, decoded, labelled, window_id, &timings,
@@ -663,11 +728,20 @@ mod tests {
             windows_of: usize,
             fail_on: Option<usize>,
         ) -> Result<Totals, PipelineError> {
+            self.run_with(source, &testing::windows(windows_of), fail_on)
+                .await
+        }
+
+        async fn run_with(
+            &self,
+            source: &mut MemorySource,
+            windows: &WindowSettings,
+            fail_on: Option<usize>,
+        ) -> Result<Totals, PipelineError> {
             let sink = MemorySink::new(self.log.clone(), fail_on);
             let pipeline = testing::pipeline_with(&self.settings, self.faults.clone());
             *self.ran.lock().unwrap() = Some(pipeline.clone());
-            let windows = testing::windows(windows_of);
-            run(pipeline, &windows, source, sink, std::future::pending()).await
+            run(pipeline, windows, source, sink, std::future::pending()).await
         }
 
         /// Runs `payloads` to the end of the source.
@@ -732,6 +806,99 @@ mod tests {
             .filter(|(a, b)| a == *b)
             .count();
         assert!(right >= 35, "{right}/37 labels right: {got:?}");
+    }
+
+    /// Continuous windows of up to `max_messages`, with a time limit no test reaches.
+    fn continuous(max_messages: usize) -> WindowSettings {
+        WindowSettings {
+            continuous: true,
+            max_wait: Duration::from_secs(3600),
+            ..testing::windows(max_messages)
+        }
+    }
+
+    /// Each prediction's window id, in the order written.
+    fn window_ids(log: &Log) -> Vec<u64> {
+        predictions(log)
+            .iter()
+            .map(|p| p["window_id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_continuous_batching_every_message_is_written_once_and_acknowledged_in_order() {
+        let rig = Rig::new();
+        let mut payloads = reviews(2000..2050);
+        payloads[9] = "not json".into();
+        let (tx, mut source) = rig.source(&payloads);
+        drop(tx);
+        let totals = rig
+            .run_with(&mut source, &continuous(8), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (totals.messages, totals.predictions, totals.dead_letters),
+            (50, 49, 1)
+        );
+        let (written, acks) = replay(&rig.log);
+        let mut sorted = written.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>(), "each message once");
+        let mut previous = -1;
+        for (acked, before) in &acks {
+            assert!(*acked > previous, "acknowledged in order");
+            assert!((0..=*acked).all(|o| before.contains(&o)));
+            previous = *acked;
+        }
+        assert_eq!(previous, 49, "everything acknowledged");
+        // Windows are cut by the workers' pace, never past max_messages, and written
+        // in window order.
+        let ids = window_ids(&rig.log);
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+        let mut sizes: HashMap<u64, usize> = HashMap::new();
+        for id in &ids {
+            *sizes.entry(*id).or_default() += 1;
+        }
+        assert!(sizes.values().all(|&n| n <= 8), "{sizes:?}");
+        // Each prediction says how long its message waited in its window.
+        for p in predictions(&rig.log) {
+            let t = &p["timings_ms"];
+            assert!(t["window"].as_f64().unwrap() >= 0.0, "{t}");
+            assert!(t["since_read"].as_f64().unwrap() >= t["window"].as_f64().unwrap());
+            assert!(t["ready_at_us"].as_i64().unwrap() >= t["read_at_us"].as_i64().unwrap());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_continuous_batching_a_message_read_while_a_worker_is_idle_does_not_wait_for_its_window_to_fill()
+     {
+        let rig = Arc::new(Rig::new());
+        // Windows of up to 64 or an hour: only the idle worker can close them.
+        let (tx, mut source) = rig.source(&[]);
+        let running = {
+            let rig = rig.clone();
+            tokio::spawn(async move { rig.run_with(&mut source, &continuous(64), None).await })
+        };
+        for (i, payload) in reviews(0..3).iter().enumerate() {
+            tx.send(testing::message(i as i64, payload)).unwrap();
+            let waiting = Instant::now();
+            while predictions(&rig.log).len() <= i {
+                assert!(
+                    waiting.elapsed() < Duration::from_secs(60) && !running.is_finished(),
+                    "message {i} was not classified while the worker was idle"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        drop(tx);
+        let totals = running.await.unwrap().unwrap();
+        assert_eq!(totals.predictions, 3);
+        let ids = window_ids(&rig.log);
+        assert_eq!(ids.len(), 3);
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "a window each: {ids:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1028,7 +1195,7 @@ mod tests {
                     .collect();
                 let produced = core
                     .runtime
-                    .block_on(core.pipeline.process(&messages, 1, Instant::now()))
+                    .block_on(core.pipeline.process(&messages, Window { id: 1, opened: Instant::now(), arrivals: &[], dispatched: Instant::now() }, None))
                     .unwrap();
                 let limits: &EnvelopeLimits = core.pipeline.decoder.limits();
                 let mut outputs: HashMap<i64, Vec<&'static str>> = HashMap::new();

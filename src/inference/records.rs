@@ -17,6 +17,20 @@ pub struct Timings {
     pub embed: Duration,
     pub classify: Duration,
     pub in_service: Duration,
+    /// The message's own clock, when its read time is known.
+    pub read: Option<MessageClock>,
+}
+
+/// One message's time in the service: in its open window, and from its read to its
+/// window's predictions ready; and both ends as wall-clock time (µs since the
+/// epoch), so that a reader on the same machine can place them between its own
+/// produce and read-back (`triage bench`'s latency breakdown).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageClock {
+    pub window: Duration,
+    pub since_read: Duration,
+    pub read_at_us: i64,
+    pub ready_at_us: i64,
 }
 
 /// The prediction for one message: keyed like the input (or by id).
@@ -48,6 +62,13 @@ pub fn prediction(
             "in_service": ms(timings.in_service),
         },
     });
+    if let Some(clock) = &timings.read {
+        let t = &mut value["timings_ms"];
+        t["window"] = json!(ms(clock.window));
+        t["since_read"] = json!(ms(clock.since_read));
+        t["read_at_us"] = json!(clock.read_at_us);
+        t["ready_at_us"] = json!(clock.ready_at_us);
+    }
     // Absent, not null, without a challenger: the label join tells them apart.
     if let Some(shadow) = &labelled.shadow {
         value["shadow"] = json!(shadow);

@@ -45,7 +45,8 @@ pub fn pipeline_with(settings: &Settings, faults: Arc<Faults>) -> Arc<Pipeline> 
         vec![predictor],
         Some(follower),
         4,
-        settings.drift.clone(),
+        // Each window observed as it comes: tests see a drift report per window.
+        worker::DriftFeed::ungathered(settings.drift.clone()),
         metrics.clone(),
         Some(rebuild),
     )
@@ -64,11 +65,13 @@ pub fn pipeline_with(settings: &Settings, faults: Arc<Faults>) -> Arc<Pipeline> 
     })
 }
 
+/// Windows that close only when full or after 50 ms: the window count is known.
 pub fn windows(max_messages: usize) -> WindowSettings {
     WindowSettings {
         max_messages,
         max_wait: std::time::Duration::from_millis(50),
         max_in_flight: 3,
+        continuous: false,
         drain_timeout: std::time::Duration::from_secs(5),
     }
 }

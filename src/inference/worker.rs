@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
 use super::{InferenceError, Predictor, check_followable, shadow_refusal};
-use crate::drift::{DriftMonitor, DriftSettings, WindowObservation};
+use crate::drift::{DriftMonitor, DriftSettings, Gather, WindowObservation};
 use crate::embed::Embedder;
 use crate::embed::{EmbeddingSpec, GraphCatalog};
 use crate::metrics::Metrics;
@@ -60,9 +60,15 @@ pub type Rebuild<E> = Arc<dyn Fn() -> Result<E, crate::embed::EmbedError> + Send
 pub struct WorkerHandle {
     tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    workers: usize,
 }
 
 impl WorkerHandle {
+    /// How many workers take jobs from the queue.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// The metrics the workers report their health in.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -296,11 +302,35 @@ fn set_model_info(metrics: &Metrics, version: &str, model_id: &str) {
         .set(1);
 }
 
+/// What feeds the drift monitor: its settings, and the bounds that gather the
+/// stream's windows into drift windows ([`Gather`]): `stream.max_messages` and
+/// `stream.max_wait_ms`, so that the statistics see windows as the window bounds
+/// cut them, however small continuous batching makes the stream's windows.
+#[derive(Debug, Clone)]
+pub struct DriftFeed {
+    pub settings: DriftSettings,
+    pub window_messages: usize,
+    pub window_wait: Duration,
+}
+
+impl DriftFeed {
+    /// Windows passed to the monitor as they come (offline callers, tests).
+    pub fn ungathered(settings: DriftSettings) -> Self {
+        Self {
+            settings,
+            window_messages: 1,
+            window_wait: Duration::ZERO,
+        }
+    }
+}
+
 /// The drift monitor of the serving model version, shared by the workers.
 struct SharedDrift {
     settings: DriftSettings,
     /// The version the monitor's reference belongs to, and the monitor.
     monitor: Option<(String, DriftMonitor)>,
+    /// Windows of the monitor's version waiting for their drift window to complete.
+    gather: Gather,
 }
 
 impl SharedDrift {
@@ -321,23 +351,22 @@ impl SharedDrift {
         }
         if !matches!(&self.monitor, Some((v, _)) if v == version) {
             self.monitor = Some((version.to_string(), new(&self.settings)));
+            self.gather.clear();
         }
         self.monitor.as_mut().map(|(_, monitor)| monitor)
     }
 }
 
-/// Feeds one classified stream window to the monitor and exports the report.
-fn observe<E: Embedder>(
+/// What one classified stream window tells the drift monitor.
+fn observation<E: Embedder>(
     predictor: &Predictor<E>,
-    monitor: &mut DriftMonitor,
-    metrics: &Metrics,
     texts: &[String],
     classified: &Classified,
     observed: Observe,
-) {
+) -> WindowObservation {
     let labels = predictor.model().classifier.labels();
     let index = |name: &str| labels.iter().position(|l| l == name);
-    let window = WindowObservation {
+    WindowObservation {
         labels: classified
             .labelled
             .iter()
@@ -358,9 +387,7 @@ fn observe<E: Embedder>(
             .map(|t| t.as_deref().and_then(index))
             .collect(),
         invalid: observed.invalid,
-    };
-    let report = monitor.observe(window);
-    metrics.record_drift(predictor.version(), labels, &report);
+    }
 }
 
 /// Starts one worker thread per predictor, all fed by one queue of `queue` jobs.
@@ -370,7 +397,7 @@ pub fn spawn<E: Embedder + Send + 'static>(
     predictors: Vec<Predictor<E>>,
     follower: Option<ModelFollower>,
     queue: usize,
-    drift: DriftSettings,
+    drift: DriftFeed,
     metrics: Arc<Metrics>,
     rebuild: Option<Rebuild<E>>,
 ) -> std::io::Result<WorkerHandle> {
@@ -378,10 +405,12 @@ pub fn spawn<E: Embedder + Send + 'static>(
     let rx = Arc::new(Mutex::new(rx));
     let follower = follower.map(|f| Arc::new(Mutex::new(f)));
     let drift = Arc::new(Mutex::new(SharedDrift {
-        settings: drift,
+        settings: drift.settings,
         monitor: None,
+        gather: Gather::new(drift.window_messages, drift.window_wait),
     }));
-    metrics.workers_alive.set(predictors.len() as i64);
+    let workers = predictors.len();
+    metrics.workers_alive.set(workers as i64);
     for (i, predictor) in predictors.into_iter().enumerate() {
         let shared = Shared {
             jobs: rx.clone(),
@@ -397,7 +426,11 @@ pub fn spawn<E: Embedder + Send + 'static>(
                 shared.metrics.workers_alive.dec();
             })?;
     }
-    Ok(WorkerHandle { tx, metrics })
+    Ok(WorkerHandle {
+        tx,
+        metrics,
+        workers,
+    })
 }
 
 /// What the workers share.
@@ -533,22 +566,26 @@ fn feed_drift<E: Embedder>(
         let classes = model.classifier.labels().len();
         DriftMonitor::new(settings.clone(), model.reference.clone(), classes)
     };
+    let window = observation(predictor, texts, classified, observed);
     let mut drift = lock(&shared.drift);
-    match drift.monitor_for(predictor.version(), serving.as_deref(), new_monitor) {
-        Some(monitor) => observe(
-            predictor,
-            monitor,
-            &shared.metrics,
-            texts,
-            classified,
-            observed,
-        ),
-        None => debug!(
+    let drift = &mut *drift;
+    if drift
+        .monitor_for(predictor.version(), serving.as_deref(), new_monitor)
+        .is_none()
+    {
+        debug!(
             version = predictor.version(),
             "Window of a swapped-out model left out of the drift statistics."
-        ),
+        );
+    } else if let Some(gathered) = drift.gather.add(window, Instant::now())
+        && let Some((_, monitor)) = drift.monitor.as_mut()
+    {
+        let report = monitor.observe(gathered);
+        let labels = predictor.model().classifier.labels();
+        shared
+            .metrics
+            .record_drift(predictor.version(), labels, &report);
     }
-    drop(drift);
     shared
         .metrics
         .stage_seconds
@@ -571,6 +608,7 @@ mod tests {
         SharedDrift {
             settings: DriftSettings::default(),
             monitor: None,
+            gather: Gather::new(1, Duration::ZERO),
         }
     }
 

@@ -15,7 +15,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::offsets::{TopicError, starts_at};
-use super::{KafkaSettings, base_config};
+use super::{KafkaSettings, base_config, consumer_config, producer_config};
 
 /// Each broker request of a time-range read: a broker that is away answers nothing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,15 @@ impl Producer {
         let mut c = base_config(k);
         c.set("linger.ms", linger_ms.to_string());
         Ok(Self { inner: c.create()? })
+    }
+
+    /// A producer configured as the service's own (idempotent, `acks=all`, its
+    /// `linger.ms`, the escape hatch): what the service's produce costs, measured
+    /// on its own (`triage bench`'s latency floors).
+    pub fn like_service(k: &KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(Self {
+            inner: producer_config(k).create()?,
+        })
     }
 
     /// Sends one record and waits until the broker acknowledged it; waits as long as
@@ -104,6 +113,24 @@ impl TopicReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()?;
+        inner.subscribe(&[topic])?;
+        Ok(Self { inner })
+    }
+
+    /// A reader configured as the service's consumer (its fetch and prefetch
+    /// settings, the escape hatch), in group `group_id`, from the beginning,
+    /// committing nothing: the fetch floor the service itself meets.
+    pub fn like_service(
+        k: &KafkaSettings,
+        topic: &str,
+        group_id: &str,
+    ) -> Result<Self, KafkaError> {
+        let mut c = consumer_config(k);
+        c.set("group.id", group_id)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false");
+        c.remove("group.instance.id");
+        let inner: StreamConsumer = c.create()?;
         inner.subscribe(&[topic])?;
         Ok(Self { inner })
     }

@@ -12,6 +12,10 @@ pub struct StreamSettings {
     pub max_messages: usize,
     /// ...or this long after its first message, whichever comes first.
     pub max_wait_ms: u64,
+    /// Continuous batching: an open window goes to the workers as soon as one is
+    /// idle, so windows grow only while every worker is busy (still bounded by
+    /// `max_messages` and `max_wait_ms`). False: a window waits for those bounds.
+    pub continuous_batching: bool,
     /// Messages with a larger payload go to the dead-letter topic.
     pub max_message_bytes: usize,
     /// The envelope is input too: a message whose key is longer, that has more
@@ -43,6 +47,7 @@ impl Default for StreamSettings {
         Self {
             max_messages: 64,
             max_wait_ms: 500,
+            continuous_batching: true,
             max_message_bytes: 64 * 1024,
             max_key_bytes: 4 * 1024,
             max_headers: 64,

@@ -22,6 +22,7 @@ pub(super) fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<Exit
         overload: args.overload,
         overload_secs: args.overload_secs,
         shadow: args.shadow,
+        profile: args.profile,
     };
     let report = runtime()?.block_on(bench::run(settings, &args.data, &options))?;
     if args.json {
@@ -30,6 +31,62 @@ pub(super) fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<Exit
         print_bench(settings, &report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_profile(r: &BenchReport, p: &bench::ProfileReport) {
+    println!(
+        "profile                  {} texts one per call, {:.0} tokens each, {:.2} ms per text (session runs), {} session(s) x {} thread(s) at the peak",
+        p.texts, p.tokens_per_text, p.run_ms_per_text, p.peak.sessions, p.peak.threads
+    );
+    println!("    operator              ms/text   share   GFLOP/s in kernel");
+    for op in &p.ops {
+        let rate = if op.flops > 0.0 && op.us > 0.0 {
+            format!("{:.1}", op.flops / op.us / 1e3)
+        } else {
+            String::new()
+        };
+        println!(
+            "    {:<21} {:>7.3} {:>6.1}%   {rate}",
+            op.op,
+            op.us / 1e3 / p.texts.max(1) as f64,
+            op.share * 100.0
+        );
+    }
+    println!(
+        "    peak at {}x{}x{}       fp32 MatMul {:.1} GFLOP/s, int8 MatMulInteger {:.1} GOP/s (whole machine, as the workers run)",
+        p.peak.m,
+        p.peak.k,
+        p.peak.n,
+        p.peak.fp32_flops / 1e9,
+        p.peak.int8_ops / 1e9
+    );
+    println!(
+        "    one session alone     fp32 MatMul {:.1} GFLOP/s, int8 MatMulInteger {:.1} GOP/s ({} thread(s))",
+        p.peak_one_session.fp32_flops / 1e9,
+        p.peak_one_session.int8_ops / 1e9,
+        p.peak_one_session.threads
+    );
+    println!(
+        "    per text              {:.1} M int8 ops, {:.1} M fp32 FLOP in matrix products ({:.1} M per token in all)",
+        p.int8_ops_per_text / 1e6,
+        p.fp32_flops_per_text / 1e6,
+        (p.int8_ops_per_text + p.fp32_flops_per_text) / 1e6 / p.tokens_per_text.max(1.0)
+    );
+    println!(
+        "    kernels vs one session's peak  int8 matrix products {:.0}% of int8, fp32 ones {:.0}% of fp32",
+        p.int8_kernel_share * 100.0,
+        p.fp32_kernel_share * 100.0
+    );
+    println!(
+        "    the service at {:.1} msg/s    {:.1} GOP/s int8 = {:.1}% of the int8 peak, {:.1} GFLOP/s fp32 = {:.1}% of the fp32 peak; at both peaks a text would take {:.2} ms of the machine, it takes {:.2}",
+        r.throughput_per_second,
+        p.service_int8_ops / 1e9,
+        p.service_int8_share * 100.0,
+        p.service_fp32_flops / 1e9,
+        p.service_fp32_share * 100.0,
+        p.ms_per_text_at_peak,
+        1e3 / r.throughput_per_second.max(1e-9)
+    );
 }
 
 fn print_bench(settings: &Settings, r: &BenchReport) {
@@ -114,6 +171,49 @@ fn print_bench(settings: &Settings, r: &BenchReport) {
         r.latency_max_ms,
         r.latency_rows
     );
+    let b = &r.latency_breakdown;
+    println!(
+        "  where it went          {} messages, {:.1} per window; p50 / p99 / mean ms:",
+        b.messages, b.mean_window_messages
+    );
+    for (name, sp) in [
+        ("produce -> broker ack", &b.produce),
+        ("broker -> service read", &b.broker_to_read),
+        ("in its window", &b.window),
+        ("decode, queue, drift", &b.to_worker),
+        ("embed + classify", &b.embed),
+        ("produce -> read back", &b.ready_to_read_back),
+        ("total", &b.total),
+    ] {
+        println!(
+            "    {name:<22} {:>7.1} {:>7.1} {:>7.1}",
+            sp.p50, sp.p99, sp.mean
+        );
+    }
+    println!(
+        "    (the service's own produce, until acknowledged: {:.1} ms per window, mean)",
+        b.service_produce_mean_ms
+    );
+    let f = &r.floors;
+    println!(
+        "floors, no service       {} messages; p50 / p99 ms:",
+        f.messages
+    );
+    for (name, sp) in [
+        ("bench produce -> ack", &f.bench_produce),
+        ("ack -> service consumer", &f.service_fetch),
+        ("service produce -> ack", &f.service_produce),
+        ("ack -> librdkafka default", &f.default_fetch),
+    ] {
+        println!("    {name:<24} {:>7.1} {:>7.1}", sp.p50, sp.p99);
+    }
+    println!(
+        "    round trip without work {:.1} ms (produce, fetch, service produce, fetch: medians)",
+        f.path_p50_ms
+    );
+    if let Some(p) = &r.profile {
+        print_profile(r, p);
+    }
     if let Some(o) = &r.overload {
         println!(
             "overload x{:.1}            offered {:.1} msg/s for {:.0} s: {} produced, {} predicted ({:.1} msg/s)",

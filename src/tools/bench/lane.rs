@@ -43,8 +43,11 @@ pub(super) async fn lane(settings: &Settings, tag: &str) -> anyhow::Result<Lane>
     })
 }
 
+/// The bench's prediction reader: a consumer configured as the service's (its
+/// fetch settings and the escape hatch), so that reading a prediction back costs
+/// what the service's own read costs, whatever `fetch.wait.max.ms` is set to.
 pub(super) fn reader(settings: &Settings, topic: &str) -> anyhow::Result<TopicReader> {
-    Ok(TopicReader::from_beginning(
+    Ok(TopicReader::like_service(
         &settings.kafka,
         topic,
         &unique("reader"),
@@ -62,6 +65,34 @@ pub(super) struct Arrival {
     pub(super) at: Instant,
     pub(super) in_service: Duration,
     pub(super) shadow: bool,
+    /// The message's own clock in the service, when the record carries it.
+    pub(super) clock: Option<RecordClock>,
+}
+
+/// A prediction's `timings_ms`: its message's time in its window, from its read to
+/// its window's predictions ready, the window's embedding and classifying, and the
+/// wall-clock time (µs since the epoch) of the read and of the predictions ready.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordClock {
+    pub(super) window_ms: f64,
+    pub(super) since_read_ms: f64,
+    pub(super) embed_ms: f64,
+    pub(super) classify_ms: f64,
+    pub(super) read_at_us: i64,
+    pub(super) ready_at_us: i64,
+}
+
+impl RecordClock {
+    fn of(t: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            window_ms: t["window"].as_f64()?,
+            since_read_ms: t["since_read"].as_f64()?,
+            embed_ms: t["embed"].as_f64().unwrap_or(0.0),
+            classify_ms: t["classify"].as_f64().unwrap_or(0.0),
+            read_at_us: t["read_at_us"].as_i64()?,
+            ready_at_us: t["ready_at_us"].as_i64()?,
+        })
+    }
 }
 
 impl Arrival {
@@ -98,6 +129,7 @@ pub(super) async fn collect(
                     at: Instant::now(),
                     in_service: Duration::from_secs_f64(in_service.max(0.0) / 1e3),
                     shadow: v["shadow"].is_object(),
+                    clock: RecordClock::of(&v["timings_ms"]),
                 });
             }
         }

@@ -35,7 +35,7 @@ use crate::config::Settings;
 use crate::feature::readers::{ReaderSpec, read_file};
 use crate::stats::{median, percentile};
 pub use child::peak_rss_mb;
-use phases::{Drained, drain_backlog, embedding_bound, latencies, overload};
+use phases::{Drained, Latencies, drain_backlog, embedding_bound, floors, latencies, overload};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -51,6 +51,8 @@ pub struct BenchOptions {
     pub overload_secs: u64,
     /// Each round also drains the messages with a challenger in shadow.
     pub shadow: bool,
+    /// Profile the embedding per operator and measure the machine's matrix rates.
+    pub profile: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,7 +84,14 @@ pub struct BenchReport {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// Where a message's time went in the latency run.
+    pub latency_breakdown: Breakdown,
+    /// What the broker and the clients cost on their own, with no service between.
+    pub floors: Floors,
     pub overload: Option<OverloadReport>,
+    /// With `--profile`: the embedding per operator, and the share of the
+    /// machine's int8 and fp32 matrix rates reached.
+    pub profile: Option<ProfileReport>,
     /// Peak RSS of the `triage run` processes (the highest of them).
     pub service_peak_rss_mb: f64,
     /// Peak RSS of the bench process itself (the bound's embedder, producer, reader).
@@ -132,6 +141,116 @@ pub struct ShadowRound {
     pub ratio: f64,
     /// Texts the challenger scored in the shadowed run (`triage_shadow_predictions_total`).
     pub shadow_predictions: u64,
+}
+
+/// The embedding, operator by operator, against the machine's matrix rates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileReport {
+    pub texts: usize,
+    pub tokens_per_text: f64,
+    /// Whole session runs, as ONNX Runtime timed them, ms per text.
+    pub run_ms_per_text: f64,
+    /// Kernel time per operator type, most expensive first; `share` of all kernel time.
+    pub ops: Vec<ProfiledOp>,
+    /// Arithmetic of the matrix products per text: int8 (`MatMulInteger`) and fp32.
+    pub int8_ops_per_text: f64,
+    pub fp32_flops_per_text: f64,
+    /// The workers' sessions side by side: the machine's rate as the service runs.
+    pub peak: crate::embed::profile::Peak,
+    /// One session alone, as the profile ran.
+    pub peak_one_session: crate::embed::profile::Peak,
+    /// The profiled kernels' rate over one session's peak: the int8 and the fp32
+    /// matrix products.
+    pub int8_kernel_share: f64,
+    pub fp32_kernel_share: f64,
+    /// The service's end-to-end throughput times the arithmetic per text: ops/s,
+    /// and over the whole machine's peak.
+    pub service_int8_ops: f64,
+    pub service_int8_share: f64,
+    pub service_fp32_flops: f64,
+    pub service_fp32_share: f64,
+    /// A text's matrix arithmetic at both peaks, ms of the whole machine.
+    pub ms_per_text_at_peak: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfiledOp {
+    pub op: String,
+    pub us: f64,
+    pub calls: usize,
+    pub flops: f64,
+    pub share: f64,
+}
+
+/// Median, 99th percentile and mean of a set of times, ms.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub mean: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        Self {
+            count: v.len(),
+            p50: percentile(&v, 0.50),
+            p99: percentile(&v, 0.99),
+            mean: if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            },
+        }
+    }
+}
+
+/// Where a message's time went in the latency run, per message, in order:
+/// produce (the bench's producer until the broker acknowledged), broker to read
+/// (from that acknowledgement to the service reading it: the consumer's fetch),
+/// window (read to its window handed on), to worker (the window's decode, queue,
+/// drift and hand-offs: the rest of read to ready), embed (the window's embedding
+/// and classifying on its worker), ready to read back (the service producing the
+/// window after the windows before it, the broker acknowledging, the bench's reader
+/// fetching it), and the total (produce to read back). The wall-clock times come
+/// from the service's records and this process, on one machine's clock.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Breakdown {
+    pub messages: usize,
+    pub produce: Spread,
+    pub broker_to_read: Spread,
+    pub window: Spread,
+    pub to_worker: Spread,
+    pub embed: Spread,
+    pub ready_to_read_back: Spread,
+    pub total: Spread,
+    /// The service's own produce: mean wall time of a window's write until the
+    /// broker acknowledged it (its `produce` stage), ms.
+    pub service_produce_mean_ms: f64,
+    /// Messages per window in the latency run.
+    pub mean_window_messages: f64,
+}
+
+/// The floors, each measured with no service between (ms): the bench's producer
+/// until the broker acknowledges (its linger.ms 1); from that acknowledgement to a
+/// reader configured as the service's consumer reading it (fetch.wait.max.ms,
+/// fetch.min.bytes and the broker's answer to an empty fetch; the bench's
+/// prediction reader is configured the same way); the service's producer until
+/// acknowledged (its linger.ms, idempotence, acks=all); and, for comparison, the
+/// fetch of a reader with librdkafka's defaults (fetch.wait.max.ms 500).
+/// `path_p50_ms`: produce, fetch, the service's produce, fetch (medians): what a
+/// message's round trip costs without any work.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Floors {
+    pub messages: usize,
+    pub bench_produce: Spread,
+    pub service_fetch: Spread,
+    pub service_produce: Spread,
+    pub default_fetch: Spread,
+    pub path_p50_ms: f64,
 }
 
 /// One bound-then-service pair.
@@ -315,8 +434,20 @@ pub async fn run(
 
     let rate = options.rate.unwrap_or(throughput / 2.0).max(0.1);
     let n = options.latency_rows.min(rows).max(1);
-    let (latencies, peak_rss) = latencies(&settings, &texts, rate, n).await?;
+    let Latencies {
+        sorted_ms: latencies,
+        breakdown,
+        peak_rss,
+    } = latencies(&settings, &texts, rate, n).await?;
     service_peak = service_peak.max(peak_rss);
+    let floors = floors(&settings, 100, std::time::Duration::from_millis(20)).await?;
+    let profile = if options.profile {
+        let (s, t, c) = (settings.clone(), texts.clone(), champion.clone());
+        let p = tokio::task::spawn_blocking(move || phases::profile(&s, &c, &t)).await??;
+        Some(profile_report(p, throughput))
+    } else {
+        None
+    };
 
     let overload = match options.overload {
         Some(factor) => Some(
@@ -357,11 +488,62 @@ pub async fn run(
         latency_p50_ms: percentile(&latencies, 0.50),
         latency_p99_ms: percentile(&latencies, 0.99),
         latency_max_ms: latencies.last().copied().unwrap_or(0.0),
+        latency_breakdown: breakdown,
+        floors,
         service_peak_rss_mb: service_peak.max(overload.as_ref().map_or(0.0, |o| o.peak_rss_mb)),
         overload,
+        profile,
         bench_peak_rss_mb: peak_rss_mb(),
         shadow,
     })
+}
+
+fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
+    let n = p.texts.max(1) as f64;
+    let kernel_us: f64 = p.trace.ops.iter().map(|o| o.us).sum();
+    use crate::embed::profile::{is_fp32_matmul, is_int8_matmul};
+    // (arithmetic, kernel µs) of the int8 and of the fp32 matrix products.
+    let sum = |keep: fn(&str) -> bool| {
+        p.trace
+            .ops
+            .iter()
+            .filter(|o| keep(&o.op))
+            .fold((0.0, 0.0), |(f, us), o| (f + o.flops, us + o.us))
+    };
+    let (int8, fp32) = (sum(is_int8_matmul), sum(is_fp32_matmul));
+    let rate = |(flops, us): (f64, f64)| if us > 0.0 { flops / (us / 1e6) } else { 0.0 };
+    let share = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let int8_per_text = int8.0 / n;
+    let fp32_per_text = fp32.0 / n;
+    let at_peak = share(int8_per_text, p.peak.int8_ops) + share(fp32_per_text, p.peak.fp32_flops);
+    ProfileReport {
+        texts: p.texts,
+        tokens_per_text: p.tokens as f64 / n,
+        run_ms_per_text: p.trace.run_us / 1e3 / n,
+        ops: p
+            .trace
+            .ops
+            .iter()
+            .map(|o| ProfiledOp {
+                op: o.op.clone(),
+                us: o.us,
+                calls: o.calls,
+                flops: o.flops,
+                share: share(o.us, kernel_us),
+            })
+            .collect(),
+        int8_ops_per_text: int8_per_text,
+        fp32_flops_per_text: fp32_per_text,
+        int8_kernel_share: share(rate(int8), p.peak_one.int8_ops),
+        fp32_kernel_share: share(rate(fp32), p.peak_one.fp32_flops),
+        service_int8_ops: throughput * int8_per_text,
+        service_int8_share: share(throughput * int8_per_text, p.peak.int8_ops),
+        service_fp32_flops: throughput * fp32_per_text,
+        service_fp32_share: share(throughput * fp32_per_text, p.peak.fp32_flops),
+        ms_per_text_at_peak: at_peak * 1e3,
+        peak: p.peak,
+        peak_one_session: p.peak_one,
+    }
 }
 
 /// Adds one of `rounds` runs' stage costs to their mean.

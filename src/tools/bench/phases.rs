@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::child::{Service, cpu_seconds};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
 use super::lane::{Arrival, Rig, collect, lane, payload, producer, reader, rig};
-use super::{CpuShares, OverloadReport, OverloadSample, StageCosts};
+use super::{Breakdown, CpuShares, Floors, OverloadReport, OverloadSample, Spread, StageCosts};
 use crate::config::Settings;
 use crate::embed::{Embedder, EmbeddingSpec, OnnxEmbedder};
+use crate::kafka::client::{Producer, TopicReader};
 use crate::stats::{median, percentile};
 use crate::tools::common::metric_sum;
 
@@ -72,6 +76,56 @@ pub(super) fn embedding_bound(
         tokenize_ms,
         tokens_per_message: real as f64 / texts.len() as f64,
         padding: padded as f64 / real.max(1) as f64 - 1.0,
+    })
+}
+
+pub(super) struct Profiled {
+    pub(super) texts: usize,
+    pub(super) tokens: usize,
+    pub(super) trace: crate::embed::profile::TraceTotals,
+    pub(super) peak: crate::embed::profile::Peak,
+    pub(super) peak_one: crate::embed::profile::Peak,
+}
+
+/// ONNX Runtime's profile of up to 200 of `texts` embedded one per call with one
+/// worker's session settings, and the machine's fp32 and int8 matrix rates at the
+/// feed-forward's shape (`[tokens, 384] x [384, 1536]`, tokens the mean per text
+/// rounded up to 16), with `stream.workers` sessions side by side as the service
+/// runs them.
+pub(super) fn profile(
+    settings: &Settings,
+    champion: &EmbeddingSpec,
+    texts: &[String],
+) -> anyhow::Result<Profiled> {
+    let workers = settings.stream.workers.max(1);
+    let mut embedder = OnnxEmbedder::load_one_of(settings, workers)?;
+    embedder.adopt(champion)?;
+    let sample: Vec<&str> = texts.iter().take(200).map(String::as_str).collect();
+    let dir = std::env::temp_dir().join(super::unique("profile"));
+    std::fs::create_dir_all(&dir)?;
+    let profiled = embedder.profile(&sample, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (trace, tokens) = profiled?;
+    let m = (tokens / sample.len().max(1)).div_ceil(16).max(1) * 16;
+    let threads = settings.threads_per_embedder(workers);
+    let peak_at = |sessions| {
+        crate::embed::profile::measure_peak(
+            embedder.environment(),
+            (m, 384, 1536),
+            sessions,
+            threads,
+            Duration::from_secs(2),
+        )
+    };
+    // One session alone, as the profile ran; then the workers' sessions side by side.
+    let peak_one = peak_at(1)?;
+    let peak = peak_at(workers)?;
+    Ok(Profiled {
+        peak_one,
+        texts: sample.len(),
+        tokens,
+        trace,
+        peak,
     })
 }
 
@@ -157,14 +211,45 @@ pub(super) async fn drain_backlog(
     })
 }
 
-/// Latencies (ms, sorted) of `n` messages produced at `rate` to a running service,
-/// and the service's peak RSS.
+/// Instants of this process as wall-clock µs since the epoch (the service's
+/// records carry wall-clock times: both run on this machine's clock).
+struct WallClock {
+    at: Instant,
+    us: i64,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            us: crate::clock::now_us(),
+        }
+    }
+
+    fn us(&self, t: Instant) -> i64 {
+        if t >= self.at {
+            self.us + t.duration_since(self.at).as_micros() as i64
+        } else {
+            self.us - self.at.duration_since(t).as_micros() as i64
+        }
+    }
+}
+
+pub(super) struct Latencies {
+    /// Produce to prediction read back, ms, sorted.
+    pub(super) sorted_ms: Vec<f64>,
+    pub(super) breakdown: Breakdown,
+    pub(super) peak_rss: f64,
+}
+
+/// Latencies of `n` messages produced at `rate` to a running service, where each
+/// message's time went, and the service's peak RSS.
 pub(super) async fn latencies(
     settings: &Settings,
     texts: &[String],
     rate: f64,
     n: usize,
-) -> anyhow::Result<(Vec<f64>, f64)> {
+) -> anyhow::Result<Latencies> {
     let Rig {
         lane: l,
         prod,
@@ -172,15 +257,36 @@ pub(super) async fn latencies(
         mut service,
     } = rig(settings, "lat").await?;
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let wall = WallClock::now();
     let start = Instant::now();
     let mut sent = HashMap::with_capacity(n);
+    let mut acked = HashMap::with_capacity(n);
     let producing = async {
-        for (i, text) in texts.iter().take(n).enumerate() {
-            tokio::time::sleep_until((start + interval * i as u32).into()).await;
-            let id = format!("l-{i}");
-            sent.insert(id.clone(), Instant::now());
-            let body = payload(&id, text);
-            let _ = prod.enqueue(&l.input, &id, &body);
+        // Each send is awaited beside the pacing: its acknowledgement time is the
+        // produce -> broker share.
+        let mut acks = FuturesUnordered::new();
+        let mut i = 0;
+        while i < n || !acks.is_empty() {
+            let next_at = start + interval * i as u32;
+            tokio::select! {
+                biased;
+                Some((id, result)) = acks.next(), if !acks.is_empty() => {
+                    let result: Result<(), crate::kafka::KafkaError> = result;
+                    result?;
+                    acked.insert(id, Instant::now());
+                }
+                _ = tokio::time::sleep_until(next_at.into()), if i < n => {
+                    let id = format!("l-{i}");
+                    sent.insert(id.clone(), Instant::now());
+                    let body = payload(&id, &texts[i % texts.len()]);
+                    let (prod, input) = (&prod, &l.input);
+                    acks.push(async move {
+                        let result = prod.send(input, &id, &body).await;
+                        (id, result)
+                    });
+                    i += 1;
+                }
+            }
         }
         anyhow::Ok(())
     };
@@ -188,6 +294,7 @@ pub(super) async fn latencies(
     let (produced, arrivals) = tokio::join!(producing, reading);
     produced?;
     let arrivals = arrivals?;
+    let exposition = service.metrics().await?;
     let peak_rss = service.stop().await;
     let mut latencies: Vec<f64> = sent
         .iter()
@@ -198,7 +305,161 @@ pub(super) async fn latencies(
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    Ok((latencies, peak_rss))
+    let mut parts: [Vec<f64>; 7] = Default::default();
+    for (id, t) in &sent {
+        let (Some(a), Some(ack)) = (arrivals.get(id), acked.get(id)) else {
+            continue;
+        };
+        let Some(c) = a.clock else { continue };
+        let ms = |us: i64| us as f64 / 1e3;
+        let ack_us = wall.us(*ack);
+        let worked = c.embed_ms + c.classify_ms;
+        for (part, v) in parts.iter_mut().zip([
+            ack.duration_since(*t).as_secs_f64() * 1e3,
+            ms(c.read_at_us - ack_us),
+            c.window_ms,
+            (c.since_read_ms - c.window_ms - worked).max(0.0),
+            worked,
+            ms(wall.us(a.at) - c.ready_at_us),
+            a.at.duration_since(*t).as_secs_f64() * 1e3,
+        ]) {
+            part.push(v);
+        }
+    }
+    let windows = metric_sum(&exposition, "triage_windows_total", &[]);
+    let written = metric_sum(&exposition, "triage_window_size_messages_sum", &[]);
+    let produce_sum = metric_sum(
+        &exposition,
+        "triage_stage_duration_seconds_sum",
+        &[("stage", "produce")],
+    );
+    let produce_count = metric_sum(
+        &exposition,
+        "triage_stage_duration_seconds_count",
+        &[("stage", "produce")],
+    );
+    let [
+        produce,
+        broker_to_read,
+        window,
+        to_worker,
+        embed,
+        ready_to_read_back,
+        total,
+    ] = parts.map(|v| Spread::of(&v));
+    Ok(Latencies {
+        sorted_ms: latencies,
+        breakdown: Breakdown {
+            messages: total.count,
+            produce,
+            broker_to_read,
+            window,
+            to_worker,
+            embed,
+            ready_to_read_back,
+            total,
+            service_produce_mean_ms: if produce_count > 0.0 {
+                produce_sum * 1e3 / produce_count
+            } else {
+                0.0
+            },
+            mean_window_messages: if windows > 0.0 {
+                written / windows
+            } else {
+                0.0
+            },
+        },
+        peak_rss,
+    })
+}
+
+/// When each of the records `0..n` (payload: the number) was read.
+async fn read_numbered(reader: &TopicReader, n: usize) -> anyhow::Result<HashMap<usize, Instant>> {
+    let mut at = HashMap::with_capacity(n);
+    while at.len() < n {
+        let payload = tokio::time::timeout(Duration::from_secs(60), reader.next_payload())
+            .await
+            .map_err(|_| anyhow::anyhow!("a floor reader read nothing for 60 s"))??;
+        if let Some(i) = std::str::from_utf8(&payload)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&i| i < n)
+        {
+            at.entry(i).or_insert_with(Instant::now);
+        }
+    }
+    Ok(at)
+}
+
+/// The floors the clients and the broker set, each measured on its own with no
+/// service between: `n` messages, one every `gap`, produced by the bench's producer
+/// (each acknowledgement awaited) and read back by a reader configured as the
+/// service's consumer and by one configured as the bench's prediction reader; then
+/// `n` records produced by a producer configured as the service's.
+pub(super) async fn floors(settings: &Settings, n: usize, gap: Duration) -> anyhow::Result<Floors> {
+    let l = lane(settings, "floor").await?;
+    let prod = producer(&l.settings)?;
+    // Configured as the service's consumer (the bench's prediction reader is too).
+    let as_service = reader(&l.settings, &l.input)?;
+    // librdkafka's own defaults (fetch.wait.max.ms 500), without the escape hatch.
+    let as_default =
+        TopicReader::from_beginning(&l.settings.kafka, &l.input, &super::unique("plain-reader"))?;
+    // Warm: both readers assigned and fetching before the clock runs.
+    prod.send(&l.input, "warm", b"warm").await?;
+    for r in [&as_service, &as_default] {
+        tokio::time::timeout(Duration::from_secs(60), r.next_payload()).await??;
+    }
+    let mut sent = Vec::with_capacity(n);
+    let mut acked = Vec::with_capacity(n);
+    let producing = async {
+        for i in 0..n {
+            let t = Instant::now();
+            prod.send(&l.input, &i.to_string(), i.to_string().as_bytes())
+                .await?;
+            sent.push(t);
+            acked.push(Instant::now());
+            tokio::time::sleep(gap).await;
+        }
+        anyhow::Ok(())
+    };
+    let (produced, by_service, by_default) = tokio::join!(
+        producing,
+        read_numbered(&as_service, n),
+        read_numbered(&as_default, n)
+    );
+    produced?;
+    let (by_service, by_default) = (by_service?, by_default?);
+    let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1e3;
+    let spread =
+        |f: &dyn Fn(usize) -> Option<f64>| Spread::of(&(0..n).filter_map(f).collect::<Vec<_>>());
+    let bench_produce = spread(&|i| Some(ms(acked[i], sent[i])));
+    let service_fetch = spread(&|i| by_service.get(&i).map(|&r| ms(r, acked[i])));
+    let default_fetch = spread(&|i| by_default.get(&i).map(|&r| ms(r, acked[i])));
+    // The service's producer: idempotent, acks=all, its linger.ms.
+    let service_prod = Producer::like_service(&l.settings.kafka)?;
+    service_prod
+        .send(&l.settings.kafka.dlq_topic, "warm", b"warm")
+        .await?;
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        service_prod
+            .send(&l.settings.kafka.dlq_topic, &i.to_string(), b"floor")
+            .await?;
+        acks.push(ms(Instant::now(), t));
+        tokio::time::sleep(gap).await;
+    }
+    let service_produce = Spread::of(&acks);
+    // In, out, and read back by a reader configured like the service's consumer.
+    let sum = bench_produce.p50 + service_fetch.p50 + service_produce.p50 + service_fetch.p50;
+    Ok(Floors {
+        messages: n,
+        bench_produce,
+        service_fetch,
+        service_produce,
+        default_fetch,
+        path_p50_ms: sum,
+    })
 }
 
 /// Offers `rate` messages/s for `secs` seconds and samples the service every second.
