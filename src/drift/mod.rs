@@ -135,16 +135,20 @@ impl WindowObservation {
     }
 }
 
-/// Gathers the stream's windows into drift windows of at least `messages` messages,
-/// or whatever arrived within `max_age` of the first: with continuous batching the
-/// stream's windows hold one or two messages at light load, and the monitor's
-/// `sliding_windows` and its per-report cost assume windows as the window bounds
-/// (`stream.max_messages`, `stream.max_wait_ms`) cut them. A window that is
-/// already that large passes through as it is.
+/// Gathers the stream's windows into drift windows as the window bounds would cut
+/// an arrival burst: `messages` messages (`stream.max_messages`), or what came
+/// before the stream paused for `max_age` (`stream.max_wait_ms`). With continuous
+/// batching the stream's windows hold one or two messages whatever the load, and
+/// the monitor's `sliding_windows` and its per-report cost assume windows as the
+/// window bounds cut them: a burst gives full drift windows (as before), a trickle
+/// with pauses gives small ones (as before). The pause is seen by the caller's
+/// clock ([`Gather::take_due`], called by a timer), since no window marks it. A
+/// window that is already that large passes through as it is.
 #[derive(Debug)]
 pub struct Gather {
     messages: usize,
     max_age: std::time::Duration,
+    /// The gathered window, and when its last part came.
     pending: Option<(WindowObservation, std::time::Instant)>,
 }
 
@@ -157,24 +161,42 @@ impl Gather {
         }
     }
 
-    /// Adds a window at `now`; returns the gathered drift window once it is complete.
+    /// Adds a window at `now`; returns the gathered drift window once it holds
+    /// `messages`. A window that comes `max_age` or more after the last one (a
+    /// pause the timer has not seen yet) closes what was gathered before it, which
+    /// is returned, and starts the next.
     pub fn add(
         &mut self,
         window: WindowObservation,
         now: std::time::Instant,
     ) -> Option<WindowObservation> {
-        let (pending, opened) = match self.pending.take() {
-            Some((mut pending, opened)) => {
-                pending.absorb(window);
-                (pending, opened)
+        let pending = match self.pending.take() {
+            Some((before, last)) if now.duration_since(last) >= self.max_age => {
+                self.pending = Some((window, now));
+                return Some(before);
             }
-            None => (window, now),
+            Some((mut pending, _)) => {
+                pending.absorb(window);
+                pending
+            }
+            None => window,
         };
-        if pending.messages() >= self.messages || now.duration_since(opened) >= self.max_age {
+        if pending.messages() >= self.messages {
             Some(pending)
         } else {
-            self.pending = Some((pending, opened));
+            self.pending = Some((pending, now));
             None
+        }
+    }
+
+    /// The gathered window if the stream has paused `max_age` since its last part:
+    /// it is complete now (an idle stream's last window).
+    pub fn take_due(&mut self, now: std::time::Instant) -> Option<WindowObservation> {
+        match &self.pending {
+            Some((_, last)) if now.duration_since(*last) >= self.max_age => {
+                self.pending.take().map(|(p, _)| p)
+            }
+            _ => None,
         }
     }
 
@@ -379,7 +401,7 @@ impl DriftMonitor {
 pub(crate) mod tests {
     use super::*;
 
-    fn observation(n: usize, invalid: usize) -> WindowObservation {
+    pub(crate) fn observation(n: usize, invalid: usize) -> WindowObservation {
         WindowObservation {
             labels: vec![1; n],
             confidences: vec![0.9; n],
@@ -405,12 +427,22 @@ pub(crate) mod tests {
         assert_eq!(g.pending(), 0);
         // A full window passes through as it is.
         assert_eq!(g.add(observation(64, 0), t0).unwrap().labels.len(), 64);
-        // Whatever arrived within max_age of the first message, at the next window.
-        assert!(g.add(observation(1, 0), t0).is_none());
-        let late = t0 + Duration::from_millis(500);
-        assert_eq!(g.add(observation(1, 0), late).unwrap().labels.len(), 2);
+        // A steady stream without a pause of max_age fills its drift windows...
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        for at in [0, 300, 600] {
+            assert!(g.add(observation(1, 0), ms(at)).is_none());
+        }
+        assert_eq!(g.add(observation(1, 0), ms(900)).unwrap().labels.len(), 4);
+        // ...a pause closes what came before it, at the next window...
+        assert!(g.add(observation(1, 0), ms(1000)).is_none());
+        assert_eq!(g.add(observation(1, 0), ms(1500)).unwrap().labels.len(), 1);
+        assert_eq!(g.pending(), 1);
+        // ...or on the timer's clock, when no window comes (an idle stream).
+        assert!(g.take_due(ms(1999)).is_none());
+        assert_eq!(g.take_due(ms(2000)).unwrap().labels.len(), 1);
+        assert!(g.take_due(ms(9000)).is_none());
         // A new model's statistics start afresh.
-        assert!(g.add(observation(1, 0), late).is_none());
+        assert!(g.add(observation(1, 0), ms(9000)).is_none());
         g.clear();
         assert_eq!(g.pending(), 0);
     }

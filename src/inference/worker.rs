@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 pub use super::Classified;
 use super::{InferenceError, Predictor, check_followable, shadow_refusal};
-use crate::drift::{DriftMonitor, DriftSettings, Gather, WindowObservation};
+use crate::drift::{DriftMonitor, DriftReport, DriftSettings, Gather, WindowObservation};
 use crate::embed::Embedder;
 use crate::embed::{EmbeddingSpec, GraphCatalog};
 use crate::metrics::Metrics;
@@ -331,6 +331,8 @@ struct SharedDrift {
     monitor: Option<(String, DriftMonitor)>,
     /// Windows of the monitor's version waiting for their drift window to complete.
     gather: Gather,
+    /// The monitor's version's class names, for its metrics.
+    labels: Vec<String>,
 }
 
 impl SharedDrift {
@@ -354,6 +356,27 @@ impl SharedDrift {
             self.gather.clear();
         }
         self.monitor.as_mut().map(|(_, monitor)| monitor)
+    }
+
+    /// Observes the gathered drift window that waited its `stream.max_wait_ms` with
+    /// no stream window to close it (an idle stream): its version and report.
+    fn flush_due(&mut self, now: Instant) -> Option<(String, DriftReport)> {
+        let gathered = self.gather.take_due(now)?;
+        let (version, monitor) = self.monitor.as_mut()?;
+        Some((version.clone(), monitor.observe(gathered)))
+    }
+}
+
+/// Completes the drift window an idle stream leaves open, every `wait` (the
+/// workers complete the others); ends with the workers.
+fn flush_idle_drift(drift: &Arc<Mutex<SharedDrift>>, metrics: &Metrics, wait: Duration) {
+    // The workers hold the other references; when they are gone, so is this.
+    while Arc::strong_count(drift) > 1 {
+        thread::sleep(wait);
+        let mut shared = lock(drift);
+        if let Some((version, report)) = shared.flush_due(Instant::now()) {
+            metrics.record_drift(&version, &shared.labels, &report);
+        }
     }
 }
 
@@ -404,11 +427,21 @@ pub fn spawn<E: Embedder + Send + 'static>(
     let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
     let follower = follower.map(|f| Arc::new(Mutex::new(f)));
+    let flush_every = drift.window_wait;
     let drift = Arc::new(Mutex::new(SharedDrift {
         settings: drift.settings,
         monitor: None,
         gather: Gather::new(drift.window_messages, drift.window_wait),
+        labels: Vec::new(),
     }));
+    if !flush_every.is_zero() {
+        let (drift, metrics) = (drift.clone(), metrics.clone());
+        // Never shorter than 50 ms: a tiny max_wait_ms must not spin this thread.
+        let every = flush_every.max(Duration::from_millis(50));
+        thread::Builder::new()
+            .name("triage-drift-flush".into())
+            .spawn(move || flush_idle_drift(&drift, &metrics, every))?;
+    }
     let workers = predictors.len();
     metrics.workers_alive.set(workers as i64);
     for (i, predictor) in predictors.into_iter().enumerate() {
@@ -577,8 +610,13 @@ fn feed_drift<E: Embedder>(
             version = predictor.version(),
             "Window of a swapped-out model left out of the drift statistics."
         );
-    } else if let Some(gathered) = drift.gather.add(window, Instant::now())
-        && let Some((_, monitor)) = drift.monitor.as_mut()
+    } else if let Some(gathered) = {
+        let labels = predictor.model().classifier.labels();
+        if drift.labels != labels {
+            drift.labels = labels.to_vec();
+        }
+        drift.gather.add(window, Instant::now())
+    } && let Some((_, monitor)) = drift.monitor.as_mut()
     {
         let report = monitor.observe(gathered);
         let labels = predictor.model().classifier.labels();
@@ -609,6 +647,7 @@ mod tests {
             settings: DriftSettings::default(),
             monitor: None,
             gather: Gather::new(1, Duration::ZERO),
+            labels: Vec::new(),
         }
     }
 
@@ -624,6 +663,23 @@ mod tests {
             DriftMonitor::new(s.clone(), reference(), 3)
         };
         drift.monitor_for(version, serving, new).is_some()
+    }
+
+    #[test]
+    fn the_drift_window_an_idle_stream_leaves_open_is_observed_after_its_wait() {
+        let mut drift = shared_drift();
+        drift.gather = Gather::new(64, Duration::from_millis(500));
+        let t0 = Instant::now();
+        // No monitor yet: nothing to observe with.
+        assert!(drift.flush_due(t0).is_none());
+        let mut made = 0;
+        assert!(monitor_for(&mut drift, "v1", Some("v1"), &mut made));
+        let three = crate::drift::tests::observation(3, 0);
+        assert!(drift.gather.add(three, t0).is_none());
+        assert!(drift.flush_due(t0 + Duration::from_millis(100)).is_none());
+        let (version, report) = drift.flush_due(t0 + Duration::from_millis(500)).unwrap();
+        assert_eq!((version.as_str(), report.messages), ("v1", 3));
+        assert!(drift.flush_due(t0 + Duration::from_secs(5)).is_none());
     }
 
     #[test]
