@@ -13,7 +13,7 @@ demo:         ## the whole loop: broker, Prometheus, Alertmanager, drift, late l
 test:         ## set up, then fmt check, clippy, and every test
 	bash scripts/test.sh
 
-quantize:     ## the int8 graph alone (setup runs it; throw-away venv; docs/performance.md)
+quantize:     ## the int8 graphs alone (setup runs it; throw-away venv; docs/performance.md)
 	bash scripts/quantize.sh
 
 bench:        ## criterion benches of the pure parts (classify cost per window)
