@@ -446,9 +446,9 @@ async fn answer(
         )
         .await;
     };
-    let Some(session) =
-        cookie(&headers, SESSION_COOKIE).filter(|s| desk.gate.reviewer(s, now_s()).is_some())
-    else {
+    let signed =
+        cookie(&headers, SESSION_COOKIE).and_then(|s| Some((s, desk.gate.reviewer(s, now_s())?)));
+    let Some((session, reviewer)) = signed else {
         return refuse(
             &r,
             &headers,
@@ -458,7 +458,6 @@ async fn answer(
         )
         .await;
     };
-    let reviewer = desk.gate.reviewer(session, now_s()).unwrap_or_default();
     let Ok(Form(f)) = form else {
         return refuse(
             &r,
