@@ -9,18 +9,63 @@
 //! reader of several followers can replay one topic before another.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::warn;
 
 use super::offsets::{TopicError, starts_at};
 use super::{KafkaSettings, apply_escape_hatch, base_config};
 
 /// How long each broker request of the start-up may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed start, doubled after each next failure up to the most.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs `start` until it succeeds, pausing 1 s after the first failure and twice
+/// as long after each next one (60 s at most), and logs each failure as "`what`
+/// cannot start; retrying (`unaffected` is not affected)". None when `shutdown`
+/// resolves first. For the parts that follow topics beside the service (the label
+/// join, the review queue): a broker that is not there yet delays them, it does
+/// not stop the process.
+pub async fn start_with_retry<T, F, Fut>(
+    what: &str,
+    unaffected: &str,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    mut start: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, FollowError>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return None,
+            started = start() => match started {
+                Ok(started) => return Some(started),
+                Err(err) => warn!(
+                    error = %err,
+                    retry_in_s = backoff.as_secs(),
+                    "{what} cannot start; retrying ({unaffected} is not affected)."
+                ),
+            },
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return None,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
 
 /// One record of a followed topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,5 +198,56 @@ impl Follower {
             }
         }
         self.backlog.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn missing() -> FollowError {
+        TopicError::MissingTopic {
+            topic: "t".into(),
+            brokers: "b".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_that_fails_is_retried_after_a_pause_until_it_succeeds() {
+        let tries = Cell::new(0);
+        let shutdown = std::future::pending::<()>();
+        tokio::pin!(shutdown);
+        let began = Instant::now();
+        let started = start_with_retry("Test", "nothing", shutdown.as_mut(), || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move { if n < 2 { Err(missing()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(started, Some(2));
+        assert!(
+            began.elapsed() >= FIRST_BACKOFF,
+            "no pause after the failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_retries() {
+        let shutdown = tokio::time::sleep(Duration::from_millis(50));
+        tokio::pin!(shutdown);
+        let began = Instant::now();
+        let started: Option<()> =
+            start_with_retry("Test", "nothing", shutdown.as_mut(), || async {
+                Err(missing())
+            })
+            .await;
+        assert_eq!(started, None);
+        assert!(
+            began.elapsed() < FIRST_BACKOFF,
+            "shutdown waited for the pause"
+        );
     }
 }

@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 
 pub use admin::{TopicCheckError, check_output_topics, create_topics};
 pub use context::TriageContext;
-pub use follow::{FollowError, FollowFrom, FollowedRecord, Follower};
+pub use follow::{FollowError, FollowFrom, FollowedRecord, Follower, start_with_retry};
 pub use offsets::TopicError;
 pub use rdkafka::error::KafkaError;
 pub use settings::{KafkaSettings, OPTION_VARIABLE_PREFIX, OWNED_KEYS, SettingProblem, host_name};

@@ -24,12 +24,12 @@ use super::join::{JoinLimits, LabelJoin};
 use super::metrics::PerformanceMetrics;
 use super::race::RaceBook;
 use crate::clock::now_ms;
-use crate::kafka::{FollowFrom, FollowedRecord, Follower, KafkaError, KafkaSettings};
+use crate::kafka::{
+    FollowFrom, FollowedRecord, Follower, KafkaError, KafkaSettings, start_with_retry,
+};
 
 /// How often expiry runs and the metrics are updated.
 const TICK: Duration = Duration::from_secs(1);
-/// Longest pause between attempts to reach the broker.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Start-up replay of the predictions ends when it has read the backlog, or when
 /// nothing came for this long (a partition whose end cannot be seen).
 const REPLAY_IDLE: Duration = Duration::from_secs(3);
@@ -61,23 +61,24 @@ pub async fn run(
         return;
     }
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_secs(1);
-    let (since_ms, mut predictions, mut labels) = loop {
-        let since_ms = now_ms().saturating_sub(limits.window_ms);
-        let start = async {
+    let start = || {
+        let (kafka, window_ms, max_predictions) =
+            (&kafka, limits.window_ms, limits.max_predictions);
+        async move {
+            let since_ms = now_ms().saturating_sub(window_ms);
             let predictions = Follower::start(
-                &kafka,
+                kafka,
                 vec![FollowFrom {
                     topic: kafka.predictions_topic.clone(),
                     since_ms,
                     // The join keeps the newest max_predictions: older ones would
                     // be forgotten as soon as they were read.
-                    at_most_per_partition: i64::try_from(limits.max_predictions).ok(),
+                    at_most_per_partition: i64::try_from(max_predictions).ok(),
                 }],
             )
             .await?;
             let labels = Follower::start(
-                &kafka,
+                kafka,
                 vec![FollowFrom {
                     topic: kafka.labels_topic.clone(),
                     since_ms,
@@ -85,26 +86,13 @@ pub async fn run(
                 }],
             )
             .await?;
-            Ok::<_, crate::kafka::FollowError>((predictions, labels))
-        };
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return,
-            started = start => match started {
-                Ok((p, l)) => break (since_ms, p, l),
-                Err(err) => warn!(
-                    error = %err,
-                    retry_in_s = backoff.as_secs(),
-                    "Label join cannot start; retrying (the webhook is not affected)."
-                ),
-            },
+            Ok((since_ms, predictions, labels))
         }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+    };
+    let Some((since_ms, mut predictions, mut labels)) =
+        start_with_retry("Label join", "the webhook", shutdown.as_mut(), start).await
+    else {
+        return;
     };
     info!(
         predictions = %kafka.predictions_topic,

@@ -17,12 +17,10 @@ use tracing::{debug, info, warn};
 use super::Desk;
 use super::queue::{Offered, label_ref};
 use crate::clock::now_ms;
-use crate::kafka::{FollowFrom, Follower, KafkaSettings};
+use crate::kafka::{FollowFrom, Follower, KafkaSettings, start_with_retry};
 
 /// How often the queue's gauges are set.
 const TICK: Duration = Duration::from_secs(1);
-/// Longest pause between attempts to reach the broker.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Follows the two topics into `desk` until `shutdown` resolves. Returns at once
 /// when `kafka.review_topic` is empty (no queue).
@@ -36,49 +34,37 @@ pub async fn run(
         return;
     }
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_secs(1);
-    let mut follower = loop {
-        let since_ms =
-            now_ms().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        let mut from = vec![FollowFrom {
-            topic: kafka.review_topic.clone(),
-            since_ms,
-            at_most_per_partition: None,
-        }];
-        if !kafka.labels_topic.is_empty() {
-            from.push(FollowFrom {
-                topic: kafka.labels_topic.clone(),
+    let start = || {
+        let kafka = &kafka;
+        async move {
+            let since_ms =
+                now_ms().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+            let mut from = vec![FollowFrom {
+                topic: kafka.review_topic.clone(),
                 since_ms,
                 at_most_per_partition: None,
-            });
+            }];
+            if !kafka.labels_topic.is_empty() {
+                from.push(FollowFrom {
+                    topic: kafka.labels_topic.clone(),
+                    since_ms,
+                    at_most_per_partition: None,
+                });
+            }
+            Ok((since_ms, Follower::start(kafka, from).await?))
         }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return,
-            started = Follower::start(&kafka, from) => match started {
-                Ok(f) => {
-                    info!(
-                        review = %kafka.review_topic,
-                        labels = %kafka.labels_topic,
-                        since = %humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(since_ms.max(0) as u64)),
-                        "Review queue: reading the review and labels topics."
-                    );
-                    break f;
-                }
-                Err(err) => warn!(
-                    error = %err,
-                    retry_in_s = backoff.as_secs(),
-                    "Review queue cannot start; retrying (the stream is not affected)."
-                ),
-            },
-        }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     };
+    let Some((since_ms, mut follower)) =
+        start_with_retry("Review queue", "the stream", shutdown.as_mut(), start).await
+    else {
+        return;
+    };
+    info!(
+        review = %kafka.review_topic,
+        labels = %kafka.labels_topic,
+        since = %humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(since_ms.max(0) as u64)),
+        "Review queue: reading the review and labels topics."
+    );
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut invalid: Option<&'static str> = None;
