@@ -22,8 +22,11 @@ pub struct OpCost {
     /// Kernel time summed over every node of this type and every run, µs.
     pub us: f64,
     pub calls: usize,
-    /// Multiply-adds x 2 of the matrix products among them (0 for other operators).
-    pub flops: f64,
+    /// Multiply-adds x 2 of the int8 matrix products among them.
+    pub int8_ops: f64,
+    /// Multiply-adds x 2 of the fp32 matrix products among them (attention's scores
+    /// and context inside a fused attention node count here).
+    pub fp32_flops: f64,
 }
 
 /// Kernel time per operator type, most expensive first, and the time of whole runs.
@@ -51,8 +54,11 @@ pub fn is_fp32_matmul(op: &str) -> bool {
     matches!(op, "MatMul" | "FusedMatMul" | "Gemm")
 }
 
-fn is_matmul(op: &str) -> bool {
-    is_int8_matmul(op) || is_fp32_matmul(op)
+/// Fused attention: the Q/K/V projection (int8 in `QAttention`, fp32 in
+/// `Attention`) and the scores and context products (fp32) in one kernel, so its
+/// time cannot be split between the two rates; its arithmetic is counted in both.
+pub fn is_fused_attention(op: &str) -> bool {
+    matches!(op, "QAttention" | "Attention")
 }
 
 /// The shapes of an event's inputs or outputs: `[{"float": [1, 115, 384]}, ...]`.
@@ -68,12 +74,49 @@ fn shapes(v: &serde_json::Value) -> Vec<Vec<f64>> {
 }
 
 /// 2 x (output elements) x (the inner dimension: the last of the first input).
-fn matmul_flops(args: &serde_json::Value) -> f64 {
-    let inputs = shapes(&args["input_type_shape"]);
-    let outputs = shapes(&args["output_type_shape"]);
+fn matmul_flops(inputs: &[Vec<f64>], outputs: &[Vec<f64>]) -> f64 {
     match (inputs.first().and_then(|a| a.last()), outputs.first()) {
         (Some(k), Some(out)) => 2.0 * k * out.iter().product::<f64>(),
         _ => 0.0,
+    }
+}
+
+/// A fused attention node's (projection, attention) arithmetic. The trace leaves
+/// out prepacked weights, so the projection's width is the bias's length (Q, K and
+/// V side by side): 2 x batch x tokens x hidden x width; then the scores (Q K^T)
+/// and the context (scores x V), each 2 x batch x tokens^2 x hidden.
+fn attention_flops(inputs: &[Vec<f64>], outputs: &[Vec<f64>]) -> (f64, f64) {
+    let (Some(x), Some(out)) = (inputs.first(), outputs.first()) else {
+        return (0.0, 0.0);
+    };
+    let [batch, tokens, hidden] = x[..] else {
+        return (0.0, 0.0);
+    };
+    let width = inputs
+        .iter()
+        .skip(1)
+        .find(|s| s.len() == 1 && s[0] > hidden)
+        .map_or(0.0, |s| s[0]);
+    let out_hidden = out.last().copied().unwrap_or(0.0);
+    (
+        2.0 * batch * tokens * hidden * width,
+        4.0 * batch * tokens * tokens * out_hidden,
+    )
+}
+
+/// (int8 ops, fp32 FLOP) of one kernel event, from its shapes.
+fn event_arithmetic(op: &str, args: &serde_json::Value) -> (f64, f64) {
+    let inputs = shapes(&args["input_type_shape"]);
+    let outputs = shapes(&args["output_type_shape"]);
+    match op {
+        "QAttention" => attention_flops(&inputs, &outputs),
+        "Attention" => {
+            let (projection, attention) = attention_flops(&inputs, &outputs);
+            (0.0, projection + attention)
+        }
+        op if is_int8_matmul(op) => (matmul_flops(&inputs, &outputs), 0.0),
+        op if is_fp32_matmul(op) => (0.0, matmul_flops(&inputs, &outputs)),
+        _ => (0.0, 0.0),
     }
 }
 
@@ -96,9 +139,9 @@ pub fn parse_trace(json: &str) -> Result<TraceTotals, EmbedError> {
                 });
                 cost.us += dur;
                 cost.calls += 1;
-                if is_matmul(op) {
-                    cost.flops += matmul_flops(&e["args"]);
-                }
+                let (int8, fp32) = event_arithmetic(op, &e["args"]);
+                cost.int8_ops += int8;
+                cost.fp32_flops += fp32;
             }
             Some("Session") if name == "model_run" => {
                 totals.run_us += dur;
@@ -311,7 +354,9 @@ mod tests {
       {"cat":"Node","pid":1,"tid":1,"dur":200,"ts":3,"ph":"X","name":"/l0/att/MatMul_kernel_time",
        "args":{"op_name":"MatMul","input_type_shape":[{"float":[1,12,10,32]},{"float":[1,12,32,10]}],"output_type_shape":[{"float":[1,12,10,10]}]}},
       {"cat":"Node","pid":1,"tid":1,"dur":100,"ts":4,"ph":"X","name":"/l0/Softmax_kernel_time","args":{"op_name":"Softmax"}},
-      {"cat":"Node","pid":1,"tid":1,"dur":50,"ts":5,"ph":"X","name":"/l1/Softmax_kernel_time","args":{"op_name":"Softmax"}}
+      {"cat":"Node","pid":1,"tid":1,"dur":50,"ts":5,"ph":"X","name":"/l1/Softmax_kernel_time","args":{"op_name":"Softmax"}},
+      {"cat":"Node","pid":1,"tid":1,"dur":120,"ts":6,"ph":"X","name":"layer0_Attention_quant_kernel_time",
+       "args":{"op_name":"QAttention","input_type_shape":[{"uint8":[1,10,384]},{"float":[1152]},{"float":[]},{"float":[1152]},{"int32":[1,10]},{"uint8":[]},{"int8":[1152]}],"output_type_shape":[{"float":[1,10,384]}]}}
     ]"#;
 
     #[test]
@@ -328,13 +373,23 @@ mod tests {
             [
                 ("MatMulInteger", 300.0, 1),
                 ("MatMul", 200.0, 1),
-                ("Softmax", 150.0, 2)
+                ("Softmax", 150.0, 2),
+                ("QAttention", 120.0, 1)
             ],
             "kernel events only (no fences), most expensive first"
         );
-        assert_eq!(t.ops[0].flops, 2.0 * 384.0 * 10.0 * 384.0);
-        assert_eq!(t.ops[1].flops, 2.0 * 32.0 * 12.0 * 10.0 * 10.0);
-        assert_eq!(t.ops[2].flops, 0.0);
+        let arithmetic: Vec<(f64, f64)> =
+            t.ops.iter().map(|o| (o.int8_ops, o.fp32_flops)).collect();
+        assert_eq!(
+            arithmetic,
+            [
+                (2.0 * 384.0 * 10.0 * 384.0, 0.0),
+                (0.0, 2.0 * 32.0 * 12.0 * 10.0 * 10.0),
+                (0.0, 0.0),
+                // Q, K and V (the bias's 1,152 wide) in int8; scores and context in fp32.
+                (2.0 * 10.0 * 384.0 * 1152.0, 2.0 * 2.0 * 10.0 * 10.0 * 384.0)
+            ]
+        );
         assert!(parse_trace("not json").is_err());
     }
 

@@ -38,12 +38,15 @@ fn print_profile(r: &BenchReport, p: &bench::ProfileReport) {
         "profile                  {} texts one per call, {:.0} tokens each, {:.2} ms per text (session runs), {} session(s) x {} thread(s) at the peak",
         p.texts, p.tokens_per_text, p.run_ms_per_text, p.peak.sessions, p.peak.threads
     );
-    println!("    operator              ms/text   share   GFLOP/s in kernel");
+    println!("    operator              ms/text   share   G(FL)OP/s in kernel");
     for op in &p.ops {
-        let rate = if op.flops > 0.0 && op.us > 0.0 {
-            format!("{:.1}", op.flops / op.us / 1e3)
-        } else {
-            String::new()
+        let flops = op.int8_ops + op.fp32_flops;
+        let rate = match (op.int8_ops > 0.0, op.fp32_flops > 0.0) {
+            _ if op.us <= 0.0 => String::new(),
+            (true, true) => format!("{:.1} (int8 and fp32 together)", flops / op.us / 1e3),
+            (true, false) => format!("{:.1} int8", flops / op.us / 1e3),
+            (false, true) => format!("{:.1} fp32", flops / op.us / 1e3),
+            (false, false) => String::new(),
         };
         println!(
             "    {:<21} {:>7.3} {:>6.1}%   {rate}",
@@ -72,10 +75,15 @@ fn print_profile(r: &BenchReport, p: &bench::ProfileReport) {
         p.fp32_flops_per_text / 1e6,
         (p.int8_ops_per_text + p.fp32_flops_per_text) / 1e6 / p.tokens_per_text.max(1.0)
     );
+    let of_peak = |share: Option<f64>| {
+        share.map_or("none ran alone".to_string(), |s| {
+            format!("{:.0}%", s * 100.0)
+        })
+    };
     println!(
-        "    kernels vs one session's peak  int8 matrix products {:.0}% of int8, fp32 ones {:.0}% of fp32",
-        p.int8_kernel_share * 100.0,
-        p.fp32_kernel_share * 100.0
+        "    kernels vs one session's peak  int8 matrix products {} of int8, fp32 ones {} of fp32 (fused attention mixes both: in neither)",
+        of_peak(p.int8_kernel_share),
+        of_peak(p.fp32_kernel_share)
     );
     println!(
         "    the service at {:.1} msg/s    {:.1} GOP/s int8 = {:.1}% of the int8 peak, {:.1} GFLOP/s fp32 = {:.1}% of the fp32 peak; at both peaks a text would take {:.2} ms of the machine, it takes {:.2}",

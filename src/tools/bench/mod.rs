@@ -152,7 +152,8 @@ pub struct ProfileReport {
     pub run_ms_per_text: f64,
     /// Kernel time per operator type, most expensive first; `share` of all kernel time.
     pub ops: Vec<ProfiledOp>,
-    /// Arithmetic of the matrix products per text: int8 (`MatMulInteger`) and fp32.
+    /// Arithmetic of the matrix products per text: int8 (`MatMulInteger`,
+    /// `QAttention`'s projection) and fp32 (attention's scores and context).
     pub int8_ops_per_text: f64,
     pub fp32_flops_per_text: f64,
     /// The workers' sessions side by side: the machine's rate as the service runs.
@@ -160,9 +161,12 @@ pub struct ProfileReport {
     /// One session alone, as the profile ran.
     pub peak_one_session: crate::embed::profile::Peak,
     /// The profiled kernels' rate over one session's peak: the int8 and the fp32
-    /// matrix products.
-    pub int8_kernel_share: f64,
-    pub fp32_kernel_share: f64,
+    /// matrix products (operators that are one kind of product alone; fused
+    /// attention mixes both and is left out of the rates).
+    /// None where no such operator ran (the fused graph's fp32 products are all
+    /// inside its attention nodes).
+    pub int8_kernel_share: Option<f64>,
+    pub fp32_kernel_share: Option<f64>,
     /// The service's end-to-end throughput times the arithmetic per text: ops/s,
     /// and over the whole machine's peak.
     pub service_int8_ops: f64,
@@ -178,7 +182,9 @@ pub struct ProfiledOp {
     pub op: String,
     pub us: f64,
     pub calls: usize,
-    pub flops: f64,
+    /// Arithmetic of its matrix products, summed over every call.
+    pub int8_ops: f64,
+    pub fp32_flops: f64,
     pub share: f64,
 }
 
@@ -501,20 +507,21 @@ pub async fn run(
 fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
     let n = p.texts.max(1) as f64;
     let kernel_us: f64 = p.trace.ops.iter().map(|o| o.us).sum();
-    use crate::embed::profile::{is_fp32_matmul, is_int8_matmul};
-    // (arithmetic, kernel µs) of the int8 and of the fp32 matrix products.
-    let sum = |keep: fn(&str) -> bool| {
-        p.trace
+    use crate::embed::profile::{OpCost, is_fp32_matmul, is_int8_matmul};
+    // The arithmetic per text counts every product, fused attention's too; the
+    // kernels' rates only the operators that are one kind of product alone.
+    let int8_per_text = p.trace.ops.iter().map(|o| o.int8_ops).sum::<f64>() / n;
+    let fp32_per_text = p.trace.ops.iter().map(|o| o.fp32_flops).sum::<f64>() / n;
+    let kernel_rate = |keep: fn(&str) -> bool, flops: fn(&OpCost) -> f64| {
+        let (f, us) = p
+            .trace
             .ops
             .iter()
             .filter(|o| keep(&o.op))
-            .fold((0.0, 0.0), |(f, us), o| (f + o.flops, us + o.us))
+            .fold((0.0, 0.0), |(f, us), o| (f + flops(o), us + o.us));
+        (us > 0.0).then(|| f / (us / 1e6))
     };
-    let (int8, fp32) = (sum(is_int8_matmul), sum(is_fp32_matmul));
-    let rate = |(flops, us): (f64, f64)| if us > 0.0 { flops / (us / 1e6) } else { 0.0 };
     let share = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let int8_per_text = int8.0 / n;
-    let fp32_per_text = fp32.0 / n;
     let at_peak = share(int8_per_text, p.peak.int8_ops) + share(fp32_per_text, p.peak.fp32_flops);
     ProfileReport {
         texts: p.texts,
@@ -528,14 +535,17 @@ fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
                 op: o.op.clone(),
                 us: o.us,
                 calls: o.calls,
-                flops: o.flops,
+                int8_ops: o.int8_ops,
+                fp32_flops: o.fp32_flops,
                 share: share(o.us, kernel_us),
             })
             .collect(),
         int8_ops_per_text: int8_per_text,
         fp32_flops_per_text: fp32_per_text,
-        int8_kernel_share: share(rate(int8), p.peak_one.int8_ops),
-        fp32_kernel_share: share(rate(fp32), p.peak_one.fp32_flops),
+        int8_kernel_share: kernel_rate(is_int8_matmul, |o| o.int8_ops)
+            .map(|rate| share(rate, p.peak_one.int8_ops)),
+        fp32_kernel_share: kernel_rate(is_fp32_matmul, |o| o.fp32_flops)
+            .map(|rate| share(rate, p.peak_one.fp32_flops)),
         service_int8_ops: throughput * int8_per_text,
         service_int8_share: share(throughput * int8_per_text, p.peak.int8_ops),
         service_fp32_flops: throughput * fp32_per_text,
