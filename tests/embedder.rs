@@ -56,7 +56,7 @@ fn a_loaded_embedder_adopts_another_length_and_graph_as_if_loaded_with_them() {
         let mut e = fp32_at_16;
         (e.embed(&refs).unwrap(), e.spec().clone())
     };
-    // The default graph (int8) at 256 tokens.
+    // The default graph (int8, fused attention) at 256 tokens.
     let mut e = embedder(|_| {});
     let loaded = e.spec().clone();
     assert_ne!(loaded.model_sha256, expected.1.model_sha256);

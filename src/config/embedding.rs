@@ -15,8 +15,10 @@ pub struct EmbeddingSettings {
     pub model_id: String,
     /// Folder holding `model.onnx`, `tokenizer.json`, `config.json`,
     /// `special_tokens_map.json` and `tokenizer_config.json`.
-    /// Empty: `<cache_dir>/models/all-MiniLM-L6-v2-int8` (int8 weights, per channel;
-    /// the fp32 graph is in `<cache_dir>/models/all-MiniLM-L6-v2`).
+    /// Empty: `<cache_dir>/models/all-MiniLM-L6-v2-int8-fused` (int8 weights, per
+    /// channel, each layer's attention one node; the int8 graph as exported is in
+    /// `<cache_dir>/models/all-MiniLM-L6-v2-int8`, the fp32 one in
+    /// `<cache_dir>/models/all-MiniLM-L6-v2`).
     pub model_dir: PathBuf,
     /// ONNX Runtime shared library. Empty: `<cache_dir>/onnxruntime/1.31.1/libonnxruntime.so.1.31.1`.
     pub onnx_runtime_path: PathBuf,

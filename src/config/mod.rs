@@ -104,7 +104,7 @@ impl Serialize for Secret {
 }
 
 /// The embedding model folder under the cache when `embedding.model_dir` is empty.
-pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2-int8";
+pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2-int8-fused";
 
 impl Settings {
     /// The cache directory with `~` expanded.

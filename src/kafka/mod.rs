@@ -91,7 +91,9 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "0")
-        .set("linger.ms", "5")
+        // A window's records are produced together, so lingering batches little;
+        // 1 ms instead of 5 took 5 ms off the median latency (docs/performance.md).
+        .set("linger.ms", "1")
         .set("compression.type", "none");
     apply_escape_hatch(&mut c, k);
     c
