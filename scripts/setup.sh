@@ -46,7 +46,7 @@ all_ok() {
 }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-int8() { # quantize.sh returns at once when its graph is there and current
+int8() { # quantize.sh returns at once when its graphs are there and current
   TRIAGE_CACHE_DIR="$CACHE" bash "$HERE/quantize.sh" >/dev/null
 }
 
@@ -111,4 +111,4 @@ for f in "${!SHA256[@]}"; do
 done
 [[ $bad == 0 ]] || { log "set-up failed: a downloaded file does not match its pinned sha256"; exit 1; }
 int8
-log "ready: runtime $ORT_LIB, models $MODEL_DIR and $MODEL_DIR-int8"
+log "ready: runtime $ORT_LIB, models $MODEL_DIR-int8-fused (the default), $MODEL_DIR-int8 and $MODEL_DIR"

@@ -128,8 +128,8 @@ impl Settings {
     }
 
     /// The embedding model folder, derived from the cache when not set: the int8 graph
-    /// (`scripts/setup.sh` makes it from the fp32 one), 1.5x faster end to end at the same
-    /// macro-F1 (docs/performance.md).
+    /// with fused attention (`scripts/setup.sh` makes it from the fp32 one), 1.4x the
+    /// int8 graph as exported end to end at the same macro-F1 (docs/performance.md).
     pub fn model_dir(&self) -> PathBuf {
         if self.embedding.model_dir.as_os_str().is_empty() {
             self.cache_dir().join(DEFAULT_MODEL_DIR)

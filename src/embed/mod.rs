@@ -136,7 +136,7 @@ pub enum EmbedError {
     #[error("cannot embed as the model was trained: {0}")]
     Unservable(String),
     #[error(
-        "no embedding graph with checksum {} in {searched}; run `make setup` (it makes the fp32 and int8 graphs), or point embedding.model_dir at the folder with the graph the model was trained on",
+        "no embedding graph with checksum {} in {searched}; run `make setup` (it makes the fp32, int8 and fused int8 graphs), or point embedding.model_dir at the folder with the graph the model was trained on",
         short(.sha256)
     )]
     GraphNotFound { sha256: String, searched: String },
