@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use common::broker::{Broker, free_port};
 use common::browser::Browser;
 use common::daemon::{Daemon, answers_200};
-use common::kafka::{Collector, Msg, Names, Reply, http, http_with, produce, wait_http};
+use common::kafka::{
+    Collector, Msg, Names, Reply, http, http_with, kafka_table, produce, wait_http,
+};
 use common::*;
 use serde_json::{Value, json};
 
@@ -103,16 +105,7 @@ impl Rig {
         std::fs::write(
             &config,
             format!(
-                r#"[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-input_topics = ["{input}"]
-predictions_topic = "{pred}"
-dlq_topic = "{dlq}"
-features_topic = "{feat}"
-review_topic = "{review_topic}"
-labels_topic = "{labels_topic}"
-
+                r#"{kafka}
 [stream]
 max_wait_ms = 200
 max_messages = 32
@@ -130,12 +123,13 @@ training_data = "{data}"
 session_secret = "{SECRET}"
 
 {account}"#,
-                brokers = broker.address(),
-                group = names.group,
-                input = names.input,
-                pred = names.predictions,
-                dlq = names.dlq,
-                feat = names.features,
+                kafka = kafka_table(
+                    &broker.address(),
+                    &names,
+                    &format!(
+                        "review_topic = \"{review_topic}\"\nlabels_topic = \"{labels_topic}\""
+                    ),
+                ),
                 data = data.display(),
             ),
         )

@@ -54,13 +54,6 @@ pub fn is_fp32_matmul(op: &str) -> bool {
     matches!(op, "MatMul" | "FusedMatMul" | "Gemm")
 }
 
-/// Fused attention: the Q/K/V projection (int8 in `QAttention`, fp32 in
-/// `Attention`) and the scores and context products (fp32) in one kernel, so its
-/// time cannot be split between the two rates; its arithmetic is counted in both.
-pub fn is_fused_attention(op: &str) -> bool {
-    matches!(op, "QAttention" | "Attention")
-}
-
 /// The shapes of an event's inputs or outputs: `[{"float": [1, 115, 384]}, ...]`.
 fn shapes(v: &serde_json::Value) -> Vec<Vec<f64>> {
     v.as_array()
@@ -109,6 +102,9 @@ fn event_arithmetic(op: &str, args: &serde_json::Value) -> (f64, f64) {
     let inputs = shapes(&args["input_type_shape"]);
     let outputs = shapes(&args["output_type_shape"]);
     match op {
+        // Fused attention runs the Q/K/V projection (int8 in `QAttention`, fp32 in
+        // `Attention`) and the fp32 scores and context in one kernel: its time cannot
+        // be split between the two rates, its arithmetic counts in each.
         "QAttention" => attention_flops(&inputs, &outputs),
         "Attention" => {
             let (projection, attention) = attention_flops(&inputs, &outputs);

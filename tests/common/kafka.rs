@@ -39,13 +39,11 @@ impl Names {
     }
 }
 
-/// config/support.toml pointed at `brokers` with `names`' topics and group, then
-/// `kafka_extra` (more lines of the [kafka] table) and `more` (further tables).
-pub fn support_config(brokers: &str, names: &Names, kafka_extra: &str, more: &str) -> String {
-    let support = std::fs::read_to_string(super::repo().join("config/support.toml")).unwrap();
+/// A `[kafka]` table pointed at `brokers` with `names`' topics and group, then
+/// `kafka_extra` (more lines of the table).
+pub fn kafka_table(brokers: &str, names: &Names, kafka_extra: &str) -> String {
     format!(
-        r#"{support}
-[kafka]
+        r#"[kafka]
 brokers = "{brokers}"
 group_id = "{group}"
 input_topics = ["{input}"]
@@ -53,7 +51,6 @@ predictions_topic = "{pred}"
 dlq_topic = "{dlq}"
 features_topic = "{feat}"
 {kafka_extra}
-{more}
 "#,
         group = names.group,
         input = names.input,
@@ -61,6 +58,14 @@ features_topic = "{feat}"
         dlq = names.dlq,
         feat = names.features,
     )
+}
+
+/// config/support.toml pointed at `brokers` with `names`' topics and group, then
+/// `kafka_extra` (more lines of the [kafka] table) and `more` (further tables).
+pub fn support_config(brokers: &str, names: &Names, kafka_extra: &str, more: &str) -> String {
+    let support = std::fs::read_to_string(super::repo().join("config/support.toml")).unwrap();
+    let kafka = kafka_table(brokers, names, kafka_extra);
+    format!("{support}\n{kafka}{more}\n")
 }
 
 /// [`support_config`] written to `dir`/triage.toml; returns its path.
