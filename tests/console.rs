@@ -187,7 +187,7 @@ fn console_classifies_in_a_browser_and_shows_models_drift_and_retraining() {
     ];
     browser.open(&format!("{base}/"));
     browser.type_into("#text", &messages.join("\n"));
-    browser.click("#classify");
+    browser.follow("#classify");
     let page_labels: Vec<String> = (0..2)
         .map(|i| browser.text(&format!("#label-{i}")))
         .collect();

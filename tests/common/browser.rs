@@ -205,6 +205,37 @@ impl Browser {
         self.command("POST", &format!("/element/{id}/click"), json!({}));
     }
 
+    /// Clicks `css`, a link or a form's submit button, and waits until the page it
+    /// leads to has loaded: a lookup right after a bare click can find an element of
+    /// the page being left (one both pages have), which then goes stale.
+    pub fn follow(&self, css: &str) {
+        const MARK: &str = "__triage_page_left";
+        self.script(&format!("window.{MARK} = true; return null;"));
+        self.click(css);
+        let url = format!("/session/{}/execute/sync", self.session);
+        let check = json!({
+            "script": format!("return window.{MARK} === undefined && document.readyState === 'complete';"),
+            "args": [],
+        })
+        .to_string();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            // While the page changes the script may fail (no document to run in): ask again.
+            let loaded = driver_http(&self.driver, "POST", &url, &check)
+                .filter(|(status, _)| *status == 200)
+                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+                .is_some_and(|reply| reply["value"] == Value::Bool(true));
+            if loaded {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} led to no new page within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn script(&self, js: &str) -> Value {
         self.command("POST", "/execute/sync", json!({"script": js, "args": []}))
     }
