@@ -305,6 +305,18 @@ pub fn serve(calibration: Option<&Calibrated>, p: &mut Prediction) {
     }
 }
 
+/// `preds` as served under `calibration` (copies; see [`serve`]).
+pub fn served(calibration: Option<&Calibrated>, preds: &[Prediction]) -> Vec<Prediction> {
+    preds
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            serve(calibration, &mut p);
+            p
+        })
+        .collect()
+}
+
 /// Calibration error on the held-out split, before and after the temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldOut {

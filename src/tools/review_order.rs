@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::embed::Embedder;
+use crate::inference::Route;
 use crate::model::evaluation::evaluate;
 use crate::model::routing::{self, review_priority_by};
 use crate::model::{Prediction, calibration};
@@ -111,27 +112,18 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
 /// arrival order.
 pub fn ordered(queue: &[usize], served: &[Prediction], order: Order, seed: u64) -> Vec<usize> {
     let mut rows = queue.to_vec();
-    let by = |score: fn(&[f64]) -> f64, rows: &mut Vec<usize>| {
-        rows.sort_by(|&a, &b| {
-            let (pa, pb) = (
-                score(&served[a].probabilities),
-                score(&served[b].probabilities),
-            );
-            pb.total_cmp(&pa)
-        });
+    let by = match order {
+        Order::FirstCome => return rows,
+        Order::Random => {
+            rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+            return rows;
+        }
+        Order::LeastConfident => routing::Uncertainty::Confidence,
+        Order::SmallestMargin => routing::Uncertainty::Margin,
     };
-    match order {
-        Order::FirstCome => {}
-        Order::LeastConfident => by(
-            |p| review_priority_by(p, routing::Uncertainty::Confidence),
-            &mut rows,
-        ),
-        Order::SmallestMargin => by(
-            |p| review_priority_by(p, routing::Uncertainty::Margin),
-            &mut rows,
-        ),
-        Order::Random => rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed)),
-    }
+    // Stable: ties keep arrival order.
+    let priority = |i: usize| review_priority_by(&served[i].probabilities, by);
+    rows.sort_by(|&a, &b| priority(b).total_cmp(&priority(a)));
     rows
 }
 
@@ -141,7 +133,6 @@ struct Scored {
     macro_f1: f64,
     coverage: f64,
     precision: f64,
-    threshold: f64,
 }
 
 pub fn run(
@@ -167,10 +158,17 @@ pub fn run(
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let labels = data.labels.clone();
 
+    // The test slice is the same for every seed.
+    let mut all: Vec<usize> = (0..n).collect();
+    all.shuffle(&mut ChaCha8Rng::seed_from_u64(settings.training.seed));
+    let (test, rest) = all.split_at(plan.test_rows);
+    let test = test.to_vec();
+    let y_test: Vec<usize> = test.iter().map(|&i| truth[i]).collect();
+
     // Fits on `rows` and predicts `on`, served (calibrated when the fit's calibration
-    // serves); also says the routing threshold.
+    // serves); also says the routing threshold (None: no routing, all auto).
     let fit_predict =
-        |rows: &[usize], on: &[usize]| -> Result<(Vec<Prediction>, f64), TrainError> {
+        |rows: &[usize], on: &[usize]| -> Result<(Vec<Prediction>, Option<f64>), TrainError> {
             let x = features.select(Axis(0), rows);
             let t: Vec<&str> = rows.iter().map(|&i| texts[i]).collect();
             let y: Vec<usize> = rows.iter().map(|&i| truth[i]).collect();
@@ -185,30 +183,23 @@ pub fn run(
             )?;
             let x_on = features.select(Axis(0), on);
             let t_on: Vec<&str> = on.iter().map(|&i| texts[i]).collect();
-            let mut preds = fitted.model.predict(&t_on, x_on.view())?;
-            for p in &mut preds {
-                calibration::serve(fitted.calibration.as_ref(), p);
-            }
-            let threshold = fitted.routing.as_ref().map_or(0.0, |r| r.global.threshold);
-            Ok((preds, threshold))
+            let preds = fitted.model.predict(&t_on, x_on.view())?;
+            let threshold = fitted.routing.as_ref().map(|r| r.global.threshold);
+            Ok((
+                calibration::served(fitted.calibration.as_ref(), &preds),
+                threshold,
+            ))
         };
-    let score = |preds: &[Prediction], test: &[usize], threshold: f64| -> Scored {
-        let y: Vec<usize> = test.iter().map(|&i| truth[i]).collect();
+    // What the model of `preds` (on the test slice) scores there.
+    let score = |preds: &[Prediction], threshold: Option<f64>| -> Scored {
         let predicted: Vec<usize> = preds.iter().map(|p| p.label).collect();
-        let at = routing::apply(&routing::scored(preds, &y), threshold);
+        let at = routing::apply(&routing::scored(preds, &y_test), threshold.unwrap_or(0.0));
         Scored {
-            macro_f1: evaluate(&labels, &y, &predicted).macro_f1,
+            macro_f1: evaluate(&labels, &y_test, &predicted).macro_f1,
             coverage: at.coverage,
             precision: at.precision,
-            threshold,
         }
     };
-
-    // The test slice is the same for every seed.
-    let mut all: Vec<usize> = (0..n).collect();
-    all.shuffle(&mut ChaCha8Rng::seed_from_u64(settings.training.seed));
-    let (test, rest) = all.split_at(plan.test_rows);
-    let test = test.to_vec();
 
     let mut report = Report {
         plan: plan.clone(),
@@ -240,11 +231,11 @@ pub fn run(
         on.extend(&test);
         let (preds, threshold) = fit_predict(&seed_slice, &on)?;
         let (pool_preds, test_preds) = preds.split_at(pool.len());
-        let base = score(test_preds, &test, threshold);
+        let base = score(test_preds, threshold);
         let queue: Vec<usize> = (0..pool.len())
-            .filter(|&i| pool_preds[i].confidence < threshold)
+            .filter(|&i| Route::of(pool_preds[i].confidence, threshold) == Route::Review)
             .collect();
-        info!(target: "triage::review_order", seed = s, queued = queue.len(), threshold = format!("{:.3}", base.threshold), macro_f1 = format!("{:.4}", base.macro_f1), "Seed model streamed the pool.");
+        info!(target: "triage::review_order", seed = s, queued = queue.len(), threshold = format!("{:.3}", threshold.unwrap_or(0.0)), macro_f1 = format!("{:.4}", base.macro_f1), "Seed model streamed the pool.");
         report.seed_macro_f1.push(base.macro_f1);
         report.seed_coverage.push(base.coverage);
         report.seed_precision.push(base.precision);
@@ -254,7 +245,7 @@ pub fn run(
             let mut train = seed_slice.clone();
             train.extend(order.iter().take(cell.budget).map(|&i| pool[i]));
             let (preds, threshold) = fit_predict(&train, &test)?;
-            let scored = score(&preds, &test, threshold);
+            let scored = score(&preds, threshold);
             info!(target: "triage::review_order", seed = s, order = cell.order.as_str(), budget = cell.budget, macro_f1 = format!("{:.4}", scored.macro_f1), coverage = format!("{:.3}", scored.coverage), "Retrained on the answers.");
             cell.macro_f1.push(scored.macro_f1);
             cell.coverage.push(scored.coverage);
@@ -271,14 +262,15 @@ pub fn render(r: &Report) -> String {
         format!("{m:.4} ± {s:.4}")
     };
     let queued: Vec<f64> = r.queued.iter().map(|&q| q as f64).collect();
+    let (queued_mean, queued_sd) = mean_sd(&queued);
     let mut out = format!(
         "seed {} rows, pool {} rows, test {} rows, {} seeds; queue {:.0} ± {:.0} of the pool\n",
         r.plan.seed_rows,
         r.plan.pool_rows,
         r.plan.test_rows,
         r.plan.seeds,
-        mean_sd(&queued).0,
-        mean_sd(&queued).1
+        queued_mean,
+        queued_sd
     );
     let row = |order: &str, budget: usize, f1: &[f64], gain: &str, cov: &[f64], prec: &[f64]| {
         format!(

@@ -217,14 +217,7 @@ fn calibrate_and_route(
         return None;
     }
     let calibrated = calibration::calibrate(out_of_fold, data.labels);
-    let served: Vec<Prediction> = out_of_fold
-        .iter()
-        .map(|p| {
-            let mut p = p.clone();
-            calibrated.serve(&mut p);
-            p
-        })
-        .collect();
+    let served = calibration::served(Some(&calibrated), out_of_fold);
     let routing = routing::route(
         &routing::scored(&served, data.labels),
         data.label_names.len(),

@@ -106,14 +106,7 @@ pub fn train(
     // The promise and the calibration on rows neither was chosen on; the promise on
     // the confidences served (calibrated when the calibration serves). The drift
     // reference below keeps the model's own confidences: live drift reads those too.
-    let served_test: Vec<Prediction> = test_preds
-        .iter()
-        .map(|p| {
-            let mut p = p.clone();
-            calibration::serve(calibration.as_ref(), &mut p);
-            p
-        })
-        .collect();
+    let served_test = calibration::served(calibration.as_ref(), &test_preds);
     if let Some(c) = calibration.as_mut() {
         c.held_out = Some(calibration::held_out(&test_preds, &y_test, c.temperature));
     }
