@@ -104,6 +104,8 @@ pub async fn run<S: Source, K: Sink>(
     let mut buffer: WindowBuffer<Message> =
         WindowBuffer::new(settings.max_messages, settings.max_wait);
     tokio::pin!(shutdown);
+    // Borrowed by the select below while `windows` flushes.
+    let at_workers = windows.at_workers.clone();
 
     let stopped: Result<Ending, PipelineError> = loop {
         if settings.continuous && dispatch_now(buffer.len(), windows.at_workers.count(), workers) {
@@ -112,7 +114,6 @@ pub async fn run<S: Source, K: Sink>(
         }
         // Only while all workers are busy with an open window: wake when one is free.
         let waiting = settings.continuous && !buffer.is_empty();
-        let at_workers = windows.at_workers.clone();
         let deadline = buffer.deadline();
         let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(
             deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
@@ -199,7 +200,7 @@ struct Windows<K, A> {
 impl<K: Sink, A: Acknowledge> Windows<K, A> {
     async fn flush(&mut self, buffer: &mut WindowBuffer<Message>) {
         let opened = buffer.opened_at().unwrap_or_else(Instant::now);
-        let (messages, arrivals) = buffer.take_with_arrivals();
+        let (messages, arrivals) = buffer.take();
         if messages.is_empty() {
             return;
         }

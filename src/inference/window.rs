@@ -65,9 +65,8 @@ impl Drop for Held {
 #[derive(Debug)]
 pub struct WindowBuffer<T> {
     items: Vec<T>,
-    /// When each message arrived.
+    /// When each message arrived (the first: when the window opened).
     arrivals: Vec<Instant>,
-    opened_at: Option<Instant>,
     max_messages: usize,
     max_wait: Duration,
 }
@@ -75,9 +74,8 @@ pub struct WindowBuffer<T> {
 impl<T> WindowBuffer<T> {
     pub fn new(max_messages: usize, max_wait: Duration) -> Self {
         Self {
-            items: Vec::with_capacity(max_messages),
-            arrivals: Vec::with_capacity(max_messages),
-            opened_at: None,
+            items: Vec::new(),
+            arrivals: Vec::new(),
             max_messages: max_messages.max(1),
             max_wait,
         }
@@ -85,9 +83,6 @@ impl<T> WindowBuffer<T> {
 
     /// Adds a message; true when the window is now full and must be flushed.
     pub fn push(&mut self, item: T, now: Instant) -> bool {
-        if self.items.is_empty() {
-            self.opened_at = Some(now);
-        }
         self.items.push(item);
         self.arrivals.push(now);
         self.items.len() >= self.max_messages
@@ -95,12 +90,12 @@ impl<T> WindowBuffer<T> {
 
     /// When the open window's first message arrived, if one is open.
     pub fn opened_at(&self) -> Option<Instant> {
-        self.opened_at
+        self.arrivals.first().copied()
     }
 
     /// When the open window must close, if one is open.
     pub fn deadline(&self) -> Option<Instant> {
-        self.opened_at.map(|t| t + self.max_wait)
+        self.opened_at().map(|t| t + self.max_wait)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,17 +106,11 @@ impl<T> WindowBuffer<T> {
         self.items.len()
     }
 
-    /// Closes the window, returning its messages in arrival order.
-    pub fn take(&mut self) -> Vec<T> {
-        self.take_with_arrivals().0
-    }
-
-    /// Closes the window, returning its messages in arrival order and when each arrived.
-    pub fn take_with_arrivals(&mut self) -> (Vec<T>, Vec<Instant>) {
-        self.opened_at = None;
-        let arrivals = std::mem::replace(&mut self.arrivals, Vec::with_capacity(self.max_messages));
-        let items = std::mem::replace(&mut self.items, Vec::with_capacity(self.max_messages));
-        (items, arrivals)
+    /// Closes the window, returning its messages in arrival order and when each
+    /// arrived. The next window's vectors grow as it fills: with continuous batching
+    /// most windows hold a message or two, not `max_messages`.
+    pub fn take(&mut self) -> (Vec<T>, Vec<Instant>) {
+        (std::mem::take(&mut self.items), std::mem::take(&mut self.arrivals))
     }
 }
 
@@ -136,7 +125,7 @@ mod tests {
         assert!(!w.push(1, now));
         assert!(!w.push(2, now));
         assert!(w.push(3, now));
-        assert_eq!(w.take(), vec![1, 2, 3]);
+        assert_eq!(w.take().0, vec![1, 2, 3]);
         assert!(w.is_empty());
         assert_eq!(w.deadline(), None);
     }
@@ -162,8 +151,8 @@ mod tests {
         let mut w = WindowBuffer::new(10, Duration::from_millis(500));
         w.push("a", t0);
         w.push("b", t1);
-        assert_eq!(w.take_with_arrivals(), (vec!["a", "b"], vec![t0, t1]));
-        assert_eq!(w.take_with_arrivals(), (vec![], vec![]));
+        assert_eq!(w.take(), (vec!["a", "b"], vec![t0, t1]));
+        assert_eq!(w.take(), (vec![], vec![]));
     }
 
     #[test]

@@ -336,15 +336,16 @@ struct SharedDrift {
 }
 
 impl SharedDrift {
-    /// The monitor for a window classified by model `version`, made by `new` when the
-    /// version changed: a new version has a new reference, so its statistics start
-    /// afresh. `serving` is the version the service serves now (None: no follower).
+    /// The monitor for a window classified by model `version` (of class names
+    /// `labels`), made by `new` when the version changed: a new version has a new
+    /// reference, so its statistics start afresh. `serving` is the version the service serves now (None: no follower).
     /// A window classified by a model already swapped out (another worker finishing
     /// its window during a hot swap) gets None: it says nothing about the new model,
     /// and observing it would restart the statistics a second time.
     fn monitor_for(
         &mut self,
         version: &str,
+        labels: &[String],
         serving: Option<&str>,
         new: impl FnOnce(&DriftSettings) -> DriftMonitor,
     ) -> Option<&mut DriftMonitor> {
@@ -353,6 +354,7 @@ impl SharedDrift {
         }
         if !matches!(&self.monitor, Some((v, _)) if v == version) {
             self.monitor = Some((version.to_string(), new(&self.settings)));
+            self.labels = labels.to_vec();
             self.gather.clear();
         }
         self.monitor.as_mut().map(|(_, monitor)| monitor)
@@ -361,7 +363,19 @@ impl SharedDrift {
     /// Observes the gathered drift window that waited its `stream.max_wait_ms` with
     /// no stream window to close it (an idle stream): its version and report.
     fn flush_due(&mut self, now: Instant) -> Option<(String, DriftReport)> {
-        let gathered = self.gather.take_due(now)?;
+        let gathered = self.gather.take_due(now);
+        self.observe(gathered)
+    }
+
+    /// Adds a stream window; when that completes a drift window, observes it: its
+    /// version and report.
+    fn add(&mut self, window: WindowObservation, now: Instant) -> Option<(String, DriftReport)> {
+        let gathered = self.gather.add(window, now);
+        self.observe(gathered)
+    }
+
+    fn observe(&mut self, gathered: Option<WindowObservation>) -> Option<(String, DriftReport)> {
+        let gathered = gathered?;
         let (version, monitor) = self.monitor.as_mut()?;
         Some((version.clone(), monitor.observe(gathered)))
     }
@@ -602,27 +616,17 @@ fn feed_drift<E: Embedder>(
     let window = observation(predictor, texts, classified, observed);
     let mut drift = lock(&shared.drift);
     let drift = &mut *drift;
+    let labels = predictor.model().classifier.labels();
     if drift
-        .monitor_for(predictor.version(), serving.as_deref(), new_monitor)
+        .monitor_for(predictor.version(), labels, serving.as_deref(), new_monitor)
         .is_none()
     {
         debug!(
             version = predictor.version(),
             "Window of a swapped-out model left out of the drift statistics."
         );
-    } else if let Some(gathered) = {
-        let labels = predictor.model().classifier.labels();
-        if drift.labels != labels {
-            drift.labels = labels.to_vec();
-        }
-        drift.gather.add(window, Instant::now())
-    } && let Some((_, monitor)) = drift.monitor.as_mut()
-    {
-        let report = monitor.observe(gathered);
-        let labels = predictor.model().classifier.labels();
-        shared
-            .metrics
-            .record_drift(predictor.version(), labels, &report);
+    } else if let Some((version, report)) = drift.add(window, Instant::now()) {
+        shared.metrics.record_drift(&version, labels, &report);
     }
     shared
         .metrics
@@ -662,7 +666,7 @@ mod tests {
             *made += 1;
             DriftMonitor::new(s.clone(), reference(), 3)
         };
-        drift.monitor_for(version, serving, new).is_some()
+        drift.monitor_for(version, &[], serving, new).is_some()
     }
 
     #[test]
