@@ -2,7 +2,7 @@
 //! unit of Kafka timestamps, decision records and leases. A leaf: it imports nothing
 //! from the crate.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: 0 for a clock set before 1970, `i64::MAX`
 /// past the year 292 million.
@@ -16,6 +16,32 @@ pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Instants of this process as wall-clock µs since the epoch, from one reading of
+/// both clocks: for comparing a process's instants with times other processes on
+/// the machine wrote.
+pub struct WallClock {
+    at: Instant,
+    us: i64,
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            us: now_us(),
+        }
+    }
+
+    /// `t` as µs since the epoch.
+    pub fn us(&self, t: Instant) -> i64 {
+        if t >= self.at {
+            self.us + t.duration_since(self.at).as_micros() as i64
+        } else {
+            self.us - self.at.duration_since(t).as_micros() as i64
+        }
+    }
 }
 
 /// Milliseconds from the Unix epoch to `at`, with [`now_ms`]'s bounds.

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use maud::{Markup, html};
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 
-use super::svg;
+use super::{named, series, svg};
 
 /// One model version's rolling scores over its joined pairs.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,48 +59,6 @@ pub struct LateLabels {
     pub held: f64,
     pub waiting: f64,
     pub champion: Option<String>,
-}
-
-/// The value of each series of `name`, with its labels' values in order.
-fn series(families: &[MetricFamily], name: &str) -> Vec<(Vec<String>, f64)> {
-    families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| {
-            let counter = f.get_field_type() == MetricType::COUNTER;
-            f.get_metric().iter().map(move |m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| l.value().to_string())
-                    .collect();
-                let value = if counter {
-                    m.get_counter().get_value()
-                } else {
-                    m.get_gauge().get_value()
-                };
-                (labels, value)
-            })
-        })
-        .collect()
-}
-
-/// Each series of `name` as its labels by name, and its value.
-fn named(families: &[MetricFamily], name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| {
-            f.get_metric().iter().map(|m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                (labels, m.get_gauge().get_value())
-            })
-        })
-        .collect()
 }
 
 /// The races the join exports (`triage_race_*`).

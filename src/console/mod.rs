@@ -18,6 +18,7 @@ pub mod retraining;
 pub mod review;
 pub mod svg;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -29,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::Markup;
 use prometheus::IntCounterVec;
+use prometheus::proto::{LabelPair, MetricFamily, MetricType};
 use serde::Deserialize;
 use tracing::debug;
 
@@ -103,6 +105,41 @@ impl Console {
             desk,
         }
     }
+}
+
+/// The value of each series of `name`, with its labels' values in order.
+fn series(families: &[MetricFamily], name: &str) -> Vec<(Vec<String>, f64)> {
+    each_series(families, name, |l| l.value().to_string())
+}
+
+/// Each series of `name` as its labels by name, and its value.
+fn named(families: &[MetricFamily], name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    each_series(families, name, |l| {
+        (l.name().to_string(), l.value().to_string())
+    })
+}
+
+/// Each series of the counter or gauge `name`: its labels through `label`, and its value.
+fn each_series<L, C: FromIterator<L>>(
+    families: &[MetricFamily],
+    name: &str,
+    label: impl Fn(&LabelPair) -> L + Copy,
+) -> Vec<(C, f64)> {
+    families
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| {
+            let counter = f.get_field_type() == MetricType::COUNTER;
+            f.get_metric().iter().map(move |m| {
+                let value = if counter {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                };
+                (m.get_label().iter().map(label).collect(), value)
+            })
+        })
+        .collect()
 }
 
 /// The service console's routes, with their state.

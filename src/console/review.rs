@@ -116,22 +116,14 @@ impl ReviewPages {
 pub fn coverage(routes: &prometheus::IntCounterVec) -> Vec<(String, u64, u64)> {
     use prometheus::core::Collector;
     let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for family in routes.collect() {
-        for m in family.get_metric() {
-            let label = |name: &str| {
-                m.get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_string())
-                    .unwrap_or_default()
-            };
-            let n = m.get_counter().get_value() as u64;
-            let e = by.entry(label("model_version")).or_default();
-            if label("route") == "auto" {
-                e.0 += n;
-            }
-            e.1 += n;
+    for (labels, n) in super::named(&routes.collect(), "triage_routes_total") {
+        let n = n as u64;
+        let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+        let e = by.entry(label("model_version")).or_default();
+        if label("route") == "auto" {
+            e.0 += n;
         }
+        e.1 += n;
     }
     by.into_iter().map(|(v, (a, t))| (v, a, t)).collect()
 }

@@ -32,6 +32,10 @@ pub struct OnnxEmbedder {
     plan: Arc<SessionPlan>,
 }
 
+/// The session setting that stops intra-op threads spinning between runs
+/// (`SessionPlan::spin` false), in the service's sessions and the profiled one.
+const NO_SPIN: (&str, &str) = ("session.intra_op.allow_spinning", "0");
+
 /// What every session of one configuration shares, to build more (another graph
 /// for a model trained on it) the same way.
 struct SessionPlan {
@@ -170,7 +174,7 @@ impl OnnxEmbedder {
             options = options.with_intra_threads(threads);
         }
         if !plan.spin {
-            options = options.with_session_config("session.intra_op.allow_spinning", "0");
+            options = options.with_session_config(NO_SPIN.0, NO_SPIN.1);
         }
         let mut model = TextEmbedding::try_new_from_user_defined(user_model, options)
             .map_err(|err| load_err(err.to_string()))?;
@@ -215,6 +219,11 @@ impl OnnxEmbedder {
         if let Some(threads) = self.plan.threads {
             builder = builder
                 .with_intra_threads(threads)
+                .map_err(|e| err(e.into()))?;
+        }
+        if !self.plan.spin {
+            builder = builder
+                .with_config_entry(NO_SPIN.0, NO_SPIN.1)
                 .map_err(|e| err(e.into()))?;
         }
         let mut session = builder

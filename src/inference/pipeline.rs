@@ -34,6 +34,7 @@ use super::decode::{Decoded, Decoder, Rejection};
 use super::records::{self, Timings};
 use super::window::{AtWorkers, Held, WindowBuffer, dispatch_now};
 use super::worker::{self, Classified, WorkerError, WorkerHandle};
+use crate::clock::WallClock;
 use crate::metrics::Metrics;
 use crate::stream::envelope;
 use crate::stream::state::{PipelineState, Totals};
@@ -363,10 +364,10 @@ impl Pipeline {
             classify_all(&self.worker, valid, rejected.len(), self.worker_outage).await?;
         // The workers are done with it: the loop may hand them the next window.
         drop(held);
-        let ready = Instant::now();
         // Instants as wall-clock time (µs since the epoch), for the latency breakdown.
-        let anchor = (ready, crate::clock::now_us());
-        let epoch_us = |at: Instant| anchor.1 - ready.duration_since(at).as_micros() as i64;
+        let wall = WallClock::now();
+        let ready = Instant::now();
+        let ready_at_us = wall.us(ready);
         // From the window's first message read to predictions ready: what the
         // service adds, whatever the backlog. Under overload it stays bounded while
         // the backlog grows (stream.max_in_flight_windows, stream.worker_queue).
@@ -395,8 +396,8 @@ impl Pipeline {
                     timings.read = Some(crate::inference::records::MessageClock {
                         window: window.dispatched.saturating_duration_since(read),
                         since_read: ready.duration_since(read),
-                        read_at_us: epoch_us(read),
-                        ready_at_us: anchor.1,
+                        read_at_us: wall.us(read),
+                        ready_at_us,
                     });
                 }
                 let labelled = &batch.labelled[row];

@@ -110,7 +110,10 @@ impl<T> WindowBuffer<T> {
     /// arrived. The next window's vectors grow as it fills: with continuous batching
     /// most windows hold a message or two, not `max_messages`.
     pub fn take(&mut self) -> (Vec<T>, Vec<Instant>) {
-        (std::mem::take(&mut self.items), std::mem::take(&mut self.arrivals))
+        (
+            std::mem::take(&mut self.items),
+            std::mem::take(&mut self.arrivals),
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::offsets::{TopicError, starts_at};
 use super::{KafkaSettings, base_config, consumer_config, producer_config};
@@ -108,13 +108,7 @@ impl TopicReader {
         topic: &str,
         group_id: &str,
     ) -> Result<Self, KafkaError> {
-        let inner: StreamConsumer = base_config(k)
-            .set("group.id", group_id)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()?;
-        inner.subscribe(&[topic])?;
-        Ok(Self { inner })
+        Self::subscribed(base_config(k), topic, group_id)
     }
 
     /// A reader configured as the service's consumer (its fetch and prefetch
@@ -126,11 +120,21 @@ impl TopicReader {
         group_id: &str,
     ) -> Result<Self, KafkaError> {
         let mut c = consumer_config(k);
-        c.set("group.id", group_id)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false");
         c.remove("group.instance.id");
-        let inner: StreamConsumer = c.create()?;
+        Self::subscribed(c, topic, group_id)
+    }
+
+    /// `config` in group `group_id`, from the beginning, committing nothing.
+    fn subscribed(
+        mut config: ClientConfig,
+        topic: &str,
+        group_id: &str,
+    ) -> Result<Self, KafkaError> {
+        let inner: StreamConsumer = config
+            .set("group.id", group_id)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
         inner.subscribe(&[topic])?;
         Ok(Self { inner })
     }

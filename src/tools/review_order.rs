@@ -265,12 +265,7 @@ pub fn render(r: &Report) -> String {
     let (queued_mean, queued_sd) = mean_sd(&queued);
     let mut out = format!(
         "seed {} rows, pool {} rows, test {} rows, {} seeds; queue {:.0} ± {:.0} of the pool\n",
-        r.plan.seed_rows,
-        r.plan.pool_rows,
-        r.plan.test_rows,
-        r.plan.seeds,
-        queued_mean,
-        queued_sd
+        r.plan.seed_rows, r.plan.pool_rows, r.plan.test_rows, r.plan.seeds, queued_mean, queued_sd
     );
     let row = |order: &str, budget: usize, f1: &[f64], gain: &str, cov: &[f64], prec: &[f64]| {
         format!(

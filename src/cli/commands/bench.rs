@@ -39,20 +39,25 @@ fn print_profile(r: &BenchReport, p: &bench::ProfileReport) {
         p.texts, p.tokens_per_text, p.run_ms_per_text, p.peak.sessions, p.peak.threads
     );
     println!("    operator              ms/text   share   G(FL)OP/s in kernel");
-    for op in &p.ops {
-        let flops = op.int8_ops + op.fp32_flops;
-        let rate = match (op.int8_ops > 0.0, op.fp32_flops > 0.0) {
-            _ if op.us <= 0.0 => String::new(),
-            (true, true) => format!("{:.1} (int8 and fp32 together)", flops / op.us / 1e3),
-            (true, false) => format!("{:.1} int8", flops / op.us / 1e3),
-            (false, true) => format!("{:.1} fp32", flops / op.us / 1e3),
-            (false, false) => String::new(),
+    for profiled in &p.ops {
+        let op = &profiled.cost;
+        let kind = match (op.int8_ops > 0.0, op.fp32_flops > 0.0) {
+            (true, true) => Some("(int8 and fp32 together)"),
+            (true, false) => Some("int8"),
+            (false, true) => Some("fp32"),
+            (false, false) => None,
+        };
+        let rate = match kind {
+            Some(kind) if op.us > 0.0 => {
+                format!("{:.1} {kind}", (op.int8_ops + op.fp32_flops) / op.us / 1e3)
+            }
+            _ => String::new(),
         };
         println!(
             "    {:<21} {:>7.3} {:>6.1}%   {rate}",
             op.op,
             op.us / 1e3 / p.texts.max(1) as f64,
-            op.share * 100.0
+            profiled.share * 100.0
         );
     }
     println!(

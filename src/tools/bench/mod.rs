@@ -177,14 +177,11 @@ pub struct ProfileReport {
     pub ms_per_text_at_peak: f64,
 }
 
+/// An operator type's cost (its fields inline in the JSON) and share of kernel time.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfiledOp {
-    pub op: String,
-    pub us: f64,
-    pub calls: usize,
-    /// Arithmetic of its matrix products, summed over every call.
-    pub int8_ops: f64,
-    pub fp32_flops: f64,
+    #[serde(flatten)]
+    pub cost: crate::embed::profile::OpCost,
     pub share: f64,
 }
 
@@ -532,11 +529,7 @@ fn profile_report(p: phases::Profiled, throughput: f64) -> ProfileReport {
             .ops
             .iter()
             .map(|o| ProfiledOp {
-                op: o.op.clone(),
-                us: o.us,
-                calls: o.calls,
-                int8_ops: o.int8_ops,
-                fp32_flops: o.fp32_flops,
+                cost: o.clone(),
                 share: share(o.us, kernel_us),
             })
             .collect(),

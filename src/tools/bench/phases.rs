@@ -10,6 +10,7 @@ use futures::stream::FuturesUnordered;
 
 use super::lane::{Arrival, Rig, collect, lane, payload, producer, reader, rig};
 use super::{Breakdown, CpuShares, Floors, OverloadReport, OverloadSample, Spread, StageCosts};
+use crate::clock::WallClock;
 use crate::config::Settings;
 use crate::embed::{Embedder, EmbeddingSpec, OnnxEmbedder};
 use crate::kafka::client::{Producer, TopicReader};
@@ -211,30 +212,6 @@ pub(super) async fn drain_backlog(
     })
 }
 
-/// Instants of this process as wall-clock µs since the epoch (the service's
-/// records carry wall-clock times: both run on this machine's clock).
-struct WallClock {
-    at: Instant,
-    us: i64,
-}
-
-impl WallClock {
-    fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            us: crate::clock::now_us(),
-        }
-    }
-
-    fn us(&self, t: Instant) -> i64 {
-        if t >= self.at {
-            self.us + t.duration_since(self.at).as_micros() as i64
-        } else {
-            self.us - self.at.duration_since(t).as_micros() as i64
-        }
-    }
-}
-
 pub(super) struct Latencies {
     /// Produce to prediction read back, ms, sorted.
     pub(super) sorted_ms: Vec<f64>,
@@ -296,21 +273,17 @@ pub(super) async fn latencies(
     let arrivals = arrivals?;
     let exposition = service.metrics().await?;
     let peak_rss = service.stop().await;
-    let mut latencies: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, t)| {
-            arrivals
-                .get(id)
-                .map(|a| a.at.duration_since(*t).as_secs_f64() * 1e3)
-        })
-        .collect();
-    latencies.sort_by(f64::total_cmp);
+    let mut latencies: Vec<f64> = Vec::with_capacity(sent.len());
     let mut parts: [Vec<f64>; 7] = Default::default();
     for (id, t) in &sent {
-        let (Some(a), Some(ack)) = (arrivals.get(id), acked.get(id)) else {
+        let Some(a) = arrivals.get(id) else { continue };
+        let total = a.at.duration_since(*t).as_secs_f64() * 1e3;
+        latencies.push(total);
+        // The breakdown: messages whose send was acknowledged and whose prediction
+        // carries the service's clock.
+        let (Some(ack), Some(c)) = (acked.get(id), a.clock) else {
             continue;
         };
-        let Some(c) = a.clock else { continue };
         let ms = |us: i64| us as f64 / 1e3;
         let ack_us = wall.us(*ack);
         let worked = c.embed_ms + c.classify_ms;
@@ -321,11 +294,12 @@ pub(super) async fn latencies(
             (c.since_read_ms - c.window_ms - worked).max(0.0),
             worked,
             ms(wall.us(a.at) - c.ready_at_us),
-            a.at.duration_since(*t).as_secs_f64() * 1e3,
+            total,
         ]) {
             part.push(v);
         }
     }
+    latencies.sort_by(f64::total_cmp);
     let windows = metric_sum(&exposition, "triage_windows_total", &[]);
     let written = metric_sum(&exposition, "triage_window_size_messages_sum", &[]);
     let produce_sum = metric_sum(
